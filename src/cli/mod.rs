@@ -1,0 +1,90 @@
+//! Subcommands, one file each. This is the only code that names a concrete backend.
+
+mod bench;
+mod data;
+mod simulate;
+mod systems;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Errors of the command line: any library error, or a message about an argument.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Learned, structure-preserving physics: ground truth, datasets, training, evaluation.
+#[derive(Parser, Debug)]
+#[command(name = "noether", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Integrate one ground-truth system and print CSV (t, state…, energy[, entropy]).
+    Simulate(simulate::SimulateArgs),
+    /// Generate (or refresh the cache of) a protocol-v1 dataset.
+    Data(data::DataArgs),
+    /// Benchmarks; results go to BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// List the ground-truth families with their parameters and ranges.
+    Systems,
+}
+
+/// Parses the arguments, runs the subcommand, prints an error chain on failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Systems => systems::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// `name=value` argument parser.
+pub fn parse_key_value(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not of the form name=value"))?;
+    let value: f64 = v.trim().parse().map_err(|_| format!("`{v}` in `{s}` is not a number"))?;
+    Ok((k.trim().to_owned(), value))
+}
+
+/// A comma-separated list of numbers as one argument (a newtype, so clap does not treat it
+/// as a repeated argument).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumberList(pub Vec<f64>);
+
+/// Parses a [`NumberList`].
+pub fn parse_list(s: &str) -> Result<NumberList, String> {
+    s.split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| format!("`{v}` in `{s}` is not a number")))
+        .collect::<Result<_, _>>()
+        .map(NumberList)
+}

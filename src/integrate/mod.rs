@@ -1,0 +1,403 @@
+//! Integrators over a generic vector field, in `f64`.
+//!
+//! | method | [`Integrator`] | order | symplectic | needs | conserves |
+//! |---|---|---|---|---|---|
+//! | explicit Euler | `euler` | 1 | no | any field | nothing (energy grows on oscillators) |
+//! | classic Runge–Kutta | `rk4` | 4 | no | any field | nothing (energy drifts slowly) |
+//! | Dormand–Prince 5(4), adaptive | `dopri` | 5 | no | any field | to its tolerance (reference) |
+//! | symplectic Euler | `symplectic-euler` | 1 | yes | separable H | a modified energy (bounded error) |
+//! | Störmer–Verlet (leapfrog) | `verlet` | 2 | yes | separable H | a modified energy (bounded error) |
+//! | Yoshida 4th order | `yoshida4` | 4 | yes | separable H | a modified energy (bounded error) |
+//! | implicit midpoint | `midpoint` | 2 | yes | any field | quadratic invariants exactly, any H to bounded error |
+//!
+//! The reference for datasets and tests is [`Dopri5`] at rtol = atol = 1e-10 (DESIGN.md §3).
+//! Fixed-step methods share the [`Stepper`] front end, which checks that a method applies
+//! to a system (Verlet needs a separable Hamiltonian) and reports failures instead of
+//! returning garbage: a non-finite state or a non-converged implicit solve is an
+//! [`IntegrateError`].
+
+mod dopri;
+mod explicit;
+mod midpoint;
+mod symplectic;
+
+pub use dopri::{Dopri5, DopriStats};
+pub use explicit::{Euler, Rk4};
+pub use midpoint::{ImplicitMidpoint, ImplicitSolver};
+pub use symplectic::{StormerVerlet, SymplecticEuler, Yoshida4};
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::systems::{Family, System};
+
+/// An autonomous vector field ẋ = f(x).
+pub trait VectorField {
+    /// State dimension.
+    fn dim(&self) -> usize;
+
+    /// Writes f(x) to `dx` (both of length [`VectorField::dim`]).
+    fn eval(&self, x: &[f64], dx: &mut [f64]);
+
+    /// Writes the Jacobian ∂f/∂x (row-major, `[dim, dim]`) at `x` to `jac`.
+    ///
+    /// The default uses central differences with step 1e-6 (1 + |xᵢ|), accurate to about
+    /// 1e-9; fields with a closed form may override it.
+    fn jacobian(&self, x: &[f64], jac: &mut [f64]) {
+        let n = self.dim();
+        let (mut xp, mut fp, mut fm) = (x.to_vec(), vec![0.0; n], vec![0.0; n]);
+        for j in 0..n {
+            let h = 1e-6 * (1.0 + x[j].abs());
+            xp[j] = x[j] + h;
+            self.eval(&xp, &mut fp);
+            xp[j] = x[j] - h;
+            self.eval(&xp, &mut fm);
+            xp[j] = x[j];
+            for i in 0..n {
+                jac[i * n + j] = (fp[i] - fm[i]) / (2.0 * h);
+            }
+        }
+    }
+}
+
+/// A separable Hamiltonian field H = T(p) + V(q) split into its two halves, with
+/// x = (q, p), q and p each of length [`SeparableField::dof`].
+pub trait SeparableField {
+    /// Degrees of freedom (half the state dimension).
+    fn dof(&self) -> usize;
+    /// q̇ = ∂T/∂p.
+    fn velocity(&self, p: &[f64], qdot: &mut [f64]);
+    /// ṗ = −∂V/∂q.
+    fn force(&self, q: &[f64], pdot: &mut [f64]);
+}
+
+/// The integrators, by name (`--integrator` on the command line, `integrator:` in scenes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Integrator {
+    /// Explicit Euler, order 1.
+    Euler,
+    /// Classic Runge–Kutta, order 4.
+    Rk4,
+    /// Adaptive Dormand–Prince 5(4) at rtol = atol = 1e-10 between output times.
+    #[default]
+    Dopri,
+    /// Symplectic Euler (p first), order 1, separable H only.
+    SymplecticEuler,
+    /// Störmer–Verlet, order 2, separable H only.
+    Verlet,
+    /// Yoshida's 4th-order composition of Verlet, separable H only.
+    Yoshida4,
+    /// Implicit midpoint, order 2, symplectic for any H.
+    Midpoint,
+}
+
+impl Integrator {
+    /// Every integrator.
+    pub const ALL: [Integrator; 7] = [
+        Integrator::Euler,
+        Integrator::Rk4,
+        Integrator::Dopri,
+        Integrator::SymplecticEuler,
+        Integrator::Verlet,
+        Integrator::Yoshida4,
+        Integrator::Midpoint,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Integrator::Euler => "euler",
+            Integrator::Rk4 => "rk4",
+            Integrator::Dopri => "dopri",
+            Integrator::SymplecticEuler => "symplectic-euler",
+            Integrator::Verlet => "verlet",
+            Integrator::Yoshida4 => "yoshida4",
+            Integrator::Midpoint => "midpoint",
+        }
+    }
+
+    /// Order of accuracy (global error O(hᵖ)).
+    pub fn order(self) -> u32 {
+        match self {
+            Integrator::Euler | Integrator::SymplecticEuler => 1,
+            Integrator::Verlet | Integrator::Midpoint => 2,
+            Integrator::Rk4 | Integrator::Yoshida4 => 4,
+            Integrator::Dopri => 5,
+        }
+    }
+
+    /// Whether the method is symplectic.
+    pub fn is_symplectic(self) -> bool {
+        matches!(
+            self,
+            Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4 | Integrator::Midpoint
+        )
+    }
+
+    /// Whether the method needs a separable Hamiltonian H = T(p) + V(q).
+    pub fn needs_separable(self) -> bool {
+        matches!(self, Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4)
+    }
+}
+
+impl fmt::Display for Integrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Integrator {
+    type Err = IntegrateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().replace('_', "-").to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "rk45" | "dopri5" | "dormand-prince" => "dopri",
+            "leapfrog" | "stormer-verlet" => "verlet",
+            "implicit-midpoint" => "midpoint",
+            "yoshida" => "yoshida4",
+            other => other,
+        };
+        Integrator::ALL
+            .into_iter()
+            .find(|i| i.name() == alias)
+            .ok_or_else(|| IntegrateError::UnknownIntegrator { name: s.to_owned() })
+    }
+}
+
+/// Why an integration failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrateError {
+    /// The name is not one of [`Integrator::ALL`].
+    #[error(
+        "unknown integrator `{name}`; known integrators: euler, rk4, dopri, symplectic-euler, verlet, yoshida4, midpoint"
+    )]
+    UnknownIntegrator {
+        /// The name given.
+        name: String,
+    },
+    /// An explicit symplectic method asked of a field without a separable Hamiltonian.
+    #[error("{integrator} needs a separable Hamiltonian H = T(p) + V(q), which {family} does not have; use midpoint, rk4 or dopri")]
+    NotSeparable {
+        /// The method asked for.
+        integrator: Integrator,
+        /// The family.
+        family: Family,
+    },
+    /// The implicit solve did not reach its tolerance within its iteration cap.
+    #[error("implicit midpoint did not converge: residual {residual:.3e} > tolerance {tolerance:.1e} after {iterations} iterations of {solver:?}")]
+    NotConverged {
+        /// The nonlinear solver.
+        solver: ImplicitSolver,
+        /// Iterations taken (the cap).
+        iterations: usize,
+        /// Last update size ‖Δy‖∞.
+        residual: f64,
+        /// The tolerance.
+        tolerance: f64,
+    },
+    /// The adaptive step size fell below its floor (a stiff or singular field).
+    #[error("adaptive step size fell to {step:.3e} at t = {time}: the field is too stiff or singular there")]
+    StepSizeUnderflow {
+        /// Time at which it happened.
+        time: f64,
+        /// The step size.
+        step: f64,
+    },
+    /// More adaptive steps than the cap.
+    #[error("more than {max_steps} adaptive steps between t = {from} and t = {to}")]
+    TooManySteps {
+        /// The cap.
+        max_steps: usize,
+        /// Start time.
+        from: f64,
+        /// End time.
+        to: f64,
+    },
+    /// The state became NaN or infinite.
+    #[error("the state became non-finite after step {step} (t = {time}): {state:?}")]
+    NonFinite {
+        /// Step index (1-based).
+        step: usize,
+        /// Time reached.
+        time: f64,
+        /// The state.
+        state: Vec<f64>,
+    },
+    /// A non-positive or non-finite step size.
+    #[error("step size must be positive and finite, found {dt}")]
+    BadStep {
+        /// The step size given.
+        dt: f64,
+    },
+}
+
+/// One stepping front end for every method: scratch buffers plus the method's parameters.
+///
+/// ```
+/// use noether::{integrate::{Integrator, Stepper}, systems::Family};
+/// let sys = Family::MassSpring.build(&[1.0, 1.0]).unwrap();
+/// let mut stepper = Stepper::new(Integrator::Verlet, 2);
+/// let mut x = vec![1.0, 0.0];
+/// for _ in 0..100 {
+///     stepper.step(sys.as_ref(), &mut x, 0.01).unwrap();
+/// }
+/// assert!((x[0] - 1.0_f64.cos()).abs() < 1e-4);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Stepper {
+    method: Integrator,
+    euler: Euler,
+    rk4: Rk4,
+    dopri: Dopri5,
+    midpoint: ImplicitMidpoint,
+    symplectic_euler: SymplecticEuler,
+    verlet: StormerVerlet,
+    yoshida4: Yoshida4,
+}
+
+impl Stepper {
+    /// A stepper for states of dimension `dim`, with each method's default settings.
+    pub fn new(method: Integrator, dim: usize) -> Self {
+        Self {
+            method,
+            euler: Euler::new(dim),
+            rk4: Rk4::new(dim),
+            dopri: Dopri5::new(dim),
+            midpoint: ImplicitMidpoint::new(dim),
+            symplectic_euler: SymplecticEuler::default(),
+            verlet: StormerVerlet::default(),
+            yoshida4: Yoshida4::default(),
+        }
+    }
+
+    /// The method.
+    pub fn method(&self) -> Integrator {
+        self.method
+    }
+
+    /// The implicit-midpoint settings (solver, tolerance, iteration cap).
+    pub fn midpoint_mut(&mut self) -> &mut ImplicitMidpoint {
+        &mut self.midpoint
+    }
+
+    /// Checks that the method applies to `system`.
+    ///
+    /// # Errors
+    /// [`IntegrateError::NotSeparable`] for Verlet-type methods on a non-separable system.
+    pub fn check(&self, system: &dyn System) -> Result<(), IntegrateError> {
+        self.separable_of(system).map(|_| ())
+    }
+
+    fn separable_of<'a>(
+        &self,
+        system: &'a dyn System,
+    ) -> Result<Option<&'a dyn SeparableField>, IntegrateError> {
+        if !self.method.needs_separable() {
+            return Ok(None);
+        }
+        system
+            .hamiltonian()
+            .and_then(|h| h.separable())
+            .map(Some)
+            .ok_or(IntegrateError::NotSeparable { integrator: self.method, family: system.family() })
+    }
+
+    /// Advances `x` by one step of size `h` (for `dopri`: adaptively from 0 to `h`).
+    ///
+    /// # Errors
+    /// [`IntegrateError::NotSeparable`], [`IntegrateError::NotConverged`] and the adaptive
+    /// step errors; the state is left unspecified after an error.
+    pub fn step(&mut self, system: &dyn System, x: &mut [f64], h: f64) -> Result<(), IntegrateError> {
+        let separable = self.separable_of(system)?;
+        match (self.method, separable) {
+            (Integrator::Euler, _) => self.euler.step(system, x, h),
+            (Integrator::Rk4, _) => self.rk4.step(system, x, h),
+            (Integrator::Dopri, _) => {
+                self.dopri.integrate(system, x, 0.0, h)?;
+            }
+            (Integrator::Midpoint, _) => {
+                self.midpoint.step(system, x, h)?;
+            }
+            (Integrator::SymplecticEuler, Some(s)) => self.symplectic_euler.step(s, x, h),
+            (Integrator::Verlet, Some(s)) => self.verlet.step(s, x, h),
+            (Integrator::Yoshida4, Some(s)) => self.yoshida4.step(s, x, h),
+            (method, None) => unreachable!("{method} needs a separable field, checked above"),
+        }
+        Ok(())
+    }
+}
+
+/// States sampled at equally spaced times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// Sample times, `[samples]`.
+    pub t: Vec<f64>,
+    /// States, row-major `[samples, dim]`.
+    pub x: Vec<f64>,
+    /// State dimension.
+    pub dim: usize,
+}
+
+impl Trajectory {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// The state at sample `i`.
+    pub fn state(&self, i: usize) -> &[f64] {
+        &self.x[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Iterator over the states.
+    pub fn states(&self) -> impl Iterator<Item = &[f64]> {
+        self.x.chunks_exact(self.dim)
+    }
+}
+
+/// Integrates `system` from `x0` for `steps` steps of size `dt` (DESIGN.md §3 sampling),
+/// recording every step (so `steps + 1` samples).
+///
+/// # Errors
+/// [`IntegrateError::BadStep`] for `dt ≤ 0`, [`IntegrateError::NonFinite`] when the state
+/// blows up, and the method's own errors.
+pub fn simulate(
+    system: &dyn System,
+    method: Integrator,
+    x0: &[f64],
+    dt: f64,
+    steps: usize,
+) -> Result<Trajectory, IntegrateError> {
+    if !(dt > 0.0 && dt.is_finite()) {
+        return Err(IntegrateError::BadStep { dt });
+    }
+    let dim = x0.len();
+    let mut stepper = Stepper::new(method, dim);
+    stepper.check(system)?;
+    let mut x = x0.to_vec();
+    let mut out = Trajectory { t: Vec::with_capacity(steps + 1), x: Vec::with_capacity((steps + 1) * dim), dim };
+    out.t.push(0.0);
+    out.x.extend_from_slice(&x);
+    for step in 1..=steps {
+        stepper.step(system, &mut x, dt)?;
+        let time = step as f64 * dt;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(IntegrateError::NonFinite { step, time, state: x });
+        }
+        out.t.push(time);
+        out.x.extend_from_slice(&x);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

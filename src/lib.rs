@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod data;
+pub mod error;
+pub mod integrate;
+pub mod metrics;
+pub mod systems;
+
+pub use error::Error;
+
+/// Protocol version of DESIGN.md: every dataset, model file and results table carries it.
+///
+/// Change it only together with the tables that depend on a protocol value.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The most used items, by name.
+pub mod prelude {
+    pub use crate::Error;
+    pub use crate::data::{Dataset, DatasetSpec, Split};
+    pub use crate::integrate::{Integrator, IntegrateError, Trajectory, VectorField};
+    pub use crate::systems::{Family, System, SystemError};
+}
