@@ -1,6 +1,6 @@
 //! The crate-wide error: one variant per concern, each wrapping that concern's error enum.
 
-use crate::{data::DataError, integrate::IntegrateError, systems::SystemError};
+use crate::{data::DataError, integrate::IntegrateError, io::ModelFileError, systems::SystemError};
 
 /// Anything that can go wrong in `noether`, by concern.
 #[derive(Debug, thiserror::Error)]
@@ -15,4 +15,7 @@ pub enum Error {
     /// A dataset could not be generated, read or written.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A model file could not be read or written.
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
 }

@@ -2,9 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod integrate;
+pub mod io;
 pub mod metrics;
+pub mod nn;
 pub mod systems;
 
 pub use error::Error;

@@ -1,0 +1,8 @@
+//! Files: trained models (safetensors + RON config).
+
+mod model_file;
+
+pub use model_file::{
+    FORMAT as MODEL_FORMAT, ModelFileError, config_to_ron, load_model, load_weights, model_paths, parse_config,
+    save_model,
+};

@@ -1,0 +1,309 @@
+//! Model files: `NAME.ron` (the [`ModelConfig`], human-readable) beside
+//! `NAME.safetensors` (the weights, written by burn-store).
+//!
+//! The weights file also carries the config it was saved with (header key
+//! `noether.config`), so a `.ron` edited into a different architecture, or a weights file
+//! copied beside the wrong config, is caught before any tensor is applied. Loading rebuilds
+//! the model from the config, then applies the weights; every tensor must be present, used,
+//! of the right shape and finite.
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! let model = noether::io::load_model::<Flex>("assets/models/pendulum-svd5.ron".as_ref(), &Default::default())?;
+//! # Ok::<(), noether::io::ModelFileError>(())
+//! ```
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use burn::tensor::backend::Backend;
+use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+
+use crate::{
+    PROTOCOL_VERSION,
+    nn::{Architecture, Model, ModelConfig, Modulation},
+    systems::Structure,
+};
+
+/// Value of the `noether.format` header key of a weights file.
+pub const FORMAT: &str = "noether-model";
+
+/// Why a model file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelFileError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The `.ron` config is not valid RON for a [`ModelConfig`].
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser says.
+        message: String,
+    },
+    /// A config field with a value noether cannot build.
+    #[error("{path}: field `{field}`: {message}")]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The weights file is not a noether model, or is damaged.
+    #[error("{path}: not a valid noether weights file: {message}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config beside the weights describes another network than the weights were saved with.
+    #[error("{path}: config field `{field}` is {in_config} but the weights were saved with {in_weights}")]
+    ConfigMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The field that differs.
+        field: &'static str,
+        /// Its value in the `.ron`.
+        in_config: String,
+        /// Its value when the weights were saved.
+        in_weights: String,
+    },
+    /// A tensor the config calls for is not in the weights file.
+    #[error("{path}: missing tensor `{tensor}`")]
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// Tensor path.
+        tensor: String,
+    },
+    /// A tensor in the weights file that the config has no place for.
+    #[error("{path}: unused tensor `{tensor}` (the weights belong to another configuration)")]
+    UnusedTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// Tensor path.
+        tensor: String,
+    },
+    /// A tensor of the wrong shape.
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// Tensor path.
+        tensor: String,
+        /// Shape the config calls for.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// A weight that is NaN or infinite.
+    #[error("{path}: tensor `{tensor}` holds a non-finite value")]
+    NonFinite {
+        /// The weights file.
+        path: PathBuf,
+        /// Tensor path.
+        tensor: String,
+    },
+}
+
+/// `NAME.ron` and `NAME.safetensors` for a path given with either extension or none.
+pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
+    let stem = match path.extension().and_then(|e| e.to_str()) {
+        Some("ron" | "safetensors") => path.with_extension(""),
+        _ => path.to_owned(),
+    };
+    let with = |ext: &str| {
+        let mut s = stem.clone().into_os_string();
+        s.push(".");
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    (with("ron"), with("safetensors"))
+}
+
+/// The config as RON.
+pub fn config_to_ron(config: &ModelConfig) -> String {
+    let pretty = ron::ser::PrettyConfig::new().depth_limit(3).struct_names(true);
+    ron::ser::to_string_pretty(config, pretty).expect("a ModelConfig serialises")
+}
+
+/// Parses a config, with line and column on error.
+///
+/// # Errors
+/// [`ModelFileError::Syntax`] and [`ModelFileError::InvalidConfig`].
+pub fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, ModelFileError> {
+    let config: ModelConfig = ron::from_str(text).map_err(|e| ModelFileError::Syntax {
+        path: path.to_owned(),
+        line: e.span.start.line,
+        column: e.span.start.col,
+        message: e.code.to_string(),
+    })?;
+    validate(&config, path)?;
+    Ok(config)
+}
+
+/// Checks the values a [`ModelConfig`] may take.
+fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
+    let bad = |field, message: String| Err(ModelFileError::InvalidConfig { path: path.to_owned(), field, message });
+    if c.protocol != PROTOCOL_VERSION {
+        return bad("protocol", format!("{} is not the protocol of this build ({PROTOCOL_VERSION})", c.protocol));
+    }
+    if !(1..=256).contains(&c.d_latent) {
+        return bad("d_latent", format!("{} is outside 1..=256", c.d_latent));
+    }
+    if c.hidden.is_empty() || c.hidden.iter().any(|&h| !(1..=4096).contains(&h)) {
+        return bad("hidden", format!("{:?}: need at least one layer, each of width 1..=4096", c.hidden));
+    }
+    if c.assembly_hidden.iter().any(|&h| !(1..=4096).contains(&h)) {
+        return bad("assembly_hidden", format!("{:?}: widths must lie in 1..=4096", c.assembly_hidden));
+    }
+    if let Modulation::Mr { rank } | Modulation::Svd { rank } = c.modulation
+        && !(1..=256).contains(&rank)
+    {
+        return bad("modulation", format!("rank {rank} is outside 1..=256"));
+    }
+    let generic = c.family.spec().structure == Structure::Generic;
+    match c.architecture {
+        Architecture::Generic { k } if !generic => {
+            return bad("architecture", format!("{} is Hamiltonian; use Hnn or SeparableHnn, not Generic(k: {k})", c.family));
+        }
+        Architecture::Generic { k } if !(1..=64).contains(&k) => {
+            return bad("architecture", format!("assembly rank k = {k} is outside 1..=64"));
+        }
+        Architecture::Hnn | Architecture::SeparableHnn if generic => {
+            return bad("architecture", format!("{} is a GENERIC family; use Generic(k: 4)", c.family));
+        }
+        _ => {}
+    }
+    if !c.latents.mean.is_empty() && c.latents.mean.len() != c.d_latent {
+        return bad("latents", format!("mean has {} components, d_latent is {}", c.latents.mean.len(), c.d_latent));
+    }
+    if c.latents.mean.iter().chain(&c.latents.std).any(|v| !v.is_finite()) {
+        return bad("latents", "mean and std must be finite".into());
+    }
+    Ok(())
+}
+
+/// Writes `NAME.ron` and `NAME.safetensors`.
+///
+/// # Errors
+/// [`ModelFileError::Io`].
+pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), ModelFileError> {
+    let (ron_path, weights_path) = model_paths(path);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ModelFileError::Io { path, source }
+    };
+    if let Some(dir) = ron_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let ron = config_to_ron(&model.config);
+    let compact = ron::to_string(&model.config).expect("a ModelConfig serialises");
+    let mut store = SafetensorsStore::from_bytes(None)
+        .metadata("noether.format", FORMAT)
+        .metadata("noether.config", compact);
+    model.save_into(&mut store).map_err(|e| ModelFileError::Weights { path: weights_path.clone(), message: e.to_string() })?;
+    let bytes = store.get_bytes().map_err(|e| ModelFileError::Weights { path: weights_path.clone(), message: e.to_string() })?;
+    fs::write(&weights_path, bytes).map_err(io(&weights_path))?;
+    fs::write(&ron_path, format!("// noether model config (DESIGN.md §4); weights in the .safetensors beside it\n{ron}\n"))
+        .map_err(io(&ron_path))
+}
+
+/// Reads `NAME.ron` and `NAME.safetensors` and rebuilds the model on `device`.
+///
+/// # Errors
+/// Every [`ModelFileError`] variant but `Io` on write.
+pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<Model<B>, ModelFileError> {
+    let (ron_path, weights_path) = model_paths(path);
+    let text = fs::read_to_string(&ron_path).map_err(|source| ModelFileError::Io { path: ron_path.clone(), source })?;
+    let config = parse_config(&text, &ron_path)?;
+    let bytes = fs::read(&weights_path).map_err(|source| ModelFileError::Io { path: weights_path.clone(), source })?;
+    load_weights(config, bytes, &weights_path, device)
+}
+
+/// Builds the model of `config` and applies the weights in `bytes` (a safetensors file).
+///
+/// # Errors
+/// [`ModelFileError::Weights`], [`ModelFileError::ConfigMismatch`],
+/// [`ModelFileError::MissingTensor`], [`ModelFileError::UnusedTensor`],
+/// [`ModelFileError::ShapeMismatch`], [`ModelFileError::NonFinite`].
+pub fn load_weights<B: Backend>(
+    config: ModelConfig,
+    bytes: Vec<u8>,
+    weights_path: &Path,
+    device: &B::Device,
+) -> Result<Model<B>, ModelFileError> {
+    let path = weights_path.to_owned();
+    let weights_err = |message: String| ModelFileError::Weights { path: path.clone(), message };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(e.to_string()))?;
+    let header = meta.metadata().clone().unwrap_or_default();
+    if header.get("noether.format").map(String::as_str) != Some(FORMAT) {
+        return Err(weights_err(format!("header `noether.format` is not `{FORMAT}`")));
+    }
+    let saved = header.get("noether.config").ok_or_else(|| weights_err("header has no `noether.config`".into()))?;
+    let saved: ModelConfig = ron::from_str(saved).map_err(|e| weights_err(format!("embedded config: {e}")))?;
+    check_same_network(&config, &saved, &path)?;
+
+    let mut model = config.init::<B>(device);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).validate(false).allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| weights_err(e.to_string()))?;
+    if let Some(e) = result.errors.first() {
+        return Err(match e {
+            ApplyError::ShapeMismatch { path: tensor, expected, found } => ModelFileError::ShapeMismatch {
+                path,
+                tensor: tensor.clone(),
+                expected: expected.to_vec(),
+                found: found.to_vec(),
+            },
+            other => weights_err(other.to_string()),
+        });
+    }
+    if let Some((tensor, _)) = result.missing.first() {
+        return Err(ModelFileError::MissingTensor { path, tensor: tensor.clone() });
+    }
+    if let Some(tensor) = result.unused.first() {
+        return Err(ModelFileError::UnusedTensor { path, tensor: tensor.clone() });
+    }
+    for snapshot in model.collect(None, None, false) {
+        let data = snapshot.to_data().map_err(|e| weights_err(format!("{e:?}")))?;
+        let finite = data.iter::<f64>().all(f64::is_finite);
+        if !finite {
+            return Err(ModelFileError::NonFinite { path, tensor: snapshot.full_path() });
+        }
+    }
+    Ok(model)
+}
+
+/// The fields that shape the network must agree between the `.ron` and the weights.
+fn check_same_network(config: &ModelConfig, saved: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
+    let fields: [(&'static str, String, String); 6] = [
+        ("family", config.family.to_string(), saved.family.to_string()),
+        ("architecture", format!("{:?}", config.architecture), format!("{:?}", saved.architecture)),
+        ("modulation", config.modulation.to_string(), saved.modulation.to_string()),
+        ("d_latent", config.d_latent.to_string(), saved.d_latent.to_string()),
+        ("hidden", format!("{:?}", config.hidden), format!("{:?}", saved.hidden)),
+        ("assembly_hidden", format!("{:?}", config.assembly_hidden), format!("{:?}", saved.assembly_hidden)),
+    ];
+    for (field, in_config, in_weights) in fields {
+        if in_config != in_weights {
+            return Err(ModelFileError::ConfigMismatch { path: path.to_owned(), field, in_config, in_weights });
+        }
+    }
+    Ok(())
+}
