@@ -2,11 +2,18 @@
 
 use std::time::{Duration, Instant};
 
+use burn::{
+    backend::Flex,
+    tensor::{Tensor, TensorData},
+};
 use clap::{Args, Subcommand};
 use noether::{
+    data::stream_rng,
     integrate::{Integrator, Stepper},
+    nn::{LatentField, ModelConfig, Modulation, cpu::CpuModel},
     systems::Family,
 };
+use rand::RngExt;
 
 use super::CliResult;
 
@@ -15,6 +22,25 @@ use super::CliResult;
 pub enum BenchCommand {
     /// Ground-truth integrator throughput (steps/s) per family and integrator.
     Integrators(IntegratorArgs),
+    /// Network forward + ∇ₓ throughput per method and batch size, shared vs per-row latents.
+    Network(NetworkArgs),
+}
+
+/// Arguments of `noether bench network`.
+#[derive(Args, Debug)]
+pub struct NetworkArgs {
+    /// Minimum wall time per measurement, in seconds.
+    #[arg(long, default_value_t = 0.3)]
+    seconds: f64,
+    /// Batch sizes (rows).
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1000,16000,64000")]
+    batches: Vec<usize>,
+    /// Methods.
+    #[arg(long, value_delimiter = ',', default_value = "none,shift,fw,ro,mr5,svd5")]
+    methods: Vec<Modulation>,
+    /// Also time the burn (Flex) implementation at this batch size (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    burn_batch: usize,
 }
 
 /// Arguments of `noether bench integrators`.
@@ -29,7 +55,102 @@ pub struct IntegratorArgs {
 pub fn run(cmd: BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Integrators(args) => integrators(&args),
+        BenchCommand::Network(args) => network(&args),
     }
+}
+
+/// Seconds per call of `f`: after one warm-up call, five rounds of at least `budget / 5`
+/// each, and the fastest round's mean (the machine is shared: the minimum is the least
+/// disturbed estimate).
+fn time_per_call(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let round = budget / 5;
+    (0..5)
+        .map(|_| {
+            let (start, mut calls) = (Instant::now(), 0u32);
+            while start.elapsed() < round || calls < 2 {
+                f();
+                calls += 1;
+            }
+            start.elapsed().as_secs_f64() / f64::from(calls)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Seconds per call of `f` and of `g`, measured in alternating rounds (so drifts in machine
+/// load hit both alike), each the fastest of five rounds.
+fn time_pair(budget: Duration, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
+    f();
+    g();
+    let round = budget / 5;
+    let time = |h: &mut dyn FnMut()| {
+        let (start, mut calls) = (Instant::now(), 0u32);
+        while start.elapsed() < round || calls < 2 {
+            h();
+            calls += 1;
+        }
+        start.elapsed().as_secs_f64() / f64::from(calls)
+    };
+    (0..5).fold((f64::INFINITY, f64::INFINITY), |(a, b), _| (a.min(time(&mut f)), b.min(time(&mut g))))
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = stream_rng("bench/network", seed, 0);
+    (0..n).map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32).collect()
+}
+
+/// FLOPs per row of forward + ∇ₓ of the unmodulated 2 → 3×100 → 1 network (GEMM work only).
+const BASE_FLOPS_PER_ROW: f64 = 2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
+
+fn network(args: &NetworkArgs) -> CliResult {
+    let budget = Duration::from_secs_f64(args.seconds);
+    let dev = Default::default();
+    println!("Pendulum HNN, 2 → 3×100 tanh → 1, forward + ∇ₓ (the field J∇H), f32, CPU kernel.");
+    println!("GFLOP/s counts the unmodulated network's GEMM work ({BASE_FLOPS_PER_ROW} FLOP/row) for every method.\n");
+    println!("| method | rows | shared z: rows/s | per-row z: rows/s | per-row / shared time | per-row GFLOP/s | plain GEMM [rows×100]·[100×100] GFLOP/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for &method in &args.methods {
+        let model = ModelConfig::new(Family::Pendulum, method).init::<Flex>(&dev);
+        let cpu = CpuModel::from_model(&model);
+        let z1 = random(10, 1);
+        let folded = cpu.fold(&z1);
+        for &rows in &args.batches {
+            let x = random(rows * 2, 2);
+            let z = random(rows * 10, 3);
+            let (mut out_a, mut out_b) = (vec![0.0; rows * 2], vec![0.0; rows * 2]);
+            let (shared, hetero) = time_pair(budget, || folded.field(&x, &[], &mut out_a), || cpu.field(&x, &z, &mut out_b));
+            let a = random(rows * 100, 4);
+            let w = random(100 * 100, 5);
+            let gemm = time_per_call(budget, || noether::nn::cpu::bench_gemm(&a, &w, rows));
+            println!(
+                "| {method} | {rows} | {:.3e} | {:.3e} | {:.2} | {:.1} | {:.1} |",
+                rows as f64 / shared,
+                rows as f64 / hetero,
+                hetero / shared,
+                BASE_FLOPS_PER_ROW * rows as f64 / hetero / 1e9,
+                2.0 * 100.0 * 100.0 * rows as f64 / gemm / 1e9
+            );
+        }
+        if args.burn_batch > 0 {
+            let rows = args.burn_batch;
+            let x = Tensor::<Flex, 2>::from_data(TensorData::new(random(rows * 2, 2), [rows, 2]), &dev);
+            let z = Tensor::<Flex, 2>::from_data(TensorData::new(random(rows * 10, 3), [rows, 10]), &dev);
+            let burn = time_per_call(budget, || {
+                let _ = model.field(x.clone(), &z).into_data();
+            });
+            let xs = random(rows * 2, 2);
+            let zs = random(rows * 10, 3);
+            let mut out = vec![0.0; rows * 2];
+            let kernel = time_per_call(budget, || cpu.field(&xs, &zs, &mut out));
+            println!(
+                "| {method} (burn Flex, per-row z) | {rows} | — | {:.3e} | kernel is {:.1}× faster | {:.1} | — |",
+                rows as f64 / burn,
+                burn / kernel,
+                BASE_FLOPS_PER_ROW * rows as f64 / burn / 1e9
+            );
+        }
+    }
+    Ok(())
 }
 
 fn integrators(args: &IntegratorArgs) -> CliResult {
@@ -47,6 +168,9 @@ fn integrators(args: &IntegratorArgs) -> CliResult {
             let mut x = spec.default_state.to_vec();
             let (start, mut steps) = (Instant::now(), 0u64);
             while start.elapsed() < budget {
+                // Restart every 100 steps: a damped state decaying into subnormal numbers
+                // would time the FPU's slow path, not the integrator.
+                x.copy_from_slice(spec.default_state);
                 for _ in 0..100 {
                     stepper.step(sys.as_ref(), &mut x, spec.dt)?;
                 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod params;
 mod simulate;
 mod systems;
 
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// List the ground-truth families with their parameters and ranges.
     Systems,
+    /// Parameter counts (base, hypernetwork) of protocol-v1 models per family and method.
+    Params(params::ParamsArgs),
 }
 
 /// Parses the arguments, runs the subcommand, prints an error chain on failure.
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Systems => systems::run(),
+        Command::Params(args) => params::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

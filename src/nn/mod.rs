@@ -28,6 +28,7 @@
 //! ```
 
 mod activation;
+pub mod cpu;
 mod dense;
 mod generic;
 mod hnn;

@@ -1,0 +1,396 @@
+//! A dedicated f32 CPU inference kernel for trained models: the path the Bevy runtime steps.
+//!
+//! [`CpuModel::from_model`] copies a burn [`Model`] into a layout made for row tiles:
+//! every layer's forward map and its transpose are one GEMM each (the `gemm` crate's
+//! AVX-512/AVX2 microkernels, chosen at run time) over rows augmented with the latent
+//! terms (see [`mlp`]), tanh and its derivative are vectorised rational functions
+//! (`pulp`), and tiles of [`TILE`] rows run in parallel on rayon with the weights resident
+//! in cache. It computes exactly what the burn implementation computes (tests compare the
+//! two), at several times its speed; see BENCHMARKS.md.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use noether::nn::{ModelConfig, Modulation, cpu::CpuModel};
+//! use noether::systems::Family;
+//! let model = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 }).init::<Flex>(&Default::default());
+//! let cpu = CpuModel::from_model(&model);
+//! let (x, z) = (vec![0.5f32, 0.0, 1.0, -0.3], vec![0.0f32; 20]); // two rows, two latents
+//! let mut xdot = vec![0.0f32; 4];
+//! cpu.field(&x, &z, &mut xdot);
+//! ```
+
+mod gemm;
+pub mod mlp;
+mod simd;
+
+pub use mlp::CpuMlp;
+
+use burn::tensor::backend::Backend;
+use rayon::prelude::*;
+
+use self::{
+    gemm::{MatRef, matmul},
+    mlp::{TileOut, host},
+    simd::tanh_rows,
+};
+use crate::nn::{Dense, Model, ModelConfig};
+
+/// One plain GEMM `[rows, 100]·[100, 100]` with the kernel's tiling and threads: the
+/// reference rate `noether bench network` prints beside the network's.
+pub fn bench_gemm(a: &[f32], w: &[f32], rows: usize) {
+    let mut out = vec![0.0; rows * 100];
+    out.par_chunks_mut(TILE * 100).enumerate().for_each(|(t, o)| {
+        let n = o.len() / 100;
+        matmul(o, n, 100, 100, MatRef::rows(&a[t * TILE * 100..(t * TILE + n) * 100], n, 100), MatRef::rows(w, 100, 100), false);
+    });
+}
+
+/// Most rows per tile: large enough to amortise each GEMM call's fixed cost (a few µs of
+/// packing and dispatch), small enough that a tile's activations (4 × 1024 × 110 floats
+/// ≈ 1.8 MB) stay in L2/L3.
+pub const TILE: usize = 1024;
+
+/// Fewest rows per tile when a batch is split across threads.
+const MIN_TILE: usize = 64;
+
+/// An unmodulated dense MLP (the GENERIC A(x), C(x)) in CPU layout.
+#[derive(Clone, Debug)]
+struct CpuDense {
+    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
+}
+
+impl CpuDense {
+    fn from_burn<B: Backend>(dense: &Dense<B>) -> Self {
+        let layers = dense
+            .weights
+            .iter()
+            .zip(&dense.biases)
+            .map(|(w, b)| {
+                let [i, o] = w.dims();
+                (host(w.val()), host(b.val()), i, o)
+            })
+            .collect();
+        Self { layers }
+    }
+
+    fn out_width(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.3)
+    }
+
+    /// `[rows, in]` → `[rows, out]`.
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut a = x.to_vec();
+        let last = self.layers.len() - 1;
+        for (l, (w, b, i, o)) in self.layers.iter().enumerate() {
+            let mut u = vec![0.0; rows * o];
+            matmul(&mut u, rows, *o, *o, MatRef::rows(&a, rows, *i), MatRef::rows(w, *i, *o), false);
+            if l < last {
+                a = vec![0.0; rows * o];
+                tanh_rows(&u, *o, b, &mut a, *o, rows, *o);
+            } else {
+                u.chunks_exact_mut(*o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv));
+                a = u;
+            }
+        }
+        a
+    }
+}
+
+/// The GENERIC assembly in CPU layout (see [`crate::nn::GenericNet`]).
+#[derive(Clone, Debug)]
+struct CpuGeneric {
+    energy: CpuMlp,
+    entropy: CpuMlp,
+    a_net: CpuDense,
+    c_net: CpuDense,
+    /// ξₖ, skew, `[K, n, n]`.
+    xi: Vec<f32>,
+    /// ζₖ, skew, `[K, n, n]`.
+    zeta: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+impl CpuGeneric {
+    fn skew(raw: Vec<f32>, k: usize, n: usize) -> Vec<f32> {
+        let mut s = vec![0.0; k * n * n];
+        for kk in 0..k {
+            for i in 0..n {
+                for j in 0..n {
+                    s[kk * n * n + i * n + j] = raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i];
+                }
+            }
+        }
+        s
+    }
+
+    fn field_tile(&self, x: &[f32], z: &[f32], rows: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+        self.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut ge) });
+        self.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut gs) });
+        let a = self.a_net.forward(x, rows);
+        let c = self.c_net.forward(x, rows);
+        let kk2 = k * k;
+        let (mut bs, mut be) = (vec![0.0f32; k * n], vec![0.0f32; k * n]);
+        for r in 0..rows {
+            let (ge, gs) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n]);
+            let (a, c) = (&a[r * kk2..(r + 1) * kk2], &c[r * kk2..(r + 1) * kk2]);
+            // (B_S)ₖⱼ = Σᵢ ∇Sᵢ ξₖᵢⱼ, (B_E)ₖⱼ = Σᵢ ∇Eᵢ ζₖᵢⱼ
+            for kk in 0..k {
+                for j in 0..n {
+                    bs[kk * n + j] = (0..n).map(|i| gs[i] * self.xi[kk * n * n + i * n + j]).sum();
+                    be[kk * n + j] = (0..n).map(|i| ge[i] * self.zeta[kk * n * n + i * n + j]).sum();
+                }
+            }
+            let w: Vec<f32> = (0..k).map(|kk| (0..n).map(|j| bs[kk * n + j] * ge[j]).sum()).collect();
+            let w2: Vec<f32> = (0..k).map(|kk| (0..n).map(|j| be[kk * n + j] * gs[j]).sum()).collect();
+            // v = (A − Aᵀ) w,  v₂ = C Cᵀ w₂
+            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| (a[p * k + q] - a[q * k + p]) * w[q]).sum()).collect();
+            let ctw: Vec<f32> = (0..k).map(|q| (0..k).map(|p| c[p * k + q] * w2[p]).sum()).collect();
+            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| c[p * k + q] * ctw[q]).sum()).collect();
+            for j in 0..n {
+                out[r * n + j] = (0..k).map(|kk| bs[kk * n + j] * v[kk] + be[kk * n + j] * v2[kk]).sum();
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum CpuNet {
+    Hnn(CpuMlp),
+    Separable { t: CpuMlp, v: CpuMlp },
+    Generic(Box<CpuGeneric>),
+}
+
+/// A trained model in the CPU kernel's layout. See the module docs.
+#[derive(Clone, Debug)]
+pub struct CpuModel {
+    net: CpuNet,
+    config: ModelConfig,
+    dim: usize,
+    /// Latent width the evaluation expects per row (0 once a latent is folded in).
+    row_latent: usize,
+}
+
+/// Runs `f(x_tile, z_tile, rows, out_tile)` over tiles of [`TILE`] rows in parallel.
+fn par_tiles(
+    x: &[f32],
+    z: &[f32],
+    n_in: usize,
+    dz: usize,
+    out: &mut [f32],
+    n_out: usize,
+    f: impl Fn(&[f32], &[f32], usize, &mut [f32]) + Sync,
+) {
+    let rows = x.len() / n_in;
+    assert!(x.len() == rows * n_in && out.len() == rows * n_out, "CpuModel: x has {} values, out {}, for {rows} rows", x.len(), out.len());
+    assert!(z.len() == rows * dz, "CpuModel: {} latent values for {rows} rows of width {dz}", z.len());
+    // At least two tiles per thread for load balance, at most TILE rows per tile.
+    let threads = rayon::current_num_threads().max(1);
+    let per_tile = rows.div_ceil(2 * threads).clamp(MIN_TILE, TILE);
+    let tile = |t: usize, o: &mut [f32]| {
+        let r0 = t * per_tile;
+        let n = o.len() / n_out;
+        f(&x[r0 * n_in..(r0 + n) * n_in], &z[r0 * dz..(r0 + n) * dz], n, o);
+    };
+    if rows <= per_tile {
+        tile(0, out);
+    } else {
+        out.par_chunks_mut(per_tile * n_out).enumerate().for_each(|(t, o)| tile(t, o));
+    }
+}
+
+impl CpuModel {
+    /// Copies `model`'s weights into the CPU layout.
+    pub fn from_model<B: Backend>(model: &Model<B>) -> Self {
+        let net = match (&model.hnn, &model.generic) {
+            (Some(h), _) => match (&h.h, &h.t, &h.v) {
+                (Some(h), _, _) => CpuNet::Hnn(CpuMlp::from_burn(h)),
+                (None, Some(t), Some(v)) => CpuNet::Separable { t: CpuMlp::from_burn(t), v: CpuMlp::from_burn(v) },
+                _ => unreachable!("an Hnn holds H or (T, V)"),
+            },
+            (_, Some(g)) => CpuNet::Generic(Box::new(CpuGeneric {
+                energy: CpuMlp::from_burn(&g.energy),
+                entropy: CpuMlp::from_burn(&g.entropy),
+                a_net: CpuDense::from_burn(&g.a_net),
+                c_net: CpuDense::from_burn(&g.c_net),
+                xi: CpuGeneric::skew(host(g.xi.val()), g.k, g.dim),
+                zeta: CpuGeneric::skew(host(g.zeta.val()), g.k, g.dim),
+                n: g.dim,
+                k: g.k,
+            })),
+            _ => unreachable!("a model holds one network"),
+        };
+        let dim = model.config.family.dim();
+        debug_assert!(match &net { CpuNet::Generic(g) => g.a_net.out_width() == g.k * g.k, _ => true });
+        Self { net, config: model.config.clone(), dim, row_latent: model.config.d_latent }
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// State dimension n.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Latent values expected per row: d_z, or 0 for a folded model.
+    pub fn row_latent(&self) -> usize {
+        self.row_latent
+    }
+
+    /// The same model with one latent folded into unmodulated weights: the homogeneous fast
+    /// path for a batch whose rows all share `z`. Evaluate it with an empty latent slice.
+    pub fn fold(&self, z: &[f32]) -> CpuModel {
+        let net = match &self.net {
+            CpuNet::Hnn(h) => CpuNet::Hnn(h.fold(z)),
+            CpuNet::Separable { t, v } => CpuNet::Separable { t: t.fold(z), v: v.fold(z) },
+            CpuNet::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric { energy: g.energy.fold(z), entropy: g.entropy.fold(z), ..(**g).clone() })),
+        };
+        Self { net, row_latent: 0, ..self.clone() }
+    }
+
+    /// ẋ = f(x; z) for a batch, each row with its own latent.
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`, out: `[B·n]` (row-major)
+    pub fn field(&self, x: &[f32], z: &[f32], out: &mut [f32]) {
+        let (n, dz) = (self.dim, self.row_latent);
+        match &self.net {
+            CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                let mut g = vec![0.0; rows * n];
+                h.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut g) });
+                j_grad(&g, out, n / 2);
+            }),
+            CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                let dof = n / 2;
+                let (q, p) = split_rows(x, rows, dof);
+                let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
+                t.eval_tile(&p, z, rows, TileOut { value: None, grad: Some(&mut gt) });
+                v.eval_tile(&q, z, rows, TileOut { value: None, grad: Some(&mut gv) });
+                for r in 0..rows {
+                    for i in 0..dof {
+                        out[r * n + i] = gt[r * dof + i];
+                        out[r * n + dof + i] = -gv[r * dof + i];
+                    }
+                }
+            }),
+            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.field_tile(x, z, rows, out)),
+        }
+    }
+
+    /// Energy H or E per row.
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`, out: `[B]`
+    pub fn energy(&self, x: &[f32], z: &[f32], out: &mut [f32]) {
+        let (n, dz) = (self.dim, self.row_latent);
+        match &self.net {
+            CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
+                h.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
+            }),
+            CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
+                let (q, p) = split_rows(x, rows, n / 2);
+                let mut vv = vec![0.0; rows];
+                t.eval_tile(&p, z, rows, TileOut { value: Some(out), grad: None });
+                v.eval_tile(&q, z, rows, TileOut { value: Some(&mut vv), grad: None });
+                out.iter_mut().zip(&vv).for_each(|(a, b)| *a += b);
+            }),
+            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
+                g.energy.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
+            }),
+        }
+    }
+
+    /// Entropy per row (GENERIC models; returns false and leaves `out` for others).
+    pub fn entropy(&self, x: &[f32], z: &[f32], out: &mut [f32]) -> bool {
+        let CpuNet::Generic(g) = &self.net else { return false };
+        par_tiles(x, z, self.dim, self.row_latent, out, 1, |x, z, rows, out| {
+            g.entropy.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
+        });
+        true
+    }
+
+    /// ∇ₓH per row (Hamiltonian models; GENERIC models give ∇E).
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`, out: `[B·n]`
+    pub fn energy_grad(&self, x: &[f32], z: &[f32], out: &mut [f32]) {
+        let (n, dz) = (self.dim, self.row_latent);
+        match &self.net {
+            CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| h.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) })),
+            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) })),
+            CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                let dof = n / 2;
+                let (q, p) = split_rows(x, rows, dof);
+                let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
+                t.eval_tile(&p, z, rows, TileOut { value: None, grad: Some(&mut gt) });
+                v.eval_tile(&q, z, rows, TileOut { value: None, grad: Some(&mut gv) });
+                for r in 0..rows {
+                    out[r * n..r * n + dof].copy_from_slice(&gv[r * dof..(r + 1) * dof]);
+                    out[r * n + dof..(r + 1) * n].copy_from_slice(&gt[r * dof..(r + 1) * dof]);
+                }
+            }),
+        }
+    }
+
+    /// q̇ = ∇ₚT(p; z) for a separable model (`None` otherwise).
+    ///
+    /// # Shapes
+    /// - p: `[B·dof]`, z: `[B·row_latent]`, out: `[B·dof]`
+    pub fn velocity(&self, p: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
+        let CpuNet::Separable { t, .. } = &self.net else { return None };
+        let dof = self.dim / 2;
+        par_tiles(p, z, dof, self.row_latent, out, dof, |p, z, rows, out| t.eval_tile(p, z, rows, TileOut { value: None, grad: Some(out) }));
+        Some(())
+    }
+
+    /// ṗ = −∇_qV(q; z) for a separable model (`None` otherwise).
+    ///
+    /// # Shapes
+    /// - q: `[B·dof]`, z: `[B·row_latent]`, out: `[B·dof]`
+    pub fn force(&self, q: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
+        let CpuNet::Separable { v, .. } = &self.net else { return None };
+        let dof = self.dim / 2;
+        par_tiles(q, z, dof, self.row_latent, out, dof, |q, z, rows, out| {
+            v.eval_tile(q, z, rows, TileOut { value: None, grad: Some(&mut *out) });
+            out.iter_mut().for_each(|f| *f = -*f);
+        });
+        Some(())
+    }
+
+    /// Whether H = T(p) + V(q).
+    pub fn is_separable(&self) -> bool {
+        matches!(self.net, CpuNet::Separable { .. })
+    }
+
+    /// Whether the model is GENERIC.
+    pub fn is_generic(&self) -> bool {
+        matches!(self.net, CpuNet::Generic(_))
+    }
+}
+
+/// ẋ = J g = (g_p, −g_q) row by row.
+fn j_grad(g: &[f32], out: &mut [f32], dof: usize) {
+    let n = 2 * dof;
+    for (gr, or) in g.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        or[..dof].copy_from_slice(&gr[dof..]);
+        for i in 0..dof {
+            or[dof + i] = -gr[i];
+        }
+    }
+}
+
+/// Splits rows (q, p) into two contiguous `[rows, dof]` blocks.
+fn split_rows(x: &[f32], rows: usize, dof: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut q = Vec::with_capacity(rows * dof);
+    let mut p = Vec::with_capacity(rows * dof);
+    for row in x.chunks_exact(2 * dof).take(rows) {
+        q.extend_from_slice(&row[..dof]);
+        p.extend_from_slice(&row[dof..]);
+    }
+    (q, p)
+}

@@ -1,0 +1,232 @@
+//! Vectorised element-wise kernels (AVX-512, AVX2 or NEON, chosen at run time by `pulp`).
+
+use pulp::{Arch, Simd, WithSimd};
+
+/// tanh as a [13/6] rational function on x ∈ [−7.9053, 7.9053] (±1 beyond), the
+/// approximation Eigen uses for f32 (`generic_fast_tanh_float`): error within a few ulp.
+///
+/// ```text
+/// tanh x ≈ x·(α₁ + α₃x² + … + α₁₃x¹²) / (β₀ + β₂x² + β₄x⁴ + β₆x⁶)
+/// ```
+const CLAMP: f32 = 7.905_311;
+const ALPHA: [f32; 7] = [
+    4.893_524_6e-3,
+    6.372_619_3e-4,
+    1.485_722_4e-5,
+    5.122_297e-8,
+    -8.604_672e-11,
+    2.000_188e-13,
+    -2.760_768_5e-16,
+];
+const BETA: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+
+/// Scalar reference of the same rational tanh (used for slice tails).
+#[inline(always)]
+pub fn tanh_scalar(x: f32) -> f32 {
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let mut p = ALPHA[6];
+    for a in ALPHA[..6].iter().rev() {
+        p = p.mul_add(x2, *a);
+    }
+    let mut q = BETA[3];
+    for b in BETA[..3].iter().rev() {
+        q = q.mul_add(x2, *b);
+    }
+    x * p / q
+}
+
+#[inline(always)]
+fn tanh_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let x = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(-CLAMP)), simd.splat_f32s(CLAMP));
+    let x2 = simd.mul_f32s(x, x);
+    let mut p = simd.splat_f32s(ALPHA[6]);
+    for a in ALPHA[..6].iter().rev() {
+        p = simd.mul_add_f32s(p, x2, simd.splat_f32s(*a));
+    }
+    let mut q = simd.splat_f32s(BETA[3]);
+    for b in BETA[..3].iter().rev() {
+        q = simd.mul_add_f32s(q, x2, simd.splat_f32s(*b));
+    }
+    simd.div_f32s(simd.mul_f32s(x, p), q)
+}
+
+struct TanhRows<'a> {
+    src: &'a [f32],
+    bias: &'a [f32],
+    src_stride: usize,
+    dst: &'a mut [f32],
+    dst_stride: usize,
+    rows: usize,
+    width: usize,
+}
+
+impl WithSimd for TanhRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        for r in 0..self.rows {
+            let src = &self.src[r * self.src_stride..r * self.src_stride + self.width];
+            let dst = &mut self.dst[r * self.dst_stride..r * self.dst_stride + self.width];
+            let (src_head, src_tail) = S::as_simd_f32s(src);
+            let (bias_head, bias_tail) = S::as_simd_f32s(self.bias);
+            let (dst_head, dst_tail) = S::as_mut_simd_f32s(dst);
+            for ((d, s), b) in dst_head.iter_mut().zip(src_head).zip(bias_head) {
+                *d = tanh_simd(simd, simd.add_f32s(*s, *b));
+            }
+            for ((d, s), b) in dst_tail.iter_mut().zip(src_tail).zip(bias_tail) {
+                *d = tanh_scalar(s + b);
+            }
+        }
+    }
+}
+
+/// dst[r, 0..width] = tanh(src[r, 0..width] + bias) for `rows` rows of `src_stride` and
+/// `dst_stride` floats (the bias add fused into the activation pass).
+pub fn tanh_rows(src: &[f32], src_stride: usize, bias: &[f32], dst: &mut [f32], dst_stride: usize, rows: usize, width: usize) {
+    assert!(rows == 0 || (src.len() >= (rows - 1) * src_stride + width && dst.len() >= (rows - 1) * dst_stride + width));
+    assert_eq!(bias.len(), width, "tanh_rows: bias of {} for width {width}", bias.len());
+    Arch::new().dispatch(TanhRows { src, bias, src_stride, dst, dst_stride, rows, width });
+}
+
+struct DtanhMul<'a> {
+    g: &'a [f32],
+    g_stride: usize,
+    a: &'a [f32],
+    a_stride: usize,
+    dst: &'a mut [f32],
+    dst_stride: usize,
+    rows: usize,
+    width: usize,
+}
+
+impl WithSimd for DtanhMul<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let one = simd.splat_f32s(1.0);
+        for r in 0..self.rows {
+            let g = &self.g[r * self.g_stride..r * self.g_stride + self.width];
+            let a = &self.a[r * self.a_stride..r * self.a_stride + self.width];
+            let dst = &mut self.dst[r * self.dst_stride..r * self.dst_stride + self.width];
+            let (g_head, g_tail) = S::as_simd_f32s(g);
+            let (a_head, a_tail) = S::as_simd_f32s(a);
+            let (d_head, d_tail) = S::as_mut_simd_f32s(dst);
+            for ((dv, gv), av) in d_head.iter_mut().zip(g_head).zip(a_head) {
+                *dv = simd.mul_f32s(*gv, simd.sub_f32s(one, simd.mul_f32s(*av, *av)));
+            }
+            for ((dv, gv), av) in d_tail.iter_mut().zip(g_tail).zip(a_tail) {
+                *dv = gv * (1.0 - av * av);
+            }
+        }
+    }
+}
+
+/// dst[r, ·] = g[r, ·] ⊙ (1 − a[r, ·]²) (the tanh derivative) for `rows` rows of `width`,
+/// each operand with its own row stride.
+#[expect(clippy::too_many_arguments, reason = "three strided operands")]
+pub fn mul_dtanh(g: &[f32], g_stride: usize, a: &[f32], a_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, width: usize) {
+    let fits = |len: usize, stride: usize| rows == 0 || len >= (rows - 1) * stride + width;
+    assert!(fits(g.len(), g_stride) && fits(a.len(), a_stride) && fits(dst.len(), dst_stride), "mul_dtanh: operands too short");
+    Arch::new().dispatch(DtanhMul { g, g_stride, a, a_stride, dst, dst_stride, rows, width });
+}
+
+struct ScaledRankUpdate<'a> {
+    y: &'a mut [f32],
+    y_stride: usize,
+    d: &'a [f32],
+    factor: &'a [f32],
+    rows: usize,
+    rank: usize,
+    width: usize,
+}
+
+impl WithSimd for ScaledRankUpdate<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (rank, width) = (self.rank, self.width);
+        // The factor's rows as SIMD vectors, split once.
+        let rows_f: Vec<(&[S::f32s], &[f32])> = (0..rank).map(|j| S::as_simd_f32s(&self.factor[j * width..(j + 1) * width])).collect();
+        let mut c = vec![0.0f32; rank];
+        for r in 0..self.rows {
+            let row = &mut self.y[r * self.y_stride..r * self.y_stride + width + rank];
+            let (y, pre) = row.split_at_mut(width);
+            for j in 0..rank {
+                c[j] = pre[j] * self.d[r * rank + j];
+            }
+            let (y_head, y_tail) = S::as_mut_simd_f32s(y);
+            // Each output vector stays in a register while the rank terms accumulate.
+            for (v, yv) in y_head.iter_mut().enumerate() {
+                let mut acc = *yv;
+                for (cj, (f_head, _)) in c.iter().zip(&rows_f) {
+                    acc = simd.mul_add_f32s(simd.splat_f32s(*cj), f_head[v], acc);
+                }
+                *yv = acc;
+            }
+            for (t, yv) in y_tail.iter_mut().enumerate() {
+                for (cj, (_, f_tail)) in c.iter().zip(&rows_f) {
+                    *yv = cj.mul_add(f_tail[t], *yv);
+                }
+            }
+        }
+    }
+}
+
+/// For each row of `y` = [y₀ … y_{width−1} ‖ p₀ … p_{rank−1} ‖ …] (row stride `y_stride`):
+/// y[0..width] += Σⱼ (pⱼ dⱼ) · factor[j, 0..width], with d `[rows, rank]`. The SVD rank-r
+/// update ((h V_s) ⊙ d) U_sᵀ, reading the pre-products where the main GEMM left them.
+pub fn scaled_rank_update(y: &mut [f32], y_stride: usize, d: &[f32], factor: &[f32], rows: usize, rank: usize, width: usize) {
+    assert!(rows == 0 || (y.len() >= (rows - 1) * y_stride + width + rank && d.len() >= rows * rank && factor.len() >= rank * width));
+    Arch::new().dispatch(ScaledRankUpdate { y, y_stride, d, factor, rows, rank, width });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rational_tanh_is_accurate_to_a_few_ulp() {
+        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.005).chain([20.0, -20.0, 1e-6, 0.0]).collect();
+        let mut out = vec![0.0; xs.len()];
+        let zero = vec![0.0; xs.len()];
+        tanh_rows(&xs, xs.len(), &zero, &mut out, xs.len(), 1, xs.len());
+        for (x, y) in xs.iter().zip(&out) {
+            let exact = (f64::from(*x)).tanh();
+            assert!((f64::from(*y) - exact).abs() <= 4e-7 * exact.abs().max(1e-30) + 1e-9, "tanh({x}) = {y}, exact {exact}");
+            assert!((tanh_scalar(*x) - y).abs() <= 1e-7, "scalar and SIMD paths agree at {x}");
+        }
+    }
+
+    #[test]
+    fn scaled_rank_update_adds_the_product() {
+        let (rows, rank, width, stride) = (3, 2, 21, 25);
+        let d: Vec<f32> = (0..rows * rank).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let f: Vec<f32> = (0..rank * width).map(|i| (i as f32 * 0.3).sin()).collect();
+        let y0: Vec<f32> = (0..rows * stride).map(|i| (i as f32 * 0.7).cos()).collect();
+        let mut y = y0.clone();
+        scaled_rank_update(&mut y, stride, &d, &f, rows, rank, width);
+        for r in 0..rows {
+            for o in 0..width {
+                let c = |j: usize| y0[r * stride + width + j] * d[r * rank + j];
+                let expected = y0[r * stride + o] + (0..rank).map(|j| c(j) * f[j * width + o]).sum::<f32>();
+                assert!((y[r * stride + o] - expected).abs() < 1e-5);
+            }
+            assert_eq!(&y[r * stride + width..(r + 1) * stride], &y0[r * stride + width..(r + 1) * stride], "pre-products untouched");
+        }
+    }
+
+    #[test]
+    fn dtanh_multiplies_by_one_minus_square() {
+        let a = [0.5f32, -0.25, 0.9, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, -0.5, 0.33, 0.1];
+        let g = vec![2.0f32; a.len()];
+        let mut out = vec![0.0f32; a.len()];
+        mul_dtanh(&g, a.len(), &a, a.len(), &mut out, a.len(), 1, a.len());
+        for (gv, av) in out.iter().zip(&a) {
+            assert!((gv - 2.0 * (1.0 - av * av)).abs() < 1e-6);
+        }
+    }
+}
