@@ -15,7 +15,7 @@ use noether::{
 };
 use rand::RngExt;
 
-use super::CliResult;
+use super::{CliResult, outln};
 
 /// The benchmarks.
 #[derive(Subcommand, Debug)]
@@ -105,10 +105,10 @@ const BASE_FLOPS_PER_ROW: f64 = 2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 10
 fn network(args: &NetworkArgs) -> CliResult {
     let budget = Duration::from_secs_f64(args.seconds);
     let dev = Default::default();
-    println!("Pendulum HNN, 2 → 3×100 tanh → 1, forward + ∇ₓ (the field J∇H), f32, CPU kernel.");
-    println!("GFLOP/s counts the unmodulated network's GEMM work ({BASE_FLOPS_PER_ROW} FLOP/row) for every method.\n");
-    println!("| method | rows | shared z: rows/s | per-row z: rows/s | per-row / shared time | per-row GFLOP/s | plain GEMM [rows×100]·[100×100] GFLOP/s |");
-    println!("|---|---|---|---|---|---|---|");
+    outln!("Pendulum HNN, 2 → 3×100 tanh → 1, forward + ∇ₓ (the field J∇H), f32, CPU kernel.");
+    outln!("GFLOP/s counts the unmodulated network's GEMM work ({BASE_FLOPS_PER_ROW} FLOP/row) for every method.\n");
+    outln!("| method | rows | shared z: rows/s | per-row z: rows/s | per-row / shared time | per-row GFLOP/s | plain GEMM [rows×100]·[100×100] GFLOP/s |");
+    outln!("|---|---|---|---|---|---|---|");
     for &method in &args.methods {
         let model = ModelConfig::new(Family::Pendulum, method).init::<Flex>(&dev);
         let cpu = CpuModel::from_model(&model);
@@ -122,7 +122,7 @@ fn network(args: &NetworkArgs) -> CliResult {
             let a = random(rows * 100, 4);
             let w = random(100 * 100, 5);
             let gemm = time_per_call(budget, || noether::nn::cpu::bench_gemm(&a, &w, rows));
-            println!(
+            outln!(
                 "| {method} | {rows} | {:.3e} | {:.3e} | {:.2} | {:.1} | {:.1} |",
                 rows as f64 / shared,
                 rows as f64 / hetero,
@@ -142,7 +142,7 @@ fn network(args: &NetworkArgs) -> CliResult {
             let zs = random(rows * 10, 3);
             let mut out = vec![0.0; rows * 2];
             let kernel = time_per_call(budget, || cpu.field(&xs, &zs, &mut out));
-            println!(
+            outln!(
                 "| {method} (burn Flex, per-row z) | {rows} | — | {:.3e} | kernel is {:.1}× faster | {:.1} | — |",
                 rows as f64 / burn,
                 burn / kernel,
@@ -155,8 +155,8 @@ fn network(args: &NetworkArgs) -> CliResult {
 
 fn integrators(args: &IntegratorArgs) -> CliResult {
     let budget = Duration::from_secs_f64(args.seconds);
-    println!("| family | integrator | Δt | steps/s | ns/step |");
-    println!("|---|---|---|---|---|");
+    outln!("| family | integrator | Δt | steps/s | ns/step |");
+    outln!("|---|---|---|---|---|");
     for family in Family::ALL {
         let spec = family.spec();
         let sys = family.build(&family.default_params())?;
@@ -177,7 +177,7 @@ fn integrators(args: &IntegratorArgs) -> CliResult {
                 steps += 100;
             }
             let secs = start.elapsed().as_secs_f64();
-            println!(
+            outln!(
                 "| {family} | {method} | {} | {:.3e} | {:.0} |",
                 spec.dt,
                 steps as f64 / secs,

@@ -8,7 +8,7 @@ use noether::{
     systems::Family,
 };
 
-use super::{CliResult, progress_bar};
+use super::{CliResult, outln, progress_bar};
 
 /// Arguments of `noether data`.
 #[derive(Args, Debug)]
@@ -39,7 +39,7 @@ pub fn run(args: DataArgs) -> CliResult {
         CacheStatus::Generated => "generated",
         CacheStatus::Regenerated => "regenerated (the old file was for another spec)",
     };
-    println!(
+    outln!(
         "{}: {what} in {:.2} s — {} instances ({} train, {} test) × {} trajectories × {} samples of {}",
         cache_path(&args.out, &spec).display(),
         start.elapsed().as_secs_f64(),

@@ -14,6 +14,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Errors of the command line: any library error, or a message about an argument.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// `println!` that returns an I/O error instead of panicking (a closed pipe, as in
+/// `noether systems | head`, ends the command quietly).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+pub(crate) use outln;
+
 /// Learned, structure-preserving physics: ground truth, datasets, training, evaluation.
 #[derive(Parser, Debug)]
 #[command(name = "noether", version, about, long_about = None)]
@@ -49,6 +59,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             let mut source = e.source();

@@ -7,7 +7,7 @@ use noether::{
     systems::Family,
 };
 
-use super::CliResult;
+use super::{CliResult, outln};
 
 /// Arguments of `noether params`.
 #[derive(Args, Debug)]
@@ -24,12 +24,12 @@ pub struct ParamsArgs {
 pub fn run(args: ParamsArgs) -> CliResult {
     let families = if args.systems.is_empty() { Family::ALL.to_vec() } else { args.systems };
     let dev = Default::default();
-    println!("| family | method | base | hypernetwork | total |");
-    println!("|---|---|---|---|---|");
+    outln!("| family | method | base | hypernetwork | total |");
+    outln!("|---|---|---|---|---|");
     for family in families {
         for &method in &args.methods {
             let (base, hyper) = ModelConfig::new(family, method).init::<Flex>(&dev).param_split();
-            println!("| {family} | {method} | {base} | {hyper} | {} |", base + hyper);
+            outln!("| {family} | {method} | {base} | {hyper} | {} |", base + hyper);
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use noether::systems::{Family, Structure};
 
-use super::CliResult;
+use super::{CliResult, outln};
 
 /// Runs `noether systems`.
 pub fn run() -> CliResult {
@@ -13,14 +13,14 @@ pub fn run() -> CliResult {
             Structure::Hamiltonian { separable: false } => "Hamiltonian",
             Structure::Generic => "GENERIC",
         };
-        println!(
+        outln!(
             "{family}: state ({}), {structure}, Δt = {}, {} samples",
             spec.state.join(", "),
             spec.dt,
             spec.samples
         );
         for p in spec.params {
-            println!(
+            outln!(
                 "  {:<6} {:<36} train {:<12} valid {:<16} default {}",
                 p.name,
                 p.doc,

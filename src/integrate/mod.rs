@@ -11,20 +11,24 @@
 //! | implicit midpoint | `midpoint` | 2 | yes | any field | quadratic invariants exactly, any H to bounded error |
 //!
 //! The reference for datasets and tests is [`Dopri5`] at rtol = atol = 1e-10 (DESIGN.md §3).
-//! Fixed-step methods share the [`Stepper`] front end, which checks that a method applies
-//! to a system (Verlet needs a separable Hamiltonian) and reports failures instead of
+//! Every fixed-step method is written once, generic over the state representation
+//! ([`space`]): the same function steps one f64 system, an f32 batch on the CPU and a burn
+//! tensor batch on a GPU. For ground-truth systems the [`Stepper`] front end checks that a
+//! method applies (Verlet needs a separable Hamiltonian) and reports failures instead of
 //! returning garbage: a non-finite state or a non-converged implicit solve is an
 //! [`IntegrateError`].
 
 mod dopri;
 mod explicit;
 mod midpoint;
+pub mod space;
 mod symplectic;
 
 pub use dopri::{Dopri5, DopriStats};
-pub use explicit::{Euler, Rk4};
-pub use midpoint::{ImplicitMidpoint, ImplicitSolver};
-pub use symplectic::{StormerVerlet, SymplecticEuler, Yoshida4};
+pub use explicit::{euler_step, rk4_step};
+pub use midpoint::{ImplicitMidpoint, ImplicitSolver, NewtonFlow};
+pub use space::{FieldFlow, Flow, SeparableFlow, Space, SplitFlow};
+pub use symplectic::{symplectic_euler_step, verlet_step, yoshida4_step, yoshida4_weights};
 
 use std::{fmt, str::FromStr};
 
@@ -235,7 +239,7 @@ pub enum IntegrateError {
     },
 }
 
-/// One stepping front end for every method: scratch buffers plus the method's parameters.
+/// One stepping front end for every method on a ground-truth system (f64).
 ///
 /// ```
 /// use noether::{integrate::{Integrator, Stepper}, systems::Family};
@@ -250,28 +254,14 @@ pub enum IntegrateError {
 #[derive(Clone, Debug)]
 pub struct Stepper {
     method: Integrator,
-    euler: Euler,
-    rk4: Rk4,
     dopri: Dopri5,
     midpoint: ImplicitMidpoint,
-    symplectic_euler: SymplecticEuler,
-    verlet: StormerVerlet,
-    yoshida4: Yoshida4,
 }
 
 impl Stepper {
     /// A stepper for states of dimension `dim`, with each method's default settings.
     pub fn new(method: Integrator, dim: usize) -> Self {
-        Self {
-            method,
-            euler: Euler::new(dim),
-            rk4: Rk4::new(dim),
-            dopri: Dopri5::new(dim),
-            midpoint: ImplicitMidpoint::new(dim),
-            symplectic_euler: SymplecticEuler::default(),
-            verlet: StormerVerlet::default(),
-            yoshida4: Yoshida4::default(),
-        }
+        Self { method, dopri: Dopri5::new(dim), midpoint: ImplicitMidpoint::default() }
     }
 
     /// The method.
@@ -310,23 +300,25 @@ impl Stepper {
     ///
     /// # Errors
     /// [`IntegrateError::NotSeparable`], [`IntegrateError::NotConverged`] and the adaptive
-    /// step errors; the state is left unspecified after an error.
+    /// step errors; `x` is unchanged after a failed implicit solve.
     pub fn step(&mut self, system: &dyn System, x: &mut [f64], h: f64) -> Result<(), IntegrateError> {
         let separable = self.separable_of(system)?;
-        match (self.method, separable) {
-            (Integrator::Euler, _) => self.euler.step(system, x, h),
-            (Integrator::Rk4, _) => self.rk4.step(system, x, h),
-            (Integrator::Dopri, _) => {
-                self.dopri.integrate(system, x, 0.0, h)?;
-            }
-            (Integrator::Midpoint, _) => {
-                self.midpoint.step(system, x, h)?;
-            }
-            (Integrator::SymplecticEuler, Some(s)) => self.symplectic_euler.step(s, x, h),
-            (Integrator::Verlet, Some(s)) => self.verlet.step(s, x, h),
-            (Integrator::Yoshida4, Some(s)) => self.yoshida4.step(s, x, h),
-            (method, None) => unreachable!("{method} needs a separable field, checked above"),
+        if self.method == Integrator::Dopri {
+            self.dopri.integrate(system, x, 0.0, h)?;
+            return Ok(());
         }
+        let flow = FieldFlow(system);
+        let x0 = x.to_vec();
+        let x1 = match (self.method, separable) {
+            (Integrator::Euler, _) => euler_step(&flow, &x0, h),
+            (Integrator::Rk4, _) => rk4_step(&flow, &x0, h),
+            (Integrator::Midpoint, _) => self.midpoint.step(&flow, &x0, h)?.0,
+            (Integrator::SymplecticEuler, Some(s)) => symplectic_euler_step(&SeparableFlow(s), &x0, h),
+            (Integrator::Verlet, Some(s)) => verlet_step(&SeparableFlow(s), &x0, h),
+            (Integrator::Yoshida4, Some(s)) => yoshida4_step(&SeparableFlow(s), &x0, h),
+            (method, _) => unreachable!("{method} is handled above or needs a separable field, checked above"),
+        };
+        x.copy_from_slice(&x1);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! ε_traj: relative trajectory error of a rollout.
 
-use crate::integrate::{Rk4, VectorField};
+use crate::integrate::{FieldFlow, VectorField, rk4_step};
 
 /// RK4 sub-steps per sample interval in [`rollout`] (RK4 at Δt/10, DESIGN.md §6).
 pub const ROLLOUT_SUBSTEPS: usize = 10;
@@ -32,7 +32,7 @@ pub fn trajectory_error(predicted: &[f64], truth: &[f64]) -> f64 {
 /// remaining samples are NaN.
 pub fn rollout<F: VectorField + ?Sized>(field: &F, x0: &[f64], dt: f64, samples: usize) -> Vec<f64> {
     let dim = x0.len();
-    let mut rk4 = Rk4::new(dim);
+    let flow = FieldFlow(field);
     let mut x = x0.to_vec();
     let mut out = Vec::with_capacity(samples * dim);
     out.extend_from_slice(&x);
@@ -40,7 +40,7 @@ pub fn rollout<F: VectorField + ?Sized>(field: &F, x0: &[f64], dt: f64, samples:
     for _ in 1..samples {
         if x.iter().all(|v| v.is_finite()) {
             for _ in 0..ROLLOUT_SUBSTEPS {
-                rk4.step(field, &mut x, h);
+                x = rk4_step(&flow, &x, h);
             }
         }
         if x.iter().any(|v| !v.is_finite()) {
