@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod integrate;
 pub mod io;
+pub mod meta;
 pub mod metrics;
 pub mod nn;
 pub mod systems;

@@ -1,10 +1,14 @@
 //! Subcommands, one file each. This is the only code that names a concrete backend.
 
+mod adapt;
 mod bench;
 mod data;
+mod eval;
 mod params;
+mod reproduce;
 mod simulate;
 mod systems;
+mod train;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,14 @@ enum Command {
     Bench(bench::BenchCommand),
     /// List the ground-truth families with their parameters and ranges.
     Systems,
+    /// Meta-train a model (Algorithm 1) and save it.
+    Train(train::TrainArgs),
+    /// Adapt a trained model to the meta-test instances and report ε_traj, ε_field, SSIM.
+    Eval(eval::EvalArgs),
+    /// Fit a latent code for a new parameter set from a few shots and report its errors.
+    Adapt(adapt::AdaptArgs),
+    /// Run the paper's grid (families × methods × seeds), resumably; write tables and figures.
+    Reproduce(reproduce::ReproduceArgs),
     /// Parameter counts (base, hypernetwork) of protocol-v1 models per family and method.
     Params(params::ParamsArgs),
 }
@@ -55,6 +67,10 @@ pub fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Systems => systems::run(),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Adapt(args) => adapt::run(args),
+        Command::Reproduce(args) => reproduce::run(args),
         Command::Params(args) => params::run(args),
     };
     match result {

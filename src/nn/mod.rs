@@ -43,7 +43,7 @@ pub use generic::{GenericNet, GenericStructure};
 pub use hnn::Hnn;
 pub use init::{uniform, uniform_param};
 pub use mlp::{Mlp, MlpConfig};
-pub use model::{Architecture, LatentStats, Model, ModelConfig};
+pub use model::{Architecture, LatentStats, Model, ModelConfig, TrainingRecord};
 pub use modulation::{LayerCode, ModulatedLinear, ModulatedLinearConfig, Modulation};
 
 use burn::tensor::{Tensor, backend::Backend};

@@ -40,6 +40,33 @@ pub struct LatentStats {
     pub count: usize,
 }
 
+/// How a model was trained and how it adapts: saved with it so evaluation and the runtime
+/// adapt exactly as validation did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    /// Method name (`svd5`, `maml`, …).
+    pub method: String,
+    /// Outer iterations run.
+    pub iterations: usize,
+    /// Seed of the dataset and batch sampling.
+    pub data_seed: u64,
+    /// λ_z of training; test-time adaptation uses the same.
+    pub lambda_z: f64,
+    /// λ_φ of training.
+    pub lambda_phi: f64,
+    /// Test-time adaptation: Adam steps.
+    pub adapt_steps: usize,
+    /// Test-time adaptation: Adam learning rate.
+    pub adapt_lr: f64,
+    /// Iteration of the kept checkpoint.
+    pub best_iteration: usize,
+    /// Its validation error (relative derivative error on held-out instances).
+    pub best_validation: f64,
+    /// Wall time of training, seconds.
+    pub seconds: f64,
+}
+
 /// Everything that defines a model apart from its weights; saved as RON next to them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +90,9 @@ pub struct ModelConfig {
     /// Training latents' statistics (empty for an untrained model).
     #[serde(default)]
     pub latents: LatentStats,
+    /// How it was trained (absent for an untrained model).
+    #[serde(default)]
+    pub training: Option<TrainingRecord>,
 }
 
 impl ModelConfig {
@@ -83,6 +113,7 @@ impl ModelConfig {
             assembly_hidden: vec![32, 32],
             seed: 0,
             latents: LatentStats::default(),
+            training: None,
         }
     }
 

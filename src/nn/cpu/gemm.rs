@@ -30,7 +30,6 @@ impl<'a> MatRef<'a> {
     }
 
     /// The transpose (a view, no copy).
-    #[cfg(test)]
     pub fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
     }

@@ -23,7 +23,8 @@ use super::{
     gemm::{MatRef, matmul},
     simd::{mul_dtanh, scaled_rank_update, tanh_rows},
 };
-use crate::nn::{Mlp, ModulatedLinear, Modulation};
+use super::params::{LayerParams, MlpParams};
+use crate::nn::{Mlp, Modulation};
 
 /// Host copy of a tensor as f32.
 pub(super) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -43,9 +44,9 @@ enum Method {
 /// One layer in CPU layout (see the module docs for the maps).
 #[derive(Clone, Debug)]
 pub(super) struct CpuLayer {
-    d_in: usize,
-    d_out: usize,
-    d_latent: usize,
+    pub(super) d_in: usize,
+    pub(super) d_out: usize,
+    pub(super) d_latent: usize,
     method: Method,
     /// `[d_in + extra_in, d_out + pre]`: [W ‖ P; A_s ‖ 0; ΔW ‖ 0].
     fwd: Vec<f32>,
@@ -55,14 +56,20 @@ pub(super) struct CpuLayer {
     bwd: Vec<f32>,
     /// `[corr, d_in]`: V_sᵀ, or V_*ᵀ for MR.
     bwd_corr: Vec<f32>,
-    bias: Vec<f32>,
+    pub(super) bias: Vec<f32>,
     /// SVD coefficient map A_d `[K, r]`.
     svd_d: Vec<f32>,
 }
 
 /// Transpose of a row-major `[rows, cols]` matrix.
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
+    let mut t = vec![0.0; rows * cols];
+    for (r, row) in m.chunks_exact(cols).enumerate().take(rows) {
+        for (c, v) in row.iter().enumerate() {
+            t[c * rows + r] = *v;
+        }
+    }
+    t
 }
 
 /// Horizontal concatenation of row-major `[rows, ca]` and `[rows, cb]`.
@@ -76,12 +83,12 @@ fn hcat(a: &[f32], ca: usize, b: &[f32], cb: usize, rows: usize) -> Vec<f32> {
 }
 
 impl CpuLayer {
-    fn k(&self) -> usize {
+    pub(super) fn k(&self) -> usize {
         self.d_latent + 1
     }
 
     /// Extra input columns of the forward GEMM (after h).
-    fn extra_in(&self) -> usize {
+    pub(super) fn extra_in(&self) -> usize {
         let (i, dz) = (self.d_in, self.d_latent);
         match self.method {
             Method::None => 0,
@@ -91,7 +98,7 @@ impl CpuLayer {
     }
 
     /// Extra input columns of the transposed GEMM (after δ).
-    fn extra_out(&self) -> usize {
+    pub(super) fn extra_out(&self) -> usize {
         match self.method {
             Method::Fw => self.d_out * self.d_latent,
             _ => 0,
@@ -99,7 +106,7 @@ impl CpuLayer {
     }
 
     /// Pre-product columns appended to both GEMMs' outputs.
-    fn pre(&self) -> usize {
+    pub(super) fn pre(&self) -> usize {
         match self.method {
             Method::Mr(r) => r * self.k(),
             Method::Svd(r) => r,
@@ -107,8 +114,8 @@ impl CpuLayer {
         }
     }
 
-    fn from_burn<B: Backend>(layer: &ModulatedLinear<B>) -> Self {
-        let cfg = layer.config;
+    pub(super) fn from_params(p: &LayerParams) -> Self {
+        let cfg = p.config;
         let (i, o, dz) = (cfg.d_input, cfg.d_output, cfg.d_latent);
         let k = dz + 1;
         let r = cfg.effective_rank();
@@ -119,11 +126,10 @@ impl CpuLayer {
             Modulation::Mr { .. } => Method::Mr(r),
             Modulation::Svd { .. } => Method::Svd(r),
         };
-        let w = host(layer.weight.val());
+        let w = p.weight.clone();
         let wt = transpose(&w, i, o);
-        let get = |p: &Option<burn::module::Param<Tensor<B, 2>>>| p.as_ref().map(|p| host(p.val())).unwrap_or_default();
         let (shift, fw, mr_v, mr_u, svd_v, svd_u) =
-            (get(&layer.shift), get(&layer.fw), get(&layer.mr_v), get(&layer.mr_u), get(&layer.svd_v), get(&layer.svd_u));
+            (p.shift.clone(), p.fw.clone(), p.mr_v.clone(), p.mr_u.clone(), p.svd_v.clone(), p.svd_u.clone());
         let zeros = |rows: usize, cols: usize| vec![0.0; rows * cols];
         let (mut fwd_corr, mut bwd_corr) = (Vec::new(), Vec::new());
         let (fwd, bwd) = match method {
@@ -162,7 +168,7 @@ impl CpuLayer {
                 ([hcat(&w, o, &svd_v, r, i), hcat(&shift, o, &zeros(dz, r), r, dz)].concat(), hcat(&wt, i, &svd_u, r, o))
             }
         };
-        let layer = Self { d_in: i, d_out: o, d_latent: dz, method, fwd, fwd_corr, bwd, bwd_corr, bias: host(layer.bias.val()), svd_d: get(&layer.svd_d) };
+        let layer = Self { d_in: i, d_out: o, d_latent: dz, method, fwd, fwd_corr, bwd, bwd_corr, bias: p.bias.clone(), svd_d: p.svd_d.clone() };
         debug_assert_eq!(layer.fwd.len(), (i + layer.extra_in()) * (o + layer.pre()));
         debug_assert_eq!(layer.bwd.len(), (o + layer.extra_out()) * (i + layer.pre()));
         debug_assert_eq!(layer.fwd_corr.len(), layer.pre() * o);
@@ -220,11 +226,36 @@ impl CpuLayer {
     }
 
     /// d = ReLU(z̃ A_d) for `rows` rows of z̃ `[rows, K]` → `[rows, r]` into `d` (SVD only).
-    fn svd_coefficients(&self, zt: &[f32], rows: usize, d: &mut Vec<f32>) {
+    pub(super) fn svd_coefficients(&self, zt: &[f32], rows: usize, d: &mut Vec<f32>) {
         let Method::Svd(r) = self.method else { return };
         let d = grow(d, rows * r);
         matmul(d, rows, r, r, MatRef::rows(zt, rows, self.k()), MatRef::rows(&self.svd_d, self.k(), r), false);
         d.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+
+    /// Computes the layer's forward map of `rows` rows of `src` (`[h ‖ extra]`, stride
+    /// `src_stride`; the extra columns are written here) into `out` `[rows, d_out + pre]`:
+    /// `out[·, ..d_out] = h W̃(z) (+ s(z) when `affine`)`, `out[·, d_out..]` the pre-products
+    /// (h V_s or h·[V₀ | … ]). The bias is not added.
+    #[expect(clippy::too_many_arguments, reason = "a tile kernel: buffers and their strides")]
+    pub(super) fn forward_map(&self, src: &mut [f32], src_stride: usize, rows: usize, z: &[f32], zt: &[f32], d: &[f32], affine: bool, out: &mut [f32], scratch: &mut Vec<f32>) {
+        fill_forward_extra(self, src, src_stride, rows, z, affine);
+        let (o, cols) = (self.d_out, self.d_out + self.pre());
+        let k_aug = self.d_in + self.extra_in();
+        matmul(out, rows, cols, cols, MatRef::strided(src, rows, k_aug, src_stride), MatRef::rows(&self.fwd, k_aug, cols), false);
+        self.add_correction(out, cols, o, rows, zt, d, &self.fwd_corr, scratch);
+    }
+
+    /// Computes the transposed map of `rows` rows of `delta` (`[δ ‖ extra]`, stride
+    /// `delta_stride`; the extra columns are written here) into `out` `[rows, d_in + pre]`:
+    /// `out[·, ..d_in] = δ W̃(z)ᵀ`, `out[·, d_in..]` the pre-products (δ U_s or δ·[U₀ | … ]).
+    #[expect(clippy::too_many_arguments, reason = "a tile kernel: buffers and their strides")]
+    pub(super) fn transpose_map(&self, delta: &mut [f32], delta_stride: usize, rows: usize, z: &[f32], zt: &[f32], d: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        fill_backward_extra(self, delta, delta_stride, rows, z);
+        let (i, cols) = (self.d_in, self.d_in + self.pre());
+        let k_aug = self.d_out + self.extra_out();
+        matmul(out, rows, cols, cols, MatRef::strided(delta, rows, k_aug, delta_stride), MatRef::rows(&self.bwd, k_aug, cols), false);
+        self.add_correction(out, cols, i, rows, zt, d, &self.bwd_corr, scratch);
     }
 
     /// The rank-r update y[·, ..width] += c·factor from the pre-product columns
@@ -254,7 +285,7 @@ impl CpuLayer {
 }
 
 /// z̃ = (z, 1) rows `[rows, d_z + 1]` into `zt` (empty when the latents are folded away).
-fn affine_latents(z: &[f32], rows: usize, dz: usize, zt: &mut Vec<f32>) {
+pub(super) fn affine_latents(z: &[f32], rows: usize, dz: usize, zt: &mut Vec<f32>) {
     zt.clear();
     if z.is_empty() {
         return;
@@ -268,11 +299,11 @@ fn affine_latents(z: &[f32], rows: usize, dz: usize, zt: &mut Vec<f32>) {
 /// A scalar MLP in CPU layout.
 #[derive(Clone, Debug)]
 pub struct CpuMlp {
-    layers: Vec<CpuLayer>,
-    readout: Vec<f32>,
-    readout_bias: f32,
-    d_input: usize,
-    d_latent: usize,
+    pub(super) layers: Vec<CpuLayer>,
+    pub(super) readout: Vec<f32>,
+    pub(super) readout_bias: f32,
+    pub(super) d_input: usize,
+    pub(super) d_latent: usize,
 }
 
 /// What a tile evaluation should produce.
@@ -286,10 +317,15 @@ pub(super) struct TileOut<'a> {
 impl CpuMlp {
     /// Copies a burn MLP into CPU layout.
     pub fn from_burn<B: Backend>(mlp: &Mlp<B>) -> Self {
-        let layers: Vec<CpuLayer> = mlp.layers.iter().map(CpuLayer::from_burn).collect();
+        Self::from_params(&MlpParams::from_burn(mlp))
+    }
+
+    /// Lays out host parameters for the kernel.
+    pub fn from_params(p: &MlpParams) -> Self {
+        let layers: Vec<CpuLayer> = p.layers.iter().map(CpuLayer::from_params).collect();
         let d_input = layers[0].d_in;
         let d_latent = layers[0].d_latent;
-        Self { layers, readout: host(mlp.readout.val()), readout_bias: host(mlp.readout_bias.val())[0], d_input, d_latent }
+        Self { layers, readout: p.readout.clone(), readout_bias: p.readout_bias, d_input, d_latent }
     }
 
     /// Input width.
@@ -335,13 +371,10 @@ impl CpuMlp {
             layer.svd_coefficients(&s.zt, rows, &mut s.svd_d[l]);
             let (below, above) = s.acts.split_at_mut(l + 1);
             let (h, stride) = (&mut below[l], s.strides[l]);
-            fill_forward_extra(layer, h, stride, rows, z);
             let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
-            // y = [h ‖ extra]·fwd, then y[·, ..o] += correction; the bias joins in the tanh pass.
+            // y = h W̃(z) + s(z); the bias joins in the tanh pass.
             let y = grow(&mut s.y, rows * cols);
-            let k_aug = layer.d_in + layer.extra_in();
-            matmul(y, rows, cols, cols, MatRef::strided(h, rows, k_aug, stride), MatRef::rows(&layer.fwd, k_aug, cols), false);
-            layer.add_correction(y, cols, o, rows, &s.zt, &s.svd_d[l], &layer.fwd_corr, &mut s.pre);
+            layer.forward_map(h, stride, rows, z, &s.zt, &s.svd_d[l], true, y, &mut s.pre);
             let next_stride = s.strides[l + 1];
             let a = grow(&mut above[0], rows * next_stride);
             tanh_rows(y, cols, &layer.bias, a, next_stride, rows, o);
@@ -367,11 +400,9 @@ impl CpuMlp {
             let d_stride = o + layer.extra_out();
             let dl = grow(&mut delta, rows * d_stride);
             mul_dtanh(&g_src, g_stride, &s.acts[l + 1], s.strides[l + 1], dl, d_stride, rows, o);
-            fill_backward_extra(layer, dl, d_stride, rows, z);
             let cols = i + layer.pre();
             let gy = grow(&mut s.y, rows * cols);
-            matmul(gy, rows, cols, cols, MatRef::strided(dl, rows, d_stride, d_stride), MatRef::rows(&layer.bwd, d_stride, cols), false);
-            layer.add_correction(gy, cols, i, rows, &s.zt, &s.svd_d[l], &layer.bwd_corr, &mut s.pre);
+            layer.transpose_map(dl, d_stride, rows, z, &s.zt, &s.svd_d[l], gy, &mut s.pre);
             if l == 0 {
                 for r in 0..rows {
                     grad[r * n..(r + 1) * n].copy_from_slice(&gy[r * cols..r * cols + n]);
@@ -418,7 +449,7 @@ thread_local! {
 
 /// The first `len` floats of `buf`, growing it if needed (contents unspecified: every
 /// caller writes before it reads).
-fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
@@ -426,8 +457,9 @@ fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Writes the forward extra input columns of `layer` after the first `d_in` columns of
-/// each row: z, and for FW the products hᵢ zₖ.
-fn fill_forward_extra(layer: &CpuLayer, buf: &mut [f32], stride: usize, rows: usize, z: &[f32]) {
+/// each row: z (zeros unless `affine`: the shift is the affine part of the map), and for FW
+/// the products hᵢ zₖ.
+fn fill_forward_extra(layer: &CpuLayer, buf: &mut [f32], stride: usize, rows: usize, z: &[f32], affine: bool) {
     let (i, dz) = (layer.d_in, layer.d_latent);
     if layer.method == Method::None {
         return;
@@ -435,7 +467,11 @@ fn fill_forward_extra(layer: &CpuLayer, buf: &mut [f32], stride: usize, rows: us
     for r in 0..rows {
         let row = &mut buf[r * stride..(r + 1) * stride];
         let zr = &z[r * dz..(r + 1) * dz];
-        row[i..i + dz].copy_from_slice(zr);
+        if affine {
+            row[i..i + dz].copy_from_slice(zr);
+        } else {
+            row[i..i + dz].fill(0.0);
+        }
         if layer.method == Method::Fw {
             let (head, tail) = row.split_at_mut(i + dz);
             for (ii, h) in head[..i].iter().enumerate() {

@@ -19,21 +19,25 @@
 //! cpu.field(&x, &z, &mut xdot);
 //! ```
 
+mod backprop;
 mod gemm;
+pub mod loss;
 pub mod mlp;
+pub mod params;
 mod simd;
 
 pub use mlp::CpuMlp;
+pub use params::{DenseParams, GenericParams, LayerParams, MlpParams, ModelParams, ParamRole};
 
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
 
 use self::{
     gemm::{MatRef, matmul},
-    mlp::{TileOut, host},
+    mlp::TileOut,
     simd::tanh_rows,
 };
-use crate::nn::{Dense, Model, ModelConfig};
+use crate::nn::{Model, ModelConfig};
 
 /// One plain GEMM `[rows, 100]·[100, 100]` with the kernel's tiling and threads: the
 /// reference rate `noether bench network` prints beside the network's.
@@ -60,21 +64,9 @@ struct CpuDense {
 }
 
 impl CpuDense {
-    fn from_burn<B: Backend>(dense: &Dense<B>) -> Self {
-        let layers = dense
-            .weights
-            .iter()
-            .zip(&dense.biases)
-            .map(|(w, b)| {
-                let [i, o] = w.dims();
-                (host(w.val()), host(b.val()), i, o)
-            })
-            .collect();
+    fn from_params(p: &DenseParams) -> Self {
+        let layers = p.layers.iter().enumerate().map(|(l, (w, b))| (w.clone(), b.clone(), p.sizes[l], p.sizes[l + 1])).collect();
         Self { layers }
-    }
-
-    fn out_width(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.3)
     }
 
     /// `[rows, in]` → `[rows, out]`.
@@ -112,7 +104,7 @@ struct CpuGeneric {
 }
 
 impl CpuGeneric {
-    fn skew(raw: Vec<f32>, k: usize, n: usize) -> Vec<f32> {
+    fn skew(raw: &[f32], k: usize, n: usize) -> Vec<f32> {
         let mut s = vec![0.0; k * n * n];
         for kk in 0..k {
             for i in 0..n {
@@ -154,6 +146,54 @@ impl CpuGeneric {
             }
         }
     }
+}
+
+impl CpuGeneric {
+    /// L, M (row-major `[n, n]` each), ∇E and ∇S per row.
+    fn structure_tile(&self, x: &[f32], z: &[f32], rows: usize) -> GenericRows {
+        let (n, k) = (self.n, self.k);
+        let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+        self.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut ge) });
+        self.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut gs) });
+        let a = self.a_net.forward(x, rows);
+        let c = self.c_net.forward(x, rows);
+        let (mut l, mut m) = (vec![0.0; rows * n * n], vec![0.0; rows * n * n]);
+        for r in 0..rows {
+            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
+            let b = |g: &[f32], xi: &[f32], p: usize, j: usize| (0..n).map(|i| g[i] * xi[p * n * n + i * n + j]).sum::<f32>();
+            let (gsr, ger) = (&gs[r * n..(r + 1) * n], &ge[r * n..(r + 1) * n]);
+            for i in 0..n {
+                for j in 0..n {
+                    let mut lij = 0.0;
+                    let mut mij = 0.0;
+                    for p in 0..k {
+                        for q in 0..k {
+                            let skew = a[p * k + q] - a[q * k + p];
+                            let cc: f32 = (0..k).map(|t| c[p * k + t] * c[q * k + t]).sum();
+                            lij += b(gsr, &self.xi, p, i) * skew * b(gsr, &self.xi, q, j);
+                            mij += b(ger, &self.zeta, p, i) * cc * b(ger, &self.zeta, q, j);
+                        }
+                    }
+                    l[r * n * n + i * n + j] = lij;
+                    m[r * n * n + i * n + j] = mij;
+                }
+            }
+        }
+        GenericRows { l, m, grad_energy: ge, grad_entropy: gs }
+    }
+}
+
+/// L, M, ∇E, ∇S of a batch of states of a GENERIC model (row-major, f32).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenericRows {
+    /// L per row, `[B, n, n]`.
+    pub l: Vec<f32>,
+    /// M per row, `[B, n, n]`.
+    pub m: Vec<f32>,
+    /// ∇E per row, `[B, n]`.
+    pub grad_energy: Vec<f32>,
+    /// ∇S per row, `[B, n]`.
+    pub grad_entropy: Vec<f32>,
 }
 
 #[derive(Clone, Debug)]
@@ -204,27 +244,27 @@ fn par_tiles(
 impl CpuModel {
     /// Copies `model`'s weights into the CPU layout.
     pub fn from_model<B: Backend>(model: &Model<B>) -> Self {
-        let net = match (&model.hnn, &model.generic) {
-            (Some(h), _) => match (&h.h, &h.t, &h.v) {
-                (Some(h), _, _) => CpuNet::Hnn(CpuMlp::from_burn(h)),
-                (None, Some(t), Some(v)) => CpuNet::Separable { t: CpuMlp::from_burn(t), v: CpuMlp::from_burn(v) },
-                _ => unreachable!("an Hnn holds H or (T, V)"),
-            },
-            (_, Some(g)) => CpuNet::Generic(Box::new(CpuGeneric {
-                energy: CpuMlp::from_burn(&g.energy),
-                entropy: CpuMlp::from_burn(&g.entropy),
-                a_net: CpuDense::from_burn(&g.a_net),
-                c_net: CpuDense::from_burn(&g.c_net),
-                xi: CpuGeneric::skew(host(g.xi.val()), g.k, g.dim),
-                zeta: CpuGeneric::skew(host(g.zeta.val()), g.k, g.dim),
+        Self::from_params(&ModelParams::from_model(model), &model.config)
+    }
+
+    /// Lays out host parameters of a model of `config`.
+    pub fn from_params(params: &ModelParams, config: &ModelConfig) -> Self {
+        let net = match params {
+            ModelParams::Hnn(h) => CpuNet::Hnn(CpuMlp::from_params(h)),
+            ModelParams::Separable { t, v } => CpuNet::Separable { t: CpuMlp::from_params(t), v: CpuMlp::from_params(v) },
+            ModelParams::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric {
+                energy: CpuMlp::from_params(&g.energy),
+                entropy: CpuMlp::from_params(&g.entropy),
+                a_net: CpuDense::from_params(&g.a_net),
+                c_net: CpuDense::from_params(&g.c_net),
+                xi: CpuGeneric::skew(&g.xi, g.k, g.dim),
+                zeta: CpuGeneric::skew(&g.zeta, g.k, g.dim),
                 n: g.dim,
                 k: g.k,
             })),
-            _ => unreachable!("a model holds one network"),
         };
-        let dim = model.config.family.dim();
-        debug_assert!(match &net { CpuNet::Generic(g) => g.a_net.out_width() == g.k * g.k, _ => true });
-        Self { net, config: model.config.clone(), dim, row_latent: model.config.d_latent }
+        let dim = config.family.dim();
+        Self { net, config: config.clone(), dim, row_latent: config.d_latent }
     }
 
     /// The model's config.
@@ -362,6 +402,26 @@ impl CpuModel {
         Some(())
     }
 
+    /// L, M, ∇E, ∇S at a batch of states (GENERIC models only).
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`
+    pub fn generic_structure(&self, x: &[f32], z: &[f32]) -> Option<GenericRows> {
+        let CpuNet::Generic(g) = &self.net else { return None };
+        let (n, dz) = (self.dim, self.row_latent);
+        let rows = x.len() / n;
+        let mut out = GenericRows::default();
+        for start in (0..rows).step_by(TILE) {
+            let end = (start + TILE).min(rows);
+            let part = g.structure_tile(&x[start * n..end * n], &z[start * dz..end * dz], end - start);
+            out.l.extend(part.l);
+            out.m.extend(part.m);
+            out.grad_energy.extend(part.grad_energy);
+            out.grad_entropy.extend(part.grad_entropy);
+        }
+        Some(out)
+    }
+
     /// Whether H = T(p) + V(q).
     pub fn is_separable(&self) -> bool {
         matches!(self.net, CpuNet::Separable { .. })
@@ -370,6 +430,24 @@ impl CpuModel {
     /// Whether the model is GENERIC.
     pub fn is_generic(&self) -> bool {
         matches!(self.net, CpuNet::Generic(_))
+    }
+}
+
+/// A batch of learned systems as a [`crate::integrate::Flow`] on f32 rows: the model with
+/// one latent per row (or a folded model and no latents), so every integrator of
+/// [`crate::integrate`] steps it.
+pub struct CpuFlow<'a> {
+    /// The model.
+    pub model: &'a CpuModel,
+    /// Latents `[B·row_latent]`.
+    pub latents: &'a [f32],
+}
+
+impl crate::integrate::Flow<Vec<f32>> for CpuFlow<'_> {
+    fn rate(&self, x: &Vec<f32>) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        self.model.field(x, self.latents, &mut out);
+        out
     }
 }
 

@@ -1,0 +1,391 @@
+//! Training gradients on the CPU kernel: reverse mode through the forward pass *and* the
+//! explicit ∇ₓ pass of a modulated MLP, written out by hand (burn has no double backward,
+//! and its autodiff runs this network several times slower; see BENCHMARKS.md). Tests
+//! compare every gradient with burn's autodiff of the burn implementation.
+//!
+//! With u_ℓ = a_{ℓ−1}W̃_ℓ + b̃_ℓ, a_ℓ = tanh u_ℓ (forward) and g_L = w, δ_ℓ = g_ℓ ⊙ (1 − a_ℓ²),
+//! g_{ℓ−1} = δ_ℓW̃_ℓᵀ (∇ₓ, with ∇ₓf = g₀), a loss with adjoint ḡ₀ = ∂L/∂(∇ₓf) gives
+//!
+//! ```text
+//! for ℓ = 1 … L:   δ̄_ℓ = ḡ_{ℓ−1} W̃_ℓ          ḡ_ℓ = δ̄_ℓ ⊙ (1 − a_ℓ²)     ā_ℓ = −2 δ̄_ℓ ⊙ g_ℓ ⊙ a_ℓ
+//! w̄ = Σ_rows ḡ_L
+//! for ℓ = L … 1:   ū_ℓ = ā_ℓ ⊙ (1 − a_ℓ²)      ā_{ℓ−1} += ū_ℓ W̃_ℓᵀ       b̃̄_ℓ = ū_ℓ
+//!                  W̃̄_ℓ (per row) = a_{ℓ−1} ⊗ ū_ℓ + ḡ_{ℓ−1} ⊗ δ_ℓ
+//! ```
+//!
+//! and the per-row W̃̄ is pushed through each method's W̃(z) to W, the hypernetwork maps, the
+//! SVD bases and the latent z, without ever forming it (rank-2 structure per row):
+//!
+//! | method | W̃(z) | gradients |
+//! |---|---|---|
+//! | Shift | W, b̃ = b + zA_s | Ā_s = Σ zᵀū, z̄ = ūA_sᵀ |
+//! | FW | W + Σₖ zₖΔWₖ | ΔW̄ₖ = Σ zₖ(a⊗ū + ḡ⊗δ), z̄ₖ = (aΔWₖ)·ū + (ḡΔWₖ)·δ |
+//! | MR | W + V(z)U(z)ᵀ | V̄ₖ = Σ z̃ₖ(a⊗(ūU) + ḡ⊗(δU)), Ūₖ likewise, z̄ₖ from the pre-products |
+//! | SVD | W + V_s diag(d) U_sᵀ | V̄_s, Ū_s, d̄ = (aV)⊙(ūU) + (ḡV)⊙(δU) → A_d, z |
+
+use super::{
+    gemm::{MatRef, matmul},
+    mlp::{CpuMlp, affine_latents},
+    params::{LayerParams, MlpParams},
+    simd::mul_dtanh,
+};
+use crate::nn::Modulation;
+
+/// Everything a tile's forward and ∇ₓ passes computed, kept for the adjoint pass.
+#[derive(Default)]
+pub(super) struct Tape {
+    rows: usize,
+    zt: Vec<f32>,
+    d: Vec<Vec<f32>>,
+    acts: Vec<Vec<f32>>,
+    strides: Vec<usize>,
+    /// Forward outputs `[rows, out + pre]` (pre-products a·V).
+    y: Vec<Vec<f32>>,
+    /// g_ℓ before the tanh derivative, `[rows, out]`.
+    g: Vec<Vec<f32>>,
+    /// δ_ℓ with the transposed map's extra columns, `[rows, out + extra_out]`.
+    delta: Vec<Vec<f32>>,
+    /// Transposed outputs `[rows, in + pre]` (pre-products δ·U).
+    gy: Vec<Vec<f32>>,
+}
+
+/// grad[m×n] += leftᵀ·right with left `[rows, m]` (stride `ls`) and right `[rows, n]` (stride `rs`).
+fn add_outer(grad: &mut [f32], m: usize, n: usize, left: &[f32], ls: usize, right: &[f32], rs: usize, rows: usize) {
+    matmul(grad, m, n, n, MatRef::strided(left, rows, m, ls).t(), MatRef::strided(right, rows, n, rs), true);
+}
+
+/// out[rows, n] = x[rows, m] (stride xs) · w[m, n].
+fn mul(out: &mut [f32], x: &[f32], xs: usize, w: &[f32], rows: usize, m: usize, n: usize) {
+    matmul(out, rows, n, n, MatRef::strided(x, rows, m, xs), MatRef::rows(w, m, n), false);
+}
+
+/// out[rows, n] = x[rows, m] (stride xs) · wᵀ with w `[n, m]`.
+fn mul_t(out: &mut [f32], x: &[f32], xs: usize, w: &[f32], rows: usize, m: usize, n: usize) {
+    matmul(out, rows, n, n, MatRef::strided(x, rows, m, xs), MatRef::rows(w, n, m).t(), false);
+}
+
+/// c[row, j] = Σₖ z̃[row, k] p[row, offset + k·r + j] for a block of K·r pre-products.
+fn contract(p: &[f32], ps: usize, offset: usize, zt: &[f32], k: usize, r: usize, rows: usize) -> Vec<f32> {
+    let mut c = vec![0.0; rows * r];
+    for row in 0..rows {
+        for kk in 0..k {
+            let zk = zt[row * k + kk];
+            for j in 0..r {
+                c[row * r + j] += zk * p[row * ps + offset + kk * r + j];
+            }
+        }
+    }
+    c
+}
+
+/// e[row, k·r + j] = z̃[row, k] c[row, j].
+fn spread(c: &[f32], zt: &[f32], k: usize, r: usize, rows: usize) -> Vec<f32> {
+    let mut e = vec![0.0; rows * k * r];
+    for row in 0..rows {
+        for kk in 0..k {
+            for j in 0..r {
+                e[row * k * r + kk * r + j] = zt[row * k + kk] * c[row * r + j];
+            }
+        }
+    }
+    e
+}
+
+impl CpuMlp {
+    /// Runs the forward and ∇ₓ passes of `rows` rows, keeping the tape; writes ∇ₓf to `grad`.
+    pub(super) fn record(&self, x: &[f32], z: &[f32], rows: usize, grad: &mut [f32]) -> Tape {
+        let n = self.d_input;
+        let layers = self.layers.len();
+        let mut t = Tape { rows, ..Tape::default() };
+        affine_latents(z, rows, self.d_latent, &mut t.zt);
+        t.strides.push(n + self.layers[0].extra_in());
+        for (l, layer) in self.layers.iter().enumerate() {
+            t.strides.push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
+        }
+        let mut a0 = vec![0.0; rows * t.strides[0]];
+        for r in 0..rows {
+            a0[r * t.strides[0]..r * t.strides[0] + n].copy_from_slice(&x[r * n..(r + 1) * n]);
+        }
+        t.acts.push(a0);
+        let mut scratch = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut d = Vec::new();
+            layer.svd_coefficients(&t.zt, rows, &mut d);
+            let cols = layer.d_out + layer.pre();
+            let mut y = vec![0.0; rows * cols];
+            let stride = t.strides[l];
+            layer.forward_map(&mut t.acts[l], stride, rows, z, &t.zt, &d, true, &mut y, &mut scratch);
+            let next = t.strides[l + 1];
+            let mut a = vec![0.0; rows * next];
+            super::simd::tanh_rows(&y, cols, &layer.bias, &mut a, next, rows, layer.d_out);
+            t.acts.push(a);
+            t.y.push(y);
+            t.d.push(d);
+        }
+        // ∇ₓ pass, keeping g_ℓ, δ_ℓ and the transposed outputs.
+        let width = self.readout.len();
+        let mut g = Vec::with_capacity(rows * width);
+        for _ in 0..rows {
+            g.extend_from_slice(&self.readout);
+        }
+        let mut g_stride = width;
+        t.g = vec![Vec::new(); layers];
+        t.delta = vec![Vec::new(); layers];
+        t.gy = vec![Vec::new(); layers];
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let (o, i) = (layer.d_out, layer.d_in);
+            let ds = o + layer.extra_out();
+            let mut delta = vec![0.0; rows * ds];
+            mul_dtanh(&g, g_stride, &t.acts[l + 1], t.strides[l + 1], &mut delta, ds, rows, o);
+            let cols = i + layer.pre();
+            let mut gy = vec![0.0; rows * cols];
+            layer.transpose_map(&mut delta, ds, rows, z, &t.zt, &t.d[l], &mut gy, &mut scratch);
+            let mut kept = Vec::with_capacity(rows * o);
+            for r in 0..rows {
+                kept.extend_from_slice(&g[r * g_stride..r * g_stride + o]);
+            }
+            t.g[l] = kept;
+            g = gy.clone();
+            g_stride = cols;
+            t.delta[l] = delta;
+            t.gy[l] = gy;
+        }
+        for r in 0..rows {
+            grad[r * n..(r + 1) * n].copy_from_slice(&g[r * g_stride..r * g_stride + n]);
+        }
+        t
+    }
+
+    /// Reverse mode through a recorded tile: given ḡ₀ = ∂L/∂(∇ₓf) `[rows, n]`, adds the
+    /// parameter gradients to `grads` (skipped when `None`: latents only) and ∂L/∂z per row
+    /// to `zbar` `[rows, d_z]`.
+    pub(super) fn adjoint(&self, params: &MlpParams, tape: &Tape, z: &[f32], gbar0: &[f32], mut grads: Option<&mut MlpParams>, zbar: &mut [f32]) {
+        let rows = tape.rows;
+        let n = self.d_input;
+        let layers = self.layers.len();
+        let mut scratch = Vec::new();
+        // Pass 1, through the ∇ₓ chain in forward order: δ̄_ℓ = ḡ_{ℓ−1}W̃_ℓ.
+        let mut gbars: Vec<(Vec<f32>, usize)> = Vec::with_capacity(layers + 1);
+        let s0 = n + self.layers[0].extra_in();
+        let mut g0 = vec![0.0; rows * s0];
+        for r in 0..rows {
+            g0[r * s0..r * s0 + n].copy_from_slice(&gbar0[r * n..(r + 1) * n]);
+        }
+        gbars.push((g0, s0));
+        let mut dbar_y: Vec<Vec<f32>> = Vec::with_capacity(layers);
+        let mut abar: Vec<Vec<f32>> = Vec::with_capacity(layers);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
+            let mut dy = vec![0.0; rows * cols];
+            let (src, ss) = &mut gbars[l];
+            layer.forward_map(src, *ss, rows, z, &tape.zt, &tape.d[l], false, &mut dy, &mut scratch);
+            let (a, as_) = (&tape.acts[l + 1], tape.strides[l + 1]);
+            let next_stride = o + self.layers.get(l + 1).map_or(0, |next| next.extra_in());
+            let mut next = vec![0.0; rows * next_stride];
+            mul_dtanh(&dy, cols, a, as_, &mut next, next_stride, rows, o);
+            let mut ab = vec![0.0; rows * o];
+            for (r, abr) in ab.chunks_exact_mut(o).enumerate() {
+                let (dyr, gr, ar) = (&dy[r * cols..r * cols + o], &tape.g[l][r * o..(r + 1) * o], &a[r * as_..r * as_ + o]);
+                for (((ab, d), g), a) in abr.iter_mut().zip(dyr).zip(gr).zip(ar) {
+                    *ab = -2.0 * d * g * a;
+                }
+            }
+            gbars.push((next, next_stride));
+            dbar_y.push(dy);
+            abar.push(ab);
+        }
+        // w̄ = Σ_rows ḡ_L.
+        if let Some(grads) = grads.as_deref_mut() {
+            let (gl, gls) = &gbars[layers];
+            for r in 0..rows {
+                for (wbar, g) in grads.readout.iter_mut().zip(&gl[r * gls..]) {
+                    *wbar += g;
+                }
+            }
+        }
+        // Pass 2, through the forward chain in reverse order.
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let (o, i) = (layer.d_out, layer.d_in);
+            let us = o + layer.extra_out();
+            let mut ubar = vec![0.0; rows * us];
+            mul_dtanh(&abar[l], o, &tape.acts[l + 1], tape.strides[l + 1], &mut ubar, us, rows, o);
+            let cols = i + layer.pre();
+            let mut uy = vec![0.0; rows * cols];
+            layer.transpose_map(&mut ubar, us, rows, z, &tape.zt, &tape.d[l], &mut uy, &mut scratch);
+            if l > 0 {
+                for (r, row) in abar[l - 1].chunks_exact_mut(i).enumerate() {
+                    row.iter_mut().zip(&uy[r * cols..r * cols + i]).for_each(|(a, u)| *a += u);
+                }
+            }
+            let side = Sides {
+                rows,
+                a: (&tape.acts[l], tape.strides[l]),
+                ubar: (&ubar, us),
+                gbar: (&gbars[l].0, gbars[l].1),
+                delta: (&tape.delta[l], o + layer.extra_out()),
+                a_v: (&tape.y[l], o + layer.pre()),
+                gbar_v: (&dbar_y[l], o + layer.pre()),
+                ubar_u: (&uy, cols),
+                delta_u: (&tape.gy[l], cols),
+                zt: &tape.zt,
+                d: &tape.d[l],
+            };
+            layer_grads(&params.layers[l], grads.as_deref_mut().map(|g| &mut g.layers[l]), &side, z, zbar);
+        }
+    }
+}
+
+/// The two (left, right) row pairs of a layer's W̃ adjoint and the pre-products, each a
+/// buffer with its row stride.
+struct Sides<'a> {
+    rows: usize,
+    a: (&'a [f32], usize),
+    ubar: (&'a [f32], usize),
+    gbar: (&'a [f32], usize),
+    delta: (&'a [f32], usize),
+    /// Forward outputs, pre-products (a·V) after `out` columns.
+    a_v: (&'a [f32], usize),
+    /// δ̄ outputs, pre-products (ḡ·V) after `out` columns.
+    gbar_v: (&'a [f32], usize),
+    /// Transposed ū outputs, pre-products (ū·U) after `in` columns.
+    ubar_u: (&'a [f32], usize),
+    /// Transposed δ outputs, pre-products (δ·U) after `in` columns.
+    delta_u: (&'a [f32], usize),
+    zt: &'a [f32],
+    d: &'a [f32],
+}
+
+/// Adds one layer's parameter gradients (unless `g` is `None`) and its latent gradient (see
+/// the module table).
+fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, z: &[f32], zbar: &mut [f32]) {
+    let cfg = p.config;
+    let (i, o, dz) = (cfg.d_input, cfg.d_output, cfg.d_latent);
+    let k = dz + 1;
+    let rows = s.rows;
+    if let Some(g) = g.as_deref_mut() {
+        // W̄ += aᵀū + ḡᵀδ;  b̄ += Σ ū.
+        add_outer(&mut g.weight, i, o, s.a.0, s.a.1, s.ubar.0, s.ubar.1, rows);
+        add_outer(&mut g.weight, i, o, s.gbar.0, s.gbar.1, s.delta.0, s.delta.1, rows);
+        for r in 0..rows {
+            for (b, u) in g.bias.iter_mut().zip(&s.ubar.0[r * s.ubar.1..r * s.ubar.1 + o]) {
+                *b += u;
+            }
+        }
+    }
+    if cfg.modulation == Modulation::None {
+        return;
+    }
+    // Shift: Ā_s += zᵀū, z̄ += ūA_sᵀ.
+    if let Some(g) = g.as_deref_mut() {
+        add_outer(&mut g.shift, dz, o, z, dz, s.ubar.0, s.ubar.1, rows);
+    }
+    let mut zb = vec![0.0; rows * dz];
+    mul_t(&mut zb, s.ubar.0, s.ubar.1, &p.shift, rows, o, dz);
+    match cfg.modulation {
+        Modulation::None | Modulation::Shift => {}
+        Modulation::Fw => {
+            // ΔW̄ₖ[i, o] += Σ zₖ(aᵢūₒ + ḡᵢδₒ): right factors laid out as (k, o).
+            let kron = |v: (&[f32], usize)| -> Vec<f32> {
+                let mut e = vec![0.0; rows * dz * o];
+                for r in 0..rows {
+                    for kk in 0..dz {
+                        for oo in 0..o {
+                            e[r * dz * o + kk * o + oo] = z[r * dz + kk] * v.0[r * v.1 + oo];
+                        }
+                    }
+                }
+                e
+            };
+            if let Some(g) = g.as_deref_mut() {
+                add_outer(&mut g.fw, i, dz * o, s.a.0, s.a.1, &kron(s.ubar), dz * o, rows);
+                add_outer(&mut g.fw, i, dz * o, s.gbar.0, s.gbar.1, &kron(s.delta), dz * o, rows);
+            }
+            // z̄ₖ += (aΔWₖ)·ū + (ḡΔWₖ)·δ.
+            let (mut aw, mut gw) = (vec![0.0; rows * dz * o], vec![0.0; rows * dz * o]);
+            mul(&mut aw, s.a.0, s.a.1, &p.fw, rows, i, dz * o);
+            mul(&mut gw, s.gbar.0, s.gbar.1, &p.fw, rows, i, dz * o);
+            for r in 0..rows {
+                for kk in 0..dz {
+                    let mut acc = 0.0;
+                    for oo in 0..o {
+                        acc += aw[r * dz * o + kk * o + oo] * s.ubar.0[r * s.ubar.1 + oo]
+                            + gw[r * dz * o + kk * o + oo] * s.delta.0[r * s.delta.1 + oo];
+                    }
+                    zb[r * dz + kk] += acc;
+                }
+            }
+        }
+        Modulation::Mr { .. } => {
+            let r_ = cfg.effective_rank();
+            let f1 = contract(s.a_v.0, s.a_v.1, o, s.zt, k, r_, rows);
+            let f2 = contract(s.gbar_v.0, s.gbar_v.1, o, s.zt, k, r_, rows);
+            let e1 = contract(s.ubar_u.0, s.ubar_u.1, i, s.zt, k, r_, rows);
+            let e2 = contract(s.delta_u.0, s.delta_u.1, i, s.zt, k, r_, rows);
+            if let Some(g) = g.as_deref_mut() {
+                // V̄ (mr_v [in, K·r], col k·r + j) += aᵀ(z̃ ⊗ e₁) + ḡᵀ(z̃ ⊗ e₂).
+                add_outer(&mut g.mr_v, i, k * r_, s.a.0, s.a.1, &spread(&e1, s.zt, k, r_, rows), k * r_, rows);
+                add_outer(&mut g.mr_v, i, k * r_, s.gbar.0, s.gbar.1, &spread(&e2, s.zt, k, r_, rows), k * r_, rows);
+                // Ū as [out, K·r] = ūᵀ(z̃ ⊗ f₁) + δᵀ(z̃ ⊗ f₂), scattered into mr_u [r, K·out].
+                let mut gu = vec![0.0; o * k * r_];
+                add_outer(&mut gu, o, k * r_, s.ubar.0, s.ubar.1, &spread(&f1, s.zt, k, r_, rows), k * r_, rows);
+                add_outer(&mut gu, o, k * r_, s.delta.0, s.delta.1, &spread(&f2, s.zt, k, r_, rows), k * r_, rows);
+                for oo in 0..o {
+                    for kk in 0..k {
+                        for j in 0..r_ {
+                            g.mr_u[j * k * o + kk * o + oo] += gu[oo * k * r_ + kk * r_ + j];
+                        }
+                    }
+                }
+            }
+            // z̄ₖ += Σⱼ e₁ⱼ(aVₖ)ⱼ + e₂ⱼ(ḡVₖ)ⱼ + f₁ⱼ(ūUₖ)ⱼ + f₂ⱼ(δUₖ)ⱼ  (k < d_z).
+            for r in 0..rows {
+                for kk in 0..dz {
+                    let mut acc = 0.0;
+                    for j in 0..r_ {
+                        let idx = kk * r_ + j;
+                        acc += e1[r * r_ + j] * s.a_v.0[r * s.a_v.1 + o + idx]
+                            + e2[r * r_ + j] * s.gbar_v.0[r * s.gbar_v.1 + o + idx]
+                            + f1[r * r_ + j] * s.ubar_u.0[r * s.ubar_u.1 + i + idx]
+                            + f2[r * r_ + j] * s.delta_u.0[r * s.delta_u.1 + i + idx];
+                    }
+                    zb[r * dz + kk] += acc;
+                }
+            }
+        }
+        Modulation::Svd { .. } => {
+            let r_ = cfg.effective_rank();
+            let col = |buf: (&[f32], usize), off: usize, r: usize, j: usize| buf.0[r * buf.1 + off + j];
+            let (mut t1, mut t2, mut s1, mut s2, mut dbar) =
+                (vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_]);
+            for r in 0..rows {
+                for j in 0..r_ {
+                    let dj = s.d[r * r_ + j];
+                    let (av, gv) = (col(s.a_v, o, r, j), col(s.gbar_v, o, r, j));
+                    let (uu, du) = (col(s.ubar_u, i, r, j), col(s.delta_u, i, r, j));
+                    t1[r * r_ + j] = uu * dj;
+                    t2[r * r_ + j] = du * dj;
+                    s1[r * r_ + j] = av * dj;
+                    s2[r * r_ + j] = gv * dj;
+                    // ReLU: d = max(pre, 0) passes gradient where d > 0.
+                    dbar[r * r_ + j] = if dj > 0.0 { av * uu + gv * du } else { 0.0 };
+                }
+            }
+            if let Some(g) = g.as_deref_mut() {
+                add_outer(&mut g.svd_v, i, r_, s.a.0, s.a.1, &t1, r_, rows);
+                add_outer(&mut g.svd_v, i, r_, s.gbar.0, s.gbar.1, &t2, r_, rows);
+                add_outer(&mut g.svd_u, o, r_, s.ubar.0, s.ubar.1, &s1, r_, rows);
+                add_outer(&mut g.svd_u, o, r_, s.delta.0, s.delta.1, &s2, r_, rows);
+                add_outer(&mut g.svd_d, k, r_, s.zt, k, &dbar, r_, rows);
+            }
+            // z̄ += d̄ A_d[..d_z]ᵀ.
+            for r in 0..rows {
+                for kk in 0..dz {
+                    zb[r * dz + kk] += (0..r_).map(|j| dbar[r * r_ + j] * p.svd_d[kk * r_ + j]).sum::<f32>();
+                }
+            }
+        }
+    }
+    for (a, b) in zbar.iter_mut().zip(&zb) {
+        *a += b;
+    }
+}
