@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use burn::backend::Flex;
 use clap::Args;
 use noether::{
-    data::{sample_initial_state, stream_rng},
-    integrate::Dopri5,
+    data::stream_rng,
     io::load_model,
-    meta::{AdaptConfig, Points, adapt_latents, eval::rollout_batch},
+    meta::{AdaptConfig, adapt_latents, eval::rollout_batch, system_shots, system_trajectories},
     metrics::{FieldGrid, field_error, trajectory_error},
     nn::cpu::{CpuModel, ModelParams},
 };
@@ -33,29 +32,6 @@ pub struct AdaptArgs {
     seed: u64,
 }
 
-/// `count` trajectories of `sys` from protocol initial states: (x, ẋ) per sample.
-fn trajectories(family: noether::systems::Family, sys: &dyn noether::systems::System, params: &[f64], count: usize, seed: u64, tag: &str) -> Result<Vec<Vec<(Vec<f64>, Vec<f64>)>>, noether::integrate::IntegrateError> {
-    let spec = family.spec();
-    let mut rng = stream_rng(tag, seed, 0);
-    (0..count)
-        .map(|_| {
-            let mut x = sample_initial_state(family, params, &mut rng);
-            let mut dopri = Dopri5::new(x.len());
-            let mut out = Vec::with_capacity(spec.samples);
-            for s in 0..spec.samples {
-                if s > 0 {
-                    let t = (s - 1) as f64 * spec.dt;
-                    dopri.integrate(sys, &mut x, t, t + spec.dt)?;
-                }
-                let mut dx = vec![0.0; x.len()];
-                sys.eval(&x, &mut dx);
-                out.push((x.clone(), dx));
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
 /// Runs `noether adapt`.
 pub fn run(args: AdaptArgs) -> CliResult {
     let model = load_model::<Flex>(&args.model, &Default::default())?;
@@ -64,17 +40,7 @@ pub fn run(args: AdaptArgs) -> CliResult {
     let params = family.params_from_named(&args.params)?;
     let sys = family.build(&params)?;
     let spec = family.spec();
-    let shot_traj = trajectories(family, sys.as_ref(), &params, args.shots.div_ceil(spec.samples), args.seed, "adapt/shots")?;
-    let mut shots = Points::default();
-    let mut order: Vec<(usize, usize)> = (0..shot_traj.len()).flat_map(|t| (0..spec.samples).map(move |s| (t, s))).collect();
-    // Spread the shots over the trajectories' samples deterministically.
-    order.sort_by_key(|&(t, s)| (s * 7919 + t * 104_729) % (spec.samples * shot_traj.len()).max(1));
-    for &(t, s) in order.iter().take(args.shots) {
-        let (x, dx) = &shot_traj[t][s];
-        shots.x.extend(x.iter().map(|v| *v as f32));
-        shots.dx.extend(dx.iter().map(|v| *v as f32));
-        shots.task.push(0);
-    }
+    let shots = system_shots(family, sys.as_ref(), &params, args.shots, &mut stream_rng("adapt/shots", args.seed, 0))?;
     let mp = ModelParams::from_model(&model);
     let z0: Vec<f32> = config.mean_latent().iter().map(|v| *v as f32).collect();
     let adapted = adapt_latents(&mp, std::slice::from_ref(&shots), &z0, &AdaptConfig::for_model(config, args.shots));
@@ -82,7 +48,7 @@ pub fn run(args: AdaptArgs) -> CliResult {
     let cpu = CpuModel::from_params(&mp, config);
 
     // Held-out trajectories of the same system.
-    let test = trajectories(family, sys.as_ref(), &params, 5, args.seed, "adapt/test")?;
+    let test = system_trajectories(family, sys.as_ref(), &params, 5, &mut stream_rng("adapt/test", args.seed, 0))?;
     let n = family.dim();
     let (mut errors, mut errors_mean) = (Vec::new(), Vec::new());
     for traj in &test {

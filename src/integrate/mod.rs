@@ -9,6 +9,7 @@
 //! | Störmer–Verlet (leapfrog) | `verlet` | 2 | yes | separable H | a modified energy (bounded error) |
 //! | Yoshida 4th order | `yoshida4` | 4 | yes | separable H | a modified energy (bounded error) |
 //! | implicit midpoint | `midpoint` | 2 | yes | any field | quadratic invariants exactly, any H to bounded error |
+//! | discrete gradient ([`DiscreteGradient`]) | — | 2 | — | a GENERIC batch | E to solver tolerance, S never decreases |
 //!
 //! The reference for datasets and tests is [`Dopri5`] at rtol = atol = 1e-10 (DESIGN.md §3).
 //! Every fixed-step method is written once, generic over the state representation
@@ -18,12 +19,14 @@
 //! returning garbage: a non-finite state or a non-converged implicit solve is an
 //! [`IntegrateError`].
 
+mod discrete_gradient;
 mod dopri;
 mod explicit;
 mod midpoint;
 pub mod space;
 mod symplectic;
 
+pub use discrete_gradient::{DiscreteGradient, MetriplecticRows};
 pub use dopri::{Dopri5, DopriStats};
 pub use explicit::{euler_step, rk4_step};
 pub use midpoint::{ImplicitMidpoint, ImplicitSolver, NewtonFlow};

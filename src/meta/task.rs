@@ -213,6 +213,62 @@ impl<'a> TaskSet<'a> {
     }
 }
 
+/// `count` trajectories of `system` (parameters `params` of `family`) from protocol initial
+/// states drawn from `rng`, sampled on the family's grid: (x, ẋ) per sample.
+///
+/// # Errors
+/// The reference integrator's, for a state that leaves the family's domain.
+pub fn system_trajectories(
+    family: Family,
+    system: &dyn crate::systems::System,
+    params: &[f64],
+    count: usize,
+    rng: &mut impl Rng,
+) -> Result<Vec<Vec<(Vec<f64>, Vec<f64>)>>, crate::integrate::IntegrateError> {
+    let spec = family.spec();
+    (0..count)
+        .map(|_| {
+            let mut x = sample_initial_state(family, params, rng);
+            let mut dopri = Dopri5::new(x.len());
+            let mut out = Vec::with_capacity(spec.samples);
+            for s in 0..spec.samples {
+                if s > 0 {
+                    let t = (s - 1) as f64 * spec.dt;
+                    dopri.integrate(system, &mut x, t, t + spec.dt)?;
+                }
+                let mut dx = vec![0.0; x.len()];
+                system.eval(&x, &mut dx);
+                out.push((x.clone(), dx));
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// `shots` (x, ẋ) samples of a system with known parameters, spread over the samples of
+/// as many protocol trajectories as needed (what online adaptation and scenes fit latents to).
+///
+/// # Errors
+/// As [`system_trajectories`].
+pub fn system_shots(
+    family: Family,
+    system: &dyn crate::systems::System,
+    params: &[f64],
+    shots: usize,
+    rng: &mut impl Rng,
+) -> Result<Points, crate::integrate::IntegrateError> {
+    let samples = family.spec().samples;
+    let traj = system_trajectories(family, system, params, shots.div_ceil(samples).max(1), rng)?;
+    let pool = traj.len() * samples;
+    let order = sample(rng, pool, pool).into_vec();
+    let mut out = Points::default();
+    for &k in order.iter().take(shots) {
+        let (x, dx) = &traj[k / samples][k % samples];
+        out.push(x, dx, 0);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,9 @@ use rayon::prelude::*;
 
 use super::{
     backprop::Tape,
-    gemm::{MatRef, matmul},
+    generic::CpuGeneric,
     mlp::CpuMlp,
-    params::{DenseParams, GenericParams, MlpParams, ModelParams, ParamRole},
-    simd::{mul_dtanh, tanh_rows},
+    params::{MlpParams, ModelParams, ParamRole},
 };
 
 /// Rows per parallel tile of a training batch. Fixed (not derived from the thread count)
@@ -54,7 +53,7 @@ pub struct Objective<'a> {
 enum Nets {
     Hnn(CpuMlp),
     Separable(CpuMlp, CpuMlp),
-    Generic(CpuMlp, CpuMlp),
+    Generic(Box<CpuGeneric>),
 }
 
 impl<'a> Objective<'a> {
@@ -63,7 +62,7 @@ impl<'a> Objective<'a> {
         let nets = match params {
             ModelParams::Hnn(h) => Nets::Hnn(CpuMlp::from_params(h)),
             ModelParams::Separable { t, v } => Nets::Separable(CpuMlp::from_params(t), CpuMlp::from_params(v)),
-            ModelParams::Generic(g) => Nets::Generic(CpuMlp::from_params(&g.energy), CpuMlp::from_params(&g.entropy)),
+            ModelParams::Generic(g) => Nets::Generic(Box::new(CpuGeneric::new(g))),
         };
         Self { params, nets }
     }
@@ -189,20 +188,21 @@ impl<'a> Objective<'a> {
                 adjoint_into(t, tp, &tape_t, z, &gbar_t, gt_params, &mut zbar);
                 adjoint_into(v, vp, &tape_v, z, &gbar_v, gv_params, &mut zbar);
             }
-            (Nets::Generic(e, s), ModelParams::Generic(gp)) => {
+            (Nets::Generic(net), ModelParams::Generic(gp)) => {
+                let (e, s) = (&net.energy, &net.entropy);
                 let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
                 let tape_e = e.record(x, z, rows, &mut ge);
                 let tape_s = s.record(x, z, rows, &mut gs);
-                let a_tape = dense_forward(&gp.a_net, x, rows);
-                let c_tape = dense_forward(&gp.c_net, x, rows);
-                let asm = Assembly::new(gp);
-                let f = asm.forward(&ge, &gs, a_tape.last().expect("output"), c_tape.last().expect("output"), rows);
+                let a_tape = net.a_net.forward_tape(x, rows);
+                let c_tape = net.c_net.forward_tape(x, rows);
+                let (a_out, c_out) = (a_tape.last().expect("output"), c_tape.last().expect("output"));
+                let f = net.assembly.forward(&ge, &gs, a_out, c_out, rows);
                 let xbar = residual(&f);
-                let back = asm.backward(&ge, &gs, a_tape.last().expect("output"), c_tape.last().expect("output"), &xbar, rows);
+                let back = net.assembly.backward(&ge, &gs, a_out, c_out, &xbar, rows);
                 let (ge_p, gs_p) = match grads.as_mut() {
                     Some(ModelParams::Generic(g)) => {
-                        dense_backward(&gp.a_net, &a_tape, &back.a, rows, &mut g.a_net);
-                        dense_backward(&gp.c_net, &c_tape, &back.c, rows, &mut g.c_net);
+                        net.a_net.backward(&a_tape, &back.a, rows, &mut g.a_net);
+                        net.c_net.backward(&c_tape, &back.c, rows, &mut g.c_net);
                         // ξ = Ξ − Ξᵀ ⇒ Ξ̄ = ξ̄ − ξ̄ᵀ (per k), likewise for ζ.
                         add_skew_grad(&mut g.xi, &back.xi, gp.k, n);
                         add_skew_grad(&mut g.zeta, &back.zeta, gp.k, n);
@@ -233,168 +233,6 @@ fn add_skew_grad(raw_grad: &mut [f32], skew_grad: &[f32], k: usize, n: usize) {
                 raw_grad[b + i * n + j] += skew_grad[b + i * n + j] - skew_grad[b + j * n + i];
             }
         }
-    }
-}
-
-/// A dense net's activations, input first, output (pre-activation-free) last.
-fn dense_forward(p: &DenseParams, x: &[f32], rows: usize) -> Vec<Vec<f32>> {
-    let mut acts = vec![x.to_vec()];
-    let last = p.layers.len() - 1;
-    for (l, (w, b)) in p.layers.iter().enumerate() {
-        let (i, o) = (p.sizes[l], p.sizes[l + 1]);
-        let mut u = vec![0.0; rows * o];
-        matmul(&mut u, rows, o, o, MatRef::rows(&acts[l], rows, i), MatRef::rows(w, i, o), false);
-        if l < last {
-            let mut a = vec![0.0; rows * o];
-            tanh_rows(&u, o, b, &mut a, o, rows, o);
-            acts.push(a);
-        } else {
-            u.chunks_exact_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv));
-            acts.push(u);
-        }
-    }
-    acts
-}
-
-/// Standard back-propagation through a dense net given ∂L/∂output.
-fn dense_backward(p: &DenseParams, acts: &[Vec<f32>], out_bar: &[f32], rows: usize, grads: &mut DenseParams) {
-    let mut ubar = out_bar.to_vec();
-    for l in (0..p.layers.len()).rev() {
-        let (i, o) = (p.sizes[l], p.sizes[l + 1]);
-        let (gw, gb) = &mut grads.layers[l];
-        matmul(gw, i, o, o, MatRef::rows(&acts[l], rows, i).t(), MatRef::rows(&ubar, rows, o), true);
-        for r in 0..rows {
-            gb.iter_mut().zip(&ubar[r * o..(r + 1) * o]).for_each(|(g, u)| *g += u);
-        }
-        if l > 0 {
-            let mut abar = vec![0.0; rows * i];
-            matmul(&mut abar, rows, i, i, MatRef::rows(&ubar, rows, o), MatRef::rows(&p.layers[l].0, i, o).t(), false);
-            let mut next = vec![0.0; rows * i];
-            mul_dtanh(&abar, i, &acts[l], i, &mut next, i, rows, i);
-            ubar = next;
-        }
-    }
-}
-
-/// The GENERIC assembly ẋ = B_Sᵀ(A − Aᵀ)B_S∇E + B_EᵀCCᵀB_E∇S, row by row (K, n ≤ 8).
-struct Assembly {
-    xi: Vec<f32>,
-    zeta: Vec<f32>,
-    n: usize,
-    k: usize,
-}
-
-/// Adjoints of the assembly's inputs.
-struct AssemblyGrad {
-    grad_energy: Vec<f32>,
-    grad_entropy: Vec<f32>,
-    a: Vec<f32>,
-    c: Vec<f32>,
-    xi: Vec<f32>,
-    zeta: Vec<f32>,
-}
-
-impl Assembly {
-    fn new(p: &GenericParams) -> Self {
-        let skew = |raw: &[f32]| -> Vec<f32> {
-            let (k, n) = (p.k, p.dim);
-            (0..k * n * n).map(|idx| {
-                let (kk, i, j) = (idx / (n * n), idx / n % n, idx % n);
-                raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i]
-            }).collect()
-        };
-        Self { xi: skew(&p.xi), zeta: skew(&p.zeta), n: p.dim, k: p.k }
-    }
-
-    /// (B, w, v) for one row: B[k][j] = Σᵢ gᵢ ξₖᵢⱼ, w = B h, v = S w.
-    fn rows_b(&self, g: &[f32], xi: &[f32]) -> Vec<f32> {
-        let (n, k) = (self.n, self.k);
-        (0..k * n).map(|idx| (0..n).map(|i| g[i] * xi[(idx / n) * n * n + i * n + idx % n]).sum()).collect()
-    }
-
-    fn forward(&self, ge: &[f32], gs: &[f32], a: &[f32], c: &[f32], rows: usize) -> Vec<f32> {
-        let (n, k) = (self.n, self.k);
-        let mut out = vec![0.0; rows * n];
-        for r in 0..rows {
-            let (ge, gs) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n]);
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
-            let (bs, be) = (self.rows_b(gs, &self.xi), self.rows_b(ge, &self.zeta));
-            let w: Vec<f32> = (0..k).map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum()).collect();
-            let w2: Vec<f32> = (0..k).map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum()).collect();
-            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| (a[p * k + q] - a[q * k + p]) * w[q]).sum()).collect();
-            let ctw: Vec<f32> = (0..k).map(|q| (0..k).map(|p| c[p * k + q] * w2[p]).sum()).collect();
-            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| c[p * k + q] * ctw[q]).sum()).collect();
-            for j in 0..n {
-                out[r * n + j] = (0..k).map(|p| bs[p * n + j] * v[p] + be[p * n + j] * v2[p]).sum();
-            }
-        }
-        out
-    }
-
-    #[expect(clippy::too_many_arguments, reason = "the assembly's inputs and the output adjoint")]
-    fn backward(&self, ge: &[f32], gs: &[f32], a: &[f32], c: &[f32], xbar: &[f32], rows: usize) -> AssemblyGrad {
-        let (n, k) = (self.n, self.k);
-        let mut g = AssemblyGrad {
-            grad_energy: vec![0.0; rows * n],
-            grad_entropy: vec![0.0; rows * n],
-            a: vec![0.0; rows * k * k],
-            c: vec![0.0; rows * k * k],
-            xi: vec![0.0; k * n * n],
-            zeta: vec![0.0; k * n * n],
-        };
-        for r in 0..rows {
-            let (ge, gs, o) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n], &xbar[r * n..(r + 1) * n]);
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
-            let (bs, be) = (self.rows_b(gs, &self.xi), self.rows_b(ge, &self.zeta));
-            let w: Vec<f32> = (0..k).map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum()).collect();
-            let w2: Vec<f32> = (0..k).map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum()).collect();
-            let sk = |p: usize, q: usize| a[p * k + q] - a[q * k + p];
-            let cc = |p: usize, q: usize| (0..k).map(|m| c[p * k + m] * c[q * k + m]).sum::<f32>();
-            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| sk(p, q) * w[q]).sum()).collect();
-            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| cc(p, q) * w2[q]).sum()).collect();
-            // ẋⱼ = Σₚ bsₚⱼ vₚ + beₚⱼ v2ₚ
-            let vbar: Vec<f32> = (0..k).map(|p| (0..n).map(|j| o[j] * bs[p * n + j]).sum()).collect();
-            let v2bar: Vec<f32> = (0..k).map(|p| (0..n).map(|j| o[j] * be[p * n + j]).sum()).collect();
-            let mut bsbar: Vec<f32> = (0..k * n).map(|idx| o[idx % n] * v[idx / n]).collect();
-            let mut bebar: Vec<f32> = (0..k * n).map(|idx| o[idx % n] * v2[idx / n]).collect();
-            // v = (A − Aᵀ) w: w̄ = (A − Aᵀ)ᵀ v̄, Ā = v̄wᵀ − (v̄wᵀ)ᵀ.
-            let wbar: Vec<f32> = (0..k).map(|q| (0..k).map(|p| sk(p, q) * vbar[p]).sum()).collect();
-            for p in 0..k {
-                for q in 0..k {
-                    g.a[r * k * k + p * k + q] += vbar[p] * w[q] - vbar[q] * w[p];
-                }
-            }
-            // v2 = CCᵀ w2: w̄2 = CCᵀ v̄2, C̄ = (v̄2 w2ᵀ + w2 v̄2ᵀ) C.
-            let w2bar: Vec<f32> = (0..k).map(|q| (0..k).map(|p| cc(p, q) * v2bar[p]).sum()).collect();
-            for p in 0..k {
-                for m in 0..k {
-                    g.c[r * k * k + p * k + m] += (0..k).map(|q| (v2bar[p] * w2[q] + w2[p] * v2bar[q]) * c[q * k + m]).sum::<f32>();
-                }
-            }
-            // w = B_S ∇E, w2 = B_E ∇S.
-            let (gbe, gbs) = (&mut g.grad_energy[r * n..(r + 1) * n], &mut g.grad_entropy[r * n..(r + 1) * n]);
-            for p in 0..k {
-                for j in 0..n {
-                    bsbar[p * n + j] += wbar[p] * ge[j];
-                    gbe[j] += wbar[p] * bs[p * n + j];
-                    bebar[p * n + j] += w2bar[p] * gs[j];
-                    gbs[j] += w2bar[p] * be[p * n + j];
-                }
-            }
-            // B_S[p][j] = Σᵢ ∇Sᵢ ξₚᵢⱼ,  B_E[p][j] = Σᵢ ∇Eᵢ ζₚᵢⱼ.
-            for p in 0..k {
-                for i in 0..n {
-                    for j in 0..n {
-                        let idx = p * n * n + i * n + j;
-                        gbs[i] += bsbar[p * n + j] * self.xi[idx];
-                        g.xi[idx] += gs[i] * bsbar[p * n + j];
-                        gbe[i] += bebar[p * n + j] * self.zeta[idx];
-                        g.zeta[idx] += ge[i] * bebar[p * n + j];
-                    }
-                }
-            }
-        }
-        g
     }
 }
 

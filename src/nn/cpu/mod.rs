@@ -21,6 +21,7 @@
 
 mod backprop;
 mod gemm;
+mod generic;
 pub mod loss;
 pub mod mlp;
 pub mod params;
@@ -34,10 +35,13 @@ use rayon::prelude::*;
 
 use self::{
     gemm::{MatRef, matmul},
+    generic::CpuGeneric,
     mlp::TileOut,
-    simd::tanh_rows,
 };
-use crate::nn::{Model, ModelConfig};
+use crate::{
+    integrate::{Flow, MetriplecticRows, NewtonFlow, SplitFlow},
+    nn::{Model, ModelConfig},
+};
 
 /// One plain GEMM `[rows, 100]·[100, 100]` with the kernel's tiling and threads: the
 /// reference rate `noether bench network` prints beside the network's.
@@ -56,132 +60,6 @@ pub const TILE: usize = 1024;
 
 /// Fewest rows per tile when a batch is split across threads.
 const MIN_TILE: usize = 64;
-
-/// An unmodulated dense MLP (the GENERIC A(x), C(x)) in CPU layout.
-#[derive(Clone, Debug)]
-struct CpuDense {
-    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
-}
-
-impl CpuDense {
-    fn from_params(p: &DenseParams) -> Self {
-        let layers = p.layers.iter().enumerate().map(|(l, (w, b))| (w.clone(), b.clone(), p.sizes[l], p.sizes[l + 1])).collect();
-        Self { layers }
-    }
-
-    /// `[rows, in]` → `[rows, out]`.
-    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mut a = x.to_vec();
-        let last = self.layers.len() - 1;
-        for (l, (w, b, i, o)) in self.layers.iter().enumerate() {
-            let mut u = vec![0.0; rows * o];
-            matmul(&mut u, rows, *o, *o, MatRef::rows(&a, rows, *i), MatRef::rows(w, *i, *o), false);
-            if l < last {
-                a = vec![0.0; rows * o];
-                tanh_rows(&u, *o, b, &mut a, *o, rows, *o);
-            } else {
-                u.chunks_exact_mut(*o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv));
-                a = u;
-            }
-        }
-        a
-    }
-}
-
-/// The GENERIC assembly in CPU layout (see [`crate::nn::GenericNet`]).
-#[derive(Clone, Debug)]
-struct CpuGeneric {
-    energy: CpuMlp,
-    entropy: CpuMlp,
-    a_net: CpuDense,
-    c_net: CpuDense,
-    /// ξₖ, skew, `[K, n, n]`.
-    xi: Vec<f32>,
-    /// ζₖ, skew, `[K, n, n]`.
-    zeta: Vec<f32>,
-    n: usize,
-    k: usize,
-}
-
-impl CpuGeneric {
-    fn skew(raw: &[f32], k: usize, n: usize) -> Vec<f32> {
-        let mut s = vec![0.0; k * n * n];
-        for kk in 0..k {
-            for i in 0..n {
-                for j in 0..n {
-                    s[kk * n * n + i * n + j] = raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i];
-                }
-            }
-        }
-        s
-    }
-
-    fn field_tile(&self, x: &[f32], z: &[f32], rows: usize, out: &mut [f32]) {
-        let (n, k) = (self.n, self.k);
-        let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-        self.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut ge) });
-        self.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut gs) });
-        let a = self.a_net.forward(x, rows);
-        let c = self.c_net.forward(x, rows);
-        let kk2 = k * k;
-        let (mut bs, mut be) = (vec![0.0f32; k * n], vec![0.0f32; k * n]);
-        for r in 0..rows {
-            let (ge, gs) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n]);
-            let (a, c) = (&a[r * kk2..(r + 1) * kk2], &c[r * kk2..(r + 1) * kk2]);
-            // (B_S)ₖⱼ = Σᵢ ∇Sᵢ ξₖᵢⱼ, (B_E)ₖⱼ = Σᵢ ∇Eᵢ ζₖᵢⱼ
-            for kk in 0..k {
-                for j in 0..n {
-                    bs[kk * n + j] = (0..n).map(|i| gs[i] * self.xi[kk * n * n + i * n + j]).sum();
-                    be[kk * n + j] = (0..n).map(|i| ge[i] * self.zeta[kk * n * n + i * n + j]).sum();
-                }
-            }
-            let w: Vec<f32> = (0..k).map(|kk| (0..n).map(|j| bs[kk * n + j] * ge[j]).sum()).collect();
-            let w2: Vec<f32> = (0..k).map(|kk| (0..n).map(|j| be[kk * n + j] * gs[j]).sum()).collect();
-            // v = (A − Aᵀ) w,  v₂ = C Cᵀ w₂
-            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| (a[p * k + q] - a[q * k + p]) * w[q]).sum()).collect();
-            let ctw: Vec<f32> = (0..k).map(|q| (0..k).map(|p| c[p * k + q] * w2[p]).sum()).collect();
-            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| c[p * k + q] * ctw[q]).sum()).collect();
-            for j in 0..n {
-                out[r * n + j] = (0..k).map(|kk| bs[kk * n + j] * v[kk] + be[kk * n + j] * v2[kk]).sum();
-            }
-        }
-    }
-}
-
-impl CpuGeneric {
-    /// L, M (row-major `[n, n]` each), ∇E and ∇S per row.
-    fn structure_tile(&self, x: &[f32], z: &[f32], rows: usize) -> GenericRows {
-        let (n, k) = (self.n, self.k);
-        let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-        self.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut ge) });
-        self.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut gs) });
-        let a = self.a_net.forward(x, rows);
-        let c = self.c_net.forward(x, rows);
-        let (mut l, mut m) = (vec![0.0; rows * n * n], vec![0.0; rows * n * n]);
-        for r in 0..rows {
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
-            let b = |g: &[f32], xi: &[f32], p: usize, j: usize| (0..n).map(|i| g[i] * xi[p * n * n + i * n + j]).sum::<f32>();
-            let (gsr, ger) = (&gs[r * n..(r + 1) * n], &ge[r * n..(r + 1) * n]);
-            for i in 0..n {
-                for j in 0..n {
-                    let mut lij = 0.0;
-                    let mut mij = 0.0;
-                    for p in 0..k {
-                        for q in 0..k {
-                            let skew = a[p * k + q] - a[q * k + p];
-                            let cc: f32 = (0..k).map(|t| c[p * k + t] * c[q * k + t]).sum();
-                            lij += b(gsr, &self.xi, p, i) * skew * b(gsr, &self.xi, q, j);
-                            mij += b(ger, &self.zeta, p, i) * cc * b(ger, &self.zeta, q, j);
-                        }
-                    }
-                    l[r * n * n + i * n + j] = lij;
-                    m[r * n * n + i * n + j] = mij;
-                }
-            }
-        }
-        GenericRows { l, m, grad_energy: ge, grad_entropy: gs }
-    }
-}
 
 /// L, M, ∇E, ∇S of a batch of states of a GENERIC model (row-major, f32).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -252,16 +130,7 @@ impl CpuModel {
         let net = match params {
             ModelParams::Hnn(h) => CpuNet::Hnn(CpuMlp::from_params(h)),
             ModelParams::Separable { t, v } => CpuNet::Separable { t: CpuMlp::from_params(t), v: CpuMlp::from_params(v) },
-            ModelParams::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric {
-                energy: CpuMlp::from_params(&g.energy),
-                entropy: CpuMlp::from_params(&g.entropy),
-                a_net: CpuDense::from_params(&g.a_net),
-                c_net: CpuDense::from_params(&g.c_net),
-                xi: CpuGeneric::skew(&g.xi, g.k, g.dim),
-                zeta: CpuGeneric::skew(&g.zeta, g.k, g.dim),
-                n: g.dim,
-                k: g.k,
-            })),
+            ModelParams::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric::new(g))),
         };
         let dim = config.family.dim();
         Self { net, config: config.clone(), dim, row_latent: config.d_latent }
@@ -377,6 +246,17 @@ impl CpuModel {
         }
     }
 
+    /// ∇S per row (GENERIC models; `None` otherwise).
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`, out: `[B·n]`
+    pub fn entropy_grad(&self, x: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
+        let CpuNet::Generic(g) = &self.net else { return None };
+        let (n, dz) = (self.dim, self.row_latent);
+        par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) }));
+        Some(())
+    }
+
     /// q̇ = ∇ₚT(p; z) for a separable model (`None` otherwise).
     ///
     /// # Shapes
@@ -413,11 +293,13 @@ impl CpuModel {
         let mut out = GenericRows::default();
         for start in (0..rows).step_by(TILE) {
             let end = (start + TILE).min(rows);
-            let part = g.structure_tile(&x[start * n..end * n], &z[start * dz..end * dz], end - start);
-            out.l.extend(part.l);
-            out.m.extend(part.m);
-            out.grad_energy.extend(part.grad_energy);
-            out.grad_entropy.extend(part.grad_entropy);
+            let (xs, m) = (&x[start * n..end * n], end - start);
+            let (ge, gs) = g.gradients(xs, &z[start * dz..end * dz], m);
+            let (l, mm) = g.assembly.matrices(&ge, &gs, &g.a_net.forward(xs, m), &g.c_net.forward(xs, m), m);
+            out.l.extend(l);
+            out.m.extend(mm);
+            out.grad_energy.extend(ge);
+            out.grad_entropy.extend(gs);
         }
         Some(out)
     }
@@ -433,9 +315,11 @@ impl CpuModel {
     }
 }
 
-/// A batch of learned systems as a [`crate::integrate::Flow`] on f32 rows: the model with
-/// one latent per row (or a folded model and no latents), so every integrator of
-/// [`crate::integrate`] steps it.
+/// A batch of learned systems as a flow on f32 rows: the model with one latent per row (or
+/// a folded model and no latents), so every integrator of [`crate::integrate`] steps it —
+/// RK4 and implicit midpoint ([`Flow`], [`NewtonFlow`]) for any model, Störmer–Verlet and
+/// Yoshida ([`SplitFlow`]) for separable ones, the discrete gradient
+/// ([`MetriplecticRows`]) for GENERIC ones.
 pub struct CpuFlow<'a> {
     /// The model.
     pub model: &'a CpuModel,
@@ -443,11 +327,110 @@ pub struct CpuFlow<'a> {
     pub latents: &'a [f32],
 }
 
-impl crate::integrate::Flow<Vec<f32>> for CpuFlow<'_> {
+impl Flow<Vec<f32>> for CpuFlow<'_> {
     fn rate(&self, x: &Vec<f32>) -> Vec<f32> {
         let mut out = vec![0.0; x.len()];
         self.model.field(x, self.latents, &mut out);
         out
+    }
+}
+
+impl NewtonFlow<Vec<f32>> for CpuFlow<'_> {
+    /// Per-row Newton matrices from central differences of the batched field (2n batched
+    /// evaluations), each n×n system solved by LU.
+    fn solve_linearized(&self, y: &Vec<f32>, h: f64, r: &Vec<f32>) -> Option<Vec<f32>> {
+        let n = self.model.dim();
+        let rows = y.len() / n;
+        let eps = 1e-3f32;
+        let mut jac = vec![0.0f32; rows * n * n];
+        for j in 0..n {
+            let (mut plus, mut minus) = (y.clone(), y.clone());
+            for row in 0..rows {
+                plus[row * n + j] += eps;
+                minus[row * n + j] -= eps;
+            }
+            let (fp, fm) = (self.rate(&plus), self.rate(&minus));
+            for row in 0..rows {
+                for i in 0..n {
+                    jac[row * n * n + i * n + j] = (fp[row * n + i] - fm[row * n + i]) / (2.0 * eps);
+                }
+            }
+        }
+        let mut out = vec![0.0f32; y.len()];
+        for row in 0..rows {
+            let m = nalgebra::DMatrix::from_fn(n, n, |i, j| f64::from(u8::from(i == j)) - 0.5 * h * f64::from(jac[row * n * n + i * n + j]));
+            let b = nalgebra::DVector::from_fn(n, |i, _| f64::from(r[row * n + i]));
+            let d = m.lu().solve(&b)?;
+            for i in 0..n {
+                out[row * n + i] = d[i] as f32;
+            }
+        }
+        Some(out)
+    }
+}
+
+impl SplitFlow<Vec<f32>> for CpuFlow<'_> {
+    /// q ← q + h ∇ₚT(p; z).
+    ///
+    /// # Panics
+    /// For a model that is not separable.
+    fn drift(&self, x: &Vec<f32>, h: f64) -> Vec<f32> {
+        let dof = self.model.dim() / 2;
+        let (_, p) = split_rows(x, x.len() / (2 * dof), dof);
+        let mut v = vec![0.0; p.len()];
+        self.model.velocity(&p, self.latents, &mut v).expect("drift needs a separable model");
+        let mut out = x.clone();
+        for (row, vr) in out.chunks_exact_mut(2 * dof).zip(v.chunks_exact(dof)) {
+            row[..dof].iter_mut().zip(vr).for_each(|(q, v)| *q += h as f32 * v);
+        }
+        out
+    }
+
+    /// p ← p − h ∇_qV(q; z).
+    ///
+    /// # Panics
+    /// For a model that is not separable.
+    fn kick(&self, x: &Vec<f32>, h: f64) -> Vec<f32> {
+        let dof = self.model.dim() / 2;
+        let (q, _) = split_rows(x, x.len() / (2 * dof), dof);
+        let mut f = vec![0.0; q.len()];
+        self.model.force(&q, self.latents, &mut f).expect("kick needs a separable model");
+        let mut out = x.clone();
+        for (row, fr) in out.chunks_exact_mut(2 * dof).zip(f.chunks_exact(dof)) {
+            row[dof..].iter_mut().zip(fr).for_each(|(p, f)| *p += h as f32 * f);
+        }
+        out
+    }
+}
+
+impl MetriplecticRows for CpuFlow<'_> {
+    fn dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    fn energy_grad(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let rows = x.len() / self.model.dim();
+        let (mut e, mut g) = (vec![0.0; rows], vec![0.0; x.len()]);
+        self.model.energy(x, self.latents, &mut e);
+        self.model.energy_grad(x, self.latents, &mut g);
+        (e, g)
+    }
+
+    /// # Panics
+    /// For a model that is not GENERIC.
+    fn entropy_grad(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let rows = x.len() / self.model.dim();
+        let (mut s, mut g) = (vec![0.0; rows], vec![0.0; x.len()]);
+        assert!(self.model.entropy(x, self.latents, &mut s), "entropy_grad needs a GENERIC model");
+        self.model.entropy_grad(x, self.latents, &mut g).expect("GENERIC model");
+        (s, g)
+    }
+
+    /// # Panics
+    /// For a model that is not GENERIC.
+    fn assemble(&self, x: &[f32], ge: &[f32], gs: &[f32]) -> Vec<f32> {
+        let CpuNet::Generic(g) = &self.model.net else { panic!("assemble needs a GENERIC model") };
+        g.assemble(x, ge, gs, x.len() / self.model.dim())
     }
 }
 
