@@ -22,7 +22,10 @@ pub fn probe_wgpu() -> Result<(WgpuDevice, String), String> {
             match setup {
                 Ok(setup) => {
                     let info = setup.adapter.get_info();
-                    Ok((WgpuDevice::default(), format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)))
+                    Ok((
+                        WgpuDevice::default(),
+                        format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend),
+                    ))
                 }
                 Err(payload) => {
                     let reason = payload

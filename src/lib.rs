@@ -22,6 +22,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub mod prelude {
     pub use crate::Error;
     pub use crate::data::{Dataset, DatasetSpec, Split};
-    pub use crate::integrate::{Integrator, IntegrateError, Trajectory, VectorField};
+    pub use crate::integrate::{IntegrateError, Integrator, Trajectory, VectorField};
     pub use crate::systems::{Family, System, SystemError};
 }

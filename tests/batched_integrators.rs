@@ -7,7 +7,10 @@
 use burn::backend::Flex;
 use noether::{
     data::stream_rng,
-    integrate::{DiscreteGradient, ImplicitMidpoint, ImplicitSolver, MetriplecticRows, rk4_step, verlet_step, yoshida4_step},
+    integrate::{
+        DiscreteGradient, ImplicitMidpoint, ImplicitSolver, MetriplecticRows, rk4_step,
+        verlet_step, yoshida4_step,
+    },
     nn::{
         Architecture, ModelConfig, Modulation,
         cpu::{CpuFlow, CpuModel, ModelParams},
@@ -18,11 +21,17 @@ use rand::RngExt;
 
 fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
     let mut rng = stream_rng("tests/batched-integrators", seed, 0);
-    (0..n).map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32).collect()
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
 }
 
 fn model(family: Family, arch: Architecture) -> CpuModel {
-    CpuModel::from_model(&ModelConfig::new(family, Modulation::Svd { rank: 3 }).with_architecture(arch).init::<Flex>(&Default::default()))
+    CpuModel::from_model(
+        &ModelConfig::new(family, Modulation::Svd { rank: 3 })
+            .with_architecture(arch)
+            .init::<Flex>(&Default::default()),
+    )
 }
 
 /// A GENERIC model whose random assembly is scaled up, so its field moves states visibly
@@ -31,7 +40,9 @@ fn lively_generic(family: Family) -> CpuModel {
     let config = ModelConfig::new(family, Modulation::Svd { rank: 3 });
     let mut params = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
     if let ModelParams::Generic(g) = &mut params {
-        g.xi.iter_mut().chain(g.zeta.iter_mut()).for_each(|v| *v *= 4.0);
+        g.xi.iter_mut()
+            .chain(g.zeta.iter_mut())
+            .for_each(|v| *v *= 4.0);
         for net in [&mut g.a_net, &mut g.c_net] {
             let last = net.layers.len() - 1;
             net.layers[last].0.iter_mut().for_each(|v| *v *= 4.0);
@@ -50,27 +61,49 @@ fn discrete_gradient_conserves_energy_and_produces_entropy() {
             x.chunks_mut(4).for_each(|r| r[0] = 1.0 + 0.5 * r[0]);
         }
         let z = random(rows * 10, 1.5, seed + 10);
-        let flow = CpuFlow { model: &m, latents: &z };
+        let flow = CpuFlow {
+            model: &m,
+            latents: &z,
+        };
         let dg = DiscreteGradient::default();
         let (e0, _) = flow.energy_grad(&x);
         let mut s_prev = flow.entropy_grad(&x).0;
         let s_start = s_prev.clone();
         let mut moved = 0.0f32;
         for step in 0..50 {
-            let (x1, _) = dg.step(&flow, &x, 0.05).unwrap_or_else(|e| panic!("{family} step {step}: {e}"));
-            moved = moved.max(x1.iter().zip(&x).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())));
+            let (x1, _) = dg
+                .step(&flow, &x, 0.05)
+                .unwrap_or_else(|e| panic!("{family} step {step}: {e}"));
+            moved = moved.max(
+                x1.iter()
+                    .zip(&x)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs())),
+            );
             x = x1;
             let (e, _) = flow.energy_grad(&x);
             let (s, _) = flow.entropy_grad(&x);
             for r in 0..rows {
                 let scale = 1.0 + e0[r].abs();
-                assert!((e[r] - e0[r]).abs() <= 2e-4 * scale, "{family} row {r} step {step}: E {} → {}", e0[r], e[r]);
-                assert!(s[r] >= s_prev[r] - 1e-5 * (1.0 + s_prev[r].abs()), "{family} row {r} step {step}: S {} → {}", s_prev[r], s[r]);
+                assert!(
+                    (e[r] - e0[r]).abs() <= 2e-4 * scale,
+                    "{family} row {r} step {step}: E {} → {}",
+                    e0[r],
+                    e[r]
+                );
+                assert!(
+                    s[r] >= s_prev[r] - 1e-5 * (1.0 + s_prev[r].abs()),
+                    "{family} row {r} step {step}: S {} → {}",
+                    s_prev[r],
+                    s[r]
+                );
             }
             s_prev = s;
         }
         assert!(moved > 1e-4, "{family}: the states move ({moved:e})");
-        assert!(s_prev.iter().zip(&s_start).any(|(a, b)| a > b), "{family}: some entropy is produced");
+        assert!(
+            s_prev.iter().zip(&s_start).any(|(a, b)| a > b),
+            "{family}: some entropy is produced"
+        );
     }
 }
 
@@ -80,10 +113,19 @@ fn newton_and_fixed_point_midpoint_agree_on_a_batch() {
     let (rows, n) = (40, 2);
     let x = random(rows * n, 1.5, 3);
     let z = random(rows * 10, 1.0, 4);
-    let flow = CpuFlow { model: &m, latents: &z };
+    let flow = CpuFlow {
+        model: &m,
+        latents: &z,
+    };
     let mid = ImplicitMidpoint::default().with_tolerance(1e-6);
-    let (a, _) = mid.with_solver(ImplicitSolver::FixedPoint).step_fixed_point(&flow, &x, 0.05).unwrap();
-    let (b, newton_its) = mid.with_solver(ImplicitSolver::Newton).step(&flow, &x, 0.05).unwrap();
+    let (a, _) = mid
+        .with_solver(ImplicitSolver::FixedPoint)
+        .step_fixed_point(&flow, &x, 0.05)
+        .unwrap();
+    let (b, newton_its) = mid
+        .with_solver(ImplicitSolver::Newton)
+        .step(&flow, &x, 0.05)
+        .unwrap();
     assert!(newton_its <= 6, "newton took {newton_its}");
     for (u, v) in a.iter().zip(&b) {
         assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{u} vs {v}");
@@ -96,24 +138,35 @@ fn symplectic_methods_keep_a_learned_separable_energy_bounded() {
     let (rows, n) = (32, 2);
     let x0 = random(rows * n, 1.0, 5);
     let z = random(rows * 10, 1.0, 6);
-    let flow = CpuFlow { model: &m, latents: &z };
+    let flow = CpuFlow {
+        model: &m,
+        latents: &z,
+    };
     let energy = |x: &[f32]| {
         let mut e = vec![0.0; rows];
         m.energy(x, &z, &mut e);
         e
     };
     let e0 = energy(&x0);
-    let steps: [(&str, &dyn Fn(&Vec<f32>, f64) -> Vec<f32>); 2] =
-        [("verlet", &|x, h| verlet_step(&flow, x, h)), ("yoshida4", &|x, h| yoshida4_step(&flow, x, h))];
+    let steps: [(&str, &dyn Fn(&Vec<f32>, f64) -> Vec<f32>); 2] = [
+        ("verlet", &|x, h| verlet_step(&flow, x, h)),
+        ("yoshida4", &|x, h| yoshida4_step(&flow, x, h)),
+    ];
     for (name, step) in steps {
         let mut x = x0.clone();
         let mut worst = 0.0f32;
         for _ in 0..2000 {
             x = step(&x, 0.02);
             let e = energy(&x);
-            worst = e.iter().zip(&e0).fold(worst, |w, (a, b)| w.max((a - b).abs() / (1.0 + b.abs())));
+            worst = e
+                .iter()
+                .zip(&e0)
+                .fold(worst, |w, (a, b)| w.max((a - b).abs() / (1.0 + b.abs())));
         }
-        assert!(worst < 5e-3, "{name}: worst relative energy error {worst:e} over 2000 steps");
+        assert!(
+            worst < 5e-3,
+            "{name}: worst relative energy error {worst:e} over 2000 steps"
+        );
     }
 }
 
@@ -125,20 +178,33 @@ fn every_method_integrates_the_same_field() {
     let (rows, n) = (8, 2);
     let x0 = random(rows * n, 1.0, 7);
     let z = random(rows * 10, 1.0, 8);
-    let flow = CpuFlow { model: &m, latents: &z };
-    let run = |steps: usize, f: &dyn Fn(&Vec<f32>, f64) -> Vec<f32>| (0..steps).fold(x0.clone(), |x, _| f(&x, 1.0 / steps as f64));
+    let flow = CpuFlow {
+        model: &m,
+        latents: &z,
+    };
+    let run = |steps: usize, f: &dyn Fn(&Vec<f32>, f64) -> Vec<f32>| {
+        (0..steps).fold(x0.clone(), |x, _| f(&x, 1.0 / steps as f64))
+    };
     let reference = run(200, &|x, h| rk4_step(&flow, x, h));
-    let moved = reference.iter().zip(&x0).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let moved = reference
+        .iter()
+        .zip(&x0)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(moved > 1e-3, "the field moves the states ({moved:e})");
     let mid = ImplicitMidpoint::default().with_tolerance(1e-7);
     let cases: [(&str, &dyn Fn(&Vec<f32>, f64) -> Vec<f32>); 3] = [
         ("verlet", &|x, h| verlet_step(&flow, x, h)),
-        ("midpoint", &|x, h| mid.step_fixed_point(&flow, x, h).unwrap().0),
+        ("midpoint", &|x, h| {
+            mid.step_fixed_point(&flow, x, h).unwrap().0
+        }),
         ("yoshida4", &|x, h| yoshida4_step(&flow, x, h)),
     ];
     for (name, f) in cases {
         let x = run(20, f);
-        let err = x.iter().zip(&reference).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = x
+            .iter()
+            .zip(&reference)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(err < 1e-3, "{name}: {err:e} from the reference");
     }
 }

@@ -9,7 +9,10 @@ use burn::{
 };
 use noether::{
     data::stream_rng,
-    nn::{Architecture, LatentField, Model, ModelConfig, Modulation, cpu::{CpuModel, TILE}},
+    nn::{
+        Architecture, LatentField, Model, ModelConfig, Modulation,
+        cpu::{CpuModel, TILE},
+    },
     systems::Family,
 };
 use rand::RngExt;
@@ -27,17 +30,28 @@ const METHODS: [Modulation; 6] = [
 
 fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
     let mut rng = stream_rng("tests/cpu-kernel", seed, 0);
-    (0..n).map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32).collect()
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
 }
 
-fn burn_eval(model: &Model<B>, x: &[f32], z: &[f32], rows: usize) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+fn burn_eval(
+    model: &Model<B>,
+    x: &[f32],
+    z: &[f32],
+    rows: usize,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let dev = Default::default();
     let n = model.config.family.dim();
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [rows, n]), &dev);
     let zt = Tensor::<B, 2>::from_data(TensorData::new(z.to_vec(), [rows, 10]), &dev);
     let v = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().unwrap();
     (
-        model.field(xt.clone(), &zt).into_data().to_vec::<f32>().unwrap(),
+        model
+            .field(xt.clone(), &zt)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
         v(model.energy(xt.clone(), &zt)),
         model.entropy(xt, &zt).map(v),
     )
@@ -47,7 +61,10 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
     for (i, (u, v)) in a.iter().zip(b).enumerate() {
-        assert!((u - v).abs() <= 2e-4 * scale, "{what}: entry {i}: kernel {u}, burn {v} (scale {scale})");
+        assert!(
+            (u - v).abs() <= 2e-4 * scale,
+            "{what}: entry {i}: kernel {u}, burn {v} (scale {scale})"
+        );
     }
 }
 
@@ -62,7 +79,10 @@ fn kernel_matches_burn_for_every_method_and_architecture() {
             (Family::Dno, Architecture::Generic { k: 4 }),
             (Family::Tgc, Architecture::Generic { k: 3 }),
         ] {
-            let model: Model<B> = ModelConfig::new(family, method).with_architecture(arch).with_seed(m as u64).init(&dev);
+            let model: Model<B> = ModelConfig::new(family, method)
+                .with_architecture(arch)
+                .with_seed(m as u64)
+                .init(&dev);
             let cpu = CpuModel::from_model(&model);
             let n = family.dim();
             let x = random(rows * n, 1.2, 1 + m as u64);
@@ -92,7 +112,9 @@ fn folded_latent_equals_shared_latent_rows() {
     let rows = TILE + 5;
     for (m, method) in METHODS.into_iter().enumerate() {
         for family in [Family::Pendulum, Family::Tgc] {
-            let model: Model<B> = ModelConfig::new(family, method).with_seed(10 + m as u64).init(&dev);
+            let model: Model<B> = ModelConfig::new(family, method)
+                .with_seed(10 + m as u64)
+                .init(&dev);
             let cpu = CpuModel::from_model(&model);
             let n = family.dim();
             let x = random(rows * n, 1.0, 5);
@@ -130,6 +152,8 @@ fn separable_velocity_and_force_assemble_the_field() {
     for r in 0..rows {
         assert_eq!([qd[r], pd[r]], [field[2 * r], field[2 * r + 1]]);
     }
-    let general = CpuModel::from_model(&ModelConfig::new(Family::Pendulum, Modulation::Shift).init::<B>(&dev));
+    let general = CpuModel::from_model(
+        &ModelConfig::new(Family::Pendulum, Modulation::Shift).init::<B>(&dev),
+    );
     assert!(general.velocity(&p, &z, &mut qd).is_none());
 }

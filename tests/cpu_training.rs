@@ -34,7 +34,9 @@ const METHODS: [Modulation; 6] = [
 
 fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
     let mut rng = stream_rng("tests/cpu-training", seed, 0);
-    (0..n).map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32).collect()
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
 }
 
 /// Replaces every parameter by its gradient.
@@ -45,7 +47,9 @@ struct ToGrads<'a> {
 impl ModuleMapper<AD> for ToGrads<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AD, D>>) -> Param<Tensor<AD, D>> {
         let value = param.val();
-        let grad = value.grad(self.grads).unwrap_or_else(|| value.clone().inner().zeros_like());
+        let grad = value
+            .grad(self.grads)
+            .unwrap_or_else(|| value.clone().inner().zeros_like());
         Param::from_tensor(Tensor::from_inner(grad))
     }
 }
@@ -54,7 +58,10 @@ fn assert_close(kernel: &[f32], burn: &[f32], what: &str) {
     assert_eq!(kernel.len(), burn.len(), "{what}: lengths");
     let scale = burn.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     for (i, (a, b)) in kernel.iter().zip(burn).enumerate() {
-        assert!((a - b).abs() <= 2e-3 * scale + 1e-7, "{what}[{i}]: kernel {a:e}, burn {b:e} (scale {scale:e})");
+        assert!(
+            (a - b).abs() <= 2e-3 * scale + 1e-7,
+            "{what}[{i}]: kernel {a:e}, burn {b:e} (scale {scale:e})"
+        );
     }
 }
 
@@ -68,7 +75,10 @@ fn kernel_gradients_equal_burn_autodiff() {
             (Family::Duffing, Architecture::SeparableHnn),
             (Family::Dno, Architecture::Generic { k: 3 }),
         ] {
-            let config = ModelConfig::new(family, method).with_architecture(arch).with_hidden(vec![16, 12, 8]).with_seed(m as u64);
+            let config = ModelConfig::new(family, method)
+                .with_architecture(arch)
+                .with_hidden(vec![16, 12, 8])
+                .with_seed(m as u64);
             let model: Model<AD> = config.init(&dev);
             let n = family.dim();
             let x = random(rows * n, 1.2, 1 + m as u64);
@@ -78,35 +88,77 @@ fn kernel_gradients_equal_burn_autodiff() {
             let what = format!("{method} {family} {arch:?}");
 
             // burn: L = mean((f − ẋ)²) with one latent Param per task block.
-            let zt = Tensor::<AD, 2>::from_data(TensorData::new(latents.clone(), [tasks, 10]), &dev).require_grad();
-            let idx = Tensor::<AD, 1, Int>::from_data(TensorData::new(task.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows]), &dev);
+            let zt =
+                Tensor::<AD, 2>::from_data(TensorData::new(latents.clone(), [tasks, 10]), &dev)
+                    .require_grad();
+            let idx = Tensor::<AD, 1, Int>::from_data(
+                TensorData::new(task.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows]),
+                &dev,
+            );
             let xt = Tensor::<AD, 2>::from_data(TensorData::new(x.clone(), [rows, n]), &dev);
             let dxt = Tensor::<AD, 2>::from_data(TensorData::new(dx.clone(), [rows, n]), &dev);
-            let loss = (model.field(xt, &zt.clone().select(0, idx)) - dxt).square().mean();
+            let loss = (model.field(xt, &zt.clone().select(0, idx)) - dxt)
+                .square()
+                .mean();
             let burn_loss = loss.clone().into_scalar();
             let grads = loss.backward();
-            let burn_z: Vec<f32> = zt.grad(&grads).map_or_else(|| vec![0.0; tasks * 10], |g| g.into_data().to_vec().unwrap());
+            let burn_z: Vec<f32> = zt.grad(&grads).map_or_else(
+                || vec![0.0; tasks * 10],
+                |g| g.into_data().to_vec().unwrap(),
+            );
             let grad_model = model.clone().map(&mut ToGrads { grads: &grads });
             let burn_params = ModelParams::from_model(&grad_model);
 
             // kernel
             let params = ModelParams::from_model(&model);
-            let out = Objective::new(&params).loss_grad(Batch { x: &x, dx: &dx, task: &task }, &latents, true);
-            assert!((out.loss as f32 - burn_loss).abs() <= 1e-4 * burn_loss.abs(), "{what}: loss {} vs {burn_loss}", out.loss);
+            let out = Objective::new(&params).loss_grad(
+                Batch {
+                    x: &x,
+                    dx: &dx,
+                    task: &task,
+                },
+                &latents,
+                true,
+            );
+            assert!(
+                (out.loss as f32 - burn_loss).abs() <= 1e-4 * burn_loss.abs(),
+                "{what}: loss {} vs {burn_loss}",
+                out.loss
+            );
             assert_close(&out.latents, &burn_z, &format!("{what} ∂L/∂z"));
-            assert_eq!(method == Modulation::None, burn_z.iter().all(|v| *v == 0.0), "{what}: latent gradient present iff modulated");
+            assert_eq!(
+                method == Modulation::None,
+                burn_z.iter().all(|v| *v == 0.0),
+                "{what}: latent gradient present iff modulated"
+            );
             let kernel_params = out.params.expect("asked for parameter gradients");
             let mut checked = 0;
-            for (t, ((k, role), (b, _))) in kernel_params.tensors().into_iter().zip(burn_params.tensors()).enumerate() {
+            for (t, ((k, role), (b, _))) in kernel_params
+                .tensors()
+                .into_iter()
+                .zip(burn_params.tensors())
+                .enumerate()
+            {
                 assert_close(k, b, &format!("{what} tensor {t} ({role:?})"));
                 if !b.is_empty() {
-                    assert!(b.iter().any(|v| *v != 0.0), "{what} tensor {t} ({role:?}): a gradient of zeros checks nothing");
+                    assert!(
+                        b.iter().any(|v| *v != 0.0),
+                        "{what} tensor {t} ({role:?}): a gradient of zeros checks nothing"
+                    );
                     checked += 1;
                 }
             }
             assert!(checked >= 7, "{what}: only {checked} tensors checked");
             // Latent-only requests give the same latent gradient.
-            let z_only = Objective::new(&params).loss_grad(Batch { x: &x, dx: &dx, task: &task }, &latents, false);
+            let z_only = Objective::new(&params).loss_grad(
+                Batch {
+                    x: &x,
+                    dx: &dx,
+                    task: &task,
+                },
+                &latents,
+                false,
+            );
             assert!(z_only.params.is_none());
             assert_eq!(z_only.latents, out.latents);
         }
@@ -116,7 +168,11 @@ fn kernel_gradients_equal_burn_autodiff() {
 #[test]
 fn regularizer_gradients_equal_burn_autodiff() {
     let dev = Default::default();
-    for method in [Modulation::Svd { rank: 3 }, Modulation::Mr { rank: 2 }, Modulation::Fw] {
+    for method in [
+        Modulation::Svd { rank: 3 },
+        Modulation::Mr { rank: 2 },
+        Modulation::Fw,
+    ] {
         let config = ModelConfig::new(Family::Pendulum, method).with_hidden(vec![10, 9]);
         let model: Model<AD> = config.init(&dev);
         let (lp, lo) = (1e-3, 1e-2);
@@ -127,12 +183,21 @@ fn regularizer_gradients_equal_burn_autodiff() {
         }
         let value = loss.clone().into_scalar();
         let grads = loss.backward();
-        let burn_params = ModelParams::from_model(&model.clone().map(&mut ToGrads { grads: &grads }));
+        let burn_params =
+            ModelParams::from_model(&model.clone().map(&mut ToGrads { grads: &grads }));
         let params = ModelParams::from_model(&model);
         let mut kernel = params.zeros_like();
         let penalty = add_regularizers(&params, &mut kernel, lp, lo);
-        assert!((penalty as f32 - value).abs() <= 1e-4 * value.abs(), "{method}: penalty {penalty} vs {value}");
-        for (t, ((k, role), (b, _))) in kernel.tensors().into_iter().zip(burn_params.tensors()).enumerate() {
+        assert!(
+            (penalty as f32 - value).abs() <= 1e-4 * value.abs(),
+            "{method}: penalty {penalty} vs {value}"
+        );
+        for (t, ((k, role), (b, _))) in kernel
+            .tensors()
+            .into_iter()
+            .zip(burn_params.tensors())
+            .enumerate()
+        {
             assert_close(k, b, &format!("{method} regulariser tensor {t} ({role:?})"));
         }
     }

@@ -9,8 +9,8 @@ use burn::backend::Flex;
 use noether::{
     data::{Dataset, DatasetSpec},
     meta::{
-        AdaptConfig, Baseline, BaselineConfig, LatentStart, MetaConfig, TaskSet, adapt_latents, evaluate_baseline,
-        evaluate_modulated, meta_train, query_error, train_baseline,
+        AdaptConfig, Baseline, BaselineConfig, LatentStart, MetaConfig, TaskSet, adapt_latents,
+        evaluate_baseline, evaluate_modulated, meta_train, query_error, train_baseline,
     },
     nn::{ModelConfig, Modulation, cpu::ModelParams},
     systems::Family,
@@ -21,7 +21,11 @@ fn small(family: Family, modulation: Modulation) -> ModelConfig {
 }
 
 fn quick_cfg(iterations: usize) -> MetaConfig {
-    MetaConfig { iterations, validate_every: iterations, ..MetaConfig::default() }
+    MetaConfig {
+        iterations,
+        validate_every: iterations,
+        ..MetaConfig::default()
+    }
 }
 
 #[test]
@@ -30,7 +34,13 @@ fn training_lowers_the_loss_and_is_deterministic() {
     let tasks = TaskSet::new(&data);
     let run = || {
         let mut losses = Vec::new();
-        let out = meta_train::<Flex>(&small(Family::MassSpring, Modulation::Svd { rank: 3 }), &tasks, &quick_cfg(300), &Default::default(), &mut |_, l| losses.push(l));
+        let out = meta_train::<Flex>(
+            &small(Family::MassSpring, Modulation::Svd { rank: 3 }),
+            &tasks,
+            &quick_cfg(300),
+            &Default::default(),
+            &mut |_, l| losses.push(l),
+        );
         (losses, ModelParams::from_model(&out.model))
     };
     let (losses, params) = run();
@@ -46,17 +56,34 @@ fn training_lowers_the_loss_and_is_deterministic() {
 fn adaptation_beats_the_unadapted_mean_latent() {
     let data = Dataset::generate(&DatasetSpec::new(Family::Pendulum, 0));
     let tasks = TaskSet::new(&data);
-    let out = meta_train::<Flex>(&small(Family::Pendulum, Modulation::Svd { rank: 5 }), &tasks, &quick_cfg(600), &Default::default(), &mut |_, _| {});
+    let out = meta_train::<Flex>(
+        &small(Family::Pendulum, Modulation::Svd { rank: 5 }),
+        &tasks,
+        &quick_cfg(600),
+        &Default::default(),
+        &mut |_, _| {},
+    );
     let params = ModelParams::from_model(&out.model);
     let config = &out.model.config;
     let mean: Vec<f32> = config.mean_latent().iter().map(|v| *v as f32).collect();
     let test = tasks.meta_test();
     let shots: Vec<_> = test.iter().map(|&i| tasks.shots(i, 10)).collect();
     let adapted = adapt_latents(&params, &shots, &mean, &AdaptConfig::for_model(config, 10));
-    assert!(adapted.final_loss < adapted.initial_loss, "shot loss {} → {}", adapted.initial_loss, adapted.final_loss);
+    assert!(
+        adapted.final_loss < adapted.initial_loss,
+        "shot loss {} → {}",
+        adapted.initial_loss,
+        adapted.final_loss
+    );
     let unadapted = vec![mean.clone(); test.len()];
-    let (before, after) = (query_error(&params, config, &tasks, &test, &unadapted), query_error(&params, config, &tasks, &test, &adapted.latents));
-    assert!(after < 0.8 * before, "query error {before:e} with the mean latent, {after:e} adapted");
+    let (before, after) = (
+        query_error(&params, config, &tasks, &test, &unadapted),
+        query_error(&params, config, &tasks, &test, &adapted.latents),
+    );
+    assert!(
+        after < 0.8 * before,
+        "query error {before:e} with the mean latent, {after:e} adapted"
+    );
 }
 
 #[test]
@@ -66,9 +93,25 @@ fn modulation_beats_scratch_on_mass_spring_at_ten_shots() {
     let dev = Default::default();
     let config = ModelConfig::new(Family::MassSpring, Modulation::Svd { rank: 5 });
     let out = meta_train::<Flex>(&config, &tasks, &quick_cfg(1500), &dev, &mut |_, _| {});
-    let svd = evaluate_modulated(&ModelParams::from_model(&out.model), &out.model.config, &tasks, 10, LatentStart::Mean);
-    let cfg = BaselineConfig { scratch_steps: 300, ..BaselineConfig::default() };
-    let scratch = train_baseline::<Flex>(&config, Baseline::Scratch, &tasks, &cfg, &dev, &mut |_, _| {});
+    let svd = evaluate_modulated(
+        &ModelParams::from_model(&out.model),
+        &out.model.config,
+        &tasks,
+        10,
+        LatentStart::Mean,
+    );
+    let cfg = BaselineConfig {
+        scratch_steps: 300,
+        ..BaselineConfig::default()
+    };
+    let scratch = train_baseline::<Flex>(
+        &config,
+        Baseline::Scratch,
+        &tasks,
+        &cfg,
+        &dev,
+        &mut |_, _| {},
+    );
     let scratch = evaluate_baseline::<Flex>(&scratch, Baseline::Scratch, &cfg, &tasks, 10, &dev);
     let (a, b) = (svd.traj_error().mean, scratch.traj_error().mean);
     assert!(a < 0.5 * b, "SVD(5) ε_traj {a:e} vs Scratch {b:e}");
@@ -79,11 +122,25 @@ fn a_diverging_baseline_is_reported_as_diverged() {
     let data = Dataset::generate(&DatasetSpec::new(Family::Pendulum, 0));
     let tasks = TaskSet::new(&data);
     // An inner step of 1e4 sends the adapted weights, and so the query loss, to infinity.
-    let cfg = BaselineConfig { iterations: 50, inner_lr: 1e4, ..BaselineConfig::default() };
-    let out = train_baseline::<Flex>(&small(Family::Pendulum, Modulation::None), Baseline::Maml, &tasks, &cfg, &Default::default(), &mut |_, _| {});
+    let cfg = BaselineConfig {
+        iterations: 50,
+        inner_lr: 1e4,
+        ..BaselineConfig::default()
+    };
+    let out = train_baseline::<Flex>(
+        &small(Family::Pendulum, Modulation::None),
+        Baseline::Maml,
+        &tasks,
+        &cfg,
+        &Default::default(),
+        &mut |_, _| {},
+    );
     let reason = out.diverged.expect("diverged");
     assert!(reason.contains("maml"), "{reason}");
-    assert!(out.params.all_finite(), "the kept weights are the last finite ones");
+    assert!(
+        out.params.all_finite(),
+        "the kept weights are the last finite ones"
+    );
 }
 
 #[test]
@@ -92,26 +149,58 @@ fn reproduce_resumes_without_redoing_finished_cells() {
     let _ = std::fs::remove_dir_all(&dir);
     let run = || {
         let out = Command::new(env!("CARGO_BIN_EXE_noether"))
-            .args(["reproduce", "--profile", "quick", "--systems", "mass_spring", "--methods", "svd3,maml", "--iterations", "20", "--extras", "false"])
+            .args([
+                "reproduce",
+                "--profile",
+                "quick",
+                "--systems",
+                "mass_spring",
+                "--methods",
+                "svd3,maml",
+                "--iterations",
+                "20",
+                "--extras",
+                "false",
+            ])
             .arg("--out")
             .arg(dir.join("results"))
             .arg("--data")
             .arg(dir.join("data"))
             .output()
             .expect("the binary runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let first = run();
     assert!(first.contains("mass_spring-svd3-seed0: ε_traj"), "{first}");
     let cell = dir.join("results/quick/cells/mass_spring-svd3-seed0.ron");
     let written = std::fs::read_to_string(&cell).unwrap();
-    assert!(dir.join("results/quick/models/mass_spring-maml-seed0.safetensors").exists());
+    assert!(
+        dir.join("results/quick/models/mass_spring-maml-seed0.safetensors")
+            .exists()
+    );
     let second = run();
-    assert!(second.contains("mass_spring-svd3-seed0: done earlier, skipped"), "{second}");
-    assert!(second.contains("mass_spring-maml-seed0: done earlier, skipped"), "{second}");
-    assert_eq!(std::fs::read_to_string(&cell).unwrap(), written, "a finished cell is not rewritten");
+    assert!(
+        second.contains("mass_spring-svd3-seed0: done earlier, skipped"),
+        "{second}"
+    );
+    assert!(
+        second.contains("mass_spring-maml-seed0: done earlier, skipped"),
+        "{second}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cell).unwrap(),
+        written,
+        "a finished cell is not rewritten"
+    );
     let report = std::fs::read_to_string(dir.join("results/quick/RESULTS.md")).unwrap();
-    assert!(report.contains("| SVD(3) |") && report.contains("not yet run"), "{report}");
+    assert!(
+        report.contains("| SVD(3) |") && report.contains("not yet run"),
+        "{report}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

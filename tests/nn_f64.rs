@@ -57,14 +57,23 @@ fn tensor2<BB: Backend>(rows: &[Vec<f64>], device: &BB::Device) -> Tensor<BB, 2>
 /// Random states and a *different* random latent for every row (a mixed batch).
 fn random_batch(rows: usize, n: usize, dz: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let mut rng = stream_rng("tests/nn", seed, 0);
-    let mut draw = |k: usize, scale: f64| (0..k).map(|_| scale * (2.0 * rng.random::<f64>() - 1.0)).collect::<Vec<_>>();
+    let mut draw = |k: usize, scale: f64| {
+        (0..k)
+            .map(|_| scale * (2.0 * rng.random::<f64>() - 1.0))
+            .collect::<Vec<_>>()
+    };
     let x = (0..rows).map(|_| draw(n, 1.5)).collect();
     let z = (0..rows).map(|_| draw(dz, 2.0)).collect();
     (x, z)
 }
 
 fn mlp(method: Modulation, n: usize, hidden: Vec<usize>, seed: u64) -> Mlp<B> {
-    let cfg = MlpConfig { d_input: n, hidden, d_latent: 10, modulation: method };
+    let cfg = MlpConfig {
+        d_input: n,
+        hidden,
+        d_latent: 10,
+        modulation: method,
+    };
     cfg.init::<B>(&device(), &mut stream_rng("tests/mlp", seed, 0))
 }
 
@@ -84,7 +93,14 @@ fn explicit_input_gradient_matches_central_differences() {
             let h = 1e-5;
             for i in 0..n {
                 let shifted = |sign: f64| {
-                    let xs: Vec<Vec<f64>> = x.iter().map(|r| { let mut r = r.clone(); r[i] += sign * h; r }).collect();
+                    let xs: Vec<Vec<f64>> = x
+                        .iter()
+                        .map(|r| {
+                            let mut r = r.clone();
+                            r[i] += sign * h;
+                            r
+                        })
+                        .collect();
                     to_vec(net.value(tensor2(&xs, &dev), &codes))
                 };
                 let (fp, fm) = (shifted(1.0), shifted(-1.0));
@@ -92,7 +108,10 @@ fn explicit_input_gradient_matches_central_differences() {
                     let fd = (fp[r] - fm[r]) / (2.0 * h);
                     let an = grad[r * n + i];
                     let rel = (fd - an).abs() / an.abs().max(1e-3);
-                    assert!(rel < 1e-6, "{method} n={n} row {r} ∂/∂x{i}: explicit {an:e}, central {fd:e}, rel {rel:e}");
+                    assert!(
+                        rel < 1e-6,
+                        "{method} n={n} row {r} ∂/∂x{i}: explicit {an:e}, central {fd:e}, rel {rel:e}"
+                    );
                 }
             }
         }
@@ -105,22 +124,31 @@ fn mixed_latent_batch_equals_rows_alone() {
     let dev = device();
     for method in METHODS {
         for family in [Family::Pendulum, Family::Dno] {
-            let model = ModelConfig::new(family, method).with_hidden(vec![32, 32, 32]).init::<B>(&dev);
+            let model = ModelConfig::new(family, method)
+                .with_hidden(vec![32, 32, 32])
+                .init::<B>(&dev);
             let n = family.dim();
             let (x, z) = random_batch(5, n, 10, 3);
             let batch = to_vec(model.field(tensor2(&x, &dev), &tensor2(&z, &dev)));
             for r in 0..x.len() {
-                let alone = to_vec(model.field(tensor2(&x[r..=r], &dev), &tensor2(&z[r..=r], &dev)));
+                let alone =
+                    to_vec(model.field(tensor2(&x[r..=r], &dev), &tensor2(&z[r..=r], &dev)));
                 for i in 0..n {
                     let (a, b) = (batch[r * n + i], alone[i]);
-                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{method} {family} row {r}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                        "{method} {family} row {r}: {a} vs {b}"
+                    );
                 }
             }
             // And the latent matters: two rows with the same state but different codes differ.
             if method != Modulation::None {
                 let same_x = vec![x[0].clone(), x[0].clone()];
                 let out = to_vec(model.field(tensor2(&same_x, &dev), &tensor2(&z[..2], &dev)));
-                assert!((0..n).any(|i| (out[i] - out[n + i]).abs() > 1e-9), "{method} {family}: latent has no effect");
+                assert!(
+                    (0..n).any(|i| (out[i] - out[n + i]).abs() > 1e-9),
+                    "{method} {family}: latent has no effect"
+                );
             }
         }
     }
@@ -132,7 +160,9 @@ fn hnn_conserves_energy_to_round_off() {
     let dev = device();
     for method in METHODS {
         for arch in [Architecture::Hnn, Architecture::SeparableHnn] {
-            let model = ModelConfig::new(Family::Duffing, method).with_architecture(arch).init::<B>(&dev);
+            let model = ModelConfig::new(Family::Duffing, method)
+                .with_architecture(arch)
+                .init::<B>(&dev);
             let hnn = model.hnn.as_ref().unwrap();
             let (x, z) = random_batch(16, 2, 10, 11);
             let (xt, zt) = (tensor2::<B>(&x, &dev), tensor2::<B>(&z, &dev));
@@ -143,7 +173,10 @@ fn hnn_conserves_energy_to_round_off() {
                 let f = &field[2 * r..2 * r + 2];
                 let dh_dt = g[0] * f[0] + g[1] * f[1];
                 let scale = g[0].abs() * g[1].abs();
-                assert!(dh_dt.abs() <= 1e-15 * (1.0 + scale), "{method} {arch:?}: dH/dt = {dh_dt:e}");
+                assert!(
+                    dh_dt.abs() <= 1e-15 * (1.0 + scale),
+                    "{method} {arch:?}: dH/dt = {dh_dt:e}"
+                );
                 assert_eq!(f[0], g[1]);
                 assert_eq!(f[1], -g[0]);
             }
@@ -162,7 +195,9 @@ fn generic_degeneracy_holds_to_round_off() {
     let dev = device();
     for method in METHODS {
         for (family, seed) in [(Family::Dno, 0), (Family::Tgc, 1), (Family::Dno, 2)] {
-            let model = ModelConfig::new(family, method).with_seed(seed).init::<B>(&dev);
+            let model = ModelConfig::new(family, method)
+                .with_seed(seed)
+                .init::<B>(&dev);
             let net = model.generic.as_ref().unwrap();
             let n = family.dim();
             let (x, z) = random_batch(16, n, 10, 5 + seed);
@@ -175,17 +210,38 @@ fn generic_degeneracy_holds_to_round_off() {
                 let (l, m) = (matrix(&l, r, n), matrix(&m, r, n));
                 let ge = nalgebra::DVector::from_column_slice(&ge[r * n..(r + 1) * n]);
                 let gs = nalgebra::DVector::from_column_slice(&gs[r * n..(r + 1) * n]);
-                let scale = 1.0 + l.norm() * (ge.norm() + gs.norm()) + m.norm() * (ge.norm() + gs.norm());
+                let scale =
+                    1.0 + l.norm() * (ge.norm() + gs.norm()) + m.norm() * (ge.norm() + gs.norm());
                 let tol = 1e-13 * scale;
-                assert!((&l + l.transpose()).norm() <= tol, "{method} {family}: L not skew");
-                assert!((&m - m.transpose()).norm() <= tol, "{method} {family}: M not symmetric");
-                assert!((&l * &gs).norm() <= tol, "{method} {family}: ‖L∇S‖ = {:e}", (&l * &gs).norm());
-                assert!((&m * &ge).norm() <= tol, "{method} {family}: ‖M∇E‖ = {:e}", (&m * &ge).norm());
+                assert!(
+                    (&l + l.transpose()).norm() <= tol,
+                    "{method} {family}: L not skew"
+                );
+                assert!(
+                    (&m - m.transpose()).norm() <= tol,
+                    "{method} {family}: M not symmetric"
+                );
+                assert!(
+                    (&l * &gs).norm() <= tol,
+                    "{method} {family}: ‖L∇S‖ = {:e}",
+                    (&l * &gs).norm()
+                );
+                assert!(
+                    (&m * &ge).norm() <= tol,
+                    "{method} {family}: ‖M∇E‖ = {:e}",
+                    (&m * &ge).norm()
+                );
                 let min_eig = m.clone().symmetric_eigenvalues().min();
-                assert!(min_eig >= -1e-12 * scale, "{method} {family}: min eig M = {min_eig:e}");
+                assert!(
+                    min_eig >= -1e-12 * scale,
+                    "{method} {family}: min eig M = {min_eig:e}"
+                );
                 let xdot = nalgebra::DVector::from_column_slice(&field[r * n..(r + 1) * n]);
                 let assembled = &l * &ge + &m * &gs;
-                assert!((&xdot - &assembled).norm() <= tol, "{method} {family}: matrix-free field differs");
+                assert!(
+                    (&xdot - &assembled).norm() <= tol,
+                    "{method} {family}: matrix-free field differs"
+                );
                 let (de, ds) = (ge.dot(&xdot), gs.dot(&xdot));
                 assert!(de.abs() <= tol, "{method} {family}: dE/dt = {de:e}");
                 assert!(ds >= -tol, "{method} {family}: dS/dt = {ds:e}");
@@ -201,12 +257,17 @@ fn training_loss_gradients_match_finite_differences() {
     let dev = device();
     for method in METHODS {
         for family in [Family::Pendulum, Family::Dno] {
-            let model: Model<AD> = ModelConfig::new(family, method).with_hidden(vec![6, 5]).with_seed(3).init(&dev);
+            let model: Model<AD> = ModelConfig::new(family, method)
+                .with_hidden(vec![6, 5])
+                .with_seed(3)
+                .init(&dev);
             let n = family.dim();
             let (x, z) = random_batch(4, n, 10, 9);
             let (y, _) = random_batch(4, n, 10, 10);
             let loss_of = |model: &Model<AD>, z: Tensor<AD, 2>| -> Tensor<AD, 1> {
-                (model.field(tensor2(&x, &dev), &z) - tensor2::<AD>(&y, &dev)).square().mean()
+                (model.field(tensor2(&x, &dev), &z) - tensor2::<AD>(&y, &dev))
+                    .square()
+                    .mean()
             };
             let zt = tensor2::<AD>(&z, &dev).require_grad();
             let grads = loss_of(&model, zt.clone()).backward();
@@ -215,13 +276,22 @@ fn training_loss_gradients_match_finite_differences() {
 
             // Latent: entries of z (an unmodulated network does not depend on z at all).
             let gz = zt.grad(&grads).map_or_else(|| vec![0.0; 40], to_vec);
-            assert_eq!(method == Modulation::None, gz.iter().all(|g| *g == 0.0), "{method}: latent gradient");
+            assert_eq!(
+                method == Modulation::None,
+                gz.iter().all(|g| *g == 0.0),
+                "{method}: latent gradient"
+            );
             for idx in [0, 7, 13, 39] {
                 let mut zp = z.concat();
                 zp[idx] += h;
                 let mut zm = z.concat();
                 zm[idx] -= h;
-                let f = |v: Vec<f64>| scalar(loss_of(&model, Tensor::from_data(TensorData::new(v, [4, 10]), &dev)));
+                let f = |v: Vec<f64>| {
+                    scalar(loss_of(
+                        &model,
+                        Tensor::from_data(TensorData::new(v, [4, 10]), &dev),
+                    ))
+                };
                 let fd = (f(zp) - f(zm)) / (2.0 * h);
                 assert_close(gz[idx], fd, &format!("{method} {family} ∂L/∂z[{idx}]"));
             }
@@ -230,7 +300,9 @@ fn training_loss_gradients_match_finite_differences() {
             // layers, the readout, and (GENERIC) the assembly.
             let mut checked = 0;
             for (name, param) in params_of(&model) {
-                let Some(g) = param.grad(&grads) else { panic!("{method} {family}: no gradient for {name}") };
+                let Some(g) = param.grad(&grads) else {
+                    panic!("{method} {family}: no gradient for {name}")
+                };
                 let g = to_vec(g);
                 let values = to_vec(param.clone());
                 let shape = param.shape().dims::<2>();
@@ -246,7 +318,10 @@ fn training_loss_gradients_match_finite_differences() {
                     checked += 1;
                 }
             }
-            assert!(checked >= 6, "{method} {family}: only {checked} parameter entries checked");
+            assert!(
+                checked >= 6,
+                "{method} {family}: only {checked} parameter entries checked"
+            );
         }
     }
 }
@@ -254,7 +329,10 @@ fn training_loss_gradients_match_finite_differences() {
 fn assert_close(analytic: f64, fd: f64, what: &str) {
     // The floor keeps round-off of the difference quotient (≈ 1e-16 · L / h) out of tiny entries.
     let rel = (analytic - fd).abs() / fd.abs().max(analytic.abs()).max(1e-3);
-    assert!(rel < 1e-5, "{what}: autodiff {analytic:e}, central {fd:e}, rel {rel:e}");
+    assert!(
+        rel < 1e-5,
+        "{what}: autodiff {analytic:e}, central {fd:e}, rel {rel:e}"
+    );
 }
 
 /// The 2-D parameters checked by the gradient test, by name.
@@ -267,7 +345,15 @@ fn params_of(model: &Model<AD>) -> Vec<(String, Tensor<AD, 2>)> {
     let mut out = Vec::new();
     for (l, layer) in net.layers.iter().enumerate() {
         out.push((format!("layers.{l}.weight"), layer.weight.val()));
-        for (name, p) in [("shift", &layer.shift), ("fw", &layer.fw), ("mr_v", &layer.mr_v), ("mr_u", &layer.mr_u), ("svd_v", &layer.svd_v), ("svd_u", &layer.svd_u), ("svd_d", &layer.svd_d)] {
+        for (name, p) in [
+            ("shift", &layer.shift),
+            ("fw", &layer.fw),
+            ("mr_v", &layer.mr_v),
+            ("mr_u", &layer.mr_u),
+            ("svd_v", &layer.svd_v),
+            ("svd_u", &layer.svd_u),
+            ("svd_d", &layer.svd_d),
+        ] {
             if let Some(p) = p {
                 out.push((format!("layers.{l}.{name}"), p.val()));
             }
@@ -298,7 +384,11 @@ fn with_param(model: &Model<AD>, name: &str, value: Tensor<AD, 2>) -> Model<AD> 
         _ => unreachable!(),
     };
     let mut parts = name.split('.');
-    let (_, l, field) = (parts.next(), parts.next().unwrap().parse::<usize>().unwrap(), parts.next().unwrap());
+    let (_, l, field) = (
+        parts.next(),
+        parts.next().unwrap().parse::<usize>().unwrap(),
+        parts.next().unwrap(),
+    );
     let layer = &mut net.layers[l];
     match field {
         "weight" => layer.weight = p,
@@ -319,7 +409,9 @@ fn with_param(model: &Model<AD>, name: &str, value: Tensor<AD, 2>) -> Model<AD> 
 #[test]
 fn regularizers_measure_what_they_claim() {
     let dev = device();
-    let model = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 3 }).with_hidden(vec![8, 8]).init::<B>(&dev);
+    let model = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 3 })
+        .with_hidden(vec![8, 8])
+        .init::<B>(&dev);
     let net = model.hnn.as_ref().unwrap().h.as_ref().unwrap();
     let (phi, orth) = model.regularizers();
     let expected: f64 = net
@@ -336,8 +428,12 @@ fn regularizers_measure_what_they_claim() {
     for layer in &mut m.hnn.as_mut().unwrap().h.as_mut().unwrap().layers {
         let r = layer.config.effective_rank();
         let [i, o] = layer.weight.dims();
-        layer.svd_v = Some(Param::from_tensor(Tensor::<B, 2>::eye(i, &dev).narrow(1, 0, r)));
-        layer.svd_u = Some(Param::from_tensor(Tensor::<B, 2>::eye(o, &dev).narrow(1, 0, r)));
+        layer.svd_v = Some(Param::from_tensor(
+            Tensor::<B, 2>::eye(i, &dev).narrow(1, 0, r),
+        ));
+        layer.svd_u = Some(Param::from_tensor(
+            Tensor::<B, 2>::eye(o, &dev).narrow(1, 0, r),
+        ));
     }
     assert!(to_vec(m.regularizers().1.unwrap())[0].abs() < 1e-15);
     let _ = uniform::<B, 1>([1], 1.0, &mut stream_rng("unused", 0, 0), &dev);
@@ -348,13 +444,26 @@ fn regularizers_measure_what_they_claim() {
 fn parameter_counts_match_hand_computation() {
     let dev = device();
     let base = (2 * 100 + 100) + 2 * (100 * 100 + 100) + 100 + 1;
-    let count = |m: Modulation| ModelConfig::new(Family::Pendulum, m).init::<B>(&dev).param_split();
+    let count = |m: Modulation| {
+        ModelConfig::new(Family::Pendulum, m)
+            .init::<B>(&dev)
+            .param_split()
+    };
     assert_eq!(count(Modulation::None), (base, 0));
     assert_eq!(count(Modulation::Shift), (base, 3 * 10 * 100));
-    assert_eq!(count(Modulation::Fw), (base, 3 * 10 * 100 + (2 * 1000 + 2 * 100 * 1000)));
+    assert_eq!(
+        count(Modulation::Fw),
+        (base, 3 * 10 * 100 + (2 * 1000 + 2 * 100 * 1000))
+    );
     // RO: per layer shift + V maps [in, 11·1] + U maps [1, 11·out].
-    assert_eq!(count(Modulation::RO), (base, 3000 + (2 * 11 + 1100) + 2 * (1100 + 1100)));
+    assert_eq!(
+        count(Modulation::RO),
+        (base, 3000 + (2 * 11 + 1100) + 2 * (1100 + 1100))
+    );
     // SVD(5): bases count as base (first layer rank 2), d-map [11, r] as hypernetwork.
     let svd_base = base + (2 * 2 + 100 * 2) + 2 * (100 * 5 + 100 * 5);
-    assert_eq!(count(Modulation::Svd { rank: 5 }), (svd_base, 3000 + 11 * 2 + 2 * 11 * 5));
+    assert_eq!(
+        count(Modulation::Svd { rank: 5 }),
+        (svd_base, 3000 + 11 * 2 + 2 * 11 * 5)
+    );
 }

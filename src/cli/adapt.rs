@@ -40,15 +40,32 @@ pub fn run(args: AdaptArgs) -> CliResult {
     let params = family.params_from_named(&args.params)?;
     let sys = family.build(&params)?;
     let spec = family.spec();
-    let shots = system_shots(family, sys.as_ref(), &params, args.shots, &mut stream_rng("adapt/shots", args.seed, 0))?;
+    let shots = system_shots(
+        family,
+        sys.as_ref(),
+        &params,
+        args.shots,
+        &mut stream_rng("adapt/shots", args.seed, 0),
+    )?;
     let mp = ModelParams::from_model(&model);
     let z0: Vec<f32> = config.mean_latent().iter().map(|v| *v as f32).collect();
-    let adapted = adapt_latents(&mp, std::slice::from_ref(&shots), &z0, &AdaptConfig::for_model(config, args.shots));
+    let adapted = adapt_latents(
+        &mp,
+        std::slice::from_ref(&shots),
+        &z0,
+        &AdaptConfig::for_model(config, args.shots),
+    );
     let z = &adapted.latents[0];
     let cpu = CpuModel::from_params(&mp, config);
 
     // Held-out trajectories of the same system.
-    let test = system_trajectories(family, sys.as_ref(), &params, 5, &mut stream_rng("adapt/test", args.seed, 0))?;
+    let test = system_trajectories(
+        family,
+        sys.as_ref(),
+        &params,
+        5,
+        &mut stream_rng("adapt/test", args.seed, 0),
+    )?;
     let n = family.dim();
     let (mut errors, mut errors_mean) = (Vec::new(), Vec::new());
     for traj in &test {
@@ -69,10 +86,36 @@ pub fn run(args: AdaptArgs) -> CliResult {
     let pred: Vec<f64> = f.iter().map(|v| f64::from(*v)).collect();
 
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    outln!("{family} with {}", spec.params.iter().zip(&params).map(|(p, v)| format!("{} = {v}", p.name)).collect::<Vec<_>>().join(", "));
-    outln!("adapted on {} shots: shot loss {:.3e} → {:.3e}", args.shots, adapted.initial_loss, adapted.final_loss);
-    outln!("latent: [{}]", z.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "));
-    outln!("ε_traj on 5 held-out trajectories: {:.3e} (mean training latent, not adapted: {:.3e})", mean(&errors), mean(&errors_mean));
-    outln!("ε_field on the evaluation grid: {:.3e}", field_error(&pred, &truth));
+    outln!(
+        "{family} with {}",
+        spec.params
+            .iter()
+            .zip(&params)
+            .map(|(p, v)| format!("{} = {v}", p.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    outln!(
+        "adapted on {} shots: shot loss {:.3e} → {:.3e}",
+        args.shots,
+        adapted.initial_loss,
+        adapted.final_loss
+    );
+    outln!(
+        "latent: [{}]",
+        z.iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    outln!(
+        "ε_traj on 5 held-out trajectories: {:.3e} (mean training latent, not adapted: {:.3e})",
+        mean(&errors),
+        mean(&errors_mean)
+    );
+    outln!(
+        "ε_field on the evaluation grid: {:.3e}",
+        field_error(&pred, &truth)
+    );
     Ok(())
 }

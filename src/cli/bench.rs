@@ -36,7 +36,11 @@ pub struct NetworkArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,64,1000,16000,64000")]
     batches: Vec<usize>,
     /// Methods.
-    #[arg(long, value_delimiter = ',', default_value = "none,shift,fw,ro,mr5,svd5")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "none,shift,fw,ro,mr5,svd5"
+    )]
     methods: Vec<Modulation>,
     /// Also time the burn (Flex) implementation at this batch size (0: skip).
     #[arg(long, default_value_t = 10_000)]
@@ -91,23 +95,32 @@ fn time_pair(budget: Duration, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64
         }
         start.elapsed().as_secs_f64() / f64::from(calls)
     };
-    (0..5).fold((f64::INFINITY, f64::INFINITY), |(a, b), _| (a.min(time(&mut f)), b.min(time(&mut g))))
+    (0..5).fold((f64::INFINITY, f64::INFINITY), |(a, b), _| {
+        (a.min(time(&mut f)), b.min(time(&mut g)))
+    })
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = stream_rng("bench/network", seed, 0);
-    (0..n).map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32).collect()
+    (0..n)
+        .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
+        .collect()
 }
 
 /// FLOPs per row of forward + ∇ₓ of the unmodulated 2 → 3×100 → 1 network (GEMM work only).
-const BASE_FLOPS_PER_ROW: f64 = 2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
+const BASE_FLOPS_PER_ROW: f64 =
+    2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
 
 fn network(args: &NetworkArgs) -> CliResult {
     let budget = Duration::from_secs_f64(args.seconds);
     let dev = Default::default();
     outln!("Pendulum HNN, 2 → 3×100 tanh → 1, forward + ∇ₓ (the field J∇H), f32, CPU kernel.");
-    outln!("GFLOP/s counts the unmodulated network's GEMM work ({BASE_FLOPS_PER_ROW} FLOP/row) for every method.\n");
-    outln!("| method | rows | shared z: rows/s | per-row z: rows/s | per-row / shared time | per-row GFLOP/s | plain GEMM [rows×100]·[100×100] GFLOP/s |");
+    outln!(
+        "GFLOP/s counts the unmodulated network's GEMM work ({BASE_FLOPS_PER_ROW} FLOP/row) for every method.\n"
+    );
+    outln!(
+        "| method | rows | shared z: rows/s | per-row z: rows/s | per-row / shared time | per-row GFLOP/s | plain GEMM [rows×100]·[100×100] GFLOP/s |"
+    );
     outln!("|---|---|---|---|---|---|---|");
     for &method in &args.methods {
         let model = ModelConfig::new(Family::Pendulum, method).init::<Flex>(&dev);
@@ -118,7 +131,11 @@ fn network(args: &NetworkArgs) -> CliResult {
             let x = random(rows * 2, 2);
             let z = random(rows * 10, 3);
             let (mut out_a, mut out_b) = (vec![0.0; rows * 2], vec![0.0; rows * 2]);
-            let (shared, hetero) = time_pair(budget, || folded.field(&x, &[], &mut out_a), || cpu.field(&x, &z, &mut out_b));
+            let (shared, hetero) = time_pair(
+                budget,
+                || folded.field(&x, &[], &mut out_a),
+                || cpu.field(&x, &z, &mut out_b),
+            );
             let a = random(rows * 100, 4);
             let w = random(100 * 100, 5);
             let gemm = time_per_call(budget, || noether::nn::cpu::bench_gemm(&a, &w, rows));
@@ -133,8 +150,12 @@ fn network(args: &NetworkArgs) -> CliResult {
         }
         if args.burn_batch > 0 {
             let rows = args.burn_batch;
-            let x = Tensor::<Flex, 2>::from_data(TensorData::new(random(rows * 2, 2), [rows, 2]), &dev);
-            let z = Tensor::<Flex, 2>::from_data(TensorData::new(random(rows * 10, 3), [rows, 10]), &dev);
+            let x =
+                Tensor::<Flex, 2>::from_data(TensorData::new(random(rows * 2, 2), [rows, 2]), &dev);
+            let z = Tensor::<Flex, 2>::from_data(
+                TensorData::new(random(rows * 10, 3), [rows, 10]),
+                &dev,
+            );
             let burn = time_per_call(budget, || {
                 let _ = model.field(x.clone(), &z).into_data();
             });

@@ -7,7 +7,10 @@ use clap::Args;
 use noether::{
     data::{DatasetSpec, load_or_generate},
     io::load_model,
-    meta::{AdaptConfig, BaselineOutcome, LatentStart, Method, Profile, TaskSet, adapt_latents, evaluate, evaluate_baseline},
+    meta::{
+        AdaptConfig, BaselineOutcome, LatentStart, Method, Profile, TaskSet, adapt_latents,
+        evaluate, evaluate_baseline,
+    },
     nn::cpu::{CpuModel, ModelParams},
 };
 
@@ -42,16 +45,32 @@ pub fn run(args: EvalArgs) -> CliResult {
     let tasks = TaskSet::new(&data);
     let params = ModelParams::from_model(&model);
     let cpu = CpuModel::from_params(&params, config);
-    let start = if args.zero_start { LatentStart::Zero } else { LatentStart::Mean };
-    let adapt = AdaptConfig { start, ..AdaptConfig::for_model(config, args.shots) };
+    let start = if args.zero_start {
+        LatentStart::Zero
+    } else {
+        LatentStart::Mean
+    };
+    let adapt = AdaptConfig {
+        start,
+        ..AdaptConfig::for_model(config, args.shots)
+    };
     let z0: Vec<f32> = match start {
         LatentStart::Mean => config.mean_latent().iter().map(|v| *v as f32).collect(),
         LatentStart::Zero => vec![0.0; config.d_latent],
     };
-    let method: Method = config.training.as_ref().map_or(Ok(Method::Modulated(config.modulation)), |t| t.method.parse())?;
+    let method: Method = config
+        .training
+        .as_ref()
+        .map_or(Ok(Method::Modulated(config.modulation)), |t| {
+            t.method.parse()
+        })?;
     let report = match method {
         Method::Modulated(_) => {
-            let shots: Vec<_> = tasks.meta_test().into_iter().map(|i| tasks.shots(i, args.shots)).collect();
+            let shots: Vec<_> = tasks
+                .meta_test()
+                .into_iter()
+                .map(|i| tasks.shots(i, args.shots))
+                .collect();
             let adapted = adapt_latents(&params, &shots, &z0, &adapt);
             outln!(
                 "{} {} ({} shots, {:?} start): shot loss {:.3e} → {:.3e}",
@@ -65,18 +84,49 @@ pub fn run(args: EvalArgs) -> CliResult {
             evaluate(&tasks, |k, _| (&cpu, adapted.latents[k].clone()))
         }
         Method::Baseline(b) => {
-            outln!("{} {b} ({} shots, weights adapted)", config.family, args.shots);
-            let outcome = BaselineOutcome { config: config.clone(), params: params.clone(), history: vec![], diverged: None };
-            evaluate_baseline::<Flex>(&outcome, b, &Profile::Paper.baseline(seed), &tasks, args.shots, &Default::default())
+            outln!(
+                "{} {b} ({} shots, weights adapted)",
+                config.family,
+                args.shots
+            );
+            let outcome = BaselineOutcome {
+                config: config.clone(),
+                params: params.clone(),
+                history: vec![],
+                diverged: None,
+            };
+            evaluate_baseline::<Flex>(
+                &outcome,
+                b,
+                &Profile::Paper.baseline(seed),
+                &tasks,
+                args.shots,
+                &Default::default(),
+            )
         }
     };
     outln!("| instance | ε_traj | ε_field | SSIM | energy drift / min dS/dt |");
     outln!("|---|---|---|---|---|");
     for m in &report.instances {
-        let structure = m.energy_drift.or(m.min_ds_dt).map_or("—".into(), |v| format!("{v:.2e}"));
-        outln!("| {} | {:.3e} | {:.3e} | {} | {structure} |", m.instance, m.traj_error, m.field_error, m.ssim.map_or("—".into(), |s| format!("{s:.4}")));
+        let structure = m
+            .energy_drift
+            .or(m.min_ds_dt)
+            .map_or("—".into(), |v| format!("{v:.2e}"));
+        outln!(
+            "| {} | {:.3e} | {:.3e} | {} | {structure} |",
+            m.instance,
+            m.traj_error,
+            m.field_error,
+            m.ssim.map_or("—".into(), |s| format!("{s:.4}"))
+        );
     }
     let (t, f) = (report.traj_error(), report.field_error());
-    outln!("mean: ε_traj {:.3e} ± {:.1e}, ε_field {:.3e} ± {:.1e}", t.mean, t.std, f.mean, f.std);
+    outln!(
+        "mean: ε_traj {:.3e} ± {:.1e}, ε_field {:.3e} ± {:.1e}",
+        t.mean,
+        t.std,
+        f.mean,
+        f.std
+    );
     Ok(())
 }

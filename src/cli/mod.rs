@@ -75,7 +75,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -104,8 +107,13 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 
 /// `name=value` argument parser.
 pub fn parse_key_value(s: &str) -> Result<(String, f64), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not of the form name=value"))?;
-    let value: f64 = v.trim().parse().map_err(|_| format!("`{v}` in `{s}` is not a number"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not of the form name=value"))?;
+    let value: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{v}` in `{s}` is not a number"))?;
     Ok((k.trim().to_owned(), value))
 }
 
@@ -117,7 +125,11 @@ pub struct NumberList(pub Vec<f64>);
 /// Parses a [`NumberList`].
 pub fn parse_list(s: &str) -> Result<NumberList, String> {
     s.split(',')
-        .map(|v| v.trim().parse::<f64>().map_err(|_| format!("`{v}` in `{s}` is not a number")))
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{v}` in `{s}` is not a number"))
+        })
         .collect::<Result<_, _>>()
         .map(NumberList)
 }

@@ -18,12 +18,13 @@ use clap::Args;
 use noether::{
     data::{DatasetSpec, Split, load_or_generate},
     io::{
-        load_model, save_model,
+        load_model,
         plot::{FieldPanel, Series, field_panels, heatmap, line_chart},
+        save_model,
     },
     meta::{
-        AdaptConfig, CellResult, LatentStart, Method, Profile, QUERY, TaskSet, adapt_latents, evaluate_modulated,
-        grid::evaluate_baseline, run_cell, run_modulated,
+        AdaptConfig, CellResult, LatentStart, Method, Profile, QUERY, TaskSet, adapt_latents,
+        evaluate_modulated, grid::evaluate_baseline, run_cell, run_modulated,
     },
     nn::{
         ModelConfig, Modulation,
@@ -103,7 +104,11 @@ pub fn run(args: ReproduceArgs) -> CliResult {
     } else {
         args.systems.clone()
     };
-    let seeds = if args.seeds.is_empty() { profile.seeds() } else { args.seeds.clone() };
+    let seeds = if args.seeds.is_empty() {
+        profile.seeds()
+    } else {
+        args.seeds.clone()
+    };
     let extras = args.extras.unwrap_or(profile == Profile::Paper);
     let root = args.out.join(profile.name());
     let device = Default::default();
@@ -111,9 +116,14 @@ pub fn run(args: ReproduceArgs) -> CliResult {
 
     if !args.report_only {
         for &family in &families {
-            let methods = if args.methods.is_empty() { Method::paper_grid(family) } else { args.methods.clone() };
+            let methods = if args.methods.is_empty() {
+                Method::paper_grid(family)
+            } else {
+                args.methods.clone()
+            };
             for &seed in &seeds {
-                let (data, _) = load_or_generate(&args.data, &DatasetSpec::new(family, seed), &|_| ())?;
+                let (data, _) =
+                    load_or_generate(&args.data, &DatasetSpec::new(family, seed), &|_| ())?;
                 let tasks = TaskSet::new(&data);
                 for &method in &methods {
                     let name = cell_name(family, method, seed);
@@ -123,18 +133,33 @@ pub fn run(args: ReproduceArgs) -> CliResult {
                         continue;
                     }
                     let bar = progress_bar(1, &name);
-                    let (result, model) = run_cell::<Flex>(family, method, seed, profile, args.iterations, &tasks, &device, &mut |it, total, loss| {
-                        bar.set_length(total as u64);
-                        bar.set_position(it as u64);
-                        if it % 100 == 0 {
-                            bar.set_message(format!("{name} {loss:.1e}"));
-                        }
-                    });
+                    let (result, model) = run_cell::<Flex>(
+                        family,
+                        method,
+                        seed,
+                        profile,
+                        args.iterations,
+                        &tasks,
+                        &device,
+                        &mut |it, total, loss| {
+                            bar.set_length(total as u64);
+                            bar.set_position(it as u64);
+                            if it % 100 == 0 {
+                                bar.set_message(format!("{name} {loss:.1e}"));
+                            }
+                        },
+                    );
                     bar.finish_and_clear();
                     save_model(&model.model, &root.join("models").join(&name))?;
                     write_atomic(&path, &to_ron(&result)?)?;
-                    let traj = result.report.as_ref().map_or("diverged".into(), |r| format!("{:.3e}", r.traj_error().mean));
-                    outln!("{name}: ε_traj {traj} ({:.0} s, {:.0} it/s)", result.train_seconds, result.iterations_per_second);
+                    let traj = result.report.as_ref().map_or("diverged".into(), |r| {
+                        format!("{:.3e}", r.traj_error().mean)
+                    });
+                    outln!(
+                        "{name}: ε_traj {traj} ({:.0} s, {:.0} it/s)",
+                        result.train_seconds,
+                        result.iterations_per_second
+                    );
                 }
             }
         }
@@ -142,18 +167,30 @@ pub fn run(args: ReproduceArgs) -> CliResult {
             run_extras(&root, &args.data, profile, &device)?;
         }
     }
-    let report = args.report.clone().unwrap_or_else(|| root.join("RESULTS.md"));
+    let report = args
+        .report
+        .clone()
+        .unwrap_or_else(|| root.join("RESULTS.md"));
     write_report(&root, &report, profile, &families, &args.data)?;
-    outln!("report: {} ({:.0} s)", report.display(), started.elapsed().as_secs_f64());
+    outln!(
+        "report: {} ({:.0} s)",
+        report.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn to_ron<T: Serialize>(v: &T) -> Result<String, Box<dyn std::error::Error>> {
-    Ok(ron::ser::to_string_pretty(v, ron::ser::PrettyConfig::default())?)
+    Ok(ron::ser::to_string_pretty(
+        v,
+        ron::ser::PrettyConfig::default(),
+    )?)
 }
 
 fn read_cells(root: &Path) -> Vec<CellResult> {
-    let Ok(dir) = fs::read_dir(root.join("cells")) else { return Vec::new() };
+    let Ok(dir) = fs::read_dir(root.join("cells")) else {
+        return Vec::new();
+    };
     let mut out: Vec<CellResult> = dir
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "ron"))
@@ -164,42 +201,87 @@ fn read_cells(root: &Path) -> Vec<CellResult> {
 }
 
 fn read_extras(root: &Path) -> Vec<ExtraResult> {
-    let Ok(dir) = fs::read_dir(root.join("extras")) else { return Vec::new() };
-    let mut out: Vec<ExtraResult> = dir.filter_map(Result::ok).filter_map(|e| ron::from_str(&fs::read_to_string(e.path()).ok()?).ok()).collect();
+    let Ok(dir) = fs::read_dir(root.join("extras")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ExtraResult> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| ron::from_str(&fs::read_to_string(e.path()).ok()?).ok())
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
 
 /// Out-of-distribution mass_spring, the locality sweep, and the joint three-family base.
-fn run_extras(root: &Path, data_dir: &Path, profile: Profile, device: &burn::backend::flex::FlexDevice) -> CliResult {
+fn run_extras(
+    root: &Path,
+    data_dir: &Path,
+    profile: Profile,
+    device: &burn::backend::flex::FlexDevice,
+) -> CliResult {
     let extras = root.join("extras");
     // Out of distribution: the seed-0 mass_spring models on m, k ∈ [5, 7].
     let ood_path = extras.join("ood-mass_spring.ron");
     if !ood_path.exists() {
-        let (ood, _) = load_or_generate(data_dir, &DatasetSpec::new(Family::MassSpring, 0).with_split(Split::Ood), &|_| ())?;
-        let (ind, _) = load_or_generate(data_dir, &DatasetSpec::new(Family::MassSpring, 0), &|_| ())?;
+        let (ood, _) = load_or_generate(
+            data_dir,
+            &DatasetSpec::new(Family::MassSpring, 0).with_split(Split::Ood),
+            &|_| (),
+        )?;
+        let (ind, _) =
+            load_or_generate(data_dir, &DatasetSpec::new(Family::MassSpring, 0), &|_| ())?;
         let mut rows = Vec::new();
         for method in Method::paper_grid(Family::MassSpring) {
-            let path = root.join("models").join(cell_name(Family::MassSpring, method, 0));
-            let Ok(model) = load_model::<Flex>(&path, device) else { continue };
+            let path = root
+                .join("models")
+                .join(cell_name(Family::MassSpring, method, 0));
+            let Ok(model) = load_model::<Flex>(&path, device) else {
+                continue;
+            };
             let params = ModelParams::from_model(&model);
             for (label, data) in [("in-distribution", &ind), ("out-of-distribution", &ood)] {
                 let tasks = TaskSet::new(data);
                 let report = match method {
-                    Method::Modulated(_) => evaluate_modulated(&params, &model.config, &tasks, 10, LatentStart::Mean),
+                    Method::Modulated(_) => {
+                        evaluate_modulated(&params, &model.config, &tasks, 10, LatentStart::Mean)
+                    }
                     Method::Baseline(b) => {
-                        let outcome = noether::meta::BaselineOutcome { config: model.config.clone(), params: params.clone(), history: vec![], diverged: None };
-                        evaluate_baseline::<Flex>(&outcome, b, &profile.baseline(0), &tasks, 10, device)
+                        let outcome = noether::meta::BaselineOutcome {
+                            config: model.config.clone(),
+                            params: params.clone(),
+                            history: vec![],
+                            diverged: None,
+                        };
+                        evaluate_baseline::<Flex>(
+                            &outcome,
+                            b,
+                            &profile.baseline(0),
+                            &tasks,
+                            10,
+                            device,
+                        )
                     }
                 };
                 let (t, f) = (report.traj_error(), report.field_error());
-                rows.push((format!("{} ({label})", method.label()), t.mean, t.std, f.mean));
+                rows.push((
+                    format!("{} ({label})", method.label()),
+                    t.mean,
+                    t.std,
+                    f.mean,
+                ));
             }
         }
-        write_atomic(&ood_path, &to_ron(&ExtraResult { name: "ood-mass_spring".into(), rows })?)?;
+        write_atomic(
+            &ood_path,
+            &to_ron(&ExtraResult {
+                name: "ood-mass_spring".into(),
+                rows,
+            })?,
+        )?;
     }
     // Locality sweep on pendulum: λ_φ × λ_z for MR(5) and SVD(5).
-    let (pendulum, _) = load_or_generate(data_dir, &DatasetSpec::new(Family::Pendulum, 0), &|_| ())?;
+    let (pendulum, _) =
+        load_or_generate(data_dir, &DatasetSpec::new(Family::Pendulum, 0), &|_| ())?;
     let tasks = TaskSet::new(&pendulum);
     for modulation in [Modulation::Mr { rank: 5 }, Modulation::Svd { rank: 5 }] {
         let path = extras.join(format!("locality-{modulation}.ron"));
@@ -216,36 +298,72 @@ fn run_extras(root: &Path, data_dir: &Path, profile: Profile, device: &burn::bac
                 let config = ModelConfig::new(Family::Pendulum, modulation);
                 let label = format!("λφ={lphi:e} λz={lz:e}");
                 let bar = progress_bar(cfg.iterations as u64, &format!("locality {modulation}"));
-                let (result, _) = run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| bar.set_position(it as u64));
+                let (result, _) = run_modulated::<Flex>(
+                    &config,
+                    &cfg,
+                    profile,
+                    &tasks,
+                    device,
+                    &mut |it, _, _| bar.set_position(it as u64),
+                );
                 bar.finish_and_clear();
-                let (t, s, f) = result.report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| (r.traj_error().mean, r.traj_error().std, r.field_error().mean));
+                let (t, s, f) = result.report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
+                    (
+                        r.traj_error().mean,
+                        r.traj_error().std,
+                        r.field_error().mean,
+                    )
+                });
                 rows.push((label, t, s, f));
             }
         }
-        write_atomic(&path, &to_ron(&ExtraResult { name: format!("locality-{modulation}"), rows })?)?;
+        write_atomic(
+            &path,
+            &to_ron(&ExtraResult {
+                name: format!("locality-{modulation}"),
+                rows,
+            })?,
+        )?;
     }
     // One base for mass_spring, pendulum and duffing: the latent selects the family.
     let joint_path = extras.join("joint-svd5.ron");
     if !joint_path.exists() {
         let families = [Family::MassSpring, Family::Pendulum, Family::Duffing];
-        let datasets: Vec<_> = families.iter().map(|&f| load_or_generate(data_dir, &DatasetSpec::new(f, 0), &|_| ()).map(|d| d.0)).collect::<Result<_, _>>()?;
+        let datasets: Vec<_> = families
+            .iter()
+            .map(|&f| load_or_generate(data_dir, &DatasetSpec::new(f, 0), &|_| ()).map(|d| d.0))
+            .collect::<Result<_, _>>()?;
         let tasks = TaskSet::joint(datasets.iter().collect());
         let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 });
         let cfg = profile.meta(0);
         let bar = progress_bar(cfg.iterations as u64, "joint svd5");
-        let (result, model) = run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| bar.set_position(it as u64));
+        let (result, model) =
+            run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| {
+                bar.set_position(it as u64)
+            });
         bar.finish_and_clear();
         save_model(&model.model, &root.join("models").join("joint-svd5-seed0"))?;
         let mut rows = Vec::new();
         if let Some(report) = result.report {
             for (d, family) in families.iter().enumerate() {
-                let part: Vec<_> = report.instances.iter().filter(|m| m.instance / 80 == d).cloned().collect();
+                let part: Vec<_> = report
+                    .instances
+                    .iter()
+                    .filter(|m| m.instance / 80 == d)
+                    .cloned()
+                    .collect();
                 let sub = noether::meta::EvalReport { instances: part };
                 let (t, f) = (sub.traj_error(), sub.field_error());
                 rows.push((format!("{family}"), t.mean, t.std, f.mean));
             }
         }
-        write_atomic(&joint_path, &to_ron(&ExtraResult { name: "joint-svd5".into(), rows })?)?;
+        write_atomic(
+            &joint_path,
+            &to_ron(&ExtraResult {
+                name: "joint-svd5".into(),
+                rows,
+            })?,
+        )?;
     }
     Ok(())
 }
@@ -271,16 +389,32 @@ fn paper_numbers(family: Family, method: &str) -> Option<(Option<f64>, Option<f6
 }
 
 fn fmt_stat(mean: f64, std: f64) -> String {
-    if mean.is_finite() { format!("{:.2} ± {:.2}", mean * 100.0, std * 100.0) } else { "∞ (rollout diverged)".into() }
+    if mean.is_finite() {
+        format!("{:.2} ± {:.2}", mean * 100.0, std * 100.0)
+    } else {
+        "∞ (rollout diverged)".into()
+    }
 }
 
 /// Mean ± std over seeds, or the single value for one seed.
 fn fmt_seeds(s: noether::meta::Stat, n: usize) -> String {
-    if n > 1 { fmt_stat(s.mean, s.std) } else if s.mean.is_finite() { format!("{:.2}", s.mean * 100.0) } else { "∞".into() }
+    if n > 1 {
+        fmt_stat(s.mean, s.std)
+    } else if s.mean.is_finite() {
+        format!("{:.2}", s.mean * 100.0)
+    } else {
+        "∞".into()
+    }
 }
 
 #[expect(clippy::too_many_lines, reason = "one report, written top to bottom")]
-fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family], data_dir: &Path) -> CliResult {
+fn write_report(
+    root: &Path,
+    report: &Path,
+    profile: Profile,
+    families: &[Family],
+    data_dir: &Path,
+) -> CliResult {
     let cells = read_cells(root);
     let mut md = String::new();
     let command = match profile {
@@ -296,10 +430,20 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
     ));
     // Main table: methods × families, "ε_field / ε_traj".
     let all_methods: Vec<Method> = {
-        let mut v: Vec<Method> = families.iter().flat_map(|&f| Method::paper_grid(f)).collect();
+        let mut v: Vec<Method> = families
+            .iter()
+            .flat_map(|&f| Method::paper_grid(f))
+            .collect();
         v.dedup_by_key(|m| m.label());
         let mut seen = Vec::new();
-        v.retain(|m| if seen.contains(&m.label()) { false } else { seen.push(m.label()); true });
+        v.retain(|m| {
+            if seen.contains(&m.label()) {
+                false
+            } else {
+                seen.push(m.label());
+                true
+            }
+        });
         v
     };
     md.push_str("## ε_field / ε_traj (×10⁻²)\n\n| method |");
@@ -310,7 +454,10 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
     md.push_str(&"---|".repeat(families.len()));
     md.push('\n');
     let stats = |family: Family, label: &str| -> Option<(String, String, usize, bool)> {
-        let cs: Vec<&CellResult> = cells.iter().filter(|c| c.family == family && c.method.label() == label).collect();
+        let cs: Vec<&CellResult> = cells
+            .iter()
+            .filter(|c| c.family == family && c.method.label() == label)
+            .collect();
         if cs.is_empty() {
             return None;
         }
@@ -322,7 +469,12 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
         let tr: Vec<f64> = reports.iter().map(|r| r.traj_error().mean).collect();
         let fi: Vec<f64> = reports.iter().map(|r| r.field_error().mean).collect();
         let (t, f) = (noether::meta::Stat::of(&tr), noether::meta::Stat::of(&fi));
-        Some((fmt_seeds(f, reports.len()), fmt_seeds(t, reports.len()), cs.len(), diverged))
+        Some((
+            fmt_seeds(f, reports.len()),
+            fmt_seeds(t, reports.len()),
+            cs.len(),
+            diverged,
+        ))
     };
     for m in &all_methods {
         md.push_str(&format!("| {} |", m.label()));
@@ -331,7 +483,19 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
             match (applies, stats(f, &m.label())) {
                 (false, _) => md.push_str(" — |"),
                 (true, None) => md.push_str(" not yet run |"),
-                (true, Some((fs, ts, n, div))) => md.push_str(&format!(" {fs} / {ts}{}{} |", if n > 1 { format!(" ({n} seeds)") } else { String::new() }, if div { " ⚠ diverged in some seeds" } else { "" })),
+                (true, Some((fs, ts, n, div))) => md.push_str(&format!(
+                    " {fs} / {ts}{}{} |",
+                    if n > 1 {
+                        format!(" ({n} seeds)")
+                    } else {
+                        String::new()
+                    },
+                    if div {
+                        " ⚠ diverged in some seeds"
+                    } else {
+                        ""
+                    }
+                )),
             }
         }
         md.push('\n');
@@ -347,7 +511,11 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
         md.push_str(&format!("| {} |", m.label()));
         for &f in families {
             match paper_numbers(f, &m.label()) {
-                Some((fi, tr)) => md.push_str(&format!(" {} / {} |", fi.map_or("—".into(), |v| format!("{v:.2}")), tr.map_or("—".into(), |v| format!("{v:.3}")))),
+                Some((fi, tr)) => md.push_str(&format!(
+                    " {} / {} |",
+                    fi.map_or("—".into(), |v| format!("{v:.2}")),
+                    tr.map_or("—".into(), |v| format!("{v:.3}"))
+                )),
                 None => md.push_str(" — |"),
             }
         }
@@ -361,12 +529,24 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
                 Some(r) => {
                     let structure = match (r.energy_drift(), r.generic_worst()) {
                         (Some(d), _) => format!("H drift {:.1e}", d.mean),
-                        (_, Some((ls, me, de, ds))) => format!("‖L∇S‖ {ls:.0e}, ‖M∇E‖ {me:.0e}, max|Ė| {de:.0e}, min Ṡ {ds:.1e}"),
+                        (_, Some((ls, me, de, ds))) => format!(
+                            "‖L∇S‖ {ls:.0e}, ‖M∇E‖ {me:.0e}, max|Ė| {de:.0e}, min Ṡ {ds:.1e}"
+                        ),
                         _ => "—".into(),
                     };
-                    (fmt_stat(r.traj_error().mean, r.traj_error().std), fmt_stat(r.field_error().mean, r.field_error().std), r.ssim().map_or("—".into(), |s| format!("{:.3}", s.mean)), structure)
+                    (
+                        fmt_stat(r.traj_error().mean, r.traj_error().std),
+                        fmt_stat(r.field_error().mean, r.field_error().std),
+                        r.ssim().map_or("—".into(), |s| format!("{:.3}", s.mean)),
+                        structure,
+                    )
                 }
-                None => ("diverged".into(), "diverged".into(), "—".into(), c.diverged.clone().unwrap_or_default()),
+                None => (
+                    "diverged".into(),
+                    "diverged".into(),
+                    "—".into(),
+                    c.diverged.clone().unwrap_or_default(),
+                ),
             };
             md.push_str(&format!(
                 "| {} | {} | {traj} | {field} | {ssim} | {structure} | {} | {:.0} | {:.0} | {:.1} |\n",
@@ -378,8 +558,16 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
                 c.adapt_seconds_per_instance * 1e3
             ));
         }
-        for c in cells.iter().filter(|c| c.family == family && c.diverged.is_some()) {
-            md.push_str(&format!("\n{} seed {}: {}\n", c.method.label(), c.seed, c.diverged.as_deref().unwrap_or("")));
+        for c in cells
+            .iter()
+            .filter(|c| c.family == family && c.diverged.is_some())
+        {
+            md.push_str(&format!(
+                "\n{} seed {}: {}\n",
+                c.method.label(),
+                c.seed,
+                c.diverged.as_deref().unwrap_or("")
+            ));
         }
     }
     // Figures: shots sweep per family.
@@ -390,14 +578,27 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
         let series: Vec<Series> = cells
             .iter()
             .filter(|c| c.family == family && c.seed == 0 && !c.shots_sweep.is_empty())
-            .map(|c| Series { label: c.method.label(), points: c.shots_sweep.iter().map(|&(k, e)| (k as f64, e)).collect() })
+            .map(|c| Series {
+                label: c.method.label(),
+                points: c.shots_sweep.iter().map(|&(k, e)| (k as f64, e)).collect(),
+            })
             .collect();
         if series.is_empty() {
             continue;
         }
         let path = figs.join(format!("shots-{family}.png"));
-        line_chart(&path, &format!("{family}: ε_traj vs shots (seed 0)"), "shots", "ε_traj", &series, true, true)?;
-        md.push_str(&format!("![{family} shots](figures/shots-{family}.png)\n\n"));
+        line_chart(
+            &path,
+            &format!("{family}: ε_traj vs shots (seed 0)"),
+            "shots",
+            "ε_traj",
+            &series,
+            true,
+            true,
+        )?;
+        md.push_str(&format!(
+            "![{family} shots](figures/shots-{family}.png)\n\n"
+        ));
         if let Some(fig) = portrait(root, family, data_dir, &figs)? {
             md.push_str(&format!("![{family} portrait](figures/{fig})\n\n"));
         }
@@ -408,14 +609,32 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
         md.push_str("## Extra experiments\n\n");
     }
     for e in &extras {
-        md.push_str(&format!("### {}\n\n| setting | ε_traj ×10⁻² | ε_field ×10⁻² or ε_traj std |\n|---|---|---|\n", e.name));
+        md.push_str(&format!(
+            "### {}\n\n| setting | ε_traj ×10⁻² | ε_field ×10⁻² or ε_traj std |\n|---|---|---|\n",
+            e.name
+        ));
         for (label, t, s, f) in &e.rows {
-            md.push_str(&format!("| {label} | {} | {:.2} |\n", fmt_stat(*t, *s), if f.is_finite() { f * 100.0 } else { s * 100.0 }));
+            md.push_str(&format!(
+                "| {label} | {} | {:.2} |\n",
+                fmt_stat(*t, *s),
+                if f.is_finite() { f * 100.0 } else { s * 100.0 }
+            ));
         }
         if let Some(method) = e.name.strip_prefix("locality-") {
-            let values: Vec<Vec<f64>> = e.rows.chunks(3).map(|r| r.iter().map(|x| x.1).collect()).collect();
+            let values: Vec<Vec<f64>> = e
+                .rows
+                .chunks(3)
+                .map(|r| r.iter().map(|x| x.1).collect())
+                .collect();
             let path = figs.join(format!("{}.png", e.name));
-            heatmap(&path, &format!("pendulum {method}: ε_traj"), &["1e-2".into(), "1e-3".into(), "1e-4".into()], &["1e-1".into(), "1e-2".into(), "1e-3".into()], ("λ_z", "λ_φ"), &values)?;
+            heatmap(
+                &path,
+                &format!("pendulum {method}: ε_traj"),
+                &["1e-2".into(), "1e-3".into(), "1e-4".into()],
+                &["1e-1".into(), "1e-2".into(), "1e-3".into()],
+                ("λ_z", "λ_φ"),
+                &values,
+            )?;
             md.push_str(&format!("\n![{}](figures/{}.png)\n", e.name, e.name));
         }
         md.push('\n');
@@ -427,7 +646,12 @@ fn write_report(root: &Path, report: &Path, profile: Profile, families: &[Family
 /// A phase portrait of one test instance: the true field and the seed-0 models of the best
 /// modulated method and two baselines, each with a query trajectory (true in black, model
 /// in red). `None` when no model of the family exists yet.
-fn portrait(root: &Path, family: Family, data_dir: &Path, figs: &Path) -> Result<Option<String>, Box<dyn std::error::Error>> {
+fn portrait(
+    root: &Path,
+    family: Family,
+    data_dir: &Path,
+    figs: &Path,
+) -> Result<Option<String>, Box<dyn std::error::Error>> {
     if family.dim() != 2 && family != Family::Dno {
         return Ok(None);
     }
@@ -438,58 +662,128 @@ fn portrait(root: &Path, family: Family, data_dir: &Path, figs: &Path) -> Result
     let n = family.dim();
     let truth_traj: Vec<f64> = data.trajectory(instance, QUERY.start).to_vec();
     // The field's grid range, widened to hold the plotted trajectory.
-    let extent = truth_traj.chunks(n).fold(3.0f64, |m, x| m.max(x[0].abs()).max(x[1].abs())) * 1.05;
-    let grid: Vec<(f64, f64)> = (0..15).flat_map(|i| (0..15).map(move |j| (-extent + 2.0 * extent * j as f64 / 14.0, -extent + 2.0 * extent * i as f64 / 14.0))).collect();
+    let extent = truth_traj
+        .chunks(n)
+        .fold(3.0f64, |m, x| m.max(x[0].abs()).max(x[1].abs()))
+        * 1.05;
+    let grid: Vec<(f64, f64)> = (0..15)
+        .flat_map(|i| {
+            (0..15).map(move |j| {
+                (
+                    -extent + 2.0 * extent * j as f64 / 14.0,
+                    -extent + 2.0 * extent * i as f64 / 14.0,
+                )
+            })
+        })
+        .collect();
     let state = |q: f64, p: f64| -> Vec<f64> {
         let mut x = vec![0.0; n];
         x[0] = q;
         x[1] = p;
         x
     };
-    let plane = |t: &[f64]| Series { label: String::new(), points: t.chunks(n).map(|x| (x[0], x[1])).collect() };
+    let plane = |t: &[f64]| Series {
+        label: String::new(),
+        points: t.chunks(n).map(|x| (x[0], x[1])).collect(),
+    };
     let mut panels = vec![FieldPanel {
         title: "truth".into(),
-        arrows: grid.iter().map(|&(q, p)| {
-            let mut dx = vec![0.0; n];
-            sys.eval(&state(q, p), &mut dx);
-            (q, p, dx[0], dx[1])
-        }).collect(),
+        arrows: grid
+            .iter()
+            .map(|&(q, p)| {
+                let mut dx = vec![0.0; n];
+                sys.eval(&state(q, p), &mut dx);
+                (q, p, dx[0], dx[1])
+            })
+            .collect(),
         trajectories: vec![plane(&truth_traj)],
     }];
     let mut found = false;
-    let modulated = Method::paper_grid(family).into_iter().find(|m| matches!(m, Method::Modulated(Modulation::Svd { .. })));
-    for method in modulated.into_iter().chain([Method::Baseline(noether::meta::Baseline::Maml), Method::Baseline(noether::meta::Baseline::Scratch)]) {
+    let modulated = Method::paper_grid(family)
+        .into_iter()
+        .find(|m| matches!(m, Method::Modulated(Modulation::Svd { .. })));
+    for method in modulated.into_iter().chain([
+        Method::Baseline(noether::meta::Baseline::Maml),
+        Method::Baseline(noether::meta::Baseline::Scratch),
+    ]) {
         let path = root.join("models").join(cell_name(family, method, 0));
-        let Ok(model) = load_model::<Flex>(&path, &Default::default()) else { continue };
+        let Ok(model) = load_model::<Flex>(&path, &Default::default()) else {
+            continue;
+        };
         found = true;
         let params = ModelParams::from_model(&model);
         let shots = tasks.shots(instance, 10);
         let (cpu, z) = match method {
             Method::Modulated(_) => {
-                let z0: Vec<f32> = model.config.mean_latent().iter().map(|v| *v as f32).collect();
-                let a = adapt_latents(&params, std::slice::from_ref(&shots), &z0, &AdaptConfig::for_model(&model.config, 10));
-                (CpuModel::from_params(&params, &model.config), a.latents[0].clone())
+                let z0: Vec<f32> = model
+                    .config
+                    .mean_latent()
+                    .iter()
+                    .map(|v| *v as f32)
+                    .collect();
+                let a = adapt_latents(
+                    &params,
+                    std::slice::from_ref(&shots),
+                    &z0,
+                    &AdaptConfig::for_model(&model.config, 10),
+                );
+                (
+                    CpuModel::from_params(&params, &model.config),
+                    a.latents[0].clone(),
+                )
             }
             Method::Baseline(b) => {
-                let outcome = noether::meta::BaselineOutcome { config: model.config.clone(), params: params.clone(), history: vec![], diverged: None };
-                let p = noether::meta::adapt_baseline::<Flex>(&outcome, b, &shots, &Profile::Quick.baseline(0), instance, &Default::default());
-                (CpuModel::from_params(&p, &model.config), vec![0.0; model.config.d_latent])
+                let outcome = noether::meta::BaselineOutcome {
+                    config: model.config.clone(),
+                    params: params.clone(),
+                    history: vec![],
+                    diverged: None,
+                };
+                let p = noether::meta::adapt_baseline::<Flex>(
+                    &outcome,
+                    b,
+                    &shots,
+                    &Profile::Quick.baseline(0),
+                    instance,
+                    &Default::default(),
+                );
+                (
+                    CpuModel::from_params(&p, &model.config),
+                    vec![0.0; model.config.d_latent],
+                )
             }
         };
-        let xs: Vec<f32> = grid.iter().flat_map(|&(q, p)| state(q, p).into_iter().map(|v| v as f32)).collect();
+        let xs: Vec<f32> = grid
+            .iter()
+            .flat_map(|&(q, p)| state(q, p).into_iter().map(|v| v as f32))
+            .collect();
         let zs: Vec<f32> = (0..grid.len()).flat_map(|_| z.iter().copied()).collect();
         let mut f = vec![0.0f32; xs.len()];
         cpu.field(&xs, &zs, &mut f);
-        let arrows = grid.iter().zip(f.chunks(n)).map(|(&(q, p), d)| (q, p, f64::from(d[0]), f64::from(d[1]))).collect();
+        let arrows = grid
+            .iter()
+            .zip(f.chunks(n))
+            .map(|(&(q, p), d)| (q, p, f64::from(d[0]), f64::from(d[1])))
+            .collect();
         let x0: Vec<f32> = truth_traj[..n].iter().map(|v| *v as f32).collect();
         let roll = noether::meta::eval::rollout_batch(&cpu, &z, &x0, data.dt, data.samples);
         let learned: Vec<f64> = roll.iter().flatten().map(|v| f64::from(*v)).collect();
-        panels.push(FieldPanel { title: method.label(), arrows, trajectories: vec![plane(&truth_traj), plane(&learned)] });
+        panels.push(FieldPanel {
+            title: method.label(),
+            arrows,
+            trajectories: vec![plane(&truth_traj), plane(&learned)],
+        });
     }
     if !found {
         return Ok(None);
     }
     let name = format!("portrait-{family}.png");
-    field_panels(&figs.join(&name), &format!("{family}, test instance {instance}: field and a query trajectory"), ("q", "p"), (-extent, extent), &panels)?;
+    field_panels(
+        &figs.join(&name),
+        &format!("{family}, test instance {instance}: field and a query trajectory"),
+        ("q", "p"),
+        (-extent, extent),
+        &panels,
+    )?;
     Ok(Some(name))
 }

@@ -51,13 +51,21 @@ pub struct TrainArgs {
 
 /// Runs `noether train`.
 pub fn run(args: TrainArgs) -> CliResult {
-    let (data, _) = load_or_generate(&args.data, &DatasetSpec::new(args.system, args.seed), &|_| ())?;
+    let (data, _) = load_or_generate(
+        &args.data,
+        &DatasetSpec::new(args.system, args.seed),
+        &|_| (),
+    )?;
     let tasks = TaskSet::new(&data);
     let device = Default::default();
     let start = Instant::now();
     let method = match (args.method, args.rank) {
-        (Method::Modulated(Modulation::Mr { .. }), Some(rank)) => Method::Modulated(Modulation::Mr { rank }),
-        (Method::Modulated(Modulation::Svd { .. }), Some(rank)) => Method::Modulated(Modulation::Svd { rank }),
+        (Method::Modulated(Modulation::Mr { .. }), Some(rank)) => {
+            Method::Modulated(Modulation::Mr { rank })
+        }
+        (Method::Modulated(Modulation::Svd { .. }), Some(rank)) => {
+            Method::Modulated(Modulation::Svd { rank })
+        }
         (m, _) => m,
     };
     let base = ModelConfig::new(args.system, Modulation::None).with_seed(args.seed);
@@ -96,7 +104,12 @@ pub fn run(args: TrainArgs) -> CliResult {
                 outcome.best_iteration
             );
             for h in &outcome.history {
-                outln!("  iteration {:>6}: loss {:.3e}, validation {:.3e}", h.iteration, h.loss, h.validation);
+                outln!(
+                    "  iteration {:>6}: loss {:.3e}, validation {:.3e}",
+                    h.iteration,
+                    h.loss,
+                    h.validation
+                );
             }
             outcome.model
         }
@@ -106,12 +119,19 @@ pub fn run(args: TrainArgs) -> CliResult {
                 cfg.iterations = it;
             }
             let bar = progress_bar(cfg.iterations as u64, "iterations");
-            let outcome = train_baseline::<Flex>(&base, baseline, &tasks, &cfg, &device, &mut |it, _| bar.set_position(it as u64));
+            let outcome =
+                train_baseline::<Flex>(&base, baseline, &tasks, &cfg, &device, &mut |it, _| {
+                    bar.set_position(it as u64)
+                });
             bar.finish_and_clear();
             if let Some(reason) = &outcome.diverged {
                 outln!("diverged: {reason}");
             }
-            outln!("{baseline}: {} meta-iterations in {:.1} s", cfg.iterations, start.elapsed().as_secs_f64());
+            outln!(
+                "{baseline}: {} meta-iterations in {:.1} s",
+                cfg.iterations,
+                start.elapsed().as_secs_f64()
+            );
             outcome.params.to_model::<Flex>(&outcome.config, &device)
         }
     };

@@ -54,7 +54,9 @@ fn f64_bytes(v: &[f64]) -> Vec<u8> {
 }
 
 fn bytes_f64(b: &[u8]) -> Vec<f64> {
-    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect()
+    b.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+        .collect()
 }
 
 fn checksum(parts: &[&[u8]]) -> u32 {
@@ -70,13 +72,24 @@ impl Dataset {
     /// # Errors
     /// [`DataError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let io = |source| DataError::Io { path: path.to_owned(), source };
+        let io = |source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let (dim, np) = (self.dim(), self.n_params());
         let parts = [
             ("params", f64_bytes(&self.params), vec![INSTANCES, np]),
             ("t", f64_bytes(&self.times()), vec![self.samples]),
-            ("x", f64_bytes(&self.x), vec![INSTANCES, TRAJECTORIES, self.samples, dim]),
-            ("dx", f64_bytes(&self.dx), vec![INSTANCES, TRAJECTORIES, self.samples, dim]),
+            (
+                "x",
+                f64_bytes(&self.x),
+                vec![INSTANCES, TRAJECTORIES, self.samples, dim],
+            ),
+            (
+                "dx",
+                f64_bytes(&self.dx),
+                vec![INSTANCES, TRAJECTORIES, self.samples, dim],
+            ),
         ];
         let crc = checksum(&parts.iter().map(|p| p.1.as_slice()).collect::<Vec<_>>());
         let header = HashMap::from([
@@ -90,7 +103,11 @@ impl Dataset {
         let views: Vec<(&str, TensorView<'_>)> = parts
             .iter()
             .map(|(name, bytes, shape)| {
-                (*name, TensorView::new(Dtype::F64, shape.clone(), bytes).expect("shape matches the data"))
+                (
+                    *name,
+                    TensorView::new(Dtype::F64, shape.clone(), bytes)
+                        .expect("shape matches the data"),
+                )
             })
             .collect();
         let bytes = safetensors::serialize(views, Some(header)).expect("valid tensors serialise");
@@ -107,20 +124,33 @@ impl Dataset {
     /// # Errors
     /// [`DataError::Io`] and [`DataError::Corrupt`].
     pub fn load(path: &Path) -> Result<Dataset, DataError> {
-        let bytes = fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+        let bytes = fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let (spec, protocol) = read_header(path, &bytes)?;
-        let corrupt = |reason: String| DataError::Corrupt { path: path.to_owned(), reason };
+        let corrupt = |reason: String| DataError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
         if protocol != PROTOCOL_VERSION {
-            return Err(corrupt(format!("protocol version {protocol}, this build reads {PROTOCOL_VERSION}")));
+            return Err(corrupt(format!(
+                "protocol version {protocol}, this build reads {PROTOCOL_VERSION}"
+            )));
         }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let family = spec.family;
         let fs = family.spec();
         let (dim, np) = (family.dim(), fs.params.len());
         let tensor = |name: &str, shape: &[usize]| -> Result<&[u8], DataError> {
-            let view = st.tensor(name).map_err(|_| corrupt(format!("missing tensor `{name}`")))?;
+            let view = st
+                .tensor(name)
+                .map_err(|_| corrupt(format!("missing tensor `{name}`")))?;
             if view.dtype() != Dtype::F64 {
-                return Err(corrupt(format!("tensor `{name}` has dtype {:?}, expected F64", view.dtype())));
+                return Err(corrupt(format!(
+                    "tensor `{name}` has dtype {:?}, expected F64",
+                    view.dtype()
+                )));
             }
             if view.shape() != shape {
                 return Err(corrupt(format!(
@@ -138,7 +168,9 @@ impl Dataset {
         let stored: u32 = header_value(path, meta.metadata(), "crc32")?;
         let actual = checksum(&[params, t, x, dx]);
         if stored != actual {
-            return Err(corrupt(format!("checksum mismatch: header says {stored}, data gives {actual}")));
+            return Err(corrupt(format!(
+                "checksum mismatch: header says {stored}, data gives {actual}"
+            )));
         }
         let data = Dataset {
             spec,
@@ -149,7 +181,10 @@ impl Dataset {
             dx: bytes_f64(dx),
         };
         if bytes_f64(t) != data.times() {
-            return Err(corrupt(format!("sample times differ from protocol v1 (Δt = {})", fs.dt)));
+            return Err(corrupt(format!(
+                "sample times differ from protocol v1 (Δt = {})",
+                fs.dt
+            )));
         }
         Ok(data)
     }
@@ -160,18 +195,26 @@ fn header_value<T: std::str::FromStr>(
     meta: &Option<HashMap<String, String>>,
     key: &str,
 ) -> Result<T, DataError> {
-    let corrupt = |reason: String| DataError::Corrupt { path: path.to_owned(), reason };
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
     let raw = meta
         .as_ref()
         .and_then(|m| m.get(key))
         .ok_or_else(|| corrupt(format!("header has no `{key}`")))?;
-    raw.parse().map_err(|_| corrupt(format!("header `{key}` = `{raw}` is not valid")))
+    raw.parse()
+        .map_err(|_| corrupt(format!("header `{key}` = `{raw}` is not valid")))
 }
 
 /// Parses and checks the header; returns the spec and protocol version it declares.
 fn read_header(path: &Path, bytes: &[u8]) -> Result<(DatasetSpec, u32), DataError> {
-    let corrupt = |reason: String| DataError::Corrupt { path: path.to_owned(), reason };
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("not a complete safetensors file ({e})")))?;
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| corrupt(format!("not a complete safetensors file ({e})")))?;
     let meta = meta.metadata();
     let format: String = header_value(path, meta, "format")?;
     if format != FORMAT {
@@ -181,7 +224,11 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(DatasetSpec, u32), DataErro
     let family: Family = family.parse().map_err(|e| corrupt(format!("{e}")))?;
     let split: String = header_value(path, meta, "split")?;
     let split: Split = split.parse().map_err(corrupt)?;
-    let spec = DatasetSpec { family, seed: header_value(path, meta, "seed")?, split };
+    let spec = DatasetSpec {
+        family,
+        seed: header_value(path, meta, "seed")?,
+        split,
+    };
     Ok((spec, header_value(path, meta, "protocol")?))
 }
 
@@ -239,7 +286,9 @@ mod tests {
         assert_eq!(a, b);
         // A file whose header names another seed is regenerated in place.
         let other = DatasetSpec::new(Family::Duffing, 4);
-        Dataset::generate(&other).save(&cache_path(&dir, &spec)).unwrap();
+        Dataset::generate(&other)
+            .save(&cache_path(&dir, &spec))
+            .unwrap();
         let (c, status) = load_or_generate(&dir, &spec, &|_| ()).unwrap();
         assert_eq!(status, CacheStatus::Regenerated);
         assert_eq!(c, a);
@@ -257,7 +306,10 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("truncated", good[..good.len() / 2].to_vec()),
             ("empty", Vec::new()),
-            ("not safetensors", b"hello world, this is not a dataset".to_vec()),
+            (
+                "not safetensors",
+                b"hello world, this is not a dataset".to_vec(),
+            ),
             ("flipped payload byte", {
                 let mut b = good.clone();
                 let n = b.len();
@@ -270,7 +322,10 @@ mod tests {
             let err = load_or_generate(&dir, &spec, &|_| ()).unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, DataError::Corrupt { .. }), "{what}: {msg}");
-            assert!(msg.contains(&spec.file_name()), "{what}: the message names the file: {msg}");
+            assert!(
+                msg.contains(&spec.file_name()),
+                "{what}: the message names the file: {msg}"
+            );
             // Left in place for inspection, not overwritten.
             assert_eq!(fs::read(&path).unwrap(), bytes, "{what}");
         }

@@ -87,7 +87,9 @@ impl FromStr for Split {
         match s {
             "standard" => Ok(Split::Standard),
             "ood" => Ok(Split::Ood),
-            other => Err(format!("unknown split `{other}`; expected `standard` or `ood`")),
+            other => Err(format!(
+                "unknown split `{other}`; expected `standard` or `ood`"
+            )),
         }
     }
 }
@@ -106,7 +108,11 @@ pub struct DatasetSpec {
 impl DatasetSpec {
     /// The standard split of `family` with `seed`.
     pub fn new(family: Family, seed: u64) -> Self {
-        Self { family, seed, split: Split::Standard }
+        Self {
+            family,
+            seed,
+            split: Split::Standard,
+        }
     }
 
     /// The same with another split.
@@ -117,7 +123,10 @@ impl DatasetSpec {
 
     /// File name of its cache: `{family}-{split}-seed{seed}.safetensors`.
     pub fn file_name(&self) -> String {
-        format!("{}-{}-seed{}.safetensors", self.family, self.split, self.seed)
+        format!(
+            "{}-{}-seed{}.safetensors",
+            self.family, self.split, self.seed
+        )
     }
 }
 
@@ -195,7 +204,10 @@ impl Dataset {
     ///
     /// # Errors
     /// [`DataError::NoOodSplit`], [`DataError::Integrate`].
-    pub fn try_generate(spec: &DatasetSpec, progress: &(dyn Fn(usize) + Sync)) -> Result<Dataset, DataError> {
+    pub fn try_generate(
+        spec: &DatasetSpec,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Dataset, DataError> {
         let family = spec.family;
         let fs = family.spec();
         let (dim, samples) = (family.dim(), fs.samples);
@@ -205,9 +217,15 @@ impl Dataset {
         let per_instance: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = (0..INSTANCES)
             .into_par_iter()
             .map(|instance| {
-                let mut rng = stream_rng(&format!("data/{family}/{}", spec.split), spec.seed, instance as u64);
+                let mut rng = stream_rng(
+                    &format!("data/{family}/{}", spec.split),
+                    spec.seed,
+                    instance as u64,
+                );
                 let params = sample_params(family, spec.split, &mut rng)?;
-                let sys = family.build(&params).expect("sampled parameters lie in the valid range");
+                let sys = family
+                    .build(&params)
+                    .expect("sampled parameters lie in the valid range");
                 let mut dopri = Dopri5::new(dim);
                 let (mut xs, mut dxs) = (Vec::new(), Vec::new());
                 for trajectory in 0..TRAJECTORIES {
@@ -215,9 +233,14 @@ impl Dataset {
                     for s in 0..samples {
                         if s > 0 {
                             let t = (s - 1) as f64 * fs.dt;
-                            dopri.integrate(sys.as_ref(), &mut x, t, t + fs.dt).map_err(|source| {
-                                DataError::Integrate { family, instance, trajectory, source }
-                            })?;
+                            dopri
+                                .integrate(sys.as_ref(), &mut x, t, t + fs.dt)
+                                .map_err(|source| DataError::Integrate {
+                                    family,
+                                    instance,
+                                    trajectory,
+                                    source,
+                                })?;
                         }
                         let mut dx = vec![0.0; dim];
                         sys.eval(&x, &mut dx);
@@ -335,7 +358,9 @@ mod tests {
                             assert!((1.3 - 1e-12..=2.3 + 1e-12).contains(&r), "r = {r}");
                         }
                         Family::Duffing => assert!(x0[0].hypot(x0[1]) <= 1.5 + 1e-12),
-                        Family::Dno => assert!(x0[0].abs() <= 2.0 && x0[1].abs() <= 1.0 && x0[2] == 0.0),
+                        Family::Dno => {
+                            assert!(x0[0].abs() <= 2.0 && x0[1].abs() <= 1.0 && x0[2] == 0.0)
+                        }
                         Family::Tgc => assert!(x0[0] >= 0.2 && x0[0] <= 1.8),
                     }
                     let (e0, mut dx) = (sys.energy(x0), vec![0.0; dim]);
@@ -343,7 +368,10 @@ mod tests {
                         let x = &traj[s * dim..(s + 1) * dim];
                         sys.eval(x, &mut dx);
                         assert_eq!(&data.derivatives(i, j)[s * dim..(s + 1) * dim], &dx[..]);
-                        assert!((sys.energy(x) - e0).abs() < 1e-7 * (1.0 + e0.abs()), "{family} energy drifts");
+                        assert!(
+                            (sys.energy(x) - e0).abs() < 1e-7 * (1.0 + e0.abs()),
+                            "{family} energy drifts"
+                        );
                     }
                 }
             }
@@ -352,9 +380,13 @@ mod tests {
 
     #[test]
     fn ood_split_draws_mass_spring_from_5_to_7_and_is_refused_elsewhere() {
-        let data = Dataset::generate(&DatasetSpec::new(Family::MassSpring, 0).with_split(Split::Ood));
+        let data =
+            Dataset::generate(&DatasetSpec::new(Family::MassSpring, 0).with_split(Split::Ood));
         assert!(data.params.iter().all(|&v| (5.0..=7.0).contains(&v)));
         let spec = DatasetSpec::new(Family::Pendulum, 0).with_split(Split::Ood);
-        assert!(matches!(Dataset::try_generate(&spec, &|_| ()), Err(DataError::NoOodSplit { .. })));
+        assert!(matches!(
+            Dataset::try_generate(&spec, &|_| ()),
+            Err(DataError::NoOodSplit { .. })
+        ));
     }
 }

@@ -11,7 +11,11 @@ use crate::systems::Family;
 ///
 /// # Errors
 /// [`DataError::NoOodSplit`].
-pub fn sample_params(family: Family, split: Split, rng: &mut impl Rng) -> Result<Vec<f64>, DataError> {
+pub fn sample_params(
+    family: Family,
+    split: Split,
+    rng: &mut impl Rng,
+) -> Result<Vec<f64>, DataError> {
     (0..family.spec().params.len())
         .map(|i| Ok(split.param_range(family, i)?.lerp(rng.random::<f64>())))
         .collect()
@@ -42,7 +46,11 @@ pub fn sample_initial_state(family: Family, params: &[f64], rng: &mut impl Rng) 
         Family::Tgc => {
             let centre = [1.0, 0.0, 2.0, 2.0];
             let spread = [0.8, 1.0, 1.0, 1.0];
-            centre.iter().zip(spread).map(|(c, s)| c + s * u(-1.0, 1.0)).collect()
+            centre
+                .iter()
+                .zip(spread)
+                .map(|(c, s)| c + s * u(-1.0, 1.0))
+                .collect()
         }
     }
 }

@@ -38,10 +38,18 @@ pub trait MetriplecticRows {
 }
 
 /// 3-point Gauss–Legendre nodes on [0, 1] and weights.
-const GAUSS: [(f32, f32); 3] = [(0.112_701_66, 5.0 / 18.0), (0.5, 8.0 / 18.0), (0.887_298_34, 5.0 / 18.0)];
+const GAUSS: [(f32, f32); 3] = [
+    (0.112_701_66, 5.0 / 18.0),
+    (0.5, 8.0 / 18.0),
+    (0.887_298_34, 5.0 / 18.0),
+];
 
 /// The average-vector-field discrete gradients (∇̄E, ∇̄S) between `x0` and `x1`.
-fn discrete_gradients<F: MetriplecticRows + ?Sized>(f: &F, x0: &[f32], x1: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn discrete_gradients<F: MetriplecticRows + ?Sized>(
+    f: &F,
+    x0: &[f32],
+    x1: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let (mut ge, mut gs) = (vec![0.0; x0.len()], vec![0.0; x0.len()]);
     for (s, w) in GAUSS {
         let xs: Vec<f32> = x0.iter().zip(x1).map(|(a, b)| a + s * (b - a)).collect();
@@ -64,7 +72,10 @@ pub struct DiscreteGradient {
 
 impl Default for DiscreteGradient {
     fn default() -> Self {
-        Self { tolerance: 1e-6, max_iterations: 50 }
+        Self {
+            tolerance: 1e-6,
+            max_iterations: 50,
+        }
     }
 }
 
@@ -73,7 +84,12 @@ impl DiscreteGradient {
     ///
     /// # Errors
     /// [`IntegrateError::NotConverged`] when the fixed point is not reached.
-    pub fn step<F: MetriplecticRows + ?Sized>(&self, f: &F, x0: &[f32], h: f64) -> Result<(Vec<f32>, usize), IntegrateError> {
+    pub fn step<F: MetriplecticRows + ?Sized>(
+        &self,
+        f: &F,
+        x0: &[f32],
+        h: f64,
+    ) -> Result<(Vec<f32>, usize), IntegrateError> {
         let h = h as f32;
         let (_, ge0) = f.energy_grad(x0);
         let (_, gs0) = f.entropy_grad(x0);
@@ -86,7 +102,10 @@ impl DiscreteGradient {
             let (ge, gs) = discrete_gradients(f, x0, &x1);
             let rate = f.assemble(&mid, &ge, &gs);
             let next: Vec<f32> = x0.iter().zip(&rate).map(|(x, r)| x + h * r).collect();
-            let update = next.iter().zip(&x1).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            let update = next
+                .iter()
+                .zip(&x1)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             let scale = 1.0 + next.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             x1 = next;
             residual = f64::from(update);

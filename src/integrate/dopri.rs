@@ -56,9 +56,27 @@ const A: [&[f64]; 6] = [
     &[1.0 / 5.0],
     &[3.0 / 40.0, 9.0 / 40.0],
     &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-    &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-    &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
-    &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+    &[
+        19372.0 / 6561.0,
+        -25360.0 / 2187.0,
+        64448.0 / 6561.0,
+        -212.0 / 729.0,
+    ],
+    &[
+        9017.0 / 3168.0,
+        -355.0 / 33.0,
+        46732.0 / 5247.0,
+        49.0 / 176.0,
+        -5103.0 / 18656.0,
+    ],
+    &[
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+    ],
 ];
 /// b − b̂.
 const E: [f64; 7] = [
@@ -112,17 +130,26 @@ impl Dopri5 {
         // The field is autonomous, so the nodes c of the tableau are not needed.
         f.eval(x, &mut self.k[0]);
         self.stats.evaluations += 1;
-        let mut h = self.h.unwrap_or_else(|| initial_step(x, &self.k[0], self.rtol, self.atol));
+        let mut h = self
+            .h
+            .unwrap_or_else(|| initial_step(x, &self.k[0], self.rtol, self.atol));
         let mut steps = 0;
         loop {
             if steps >= self.max_steps {
-                return Err(IntegrateError::TooManySteps { max_steps: self.max_steps, from: t0, to: t1 });
+                return Err(IntegrateError::TooManySteps {
+                    max_steps: self.max_steps,
+                    from: t0,
+                    to: t1,
+                });
             }
             steps += 1;
             let last = t + h >= t1;
             let h_step = if last { t1 - t } else { h };
             if !last && h_step <= 1e-14 * t.abs().max(1.0) {
-                return Err(IntegrateError::StepSizeUnderflow { time: t, step: h_step });
+                return Err(IntegrateError::StepSizeUnderflow {
+                    time: t,
+                    step: h_step,
+                });
             }
             for s in 0..6 {
                 for i in 0..n {
@@ -183,5 +210,9 @@ fn initial_step(x: &[f64], fx: &[f64], rtol: f64, atol: f64) -> f64 {
         d1 += (fi / scale).powi(2);
     }
     let (d0, d1) = ((d0 / n).sqrt(), (d1 / n).sqrt());
-    if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 }
+    if d0 < 1e-5 || d1 < 1e-5 {
+        1e-6
+    } else {
+        0.01 * d0 / d1
+    }
 }

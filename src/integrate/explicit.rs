@@ -23,5 +23,10 @@ pub fn rk4_step<S: Space, F: Flow<S> + ?Sized>(f: &F, x: &S, h: f64) -> S {
     let k2 = f.rate(&x.add_scaled(0.5 * h, &k1));
     let k3 = f.rate(&x.add_scaled(0.5 * h, &k2));
     let k4 = f.rate(&x.add_scaled(h, &k3));
-    x.lincomb(&[(h / 6.0, &k1), (h / 3.0, &k2), (h / 3.0, &k3), (h / 6.0, &k4)])
+    x.lincomb(&[
+        (h / 6.0, &k1),
+        (h / 3.0, &k2),
+        (h / 3.0, &k3),
+        (h / 6.0, &k4),
+    ])
 }

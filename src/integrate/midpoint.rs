@@ -31,8 +31,12 @@ impl<F: VectorField + ?Sized> NewtonFlow<Vec<f64>> for FieldFlow<'_, F> {
         let n = y.len();
         let mut jac = vec![0.0; n * n];
         self.0.jacobian(y, &mut jac);
-        let m = DMatrix::from_fn(n, n, |i, j| f64::from(u8::from(i == j)) - 0.5 * h * jac[i * n + j]);
-        m.lu().solve(&DVector::from_column_slice(r)).map(|d| d.iter().copied().collect())
+        let m = DMatrix::from_fn(n, n, |i, j| {
+            f64::from(u8::from(i == j)) - 0.5 * h * jac[i * n + j]
+        });
+        m.lu()
+            .solve(&DVector::from_column_slice(r))
+            .map(|d| d.iter().copied().collect())
     }
 }
 
@@ -56,7 +60,11 @@ pub struct ImplicitMidpoint {
 
 impl Default for ImplicitMidpoint {
     fn default() -> Self {
-        Self { solver: ImplicitSolver::Newton, tolerance: 1e-12, max_iterations: 50 }
+        Self {
+            solver: ImplicitSolver::Newton,
+            tolerance: 1e-12,
+            max_iterations: 50,
+        }
     }
 }
 
@@ -78,13 +86,24 @@ impl ImplicitMidpoint {
     /// # Errors
     /// [`IntegrateError::NotConverged`] when the cap is reached, the update is not finite, or
     /// the Newton matrix is singular.
-    pub fn step<S: Space, F: NewtonFlow<S> + ?Sized>(&self, f: &F, x0: &S, h: f64) -> Result<(S, usize), IntegrateError> {
+    pub fn step<S: Space, F: NewtonFlow<S> + ?Sized>(
+        &self,
+        f: &F,
+        x0: &S,
+        h: f64,
+    ) -> Result<(S, usize), IntegrateError> {
         match self.solver {
             ImplicitSolver::FixedPoint => self.step_fixed_point(f, x0, h),
-            ImplicitSolver::Newton => self.solve(x0, h, |y| {
-                let g = y.lincomb(&[(-1.0, x0), (-0.5 * h, &f.rate(y))]);
-                f.solve_linearized(y, h, &g).map(|delta| (y.add_scaled(-1.0, &delta), delta.max_abs()))
-            }, f),
+            ImplicitSolver::Newton => self.solve(
+                x0,
+                h,
+                |y| {
+                    let g = y.lincomb(&[(-1.0, x0), (-0.5 * h, &f.rate(y))]);
+                    f.solve_linearized(y, h, &g)
+                        .map(|delta| (y.add_scaled(-1.0, &delta), delta.max_abs()))
+                },
+                f,
+            ),
         }
     }
 
@@ -92,12 +111,22 @@ impl ImplicitMidpoint {
     ///
     /// # Errors
     /// As [`ImplicitMidpoint::step`].
-    pub fn step_fixed_point<S: Space, F: Flow<S> + ?Sized>(&self, f: &F, x0: &S, h: f64) -> Result<(S, usize), IntegrateError> {
-        self.solve(x0, h, |y| {
-            let next = x0.add_scaled(0.5 * h, &f.rate(y));
-            let update = next.max_abs_diff(y);
-            Some((next, update))
-        }, f)
+    pub fn step_fixed_point<S: Space, F: Flow<S> + ?Sized>(
+        &self,
+        f: &F,
+        x0: &S,
+        h: f64,
+    ) -> Result<(S, usize), IntegrateError> {
+        self.solve(
+            x0,
+            h,
+            |y| {
+                let next = x0.add_scaled(0.5 * h, &f.rate(y));
+                let update = next.max_abs_diff(y);
+                Some((next, update))
+            },
+            f,
+        )
     }
 
     /// Iterates `update(y) → (y', ‖Δy‖∞)` from the explicit-Euler half step.

@@ -139,13 +139,19 @@ impl Integrator {
     pub fn is_symplectic(self) -> bool {
         matches!(
             self,
-            Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4 | Integrator::Midpoint
+            Integrator::SymplecticEuler
+                | Integrator::Verlet
+                | Integrator::Yoshida4
+                | Integrator::Midpoint
         )
     }
 
     /// Whether the method needs a separable Hamiltonian H = T(p) + V(q).
     pub fn needs_separable(self) -> bool {
-        matches!(self, Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4)
+        matches!(
+            self,
+            Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4
+        )
     }
 }
 
@@ -187,7 +193,9 @@ pub enum IntegrateError {
         name: String,
     },
     /// An explicit symplectic method asked of a field without a separable Hamiltonian.
-    #[error("{integrator} needs a separable Hamiltonian H = T(p) + V(q), which {family} does not have; use midpoint, rk4 or dopri")]
+    #[error(
+        "{integrator} needs a separable Hamiltonian H = T(p) + V(q), which {family} does not have; use midpoint, rk4 or dopri"
+    )]
     NotSeparable {
         /// The method asked for.
         integrator: Integrator,
@@ -195,7 +203,9 @@ pub enum IntegrateError {
         family: Family,
     },
     /// The implicit solve did not reach its tolerance within its iteration cap.
-    #[error("implicit midpoint did not converge: residual {residual:.3e} > tolerance {tolerance:.1e} after {iterations} iterations of {solver:?}")]
+    #[error(
+        "implicit midpoint did not converge: residual {residual:.3e} > tolerance {tolerance:.1e} after {iterations} iterations of {solver:?}"
+    )]
     NotConverged {
         /// The nonlinear solver.
         solver: ImplicitSolver,
@@ -207,7 +217,9 @@ pub enum IntegrateError {
         tolerance: f64,
     },
     /// The adaptive step size fell below its floor (a stiff or singular field).
-    #[error("adaptive step size fell to {step:.3e} at t = {time}: the field is too stiff or singular there")]
+    #[error(
+        "adaptive step size fell to {step:.3e} at t = {time}: the field is too stiff or singular there"
+    )]
     StepSizeUnderflow {
         /// Time at which it happened.
         time: f64,
@@ -264,7 +276,11 @@ pub struct Stepper {
 impl Stepper {
     /// A stepper for states of dimension `dim`, with each method's default settings.
     pub fn new(method: Integrator, dim: usize) -> Self {
-        Self { method, dopri: Dopri5::new(dim), midpoint: ImplicitMidpoint::default() }
+        Self {
+            method,
+            dopri: Dopri5::new(dim),
+            midpoint: ImplicitMidpoint::default(),
+        }
     }
 
     /// The method.
@@ -296,7 +312,10 @@ impl Stepper {
             .hamiltonian()
             .and_then(|h| h.separable())
             .map(Some)
-            .ok_or(IntegrateError::NotSeparable { integrator: self.method, family: system.family() })
+            .ok_or(IntegrateError::NotSeparable {
+                integrator: self.method,
+                family: system.family(),
+            })
     }
 
     /// Advances `x` by one step of size `h` (for `dopri`: adaptively from 0 to `h`).
@@ -304,7 +323,12 @@ impl Stepper {
     /// # Errors
     /// [`IntegrateError::NotSeparable`], [`IntegrateError::NotConverged`] and the adaptive
     /// step errors; `x` is unchanged after a failed implicit solve.
-    pub fn step(&mut self, system: &dyn System, x: &mut [f64], h: f64) -> Result<(), IntegrateError> {
+    pub fn step(
+        &mut self,
+        system: &dyn System,
+        x: &mut [f64],
+        h: f64,
+    ) -> Result<(), IntegrateError> {
         let separable = self.separable_of(system)?;
         if self.method == Integrator::Dopri {
             self.dopri.integrate(system, x, 0.0, h)?;
@@ -316,10 +340,14 @@ impl Stepper {
             (Integrator::Euler, _) => euler_step(&flow, &x0, h),
             (Integrator::Rk4, _) => rk4_step(&flow, &x0, h),
             (Integrator::Midpoint, _) => self.midpoint.step(&flow, &x0, h)?.0,
-            (Integrator::SymplecticEuler, Some(s)) => symplectic_euler_step(&SeparableFlow(s), &x0, h),
+            (Integrator::SymplecticEuler, Some(s)) => {
+                symplectic_euler_step(&SeparableFlow(s), &x0, h)
+            }
             (Integrator::Verlet, Some(s)) => verlet_step(&SeparableFlow(s), &x0, h),
             (Integrator::Yoshida4, Some(s)) => yoshida4_step(&SeparableFlow(s), &x0, h),
-            (method, _) => unreachable!("{method} is handled above or needs a separable field, checked above"),
+            (method, _) => {
+                unreachable!("{method} is handled above or needs a separable field, checked above")
+            }
         };
         x.copy_from_slice(&x1);
         Ok(())
@@ -379,14 +407,22 @@ pub fn simulate(
     let mut stepper = Stepper::new(method, dim);
     stepper.check(system)?;
     let mut x = x0.to_vec();
-    let mut out = Trajectory { t: Vec::with_capacity(steps + 1), x: Vec::with_capacity((steps + 1) * dim), dim };
+    let mut out = Trajectory {
+        t: Vec::with_capacity(steps + 1),
+        x: Vec::with_capacity((steps + 1) * dim),
+        dim,
+    };
     out.t.push(0.0);
     out.x.extend_from_slice(&x);
     for step in 1..=steps {
         stepper.step(system, &mut x, dt)?;
         let time = step as f64 * dt;
         if x.iter().any(|v| !v.is_finite()) {
-            return Err(IntegrateError::NonFinite { step, time, state: x });
+            return Err(IntegrateError::NonFinite {
+                step,
+                time,
+                state: x,
+            });
         }
         out.t.push(time);
         out.x.extend_from_slice(&x);

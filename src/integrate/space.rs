@@ -22,7 +22,9 @@ pub trait Space: Clone {
 
     /// self + Σᵢ aᵢ·kᵢ.
     fn lincomb(&self, terms: &[(f64, &Self)]) -> Self {
-        terms.iter().fold(self.clone(), |acc, (a, k)| acc.add_scaled(*a, k))
+        terms
+            .iter()
+            .fold(self.clone(), |acc, (a, k)| acc.add_scaled(*a, k))
     }
 
     /// maxᵢ |selfᵢ − otherᵢ| over every entry.
@@ -63,7 +65,9 @@ impl Space for Vec<f64> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        self.iter().zip(other).fold(0.0, |m, (a, b)| m.max((a - b).abs()))
+        self.iter()
+            .zip(other)
+            .fold(0.0, |m, (a, b)| m.max((a - b).abs()))
     }
 
     fn max_abs(&self) -> f64 {
@@ -91,7 +95,11 @@ impl Space for Vec<f32> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        f64::from(self.iter().zip(other).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())))
+        f64::from(
+            self.iter()
+                .zip(other)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs())),
+        )
     }
 
     fn max_abs(&self) -> f64 {
@@ -109,7 +117,11 @@ impl<B: Backend> Space for Tensor<B, 2> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        (self.clone() - other.clone()).abs().max().into_scalar().elem::<f64>()
+        (self.clone() - other.clone())
+            .abs()
+            .max()
+            .into_scalar()
+            .elem::<f64>()
     }
 
     fn max_abs(&self) -> f64 {
@@ -141,7 +153,10 @@ impl SplitFlow<Vec<f64>> for SeparableFlow<'_> {
         let mut qdot = vec![0.0; n];
         self.0.velocity(&x[n..], &mut qdot);
         let mut out = x.clone();
-        out[..n].iter_mut().zip(&qdot).for_each(|(q, v)| *q += h * v);
+        out[..n]
+            .iter_mut()
+            .zip(&qdot)
+            .for_each(|(q, v)| *q += h * v);
         out
     }
 
@@ -150,7 +165,10 @@ impl SplitFlow<Vec<f64>> for SeparableFlow<'_> {
         let mut pdot = vec![0.0; n];
         self.0.force(&x[..n], &mut pdot);
         let mut out = x.clone();
-        out[n..].iter_mut().zip(&pdot).for_each(|(p, f)| *p += h * f);
+        out[n..]
+            .iter_mut()
+            .zip(&pdot)
+            .for_each(|(p, f)| *p += h * f);
         out
     }
 }

@@ -5,21 +5,35 @@ use super::*;
 use crate::systems::{Family, MassSpring, System};
 
 /// Final-state error of `steps` steps of size `t_end / steps` against `exact`.
-fn final_error(sys: &dyn System, method: Integrator, x0: &[f64], t_end: f64, steps: usize, exact: &[f64]) -> f64 {
+fn final_error(
+    sys: &dyn System,
+    method: Integrator,
+    x0: &[f64],
+    t_end: f64,
+    steps: usize,
+    exact: &[f64],
+) -> f64 {
     let mut stepper = Stepper::new(method, x0.len());
     let mut x = x0.to_vec();
     let h = t_end / steps as f64;
     for _ in 0..steps {
         stepper.step(sys, &mut x, h).unwrap();
     }
-    x.iter().zip(exact).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt()
+    x.iter()
+        .zip(exact)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Least-squares slope of log(error) against log(h).
 fn observed_order(errors: &[(f64, f64)]) -> f64 {
     let n = errors.len() as f64;
     let pts: Vec<(f64, f64)> = errors.iter().map(|&(h, e)| (h.ln(), e.ln())).collect();
-    let (mx, my) = (pts.iter().map(|p| p.0).sum::<f64>() / n, pts.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
     sxy / sxx
@@ -46,18 +60,34 @@ fn observed_order_matches_theory() {
     let pendulum = Family::Pendulum.build(&[1.2, 0.9]).unwrap();
     let p0 = [1.0, 0.4];
     let mut pend_exact = p0.to_vec();
-    Dopri5::with_tolerance(2, 1e-13, 1e-13).integrate(pendulum.as_ref(), &mut pend_exact, 0.0, t_end).unwrap();
+    Dopri5::with_tolerance(2, 1e-13, 1e-13)
+        .integrate(pendulum.as_ref(), &mut pend_exact, 0.0, t_end)
+        .unwrap();
 
     for method in FIXED_STEP {
         for (name, sys, x0, exact) in [
-            ("mass_spring", &mass_spring as &dyn System, &x0[..], &ms_exact[..]),
+            (
+                "mass_spring",
+                &mass_spring as &dyn System,
+                &x0[..],
+                &ms_exact[..],
+            ),
             ("pendulum", pendulum.as_ref(), &p0[..], &pend_exact[..]),
         ] {
             // Low-order methods need smaller steps to reach their asymptotic regime.
-            let steps = if method.order() <= 2 { [100, 200, 400, 800] } else { [20, 40, 80, 160] };
+            let steps = if method.order() <= 2 {
+                [100, 200, 400, 800]
+            } else {
+                [20, 40, 80, 160]
+            };
             let errors: Vec<(f64, f64)> = steps
                 .iter()
-                .map(|&steps| (t_end / steps as f64, final_error(sys, method, x0, t_end, steps, exact)))
+                .map(|&steps| {
+                    (
+                        t_end / steps as f64,
+                        final_error(sys, method, x0, t_end, steps, exact),
+                    )
+                })
                 .collect();
             let order = observed_order(&errors);
             assert!(
@@ -88,7 +118,13 @@ fn dopri_meets_its_tolerance() {
 }
 
 /// Relative energy error |H(x_n) − H(x₀)|/|H(x₀)| at every step of a long run.
-fn energy_errors(sys: &dyn System, method: Integrator, x0: &[f64], h: f64, steps: usize) -> Vec<f64> {
+fn energy_errors(
+    sys: &dyn System,
+    method: Integrator,
+    x0: &[f64],
+    h: f64,
+    steps: usize,
+) -> Vec<f64> {
     let mut stepper = Stepper::new(method, x0.len());
     let mut x = x0.to_vec();
     let e0 = sys.energy(&x);
@@ -118,25 +154,64 @@ fn symplectic_energy_error_stays_bounded_while_explicit_methods_drift() {
     const H: f64 = 0.05;
     // (system, x0, ω, bound on the relative energy error of the symplectic methods)
     let cases = [
-        (Family::MassSpring.build(&[1.0, 1.0]).unwrap(), vec![1.0, 0.0], 1.0, 1e-3),
-        (Family::Pendulum.build(&[1.0, 9.81]).unwrap(), vec![1.5, 0.0], 1.0, 1e-3),
-        (Family::MassSpring.build(&[1.0, 5.0]).unwrap(), vec![1.0, 0.0], 5f64.sqrt(), 0.5 * 5.0 * H * H),
-        (Family::Pendulum.build(&[1.0, 0.5]).unwrap(), vec![1.5, 0.0], (9.81f64 / 0.5).sqrt(), 0.5 * 9.81 / 0.5 * H * H),
+        (
+            Family::MassSpring.build(&[1.0, 1.0]).unwrap(),
+            vec![1.0, 0.0],
+            1.0,
+            1e-3,
+        ),
+        (
+            Family::Pendulum.build(&[1.0, 9.81]).unwrap(),
+            vec![1.5, 0.0],
+            1.0,
+            1e-3,
+        ),
+        (
+            Family::MassSpring.build(&[1.0, 5.0]).unwrap(),
+            vec![1.0, 0.0],
+            5f64.sqrt(),
+            0.5 * 5.0 * H * H,
+        ),
+        (
+            Family::Pendulum.build(&[1.0, 0.5]).unwrap(),
+            vec![1.5, 0.0],
+            (9.81f64 / 0.5).sqrt(),
+            0.5 * 9.81 / 0.5 * H * H,
+        ),
     ];
     for (sys, x0, omega, bound) in &cases {
         let label = format!("{} (hω = {:.3})", sys.family(), H * omega);
         let tenth = STEPS / 10;
         for method in [Integrator::Verlet, Integrator::Midpoint] {
             let err = energy_errors(sys.as_ref(), method, x0, H, STEPS);
-            let (early, late) = (max_over(&err, 0..tenth), max_over(&err, STEPS - tenth..STEPS));
-            assert!(late < *bound, "{method} on {label}: relative energy error {late:e} ≥ {bound:e}");
-            assert!(late < 1.5 * early.max(1e-10), "{method} on {label}: error grows {early:e} → {late:e}");
+            let (early, late) = (
+                max_over(&err, 0..tenth),
+                max_over(&err, STEPS - tenth..STEPS),
+            );
+            assert!(
+                late < *bound,
+                "{method} on {label}: relative energy error {late:e} ≥ {bound:e}"
+            );
+            assert!(
+                late < 1.5 * early.max(1e-10),
+                "{method} on {label}: error grows {early:e} → {late:e}"
+            );
         }
         let rk4 = energy_errors(sys.as_ref(), Integrator::Rk4, x0, H, STEPS);
-        let (early, late) = (max_over(&rk4, 0..tenth), max_over(&rk4, STEPS - tenth..STEPS));
-        assert!(late > 5.0 * early, "rk4 on {label} should drift: {early:e} → {late:e}");
+        let (early, late) = (
+            max_over(&rk4, 0..tenth),
+            max_over(&rk4, STEPS - tenth..STEPS),
+        );
+        assert!(
+            late > 5.0 * early,
+            "rk4 on {label} should drift: {early:e} → {late:e}"
+        );
         let euler = energy_errors(sys.as_ref(), Integrator::Euler, x0, H, 2_000);
-        assert!(euler[1_999] > 1.0, "euler on {label} should blow up: {:e}", euler[1_999]);
+        assert!(
+            euler[1_999] > 1.0,
+            "euler on {label} should blow up: {:e}",
+            euler[1_999]
+        );
     }
 }
 
@@ -149,12 +224,18 @@ fn implicit_midpoint_reports_non_convergence() {
         let mut mid = ImplicitMidpoint::default().with_solver(solver);
         mid.max_iterations = 1;
         let err = mid.step(&flow, &vec![2.0, 1.0], 0.5).unwrap_err();
-        assert!(matches!(err, IntegrateError::NotConverged { iterations: 1, .. }), "{err}");
+        assert!(
+            matches!(err, IntegrateError::NotConverged { iterations: 1, .. }),
+            "{err}"
+        );
         mid.max_iterations = 100;
         let (_, its) = mid.step(&flow, &vec![2.0, 1.0], 0.05).unwrap();
         assert!(its >= 2, "{solver:?} converged in {its} iterations");
         let mut stepper = Stepper::new(Integrator::Midpoint, 2);
-        *stepper.midpoint_mut() = ImplicitMidpoint { max_iterations: 1, ..mid };
+        *stepper.midpoint_mut() = ImplicitMidpoint {
+            max_iterations: 1,
+            ..mid
+        };
         let mut x = vec![2.0, 1.0];
         assert!(stepper.step(sys.as_ref(), &mut x, 0.5).is_err());
         assert_eq!(x, vec![2.0, 1.0]);
@@ -170,18 +251,44 @@ fn newton_needs_fewer_iterations_than_fixed_point() {
     let sys = Family::Pendulum.build(&[1.0, 1.0]).unwrap();
     let iterations = |solver| {
         let mid = ImplicitMidpoint::default().with_solver(solver);
-        mid.step(&FieldFlow(sys.as_ref()), &vec![1.0, 0.0], 0.1).unwrap().1
+        mid.step(&FieldFlow(sys.as_ref()), &vec![1.0, 0.0], 0.1)
+            .unwrap()
+            .1
     };
-    let (fp, newton) = (iterations(ImplicitSolver::FixedPoint), iterations(ImplicitSolver::Newton));
-    assert!(newton <= 4 && newton < fp, "newton {newton}, fixed point {fp}");
+    let (fp, newton) = (
+        iterations(ImplicitSolver::FixedPoint),
+        iterations(ImplicitSolver::Newton),
+    );
+    assert!(
+        newton <= 4 && newton < fp,
+        "newton {newton}, fixed point {fp}"
+    );
 }
 
 #[test]
 fn verlet_on_generic_family_is_an_error_and_names_parse() {
     let dno = Family::Dno.build(&Family::Dno.default_params()).unwrap();
     let err = simulate(dno.as_ref(), Integrator::Verlet, &[0.0, 1.0, 0.0], 0.1, 10).unwrap_err();
-    assert!(matches!(err, IntegrateError::NotSeparable { family: Family::Dno, .. }), "{err}");
-    assert!(simulate(dno.as_ref(), Integrator::Midpoint, &[0.0, 1.0, 0.0], 0.1, 10).is_ok());
+    assert!(
+        matches!(
+            err,
+            IntegrateError::NotSeparable {
+                family: Family::Dno,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        simulate(
+            dno.as_ref(),
+            Integrator::Midpoint,
+            &[0.0, 1.0, 0.0],
+            0.1,
+            10
+        )
+        .is_ok()
+    );
     for m in Integrator::ALL {
         assert_eq!(m.name().parse::<Integrator>().unwrap(), m);
     }

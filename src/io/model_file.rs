@@ -18,8 +18,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use burn::tensor::backend::Backend;
 use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::backend::Backend;
 
 use crate::{
     PROTOCOL_VERSION,
@@ -73,7 +73,9 @@ pub enum ModelFileError {
         message: String,
     },
     /// The config beside the weights describes another network than the weights were saved with.
-    #[error("{path}: config field `{field}` is {in_config} but the weights were saved with {in_weights}")]
+    #[error(
+        "{path}: config field `{field}` is {in_config} but the weights were saved with {in_weights}"
+    )]
     ConfigMismatch {
         /// The weights file.
         path: PathBuf,
@@ -139,7 +141,9 @@ pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
 
 /// The config as RON.
 pub fn config_to_ron(config: &ModelConfig) -> String {
-    let pretty = ron::ser::PrettyConfig::new().depth_limit(3).struct_names(true);
+    let pretty = ron::ser::PrettyConfig::new()
+        .depth_limit(3)
+        .struct_names(true);
     ron::ser::to_string_pretty(config, pretty).expect("a ModelConfig serialises")
 }
 
@@ -160,18 +164,39 @@ pub fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, ModelFileErr
 
 /// Checks the values a [`ModelConfig`] may take.
 fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
-    let bad = |field, message: String| Err(ModelFileError::InvalidConfig { path: path.to_owned(), field, message });
+    let bad = |field, message: String| {
+        Err(ModelFileError::InvalidConfig {
+            path: path.to_owned(),
+            field,
+            message,
+        })
+    };
     if c.protocol != PROTOCOL_VERSION {
-        return bad("protocol", format!("{} is not the protocol of this build ({PROTOCOL_VERSION})", c.protocol));
+        return bad(
+            "protocol",
+            format!(
+                "{} is not the protocol of this build ({PROTOCOL_VERSION})",
+                c.protocol
+            ),
+        );
     }
     if !(1..=256).contains(&c.d_latent) {
         return bad("d_latent", format!("{} is outside 1..=256", c.d_latent));
     }
     if c.hidden.is_empty() || c.hidden.iter().any(|&h| !(1..=4096).contains(&h)) {
-        return bad("hidden", format!("{:?}: need at least one layer, each of width 1..=4096", c.hidden));
+        return bad(
+            "hidden",
+            format!(
+                "{:?}: need at least one layer, each of width 1..=4096",
+                c.hidden
+            ),
+        );
     }
     if c.assembly_hidden.iter().any(|&h| !(1..=4096).contains(&h)) {
-        return bad("assembly_hidden", format!("{:?}: widths must lie in 1..=4096", c.assembly_hidden));
+        return bad(
+            "assembly_hidden",
+            format!("{:?}: widths must lie in 1..=4096", c.assembly_hidden),
+        );
     }
     if let Modulation::Mr { rank } | Modulation::Svd { rank } = c.modulation
         && !(1..=256).contains(&rank)
@@ -181,20 +206,44 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
     let generic = c.family.spec().structure == Structure::Generic;
     match c.architecture {
         Architecture::Generic { k } if !generic => {
-            return bad("architecture", format!("{} is Hamiltonian; use Hnn or SeparableHnn, not Generic(k: {k})", c.family));
+            return bad(
+                "architecture",
+                format!(
+                    "{} is Hamiltonian; use Hnn or SeparableHnn, not Generic(k: {k})",
+                    c.family
+                ),
+            );
         }
         Architecture::Generic { k } if !(1..=64).contains(&k) => {
-            return bad("architecture", format!("assembly rank k = {k} is outside 1..=64"));
+            return bad(
+                "architecture",
+                format!("assembly rank k = {k} is outside 1..=64"),
+            );
         }
         Architecture::Hnn | Architecture::SeparableHnn if generic => {
-            return bad("architecture", format!("{} is a GENERIC family; use Generic(k: 4)", c.family));
+            return bad(
+                "architecture",
+                format!("{} is a GENERIC family; use Generic(k: 4)", c.family),
+            );
         }
         _ => {}
     }
     if !c.latents.mean.is_empty() && c.latents.mean.len() != c.d_latent {
-        return bad("latents", format!("mean has {} components, d_latent is {}", c.latents.mean.len(), c.d_latent));
+        return bad(
+            "latents",
+            format!(
+                "mean has {} components, d_latent is {}",
+                c.latents.mean.len(),
+                c.d_latent
+            ),
+        );
     }
-    if c.latents.mean.iter().chain(&c.latents.std).any(|v| !v.is_finite()) {
+    if c.latents
+        .mean
+        .iter()
+        .chain(&c.latents.std)
+        .any(|v| !v.is_finite())
+    {
         return bad("latents", "mean and std must be finite".into());
     }
     Ok(())
@@ -218,11 +267,24 @@ pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), Model
     let mut store = SafetensorsStore::from_bytes(None)
         .metadata("noether.format", FORMAT)
         .metadata("noether.config", compact);
-    model.save_into(&mut store).map_err(|e| ModelFileError::Weights { path: weights_path.clone(), message: e.to_string() })?;
-    let bytes = store.get_bytes().map_err(|e| ModelFileError::Weights { path: weights_path.clone(), message: e.to_string() })?;
+    model
+        .save_into(&mut store)
+        .map_err(|e| ModelFileError::Weights {
+            path: weights_path.clone(),
+            message: e.to_string(),
+        })?;
+    let bytes = store.get_bytes().map_err(|e| ModelFileError::Weights {
+        path: weights_path.clone(),
+        message: e.to_string(),
+    })?;
     fs::write(&weights_path, bytes).map_err(io(&weights_path))?;
-    fs::write(&ron_path, format!("// noether model config (DESIGN.md §4); weights in the .safetensors beside it\n{ron}\n"))
-        .map_err(io(&ron_path))
+    fs::write(
+        &ron_path,
+        format!(
+            "// noether model config (DESIGN.md §4); weights in the .safetensors beside it\n{ron}\n"
+        ),
+    )
+    .map_err(io(&ron_path))
 }
 
 /// Reads `NAME.ron` and `NAME.safetensors` and rebuilds the model on `device`.
@@ -231,9 +293,15 @@ pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), Model
 /// Every [`ModelFileError`] variant but `Io` on write.
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<Model<B>, ModelFileError> {
     let (ron_path, weights_path) = model_paths(path);
-    let text = fs::read_to_string(&ron_path).map_err(|source| ModelFileError::Io { path: ron_path.clone(), source })?;
+    let text = fs::read_to_string(&ron_path).map_err(|source| ModelFileError::Io {
+        path: ron_path.clone(),
+        source,
+    })?;
     let config = parse_config(&text, &ron_path)?;
-    let bytes = fs::read(&weights_path).map_err(|source| ModelFileError::Io { path: weights_path.clone(), source })?;
+    let bytes = fs::read(&weights_path).map_err(|source| ModelFileError::Io {
+        path: weights_path.clone(),
+        source,
+    })?;
     load_weights(config, bytes, &weights_path, device)
 }
 
@@ -250,22 +318,39 @@ pub fn load_weights<B: Backend>(
     device: &B::Device,
 ) -> Result<Model<B>, ModelFileError> {
     let path = weights_path.to_owned();
-    let weights_err = |message: String| ModelFileError::Weights { path: path.clone(), message };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(e.to_string()))?;
+    let weights_err = |message: String| ModelFileError::Weights {
+        path: path.clone(),
+        message,
+    };
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(e.to_string()))?;
     let header = meta.metadata().clone().unwrap_or_default();
     if header.get("noether.format").map(String::as_str) != Some(FORMAT) {
-        return Err(weights_err(format!("header `noether.format` is not `{FORMAT}`")));
+        return Err(weights_err(format!(
+            "header `noether.format` is not `{FORMAT}`"
+        )));
     }
-    let saved = header.get("noether.config").ok_or_else(|| weights_err("header has no `noether.config`".into()))?;
-    let saved: ModelConfig = ron::from_str(saved).map_err(|e| weights_err(format!("embedded config: {e}")))?;
+    let saved = header
+        .get("noether.config")
+        .ok_or_else(|| weights_err("header has no `noether.config`".into()))?;
+    let saved: ModelConfig =
+        ron::from_str(saved).map_err(|e| weights_err(format!("embedded config: {e}")))?;
     check_same_network(&config, &saved, &path)?;
 
     let mut model = config.init::<B>(device);
-    let mut store = SafetensorsStore::from_bytes(Some(bytes)).validate(false).allow_partial(true);
-    let result = model.load_from(&mut store).map_err(|e| weights_err(e.to_string()))?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .validate(false)
+        .allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| weights_err(e.to_string()))?;
     if let Some(e) = result.errors.first() {
         return Err(match e {
-            ApplyError::ShapeMismatch { path: tensor, expected, found } => ModelFileError::ShapeMismatch {
+            ApplyError::ShapeMismatch {
+                path: tensor,
+                expected,
+                found,
+            } => ModelFileError::ShapeMismatch {
                 path,
                 tensor: tensor.clone(),
                 expected: expected.to_vec(),
@@ -275,34 +360,78 @@ pub fn load_weights<B: Backend>(
         });
     }
     if let Some((tensor, _)) = result.missing.first() {
-        return Err(ModelFileError::MissingTensor { path, tensor: tensor.clone() });
+        return Err(ModelFileError::MissingTensor {
+            path,
+            tensor: tensor.clone(),
+        });
     }
     if let Some(tensor) = result.unused.first() {
-        return Err(ModelFileError::UnusedTensor { path, tensor: tensor.clone() });
+        return Err(ModelFileError::UnusedTensor {
+            path,
+            tensor: tensor.clone(),
+        });
     }
     for snapshot in model.collect(None, None, false) {
-        let data = snapshot.to_data().map_err(|e| weights_err(format!("{e:?}")))?;
+        let data = snapshot
+            .to_data()
+            .map_err(|e| weights_err(format!("{e:?}")))?;
         let finite = data.iter::<f64>().all(f64::is_finite);
         if !finite {
-            return Err(ModelFileError::NonFinite { path, tensor: snapshot.full_path() });
+            return Err(ModelFileError::NonFinite {
+                path,
+                tensor: snapshot.full_path(),
+            });
         }
     }
     Ok(model)
 }
 
 /// The fields that shape the network must agree between the `.ron` and the weights.
-fn check_same_network(config: &ModelConfig, saved: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
+fn check_same_network(
+    config: &ModelConfig,
+    saved: &ModelConfig,
+    path: &Path,
+) -> Result<(), ModelFileError> {
     let fields: [(&'static str, String, String); 6] = [
-        ("family", config.family.to_string(), saved.family.to_string()),
-        ("architecture", format!("{:?}", config.architecture), format!("{:?}", saved.architecture)),
-        ("modulation", config.modulation.to_string(), saved.modulation.to_string()),
-        ("d_latent", config.d_latent.to_string(), saved.d_latent.to_string()),
-        ("hidden", format!("{:?}", config.hidden), format!("{:?}", saved.hidden)),
-        ("assembly_hidden", format!("{:?}", config.assembly_hidden), format!("{:?}", saved.assembly_hidden)),
+        (
+            "family",
+            config.family.to_string(),
+            saved.family.to_string(),
+        ),
+        (
+            "architecture",
+            format!("{:?}", config.architecture),
+            format!("{:?}", saved.architecture),
+        ),
+        (
+            "modulation",
+            config.modulation.to_string(),
+            saved.modulation.to_string(),
+        ),
+        (
+            "d_latent",
+            config.d_latent.to_string(),
+            saved.d_latent.to_string(),
+        ),
+        (
+            "hidden",
+            format!("{:?}", config.hidden),
+            format!("{:?}", saved.hidden),
+        ),
+        (
+            "assembly_hidden",
+            format!("{:?}", config.assembly_hidden),
+            format!("{:?}", saved.assembly_hidden),
+        ),
     ];
     for (field, in_config, in_weights) in fields {
         if in_config != in_weights {
-            return Err(ModelFileError::ConfigMismatch { path: path.to_owned(), field, in_config, in_weights });
+            return Err(ModelFileError::ConfigMismatch {
+                path: path.to_owned(),
+                field,
+                in_config,
+                in_weights,
+            });
         }
     }
     Ok(())

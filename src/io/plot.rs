@@ -32,7 +32,10 @@ fn fonts() {
 }
 
 fn err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
-    move |message| PlotError { path: path.display().to_string(), message }
+    move |message| PlotError {
+        path: path.display().to_string(),
+        message,
+    }
 }
 
 /// Distinct series colours.
@@ -64,7 +67,12 @@ pub struct Series {
 /// Axis ranges covering every finite point, padded by 5%.
 fn bounds(series: &[Series], log_x: bool, log_y: bool) -> ((f64, f64), (f64, f64)) {
     let ok = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for p in series.iter().flat_map(|s| &s.points) {
         if ok(p.0, log_x) && ok(p.1, log_y) {
             (x0, x1, y0, y1) = (x0.min(p.0), x1.max(p.0), y0.min(p.1), y1.max(p.1));
@@ -88,7 +96,15 @@ fn bounds(series: &[Series], log_x: bool, log_y: bool) -> ((f64, f64), (f64, f64
 ///
 /// # Errors
 /// [`PlotError`] when the file cannot be written.
-pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], log_x: bool, log_y: bool) -> Result<(), PlotError> {
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_x: bool,
+    log_y: bool,
+) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
@@ -103,16 +119,36 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
                 .y_label_area_size(70)
                 .build_cartesian_2d($xr, $yr)
                 .map_err(|x| e(x.to_string()))?;
-            chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 14)).draw().map_err(|x| e(x.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
             for (i, s) in series.iter().enumerate() {
                 let color = palette(i);
-                let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite() && (!log_x || p.0 > 0.0) && (!log_y || p.1 > 0.0)).collect();
+                let pts: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        p.0.is_finite()
+                            && p.1.is_finite()
+                            && (!log_x || p.0 > 0.0)
+                            && (!log_y || p.1 > 0.0)
+                    })
+                    .collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                     .map_err(|x| e(x.to_string()))?
                     .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|x| e(x.to_string()))?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                    .map_err(|x| e(x.to_string()))?;
             }
             chart
                 .configure_series_labels()
@@ -149,12 +185,20 @@ pub struct FieldPanel {
 ///
 /// # Errors
 /// [`PlotError`] when the file cannot be written.
-pub fn field_panels(path: &Path, title: &str, axes: (&str, &str), range: (f64, f64), panels: &[FieldPanel]) -> Result<(), PlotError> {
+pub fn field_panels(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    range: (f64, f64),
+    panels: &[FieldPanel],
+) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
     let root = BitMapBackend::new(path, (520 * panels.len() as u32, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(|x| e(x.to_string()))?;
+    let root = root
+        .titled(title, ("sans-serif", 24))
+        .map_err(|x| e(x.to_string()))?;
     let areas = root.split_evenly((1, panels.len()));
     let (lo, hi) = range;
     for (area, panel) in areas.iter().zip(panels) {
@@ -165,8 +209,19 @@ pub fn field_panels(path: &Path, title: &str, axes: (&str, &str), range: (f64, f
             .y_label_area_size(45)
             .build_cartesian_2d(lo..hi, lo..hi)
             .map_err(|x| e(x.to_string()))?;
-        chart.configure_mesh().x_desc(axes.0).y_desc(axes.1).label_style(("sans-serif", 13)).draw().map_err(|x| e(x.to_string()))?;
-        let vmax = panel.arrows.iter().map(|a| a.2.hypot(a.3)).filter(|v| v.is_finite()).fold(1e-12, f64::max);
+        chart
+            .configure_mesh()
+            .x_desc(axes.0)
+            .y_desc(axes.1)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        let vmax = panel
+            .arrows
+            .iter()
+            .map(|a| a.2.hypot(a.3))
+            .filter(|v| v.is_finite())
+            .fold(1e-12, f64::max);
         let spacing = (hi - lo) / (panel.arrows.len() as f64).sqrt().max(1.0);
         for &(x, y, u, v) in &panel.arrows {
             let speed = u.hypot(v);
@@ -176,13 +231,27 @@ pub fn field_panels(path: &Path, title: &str, axes: (&str, &str), range: (f64, f
             let scale = 0.9 * spacing / vmax;
             let (ex, ey) = (x + u * scale, y + v * scale);
             let c = ViridisRGB::get_color_normalized(speed, 0.0, vmax);
-            chart.draw_series(std::iter::once(PathElement::new(vec![(x, y), (ex, ey)], c.stroke_width(1)))).map_err(|x| e(x.to_string()))?;
-            chart.draw_series(std::iter::once(Circle::new((ex, ey), 2, c.filled()))).map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, y), (ex, ey)],
+                    c.stroke_width(1),
+                )))
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .draw_series(std::iter::once(Circle::new((ex, ey), 2, c.filled())))
+                .map_err(|x| e(x.to_string()))?;
         }
         for (i, s) in panel.trajectories.iter().enumerate() {
             let color = if i % 2 == 0 { BLACK } else { RED };
-            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-            chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(|x| e(x.to_string()))?;
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|x| e(x.to_string()))?;
         }
     }
     root.present().map_err(|x| e(x.to_string()))
@@ -192,14 +261,30 @@ pub fn field_panels(path: &Path, title: &str, axes: (&str, &str), range: (f64, f
 ///
 /// # Errors
 /// [`PlotError`] when the file cannot be written.
-pub fn heatmap(path: &Path, title: &str, row_labels: &[String], col_labels: &[String], axes: (&str, &str), values: &[Vec<f64>]) -> Result<(), PlotError> {
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    row_labels: &[String],
+    col_labels: &[String],
+    axes: (&str, &str),
+    values: &[Vec<f64>],
+) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
     let root = BitMapBackend::new(path, (700, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let (rows, cols) = (row_labels.len(), col_labels.len());
-    let logs: Vec<f64> = values.iter().flatten().filter(|v| v.is_finite() && **v > 0.0).map(|v| v.log10()).collect();
-    let (lo, hi) = logs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+    let logs: Vec<f64> = values
+        .iter()
+        .flatten()
+        .filter(|v| v.is_finite() && **v > 0.0)
+        .map(|v| v.log10())
+        .collect();
+    let (lo, hi) = logs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -214,8 +299,18 @@ pub fn heatmap(path: &Path, title: &str, row_labels: &[String], col_labels: &[St
         .y_desc(axes.1)
         .x_labels(cols)
         .y_labels(rows)
-        .x_label_formatter(&|v| col_labels.get(v.floor() as usize).cloned().unwrap_or_default())
-        .y_label_formatter(&|v| row_labels.get(v.floor() as usize).cloned().unwrap_or_default())
+        .x_label_formatter(&|v| {
+            col_labels
+                .get(v.floor() as usize)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .y_label_formatter(&|v| {
+            row_labels
+                .get(v.floor() as usize)
+                .cloned()
+                .unwrap_or_default()
+        })
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(x.to_string()))?;
@@ -227,10 +322,23 @@ pub fn heatmap(path: &Path, title: &str, row_labels: &[String], col_labels: &[St
                 RGBColor(200, 200, 200)
             };
             let (x, y) = (c as f64, r as f64);
-            chart.draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], color.filled()))).map_err(|x| e(x.to_string()))?;
-            let text = if v.is_finite() { format!("{v:.2e}") } else { "n/a".into() };
             chart
-                .draw_series(std::iter::once(Text::new(text, (x + 0.2, y + 0.55), ("sans-serif", 15).into_font().color(&WHITE))))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1.0, y + 1.0)],
+                    color.filled(),
+                )))
+                .map_err(|x| e(x.to_string()))?;
+            let text = if v.is_finite() {
+                format!("{v:.2e}")
+            } else {
+                "n/a".into()
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    text,
+                    (x + 0.2, y + 0.55),
+                    ("sans-serif", 15).into_font().color(&WHITE),
+                )))
                 .map_err(|x| e(x.to_string()))?;
         }
     }
@@ -246,14 +354,25 @@ mod tests {
     fn figures_are_deterministic_pngs() {
         let dir = std::env::temp_dir().join(format!("noether-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let series = vec![Series { label: "a".into(), points: vec![(1.0, 0.5), (10.0, 0.05), (100.0, 0.01)] }];
+        let series = vec![Series {
+            label: "a".into(),
+            points: vec![(1.0, 0.5), (10.0, 0.05), (100.0, 0.01)],
+        }];
         let (p1, p2) = (dir.join("a.png"), dir.join("b.png"));
         line_chart(&p1, "t", "x", "y", &series, true, true).unwrap();
         line_chart(&p2, "t", "x", "y", &series, true, true).unwrap();
         let (a, b) = (std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap());
         assert_eq!(&a[..8], b"\x89PNG\r\n\x1a\n");
         assert_eq!(a, b);
-        heatmap(&dir.join("h.png"), "h", &["1".into(), "2".into()], &["a".into()], ("x", "y"), &[vec![0.1], vec![f64::NAN]]).unwrap();
+        heatmap(
+            &dir.join("h.png"),
+            "h",
+            &["1".into(), "2".into()],
+            &["a".into()],
+            ("x", "y"),
+            &[vec![0.1], vec![f64::NAN]],
+        )
+        .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

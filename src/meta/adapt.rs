@@ -41,9 +41,17 @@ impl AdaptConfig {
     ///
     /// [`TrainingRecord`]: crate::nn::TrainingRecord
     pub fn for_model(config: &crate::nn::ModelConfig, shots: usize) -> Self {
-        let base = Self { shots, ..Self::default() };
+        let base = Self {
+            shots,
+            ..Self::default()
+        };
         match &config.training {
-            Some(t) => Self { steps: t.adapt_steps, lr: t.adapt_lr, lambda_z: t.lambda_z, ..base },
+            Some(t) => Self {
+                steps: t.adapt_steps,
+                lr: t.adapt_lr,
+                lambda_z: t.lambda_z,
+                ..base
+            },
             None => base,
         }
     }
@@ -51,7 +59,13 @@ impl AdaptConfig {
 
 impl Default for AdaptConfig {
     fn default() -> Self {
-        Self { steps: 100, lr: 1e-2, lambda_z: 1e-2, shots: 10, start: LatentStart::Mean }
+        Self {
+            steps: 100,
+            lr: 1e-2,
+            lambda_z: 1e-2,
+            shots: 10,
+            start: LatentStart::Mean,
+        }
     }
 }
 
@@ -81,12 +95,23 @@ pub fn concat(tasks: &[Points]) -> Points {
 /// mean ‖f(x; z) − ẋ‖² + λ_z mean_t ‖z_t‖². All tasks are adapted in one batch: Adam is
 /// element-wise and each task's loss depends only on its own latent, so this equals adapting
 /// them one by one (up to the scale of the mean), at the cost of one batched call per step.
-pub fn adapt_latents(params: &ModelParams, tasks: &[Points], start: &[f32], cfg: &AdaptConfig) -> Adapted {
+pub fn adapt_latents(
+    params: &ModelParams,
+    tasks: &[Points],
+    start: &[f32],
+    cfg: &AdaptConfig,
+) -> Adapted {
     let dz = start.len();
     let all = concat(tasks);
-    let batch = Batch { x: &all.x, dx: &all.dx, task: &all.task };
+    let batch = Batch {
+        x: &all.x,
+        dx: &all.dx,
+        task: &all.task,
+    };
     let objective = Objective::new(params);
-    let mut z: Vec<f32> = (0..tasks.len()).flat_map(|_| start.iter().copied()).collect();
+    let mut z: Vec<f32> = (0..tasks.len())
+        .flat_map(|_| start.iter().copied())
+        .collect();
     let mut adam = AdamState::default();
     let scale = (2.0 * cfg.lambda_z / tasks.len().max(1) as f64) as f32;
     let initial_loss = objective.loss_grad(batch, &z, false).loss;
@@ -96,5 +121,9 @@ pub fn adapt_latents(params: &ModelParams, tasks: &[Points], start: &[f32], cfg:
         adam.update(&mut z, &g, cfg.lr);
     }
     let final_loss = objective.loss_grad(batch, &z, false).loss;
-    Adapted { latents: z.chunks(dz.max(1)).map(<[f32]>::to_vec).collect(), initial_loss, final_loss }
+    Adapted {
+        latents: z.chunks(dz.max(1)).map(<[f32]>::to_vec).collect(),
+        initial_loss,
+        final_loss,
+    }
 }

@@ -47,7 +47,12 @@ pub enum Baseline {
 
 impl Baseline {
     /// All baselines.
-    pub const ALL: [Baseline; 4] = [Baseline::Scratch, Baseline::Maml, Baseline::Anil, Baseline::Reptile];
+    pub const ALL: [Baseline; 4] = [
+        Baseline::Scratch,
+        Baseline::Maml,
+        Baseline::Anil,
+        Baseline::Reptile,
+    ];
 
     /// Name in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -134,12 +139,28 @@ pub struct BaselineOutcome {
 
 /// The unmodulated counterpart of a family's model config.
 pub fn baseline_config(config: &ModelConfig) -> ModelConfig {
-    ModelConfig { modulation: Modulation::None, ..config.clone() }
+    ModelConfig {
+        modulation: Modulation::None,
+        ..config.clone()
+    }
 }
 
-fn loss_grad(params: &ModelParams, points: &Points, dz: usize, want: bool) -> (f64, Option<ModelParams>) {
+fn loss_grad(
+    params: &ModelParams,
+    points: &Points,
+    dz: usize,
+    want: bool,
+) -> (f64, Option<ModelParams>) {
     let zeros = vec![0.0; dz * (points.task.iter().max().map_or(0, |m| m + 1))];
-    let out = Objective::new(params).loss_grad(Batch { x: &points.x, dx: &points.dx, task: &points.task }, &zeros, want);
+    let out = Objective::new(params).loss_grad(
+        Batch {
+            x: &points.x,
+            dx: &points.dx,
+            task: &points.task,
+        },
+        &zeros,
+        want,
+    );
     (out.loss, out.params)
 }
 
@@ -153,17 +174,34 @@ fn sgd(params: &mut ModelParams, g: &ModelParams, a: f64, baseline: Baseline) {
 }
 
 /// k inner SGD steps on `points` (the adaptation of MAML, ANIL and Reptile at test time).
-pub fn inner_adapt(params: &ModelParams, points: &Points, baseline: Baseline, cfg: &BaselineConfig, dz: usize) -> ModelParams {
+pub fn inner_adapt(
+    params: &ModelParams,
+    points: &Points,
+    baseline: Baseline,
+    cfg: &BaselineConfig,
+    dz: usize,
+) -> ModelParams {
     let mut adapted = params.clone();
     for _ in 0..cfg.inner_steps {
         let (_, g) = loss_grad(&adapted, points, dz, true);
-        sgd(&mut adapted, &g.expect("gradients"), -cfg.inner_lr, baseline);
+        sgd(
+            &mut adapted,
+            &g.expect("gradients"),
+            -cfg.inner_lr,
+            baseline,
+        );
     }
     adapted
 }
 
 /// A fresh network of `config` trained on `points` with Adam (Scratch).
-pub fn scratch<B: Backend>(config: &ModelConfig, points: &Points, cfg: &BaselineConfig, seed: u64, device: &B::Device) -> ModelParams {
+pub fn scratch<B: Backend>(
+    config: &ModelConfig,
+    points: &Points,
+    cfg: &BaselineConfig,
+    seed: u64,
+    device: &B::Device,
+) -> ModelParams {
     let mut params = ModelParams::from_model(&config.clone().with_seed(seed).init::<B>(device));
     let mut adam = ParamsAdam::default();
     for _ in 0..cfg.scratch_steps {
@@ -171,7 +209,9 @@ pub fn scratch<B: Backend>(config: &ModelConfig, points: &Points, cfg: &Baseline
         if !loss.is_finite() {
             break;
         }
-        adam.step(&mut params, &g.expect("gradients"), cfg.scratch_lr, |_| true);
+        adam.step(&mut params, &g.expect("gradients"), cfg.scratch_lr, |_| {
+            true
+        });
     }
     params
 }
@@ -186,8 +226,20 @@ pub fn adapt_baseline<B: Backend>(
     device: &B::Device,
 ) -> ModelParams {
     match baseline {
-        Baseline::Scratch => scratch::<B>(&outcome.config, shots, cfg, cfg.seed * 1_000 + instance as u64, device),
-        _ => inner_adapt(&outcome.params, shots, baseline, cfg, outcome.config.d_latent),
+        Baseline::Scratch => scratch::<B>(
+            &outcome.config,
+            shots,
+            cfg,
+            cfg.seed * 1_000 + instance as u64,
+            device,
+        ),
+        _ => inner_adapt(
+            &outcome.params,
+            shots,
+            baseline,
+            cfg,
+            outcome.config.d_latent,
+        ),
     }
 }
 
@@ -214,8 +266,16 @@ pub fn train_baseline<B: Backend>(
             data_seed: tasks.datasets[0].spec.seed,
             lambda_z: 0.0,
             lambda_phi: 0.0,
-            adapt_steps: if baseline == Baseline::Scratch { cfg.scratch_steps } else { cfg.inner_steps },
-            adapt_lr: if baseline == Baseline::Scratch { cfg.scratch_lr } else { cfg.inner_lr },
+            adapt_steps: if baseline == Baseline::Scratch {
+                cfg.scratch_steps
+            } else {
+                cfg.inner_steps
+            },
+            adapt_lr: if baseline == Baseline::Scratch {
+                cfg.scratch_lr
+            } else {
+                cfg.inner_lr
+            },
             best_iteration: iterations,
             best_validation: f64::NAN,
             seconds: started.elapsed().as_secs_f64(),
@@ -223,14 +283,21 @@ pub fn train_baseline<B: Backend>(
     };
     if baseline == Baseline::Scratch {
         record(&mut config, 0);
-        return BaselineOutcome { config, params, history, diverged };
+        return BaselineOutcome {
+            config,
+            params,
+            history,
+            diverged,
+        };
     }
     let ids = tasks.meta_train();
     let mut rng = stream_rng(&format!("baselines/{baseline}"), cfg.seed, 0);
     let mut adam = ParamsAdam::default();
     let mut window = (0.0, 0usize);
     for it in 1..=cfg.iterations {
-        let batch: Vec<usize> = rand::seq::index::sample(&mut rng, ids.len(), cfg.batch_tasks.min(ids.len())).into_vec();
+        let batch: Vec<usize> =
+            rand::seq::index::sample(&mut rng, ids.len(), cfg.batch_tasks.min(ids.len()))
+                .into_vec();
         let mut outer = params.zeros_like();
         let mut query_loss = 0.0;
         for &b in &batch {
@@ -250,11 +317,22 @@ pub fn train_baseline<B: Backend>(
                         let points = tasks.batch(&[task], cfg.query, &mut rng);
                         let (loss, g) = loss_grad(&adapted, &points, dz, true);
                         query_loss += loss / cfg.inner_steps as f64;
-                        sgd(&mut adapted, &g.expect("gradients"), -cfg.inner_lr, baseline);
+                        sgd(
+                            &mut adapted,
+                            &g.expect("gradients"),
+                            -cfg.inner_lr,
+                            baseline,
+                        );
                     }
                     // Accumulate θ′ − θ.
-                    for ((o, _), ((a, _), (p, _))) in outer.tensors_mut().into_iter().zip(adapted.tensors().into_iter().zip(params.tensors())) {
-                        o.iter_mut().zip(a.iter().zip(p)).for_each(|(o, (a, p))| *o += a - p);
+                    for ((o, _), ((a, _), (p, _))) in outer
+                        .tensors_mut()
+                        .into_iter()
+                        .zip(adapted.tensors().into_iter().zip(params.tensors()))
+                    {
+                        o.iter_mut()
+                            .zip(a.iter().zip(p))
+                            .for_each(|(o, (a, p))| *o += a - p);
                     }
                 }
                 Baseline::Scratch => unreachable!("returned above"),
@@ -263,7 +341,9 @@ pub fn train_baseline<B: Backend>(
         let scale = 1.0 / batch.len() as f64;
         query_loss *= scale;
         if !query_loss.is_finite() {
-            diverged = Some(format!("{baseline}: query loss became {query_loss} at iteration {it}"));
+            diverged = Some(format!(
+                "{baseline}: query loss became {query_loss} at iteration {it}"
+            ));
             break;
         }
         match baseline {
@@ -279,7 +359,9 @@ pub fn train_baseline<B: Backend>(
             }
         }
         if !params.all_finite() {
-            diverged = Some(format!("{baseline}: weights became non-finite at iteration {it}"));
+            diverged = Some(format!(
+                "{baseline}: weights became non-finite at iteration {it}"
+            ));
             break;
         }
         progress(it, query_loss);
@@ -290,5 +372,10 @@ pub fn train_baseline<B: Backend>(
         }
     }
     record(&mut config, history.last().map_or(0, |h| h.0));
-    BaselineOutcome { config, params, history, diverged }
+    BaselineOutcome {
+        config,
+        params,
+        history,
+        diverged,
+    }
 }

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::task::{QUERY, TaskSet};
 use crate::{
     integrate::rk4_step,
-    metrics::{FieldGrid, GenericResiduals, ROLLOUT_SUBSTEPS, energy_drift, field_error, field_ssim, trajectory_error},
+    metrics::{
+        FieldGrid, GenericResiduals, ROLLOUT_SUBSTEPS, energy_drift, field_error, field_ssim,
+        trajectory_error,
+    },
     nn::cpu::{CpuFlow, CpuModel},
 };
 
@@ -75,12 +78,14 @@ impl EvalReport {
 
     /// ε_traj over instances.
     pub fn traj_error(&self) -> Stat {
-        self.stat(|m| Some(m.traj_error)).expect("at least one instance")
+        self.stat(|m| Some(m.traj_error))
+            .expect("at least one instance")
     }
 
     /// ε_field over instances.
     pub fn field_error(&self) -> Stat {
-        self.stat(|m| Some(m.field_error)).expect("at least one instance")
+        self.stat(|m| Some(m.field_error))
+            .expect("at least one instance")
     }
 
     /// SSIM over instances.
@@ -95,11 +100,23 @@ impl EvalReport {
 
     /// Worst GENERIC residuals over instances: (‖L∇S‖, ‖M∇E‖, |dE/dt|, min dS/dt).
     pub fn generic_worst(&self) -> Option<(f64, f64, f64, f64)> {
-        let get = |f: &dyn Fn(&InstanceMetrics) -> Option<f64>| self.instances.iter().filter_map(f).collect::<Vec<_>>();
-        let (a, b, c, d) = (get(&|m| m.l_grad_s), get(&|m| m.m_grad_e), get(&|m| m.max_abs_de_dt), get(&|m| m.min_ds_dt));
+        let get = |f: &dyn Fn(&InstanceMetrics) -> Option<f64>| {
+            self.instances.iter().filter_map(f).collect::<Vec<_>>()
+        };
+        let (a, b, c, d) = (
+            get(&|m| m.l_grad_s),
+            get(&|m| m.m_grad_e),
+            get(&|m| m.max_abs_de_dt),
+            get(&|m| m.min_ds_dt),
+        );
         (!a.is_empty()).then(|| {
             let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-            (max(&a), max(&b), max(&c), d.iter().copied().fold(f64::INFINITY, f64::min))
+            (
+                max(&a),
+                max(&b),
+                max(&c),
+                d.iter().copied().fold(f64::INFINITY, f64::min),
+            )
         })
     }
 }
@@ -107,7 +124,13 @@ impl EvalReport {
 /// Rolls out `x0` rows (`[B·n]`) for `samples` samples of spacing `dt` with RK4 at
 /// Δt/[`ROLLOUT_SUBSTEPS`]; returns `[samples, B·n]` flattened. Rows that become non-finite
 /// stay NaN.
-pub fn rollout_batch(model: &CpuModel, latents: &[f32], x0: &[f32], dt: f64, samples: usize) -> Vec<Vec<f32>> {
+pub fn rollout_batch(
+    model: &CpuModel,
+    latents: &[f32],
+    x0: &[f32],
+    dt: f64,
+    samples: usize,
+) -> Vec<Vec<f32>> {
     let flow = CpuFlow { model, latents };
     let h = dt / ROLLOUT_SUBSTEPS as f64;
     let mut x = x0.to_vec();
@@ -123,22 +146,36 @@ pub fn rollout_batch(model: &CpuModel, latents: &[f32], x0: &[f32], dt: f64, sam
 
 /// Scores one instance's adapted field: `model` with `latent` (empty for a model without
 /// latent input, such as a folded or baseline model).
-pub fn evaluate_instance(tasks: &TaskSet<'_>, instance: usize, model: &CpuModel, latent: &[f32]) -> InstanceMetrics {
+pub fn evaluate_instance(
+    tasks: &TaskSet<'_>,
+    instance: usize,
+    model: &CpuModel,
+    latent: &[f32],
+) -> InstanceMetrics {
     let (data, local) = tasks.locate(instance);
     let family = data.spec.family;
     let n = family.dim();
-    let sys = family.build(data.params_of(local)).expect("dataset parameters are valid");
-    let per_row = |rows: usize| -> Vec<f32> { (0..rows).flat_map(|_| latent.iter().copied()).collect() };
+    let sys = family
+        .build(data.params_of(local))
+        .expect("dataset parameters are valid");
+    let per_row =
+        |rows: usize| -> Vec<f32> { (0..rows).flat_map(|_| latent.iter().copied()).collect() };
 
     // ε_traj over the query trajectories, rolled out together.
     let traj: Vec<&[f64]> = QUERY.map(|j| data.trajectory(local, j)).collect();
     let rows = traj.len();
-    let x0: Vec<f32> = traj.iter().flat_map(|t| t[..n].iter().map(|v| *v as f32)).collect();
+    let x0: Vec<f32> = traj
+        .iter()
+        .flat_map(|t| t[..n].iter().map(|v| *v as f32))
+        .collect();
     let z_rows = per_row(rows);
     let states = rollout_batch(model, &z_rows, &x0, data.dt, data.samples);
     let mut errors = Vec::with_capacity(rows);
     for (r, truth) in traj.iter().enumerate() {
-        let pred: Vec<f64> = states.iter().flat_map(|s| s[r * n..(r + 1) * n].iter().map(|v| f64::from(*v))).collect();
+        let pred: Vec<f64> = states
+            .iter()
+            .flat_map(|s| s[r * n..(r + 1) * n].iter().map(|v| f64::from(*v)))
+            .collect();
         errors.push(trajectory_error(&pred, truth));
     }
     let traj_error = errors.iter().sum::<f64>() / rows as f64;
@@ -170,7 +207,9 @@ pub fn evaluate_instance(tasks: &TaskSet<'_>, instance: usize, model: &CpuModel,
     let steps = states.len();
     if model.is_generic() {
         if finite {
-            let st = model.generic_structure(&all, &per_row(steps * rows)).expect("GENERIC model");
+            let st = model
+                .generic_structure(&all, &per_row(steps * rows))
+                .expect("GENERIC model");
             let mut res = GenericResiduals::default();
             let f64s = |v: &[f32]| v.iter().map(|x| f64::from(*x)).collect::<Vec<_>>();
             for b in 0..steps * rows {
@@ -181,14 +220,24 @@ pub fn evaluate_instance(tasks: &TaskSet<'_>, instance: usize, model: &CpuModel,
                     &f64s(&st.grad_entropy[b * n..(b + 1) * n]),
                 );
             }
-            (m.l_grad_s, m.m_grad_e, m.max_abs_de_dt, m.min_ds_dt) =
-                (Some(res.l_grad_s), Some(res.m_grad_e), Some(res.max_abs_de_dt), Some(res.min_ds_dt));
+            (m.l_grad_s, m.m_grad_e, m.max_abs_de_dt, m.min_ds_dt) = (
+                Some(res.l_grad_s),
+                Some(res.m_grad_e),
+                Some(res.max_abs_de_dt),
+                Some(res.min_ds_dt),
+            );
         }
     } else {
         let mut e = vec![0.0f32; steps * rows];
         model.energy(&all, &per_row(steps * rows), &mut e);
         let drift = (0..rows)
-            .map(|r| energy_drift(&(0..steps).map(|s| f64::from(e[s * rows + r])).collect::<Vec<_>>()))
+            .map(|r| {
+                energy_drift(
+                    &(0..steps)
+                        .map(|s| f64::from(e[s * rows + r]))
+                        .collect::<Vec<_>>(),
+                )
+            })
             .fold(0.0, f64::max);
         m.energy_drift = Some(if finite { drift } else { f64::INFINITY });
     }
@@ -197,7 +246,10 @@ pub fn evaluate_instance(tasks: &TaskSet<'_>, instance: usize, model: &CpuModel,
 
 /// Scores every meta-test instance; `adapted(k, i)` gives the model and latent of the k-th
 /// test instance, global id `i`.
-pub fn evaluate<'m>(tasks: &TaskSet<'_>, adapted: impl Fn(usize, usize) -> (&'m CpuModel, Vec<f32>)) -> EvalReport {
+pub fn evaluate<'m>(
+    tasks: &TaskSet<'_>,
+    adapted: impl Fn(usize, usize) -> (&'m CpuModel, Vec<f32>),
+) -> EvalReport {
     EvalReport {
         instances: tasks
             .meta_test()

@@ -36,10 +36,16 @@ impl Method {
     /// SVD(3) for dno).
     pub fn paper_grid(family: Family) -> Vec<Method> {
         let svd = if family == Family::Dno { 3 } else { 5 };
-        let mut out: Vec<Method> = [Modulation::Shift, Modulation::Fw, Modulation::RO, Modulation::Mr { rank: 5 }, Modulation::Svd { rank: svd }]
-            .into_iter()
-            .map(Method::Modulated)
-            .collect();
+        let mut out: Vec<Method> = [
+            Modulation::Shift,
+            Modulation::Fw,
+            Modulation::RO,
+            Modulation::Mr { rank: 5 },
+            Modulation::Svd { rank: svd },
+        ]
+        .into_iter()
+        .map(Method::Modulated)
+        .collect();
         out.extend(Baseline::ALL.map(Method::Baseline));
         out
     }
@@ -124,7 +130,12 @@ impl Profile {
             Profile::Quick => (2_500, 500),
             Profile::Paper => (20_000, 1_000),
         };
-        MetaConfig { iterations, validate_every, seed, ..MetaConfig::default() }
+        MetaConfig {
+            iterations,
+            validate_every,
+            seed,
+            ..MetaConfig::default()
+        }
     }
 
     /// Baseline settings.
@@ -133,7 +144,12 @@ impl Profile {
             Profile::Quick => (600, 300),
             Profile::Paper => (10_000, 1_000),
         };
-        BaselineConfig { iterations, scratch_steps, seed, ..BaselineConfig::default() }
+        BaselineConfig {
+            iterations,
+            scratch_steps,
+            seed,
+            ..BaselineConfig::default()
+        }
     }
 }
 
@@ -150,7 +166,9 @@ impl FromStr for Profile {
         match s {
             "quick" => Ok(Profile::Quick),
             "paper" => Ok(Profile::Paper),
-            other => Err(format!("unknown profile `{other}`; expected quick or paper")),
+            other => Err(format!(
+                "unknown profile `{other}`; expected quick or paper"
+            )),
         }
     }
 }
@@ -196,14 +214,27 @@ pub struct CellModel<B: Backend> {
 
 /// Adapts and evaluates a trained modulated model on `tasks`' test instances with `shots`
 /// shots; returns the report and the mean ε_traj.
-pub fn evaluate_modulated(params: &ModelParams, config: &ModelConfig, tasks: &TaskSet<'_>, shots: usize, start: LatentStart) -> EvalReport {
+pub fn evaluate_modulated(
+    params: &ModelParams,
+    config: &ModelConfig,
+    tasks: &TaskSet<'_>,
+    shots: usize,
+    start: LatentStart,
+) -> EvalReport {
     let cpu = CpuModel::from_params(params, config);
-    let adapt = AdaptConfig { start, ..AdaptConfig::for_model(config, shots) };
+    let adapt = AdaptConfig {
+        start,
+        ..AdaptConfig::for_model(config, shots)
+    };
     let z0: Vec<f32> = match start {
         LatentStart::Mean => config.mean_latent().iter().map(|v| *v as f32).collect(),
         LatentStart::Zero => vec![0.0; config.d_latent],
     };
-    let shot_sets: Vec<_> = tasks.meta_test().into_iter().map(|i| tasks.shots(i, shots)).collect();
+    let shot_sets: Vec<_> = tasks
+        .meta_test()
+        .into_iter()
+        .map(|i| tasks.shots(i, shots))
+        .collect();
     let adapted = adapt_latents(params, &shot_sets, &z0, &adapt);
     evaluate(tasks, |k, _| (&cpu, adapted.latents[k].clone()))
 }
@@ -242,21 +273,36 @@ pub fn run_modulated<B: Backend>(
     let shots = AdaptConfig::default().shots;
     let started = std::time::Instant::now();
     let total = cfg.iterations;
-    let outcome = meta_train::<B>(config, tasks, cfg, device, &mut |it, loss| progress(it, total, loss));
+    let outcome = meta_train::<B>(config, tasks, cfg, device, &mut |it, loss| {
+        progress(it, total, loss)
+    });
     let train_seconds = started.elapsed().as_secs_f64();
     let iterations = outcome.history.last().map_or(0, |h| h.iteration);
     let usable = outcome.best_iteration > 0;
     let params = ModelParams::from_model(&outcome.model);
     let trained = outcome.model.config.clone();
     let t = std::time::Instant::now();
-    let report = usable.then(|| evaluate_modulated(&params, &trained, tasks, shots, LatentStart::Mean));
+    let report =
+        usable.then(|| evaluate_modulated(&params, &trained, tasks, shots, LatentStart::Mean));
     let adapt_seconds = t.elapsed().as_secs_f64() / tasks.meta_test().len() as f64;
     let shots_sweep = if usable {
-        SHOTS_SWEEP.iter().map(|&k| (k, evaluate_modulated(&params, &trained, tasks, k, LatentStart::Mean).traj_error().mean)).collect()
+        SHOTS_SWEEP
+            .iter()
+            .map(|&k| {
+                (
+                    k,
+                    evaluate_modulated(&params, &trained, tasks, k, LatentStart::Mean)
+                        .traj_error()
+                        .mean,
+                )
+            })
+            .collect()
     } else {
         Vec::new()
     };
-    let zero_start = usable.then(|| evaluate_modulated(&params, &trained, tasks, shots, LatentStart::Zero).traj_error());
+    let zero_start = usable.then(|| {
+        evaluate_modulated(&params, &trained, tasks, shots, LatentStart::Zero).traj_error()
+    });
     let result = CellResult {
         family: config.family,
         method: Method::Modulated(config.modulation),
@@ -271,13 +317,21 @@ pub fn run_modulated<B: Backend>(
         zero_start,
         adapt_seconds_per_instance: adapt_seconds,
     };
-    (result, CellModel { model: outcome.model })
+    (
+        result,
+        CellModel {
+            model: outcome.model,
+        },
+    )
 }
 
 /// Trains and evaluates one cell with the profile's settings for `seed`, or `iterations`
 /// outer iterations when given (smoke tests). `progress(iteration, total, loss)` reports
 /// training.
-#[expect(clippy::too_many_arguments, reason = "the coordinates of one grid cell")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the coordinates of one grid cell"
+)]
 pub fn run_cell<B: Backend>(
     family: Family,
     method: Method,
@@ -308,15 +362,29 @@ pub fn run_cell<B: Backend>(
                 cfg.scratch_steps = cfg.scratch_steps.min(it);
             }
             let total = cfg.iterations;
-            let outcome = train_baseline::<B>(&base, baseline, tasks, &cfg, device, &mut |it, loss| progress(it, total, loss));
+            let outcome =
+                train_baseline::<B>(&base, baseline, tasks, &cfg, device, &mut |it, loss| {
+                    progress(it, total, loss)
+                });
             let train_seconds = started.elapsed().as_secs_f64();
             let iterations = outcome.history.last().map_or(0, |h| h.0);
             let usable = outcome.diverged.is_none();
             let t = std::time::Instant::now();
-            let report = usable.then(|| evaluate_baseline::<B>(&outcome, baseline, &cfg, tasks, shots, device));
+            let report = usable
+                .then(|| evaluate_baseline::<B>(&outcome, baseline, &cfg, tasks, shots, device));
             let adapt_seconds = t.elapsed().as_secs_f64() / tasks.meta_test().len() as f64;
             let shots_sweep = if usable {
-                SHOTS_SWEEP.iter().map(|&k| (k, evaluate_baseline::<B>(&outcome, baseline, &cfg, tasks, k, device).traj_error().mean)).collect()
+                SHOTS_SWEEP
+                    .iter()
+                    .map(|&k| {
+                        (
+                            k,
+                            evaluate_baseline::<B>(&outcome, baseline, &cfg, tasks, k, device)
+                                .traj_error()
+                                .mean,
+                        )
+                    })
+                    .collect()
             } else {
                 Vec::new()
             };

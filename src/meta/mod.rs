@@ -11,7 +11,15 @@ pub mod train;
 
 pub use adapt::{AdaptConfig, Adapted, LatentStart, adapt_latents};
 pub use baselines::{Baseline, BaselineConfig, BaselineOutcome, adapt_baseline, train_baseline};
-pub use grid::{CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell, run_modulated};
 pub use eval::{EvalReport, InstanceMetrics, Stat, evaluate, evaluate_instance};
-pub use task::{META_TEST, META_TRAIN, Points, QUERY, SUPPORT, TaskSet, VALIDATION, system_shots, system_trajectories};
-pub use train::{HistoryPoint, MetaConfig, MetaOutcome, latent_stats, meta_train, query_error, validation_error};
+pub use grid::{
+    CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell,
+    run_modulated,
+};
+pub use task::{
+    META_TEST, META_TRAIN, Points, QUERY, SUPPORT, TaskSet, VALIDATION, system_shots,
+    system_trajectories,
+};
+pub use train::{
+    HistoryPoint, MetaConfig, MetaOutcome, latent_stats, meta_train, query_error, validation_error,
+};

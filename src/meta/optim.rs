@@ -50,12 +50,22 @@ pub struct ParamsAdam {
 
 impl ParamsAdam {
     /// One step on the tensors whose role passes `filter`.
-    pub fn step(&mut self, params: &mut ModelParams, grads: &ModelParams, lr: f64, filter: impl Fn(ParamRole) -> bool) {
+    pub fn step(
+        &mut self,
+        params: &mut ModelParams,
+        grads: &ModelParams,
+        lr: f64,
+        filter: impl Fn(ParamRole) -> bool,
+    ) {
         let tensors = params.tensors_mut();
         if self.states.len() != tensors.len() {
             self.states = vec![AdamState::default(); tensors.len()];
         }
-        for (((p, role), (g, _)), state) in tensors.into_iter().zip(grads.tensors()).zip(&mut self.states) {
+        for (((p, role), (g, _)), state) in tensors
+            .into_iter()
+            .zip(grads.tensors())
+            .zip(&mut self.states)
+        {
             if filter(role) && !p.is_empty() {
                 state.update(p, g, lr);
             }
@@ -74,7 +84,10 @@ pub struct RowsAdam {
 impl RowsAdam {
     /// For `rows` latents of width `width`.
     pub fn new(rows: usize, width: usize) -> Self {
-        Self { states: vec![AdamState::default(); rows], width }
+        Self {
+            states: vec![AdamState::default(); rows],
+            width,
+        }
     }
 
     /// Updates the rows `ids` of `table` (`[rows, width]`) with gradients `grads`
@@ -82,7 +95,11 @@ impl RowsAdam {
     pub fn step(&mut self, table: &mut [f32], ids: &[usize], grads: &[f32], lr: f64) {
         let w = self.width;
         for (k, &i) in ids.iter().enumerate() {
-            self.states[i].update(&mut table[i * w..(i + 1) * w], &grads[k * w..(k + 1) * w], lr);
+            self.states[i].update(
+                &mut table[i * w..(i + 1) * w],
+                &grads[k * w..(k + 1) * w],
+                lr,
+            );
         }
     }
 }

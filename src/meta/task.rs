@@ -78,7 +78,9 @@ pub struct TaskSet<'a> {
 impl<'a> TaskSet<'a> {
     /// The tasks of one dataset.
     pub fn new(data: &'a Dataset) -> Self {
-        Self { datasets: vec![data] }
+        Self {
+            datasets: vec![data],
+        }
     }
 
     /// The tasks of several datasets of the same state dimension, with global ids.
@@ -86,9 +88,15 @@ impl<'a> TaskSet<'a> {
     /// # Panics
     /// If the datasets are empty or differ in state dimension.
     pub fn joint(datasets: Vec<&'a Dataset>) -> Self {
-        assert!(!datasets.is_empty(), "TaskSet::joint needs at least one dataset");
+        assert!(
+            !datasets.is_empty(),
+            "TaskSet::joint needs at least one dataset"
+        );
         let dim = datasets[0].dim();
-        assert!(datasets.iter().all(|d| d.dim() == dim), "TaskSet::joint: datasets of different state dimensions");
+        assert!(
+            datasets.iter().all(|d| d.dim() == dim),
+            "TaskSet::joint: datasets of different state dimensions"
+        );
         Self { datasets }
     }
 
@@ -113,7 +121,9 @@ impl<'a> TaskSet<'a> {
     }
 
     fn split(&self, range: Range<usize>) -> Vec<usize> {
-        (0..self.datasets.len()).flat_map(|d| range.clone().map(move |i| d * INSTANCES + i)).collect()
+        (0..self.datasets.len())
+            .flat_map(|d| range.clone().map(move |i| d * INSTANCES + i))
+            .collect()
     }
 
     /// Global ids of the meta-train instances.
@@ -159,7 +169,11 @@ impl<'a> TaskSet<'a> {
         let ns = self.samples_of(i);
         let pool = SUPPORT.len() * ns;
         let (data, local) = self.locate(i);
-        let mut rng = stream_rng(&format!("meta/shots/{}", data.spec.family), data.spec.seed, local as u64);
+        let mut rng = stream_rng(
+            &format!("meta/shots/{}", data.spec.family),
+            data.spec.seed,
+            local as u64,
+        );
         let order = sample(&mut rng, pool, pool).into_vec();
         let mut out = Points::default();
         for &k in order.iter().take(shots) {
@@ -194,7 +208,11 @@ impl<'a> TaskSet<'a> {
         let family = data.spec.family;
         let params = data.params_of(local);
         let sys = family.build(params).expect("dataset parameters are valid");
-        let mut rng = stream_rng(&format!("data/extra-support/{family}"), data.spec.seed, local as u64);
+        let mut rng = stream_rng(
+            &format!("data/extra-support/{family}"),
+            data.spec.seed,
+            local as u64,
+        );
         let mut out = Vec::new();
         for _ in 0..count {
             let mut x = sample_initial_state(family, params, &mut rng);
@@ -202,7 +220,9 @@ impl<'a> TaskSet<'a> {
             for s in 0..data.samples {
                 if s > 0 {
                     let t = (s - 1) as f64 * data.dt;
-                    dopri.integrate(sys.as_ref(), &mut x, t, t + data.dt).expect("protocol trajectories integrate");
+                    dopri
+                        .integrate(sys.as_ref(), &mut x, t, t + data.dt)
+                        .expect("protocol trajectories integrate");
                 }
                 let mut dx = vec![0.0; x.len()];
                 sys.eval(&x, &mut dx);
@@ -280,11 +300,20 @@ mod tests {
         let tasks = TaskSet::new(&data);
         let (five, ten) = (tasks.shots(71, 5), tasks.shots(71, 10));
         assert_eq!(five.len(), 5);
-        assert_eq!(&ten.x[..10], &five.x[..], "smaller shot sets are prefixes of larger ones");
+        assert_eq!(
+            &ten.x[..10],
+            &five.x[..],
+            "smaller shot sets are prefixes of larger ones"
+        );
         assert_eq!(tasks.shots(71, 10), ten);
-        let support: Vec<f32> = SUPPORT.flat_map(|j| data.trajectory(71, j).iter().map(|v| *v as f32)).collect();
+        let support: Vec<f32> = SUPPORT
+            .flat_map(|j| data.trajectory(71, j).iter().map(|v| *v as f32))
+            .collect();
         for row in ten.x.chunks(2) {
-            assert!(support.chunks(2).any(|s| s == row), "shot {row:?} is not a support sample");
+            assert!(
+                support.chunks(2).any(|s| s == row),
+                "shot {row:?} is not a support sample"
+            );
         }
         // More shots than the support pool: extra support trajectories of the same instance.
         let many = tasks.shots(71, 300);

@@ -92,7 +92,8 @@ impl MetaConfig {
     /// The cosine learning-rate factor at iteration `it` (1-based) of `iterations`.
     pub fn lr_factor(&self, it: usize) -> f64 {
         let progress = (it - 1) as f64 / self.iterations.max(2).saturating_sub(1) as f64;
-        self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        self.lr_final
+            + (1.0 - self.lr_final) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
@@ -128,16 +129,35 @@ pub struct MetaOutcome<B: Backend> {
 /// Mean and per-component standard deviation of latents.
 pub fn latent_stats(latents: &[Vec<f32>]) -> LatentStats {
     let (n, dz) = (latents.len(), latents.first().map_or(0, Vec::len));
-    let mean: Vec<f64> = (0..dz).map(|k| latents.iter().map(|z| f64::from(z[k])).sum::<f64>() / n as f64).collect();
-    let std = (0..dz)
-        .map(|k| (latents.iter().map(|z| (f64::from(z[k]) - mean[k]).powi(2)).sum::<f64>() / n as f64).sqrt())
+    let mean: Vec<f64> = (0..dz)
+        .map(|k| latents.iter().map(|z| f64::from(z[k])).sum::<f64>() / n as f64)
         .collect();
-    LatentStats { mean, std, count: n }
+    let std = (0..dz)
+        .map(|k| {
+            (latents
+                .iter()
+                .map(|z| (f64::from(z[k]) - mean[k]).powi(2))
+                .sum::<f64>()
+                / n as f64)
+                .sqrt()
+        })
+        .collect();
+    LatentStats {
+        mean,
+        std,
+        count: n,
+    }
 }
 
 /// Relative derivative error ‖f − ẋ‖/‖ẋ‖ on the query trajectories of each instance, with
 /// one latent per instance, averaged.
-pub fn query_error(params: &ModelParams, config: &ModelConfig, tasks: &TaskSet<'_>, instances: &[usize], latents: &[Vec<f32>]) -> f64 {
+pub fn query_error(
+    params: &ModelParams,
+    config: &ModelConfig,
+    tasks: &TaskSet<'_>,
+    instances: &[usize],
+    latents: &[Vec<f32>],
+) -> f64 {
     let cpu = CpuModel::from_params(params, config);
     let mut total = 0.0;
     for (&i, z) in instances.iter().zip(latents) {
@@ -145,7 +165,11 @@ pub fn query_error(params: &ModelParams, config: &ModelConfig, tasks: &TaskSet<'
         let zr: Vec<f32> = (0..q.len()).flat_map(|_| z.iter().copied()).collect();
         let mut f = vec![0.0; q.x.len()];
         cpu.field(&q.x, &zr, &mut f);
-        let num: f64 = f.iter().zip(&q.dx).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let num: f64 = f
+            .iter()
+            .zip(&q.dx)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
         let den: f64 = q.dx.iter().map(|b| f64::from(*b).powi(2)).sum();
         total += (num / den).sqrt();
     }
@@ -153,7 +177,13 @@ pub fn query_error(params: &ModelParams, config: &ModelConfig, tasks: &TaskSet<'
 }
 
 /// Validation error: adapt every validation instance from `start`, then [`query_error`].
-pub fn validation_error(params: &ModelParams, config: &ModelConfig, tasks: &TaskSet<'_>, start: &[f32], adapt: &AdaptConfig) -> f64 {
+pub fn validation_error(
+    params: &ModelParams,
+    config: &ModelConfig,
+    tasks: &TaskSet<'_>,
+    start: &[f32],
+    adapt: &AdaptConfig,
+) -> f64 {
     let ids = tasks.validation();
     let shots: Vec<_> = ids.iter().map(|&i| tasks.shots(i, adapt.shots)).collect();
     let adapted = adapt_latents(params, &shots, start, adapt);
@@ -178,7 +208,8 @@ pub fn meta_train<B: Backend>(
     let (mut opt_params, mut opt_rows) = (ParamsAdam::default(), RowsAdam::new(ids.len(), dz));
     let mut rng = stream_rng("meta/batches", cfg.seed, 0);
     let mut history = Vec::new();
-    let rows_of = |table: &[f32]| -> Vec<Vec<f32>> { table.chunks(dz).map(<[f32]>::to_vec).collect() };
+    let rows_of =
+        |table: &[f32]| -> Vec<Vec<f32>> { table.chunks(dz).map(<[f32]>::to_vec).collect() };
     let (mut best, mut best_iteration) = (f64::INFINITY, 0);
     let (mut best_params, mut best_table) = (params.clone(), table.clone());
     let mut diverged = None;
@@ -186,24 +217,39 @@ pub fn meta_train<B: Backend>(
     let lz = (2.0 * cfg.lambda_z / cfg.batch_tasks as f64) as f32;
 
     for it in 1..=cfg.iterations {
-        let batch_ids: Vec<usize> = rand::seq::index::sample(&mut rng, ids.len(), cfg.batch_tasks.min(ids.len())).into_vec();
+        let batch_ids: Vec<usize> =
+            rand::seq::index::sample(&mut rng, ids.len(), cfg.batch_tasks.min(ids.len()))
+                .into_vec();
         let instances: Vec<usize> = batch_ids.iter().map(|&b| ids[b]).collect();
         let points = tasks.batch(&instances, cfg.points, &mut rng);
-        let batch = Batch { x: &points.x, dx: &points.dx, task: &points.task };
+        let batch = Batch {
+            x: &points.x,
+            dx: &points.dx,
+            task: &points.task,
+        };
         let objective = Objective::new(&params);
         let decay = cfg.lr_factor(it);
         // Inner steps: the batch's latents, network frozen.
         for _ in 0..cfg.inner_steps {
-            let z: Vec<f32> = batch_ids.iter().flat_map(|&b| table[b * dz..(b + 1) * dz].to_vec()).collect();
+            let z: Vec<f32> = batch_ids
+                .iter()
+                .flat_map(|&b| table[b * dz..(b + 1) * dz].to_vec())
+                .collect();
             let mut g = objective.loss_grad(batch, &z, false).latents;
             g.iter_mut().zip(&z).for_each(|(g, z)| *g += lz * z);
             opt_rows.step(&mut table, &batch_ids, &g, cfg.lr_latent * decay);
         }
         // Outer step: network, hypernetwork and bases, latents fixed.
-        let z: Vec<f32> = batch_ids.iter().flat_map(|&b| table[b * dz..(b + 1) * dz].to_vec()).collect();
+        let z: Vec<f32> = batch_ids
+            .iter()
+            .flat_map(|&b| table[b * dz..(b + 1) * dz].to_vec())
+            .collect();
         let out = objective.loss_grad(batch, &z, true);
         if !out.loss.is_finite() {
-            diverged = Some(format!("training loss became {} at iteration {it}", out.loss));
+            diverged = Some(format!(
+                "training loss became {} at iteration {it}",
+                out.loss
+            ));
             break;
         }
         let mut grads = out.params.expect("asked for parameter gradients");
@@ -222,7 +268,11 @@ pub fn meta_train<B: Backend>(
             let stats = latent_stats(&rows_of(&table));
             let start: Vec<f32> = stats.mean.iter().map(|v| *v as f32).collect();
             let val = validation_error(&params, config, tasks, &start, &cfg.adapt);
-            history.push(HistoryPoint { iteration: it, loss: loss_sum / loss_count.max(1) as f64, validation: val });
+            history.push(HistoryPoint {
+                iteration: it,
+                loss: loss_sum / loss_count.max(1) as f64,
+                validation: val,
+            });
             (loss_sum, loss_count) = (0.0, 0);
             if val < best {
                 (best, best_iteration) = (val, it);
@@ -245,5 +295,12 @@ pub fn meta_train<B: Backend>(
         best_validation: best,
         seconds: started.elapsed().as_secs_f64(),
     });
-    MetaOutcome { model: best_params.to_model(&config, device), latents, history, best_iteration, best_validation: best, diverged }
+    MetaOutcome {
+        model: best_params.to_model(&config, device),
+        latents,
+        history,
+        best_iteration,
+        best_validation: best,
+        diverged,
+    }
 }

@@ -3,7 +3,9 @@
 /// maxₜ |H(x̂ₜ) − H(x̂₀)| / |H(x̂₀)| over an energy series (DESIGN.md §6); ∞ when a value is
 /// not finite.
 pub fn energy_drift(energies: &[f64]) -> f64 {
-    let Some(&e0) = energies.first() else { return 0.0 };
+    let Some(&e0) = energies.first() else {
+        return 0.0;
+    };
     let mut drift = 0.0_f64;
     for &e in energies {
         let d = ((e - e0) / e0).abs();
@@ -54,7 +56,9 @@ impl GenericResiduals {
     pub fn add(&mut self, l: &[f64], m: &[f64], grad_e: &[f64], grad_s: &[f64]) {
         let n = grad_e.len();
         let matvec = |a: &[f64], v: &[f64]| -> Vec<f64> {
-            (0..n).map(|i| (0..n).map(|j| a[i * n + j] * v[j]).sum()).collect()
+            (0..n)
+                .map(|i| (0..n).map(|j| a[i * n + j] * v[j]).sum())
+                .collect()
         };
         let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
@@ -102,7 +106,10 @@ mod tests {
         g.grad_energy(&x, &mut ge);
         g.grad_entropy(&x, &mut gs);
         let (l, m) = (g.poisson(&x), g.friction(&x));
-        let (l, m): (Vec<f64>, Vec<f64>) = (l.transpose().iter().copied().collect(), m.transpose().iter().copied().collect());
+        let (l, m): (Vec<f64>, Vec<f64>) = (
+            l.transpose().iter().copied().collect(),
+            m.transpose().iter().copied().collect(),
+        );
         let mut r = GenericResiduals::default();
         r.add(&l, &m, &ge, &gs);
         assert!(r.l_grad_s < 1e-15 && r.m_grad_e < 1e-15 && r.max_abs_de_dt < 1e-15);

@@ -34,7 +34,11 @@ impl FieldGrid {
             let points = (0..TGC_FIELD_SAMPLES)
                 .flat_map(|_| [u(0.2, 1.8), u(-1.0, 1.0), u(1.0, 3.0), u(1.0, 3.0)])
                 .collect();
-            return Self { family, points, image: None };
+            return Self {
+                family,
+                points,
+                image: None,
+            };
         }
         let n = FIELD_GRID_SIZE;
         let (lo, hi) = FIELD_GRID_RANGE;
@@ -47,7 +51,11 @@ impl FieldGrid {
                 points.extend(std::iter::repeat_n(0.0, dim - 2));
             }
         }
-        Self { family, points, image: Some((n, n)) }
+        Self {
+            family,
+            points,
+            image: Some((n, n)),
+        }
     }
 
     /// Number of points.
@@ -86,7 +94,11 @@ pub fn field_ssim(grid: &FieldGrid, predicted: &[f64], truth: &[f64]) -> Option<
     for c in 0..dim {
         let a: Vec<f64> = predicted.iter().skip(c).step_by(dim).copied().collect();
         let b: Vec<f64> = truth.iter().skip(c).step_by(dim).copied().collect();
-        let (lo, hi) = b.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+        let (lo, hi) = b
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                (l.min(*v), h.max(*v))
+            });
         let range = if hi > lo { hi - lo } else { 1.0 };
         total += ssim(&a, &b, cols, rows, range);
     }

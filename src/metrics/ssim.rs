@@ -26,9 +26,14 @@ pub fn ssim(a: &[f64], b: &[f64], width: usize, height: usize, range: f64) -> f6
         a.len(),
         b.len()
     );
-    assert!(width >= SSIM_WINDOW && height >= SSIM_WINDOW, "ssim: {width}×{height} is smaller than the window");
+    assert!(
+        width >= SSIM_WINDOW && height >= SSIM_WINDOW,
+        "ssim: {width}×{height} is smaller than the window"
+    );
     let r = (SSIM_WINDOW / 2) as isize;
-    let g: Vec<f64> = (-r..=r).map(|k| (-(k * k) as f64 / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp()).collect();
+    let g: Vec<f64> = (-r..=r)
+        .map(|k| (-(k * k) as f64 / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp())
+        .collect();
     let sum: f64 = g.iter().sum();
     let g: Vec<f64> = g.iter().map(|v| v / sum).collect();
     let (c1, c2) = ((0.01 * range).powi(2), (0.03 * range).powi(2));
@@ -49,7 +54,8 @@ pub fn ssim(a: &[f64], b: &[f64], width: usize, height: usize, range: f64) -> f6
                 }
             }
             let (va, vb, cov) = (aa - ma * ma, bb - mb * mb, ab - ma * mb);
-            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va + vb + c2));
             count += 1;
         }
     }
@@ -63,8 +69,14 @@ mod tests {
     /// Deterministic test images: a smooth ramp and a perturbed copy.
     fn images() -> (Vec<f64>, Vec<f64>) {
         let (w, h) = (12, 10);
-        let a: Vec<f64> = (0..w * h).map(|k| ((k % w) as f64 * 0.3).sin() + (k / w) as f64 * 0.1).collect();
-        let b: Vec<f64> = a.iter().enumerate().map(|(k, v)| v + 0.2 * ((k * 7 % 5) as f64 - 2.0)).collect();
+        let a: Vec<f64> = (0..w * h)
+            .map(|k| ((k % w) as f64 * 0.3).sin() + (k / w) as f64 * 0.1)
+            .collect();
+        let b: Vec<f64> = a
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v + 0.2 * ((k * 7 % 5) as f64 - 2.0))
+            .collect();
         (a, b)
     }
 
@@ -92,7 +104,10 @@ mod tests {
     fn matches_independent_reference() {
         let (a, b) = images();
         let value = ssim(&a, &b, 12, 10, 2.0);
-        assert!((value - REFERENCE).abs() < 1e-12, "ssim {value} vs reference {REFERENCE}");
+        assert!(
+            (value - REFERENCE).abs() < 1e-12,
+            "ssim {value} vs reference {REFERENCE}"
+        );
     }
 
     const REFERENCE: f64 = 0.5943449217032301;

@@ -11,14 +11,24 @@ pub const ROLLOUT_SUBSTEPS: usize = 10;
 /// # Panics
 /// If the lengths differ.
 pub fn relative_l2(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "relative_l2: lengths {} and {} differ", a.len(), b.len());
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "relative_l2: lengths {} and {} differ",
+        a.len(),
+        b.len()
+    );
     let (mut num, mut den) = (0.0, 0.0);
     for (x, y) in a.iter().zip(b) {
         num += (x - y) * (x - y);
         den += y * y;
     }
     let e = (num / den).sqrt();
-    if e.is_nan() && num.is_nan() { f64::INFINITY } else { e }
+    if e.is_nan() && num.is_nan() {
+        f64::INFINITY
+    } else {
+        e
+    }
 }
 
 /// ε_traj of one trajectory: [`relative_l2`] of predicted against true states, both
@@ -30,7 +40,12 @@ pub fn trajectory_error(predicted: &[f64], truth: &[f64]) -> f64 {
 /// Integrates `field` from `x0` with RK4 at Δt/[`ROLLOUT_SUBSTEPS`] and returns `samples`
 /// states (the first is `x0`), row-major `[samples, dim]`. Once a state is non-finite the
 /// remaining samples are NaN.
-pub fn rollout<F: VectorField + ?Sized>(field: &F, x0: &[f64], dt: f64, samples: usize) -> Vec<f64> {
+pub fn rollout<F: VectorField + ?Sized>(
+    field: &F,
+    x0: &[f64],
+    dt: f64,
+    samples: usize,
+) -> Vec<f64> {
     let dim = x0.len();
     let flow = FieldFlow(field);
     let mut x = x0.to_vec();
@@ -72,7 +87,9 @@ mod tests {
         let sys = MassSpring { m: 2.0, k: 3.0 };
         let x0 = [0.5, 0.2];
         let pred = rollout(&sys, &x0, 0.1, 30);
-        let truth: Vec<f64> = (0..30).flat_map(|s| sys.exact(&x0, s as f64 * 0.1)).collect();
+        let truth: Vec<f64> = (0..30)
+            .flat_map(|s| sys.exact(&x0, s as f64 * 0.1))
+            .collect();
         assert!(trajectory_error(&pred, &truth) < 1e-7);
         let wrong = MassSpring { m: 2.0, k: 3.3 };
         let err = trajectory_error(&rollout(&wrong, &x0, 0.1, 30), &truth);

@@ -10,5 +10,10 @@ use burn::tensor::{Tensor, backend::Backend};
 /// per element, DESIGN.md §2); autodiff differentiates it through the same cheap ops.
 /// Absolute error ≈ 1 ulp of 1, so near u = 0 the *relative* error in f32 is about 1e-7/|u|.
 pub fn tanh<B: Backend, const D: usize>(u: Tensor<B, D>) -> Tensor<B, D> {
-    u.mul_scalar(2.0).exp().add_scalar(1.0).recip().mul_scalar(-2.0).add_scalar(1.0)
+    u.mul_scalar(2.0)
+        .exp()
+        .add_scalar(1.0)
+        .recip()
+        .mul_scalar(-2.0)
+        .add_scalar(1.0)
 }

@@ -72,10 +72,16 @@ impl<B: Backend> GenericNet<B> {
         device: &B::Device,
         rng: &mut impl Rng,
     ) -> Self {
-        let cfg = MlpConfig { d_input: dim, ..mlp.clone() };
+        let cfg = MlpConfig {
+            d_input: dim,
+            ..mlp.clone()
+        };
         let energy = cfg.init(device, rng);
         let entropy = cfg.init(device, rng);
-        let sizes: Vec<usize> = std::iter::once(dim).chain(assembly_hidden.iter().copied()).chain([k * k]).collect();
+        let sizes: Vec<usize> = std::iter::once(dim)
+            .chain(assembly_hidden.iter().copied())
+            .chain([k * k])
+            .collect();
         let a_net = Dense::init(&sizes, device, rng);
         let c_net = Dense::init(&sizes, device, rng);
         let bound = 1.0 / (dim as f64).sqrt();
@@ -103,16 +109,27 @@ impl<B: Backend> GenericNet<B> {
     /// Rows (∇f)ᵀ ξₖ for every k: `[B, K, n]`.
     fn b_matrix(&self, grad: Tensor<B, 2>, raw: &Param<Tensor<B, 3>>) -> Tensor<B, 3> {
         let [b, _] = grad.dims();
-        grad.matmul(self.skew_blocks(raw)).reshape([b, self.k, self.dim])
+        grad.matmul(self.skew_blocks(raw))
+            .reshape([b, self.k, self.dim])
     }
 
     /// (B_S, A − Aᵀ, B_E, C Cᵀ, ∇E, ∇S) of a batch.
-    #[expect(clippy::type_complexity, reason = "private helper returning the assembly pieces")]
+    #[expect(
+        clippy::type_complexity,
+        reason = "private helper returning the assembly pieces"
+    )]
     fn assembly(
         &self,
         x: Tensor<B, 2>,
         z: &Tensor<B, 2>,
-    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2>) {
+    ) -> (
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 3>,
+        Tensor<B, 2>,
+        Tensor<B, 2>,
+    ) {
         let [b, _] = x.dims();
         let k = self.k;
         let (_, ge) = self.energy.forward_grad(x.clone(), &self.energy.codes(z));
@@ -149,7 +166,8 @@ impl<B: Backend> GenericNet<B> {
     pub fn param_split(&self) -> (usize, usize) {
         let (eb, eh) = self.energy.param_split();
         let (sb, sh) = self.entropy.param_split();
-        let assembly = self.a_net.num_params() + self.c_net.num_params() + 2 * self.k * self.dim * self.dim;
+        let assembly =
+            self.a_net.num_params() + self.c_net.num_params() + 2 * self.k * self.dim * self.dim;
         (eb + sb + assembly, eh + sh)
     }
 }
@@ -167,8 +185,14 @@ impl<B: Backend> LatentField<B> for GenericNet<B> {
     fn field(&self, x: Tensor<B, 2>, z: &Tensor<B, 2>) -> Tensor<B, 2> {
         let [b, n] = x.dims();
         let (bs, skew_a, be, cc, ge, gs) = self.assembly(x, z);
-        let l_ge = bs.clone().swap_dims(1, 2).matmul(skew_a.matmul(bs.matmul(ge.reshape([b, n, 1]))));
-        let m_gs = be.clone().swap_dims(1, 2).matmul(cc.matmul(be.matmul(gs.reshape([b, n, 1]))));
+        let l_ge = bs
+            .clone()
+            .swap_dims(1, 2)
+            .matmul(skew_a.matmul(bs.matmul(ge.reshape([b, n, 1]))));
+        let m_gs = be
+            .clone()
+            .swap_dims(1, 2)
+            .matmul(cc.matmul(be.matmul(gs.reshape([b, n, 1]))));
         (l_ge + m_gs).reshape([b, n])
     }
 

@@ -6,7 +6,10 @@ use burn::{
 };
 use rand::Rng;
 
-use super::{LatentField, mlp::{Mlp, MlpConfig}};
+use super::{
+    LatentField,
+    mlp::{Mlp, MlpConfig},
+};
 
 /// A Hamiltonian network: either one MLP H(q, p; z), or a separable pair
 /// H = T(p; z) + V(q; z) whose split field (q̇ = ∇ₚT, ṗ = −∇_qV) admits explicit symplectic
@@ -31,16 +34,34 @@ pub struct Hnn<B: Backend> {
 impl<B: Backend> Hnn<B> {
     /// A general HNN with H's MLP shaped by `mlp` (`mlp.d_input` is set to 2·dof).
     pub fn general(dof: usize, mlp: &MlpConfig, device: &B::Device, rng: &mut impl Rng) -> Self {
-        let cfg = MlpConfig { d_input: 2 * dof, ..mlp.clone() };
-        Self { h: Some(cfg.init(device, rng)), t: None, v: None, dof, d_latent: mlp.d_latent }
+        let cfg = MlpConfig {
+            d_input: 2 * dof,
+            ..mlp.clone()
+        };
+        Self {
+            h: Some(cfg.init(device, rng)),
+            t: None,
+            v: None,
+            dof,
+            d_latent: mlp.d_latent,
+        }
     }
 
     /// A separable HNN H = T(p) + V(q), both MLPs shaped by `mlp` with input `dof`.
     pub fn separable(dof: usize, mlp: &MlpConfig, device: &B::Device, rng: &mut impl Rng) -> Self {
-        let cfg = MlpConfig { d_input: dof, ..mlp.clone() };
+        let cfg = MlpConfig {
+            d_input: dof,
+            ..mlp.clone()
+        };
         let t = cfg.init(device, rng);
         let v = cfg.init(device, rng);
-        Self { h: None, t: Some(t), v: Some(v), dof, d_latent: mlp.d_latent }
+        Self {
+            h: None,
+            t: Some(t),
+            v: Some(v),
+            dof,
+            d_latent: mlp.d_latent,
+        }
     }
 
     /// Whether H = T(p) + V(q).
@@ -62,7 +83,10 @@ impl<B: Backend> Hnn<B> {
             return h.forward_grad(x, &h.codes(z));
         }
         let (q, p) = self.split(x);
-        let (t, v) = (self.t.as_ref().expect("separable"), self.v.as_ref().expect("separable"));
+        let (t, v) = (
+            self.t.as_ref().expect("separable"),
+            self.v.as_ref().expect("separable"),
+        );
         let (tv, tg) = t.forward_grad(p, &t.codes(z));
         let (vv, vg) = v.forward_grad(q, &v.codes(z));
         (tv + vv, Tensor::cat(vec![vg, tg], 1))
@@ -76,7 +100,10 @@ impl<B: Backend> Hnn<B> {
     /// # Panics
     /// On a general (non-separable) HNN.
     pub fn velocity(&self, p: Tensor<B, 2>, z: &Tensor<B, 2>) -> Tensor<B, 2> {
-        let t = self.t.as_ref().expect("Hnn::velocity needs the separable form");
+        let t = self
+            .t
+            .as_ref()
+            .expect("Hnn::velocity needs the separable form");
         t.forward_grad(p, &t.codes(z)).1
     }
 
@@ -88,7 +115,10 @@ impl<B: Backend> Hnn<B> {
     /// # Panics
     /// On a general (non-separable) HNN.
     pub fn force(&self, q: Tensor<B, 2>, z: &Tensor<B, 2>) -> Tensor<B, 2> {
-        let v = self.v.as_ref().expect("Hnn::force needs the separable form");
+        let v = self
+            .v
+            .as_ref()
+            .expect("Hnn::force needs the separable form");
         v.forward_grad(q, &v.codes(z)).1.neg()
     }
 
@@ -99,7 +129,11 @@ impl<B: Backend> Hnn<B> {
 
     /// (base, hypernetwork) parameter counts.
     pub fn param_split(&self) -> (usize, usize) {
-        [&self.h, &self.t, &self.v].into_iter().flatten().map(Mlp::param_split).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        [&self.h, &self.t, &self.v]
+            .into_iter()
+            .flatten()
+            .map(Mlp::param_split)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 }
 
@@ -111,7 +145,8 @@ pub(super) fn sum_regularizers<'a, B: Backend>(
         (Some(a), Some(b)) => Some(a + b),
         (a, b) => a.or(b),
     };
-    nets.map(Mlp::regularizers).fold((None, None), |acc, r| (add(acc.0, r.0), add(acc.1, r.1)))
+    nets.map(Mlp::regularizers)
+        .fold((None, None), |acc, r| (add(acc.0, r.0), add(acc.1, r.1)))
 }
 
 impl<B: Backend> LatentField<B> for Hnn<B> {
@@ -135,7 +170,10 @@ impl<B: Backend> LatentField<B> for Hnn<B> {
             return h.value(x, &h.codes(z));
         }
         let (q, p) = self.split(x);
-        let (t, v) = (self.t.as_ref().expect("separable"), self.v.as_ref().expect("separable"));
+        let (t, v) = (
+            self.t.as_ref().expect("separable"),
+            self.v.as_ref().expect("separable"),
+        );
         t.value(p, &t.codes(z)) + v.value(q, &v.codes(z))
     }
 }

@@ -16,7 +16,9 @@ pub fn uniform<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Tensor<B, D> {
     let n: usize = shape.iter().product();
-    let values: Vec<f64> = (0..n).map(|_| bound * (2.0 * rng.random::<f64>() - 1.0)).collect();
+    let values: Vec<f64> = (0..n)
+        .map(|_| bound * (2.0 * rng.random::<f64>() - 1.0))
+        .collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 

@@ -46,7 +46,11 @@ impl MlpConfig {
             width = h;
         }
         let bound = 1.0 / (width as f64).sqrt();
-        Mlp { layers, readout: uniform_param([width], bound, rng, device), readout_bias: uniform_param([1], bound, rng, device) }
+        Mlp {
+            layers,
+            readout: uniform_param([width], bound, rng, device),
+            readout_bias: uniform_param([1], bound, rng, device),
+        }
     }
 }
 
@@ -105,7 +109,11 @@ impl<B: Backend> Mlp<B> {
     ///
     /// # Shapes
     /// - x: `[B, n]` → (`[B]`, `[B, n]`)
-    pub fn forward_grad(&self, x: Tensor<B, 2>, codes: &[LayerCode<B>]) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    pub fn forward_grad(
+        &self,
+        x: Tensor<B, 2>,
+        codes: &[LayerCode<B>],
+    ) -> (Tensor<B, 1>, Tensor<B, 2>) {
         let acts = self.activations(x, codes);
         let last = acts.last().expect("at least one hidden layer").clone();
         let [b, w] = last.dims();
@@ -122,8 +130,16 @@ impl<B: Backend> Mlp<B> {
     pub fn regularizers(&self) -> (Option<Tensor<B, 1>>, Option<Tensor<B, 1>>) {
         let sum = |v: Vec<Tensor<B, 1>>| v.into_iter().reduce(|a, b| a + b);
         (
-            sum(self.layers.iter().filter_map(|l| l.hypernetwork_sq_norm()).collect()),
-            sum(self.layers.iter().filter_map(|l| l.orthogonality()).collect()),
+            sum(self
+                .layers
+                .iter()
+                .filter_map(|l| l.hypernetwork_sq_norm())
+                .collect()),
+            sum(self
+                .layers
+                .iter()
+                .filter_map(|l| l.orthogonality())
+                .collect()),
         )
     }
 

@@ -30,6 +30,7 @@
 mod activation;
 pub mod cpu;
 mod dense;
+mod flow;
 mod generic;
 mod hnn;
 mod init;
@@ -39,6 +40,7 @@ mod modulation;
 
 pub use activation::tanh;
 pub use dense::Dense;
+pub use flow::BurnFlow;
 pub use generic::{GenericNet, GenericStructure};
 pub use hnn::Hnn;
 pub use init::{uniform, uniform_param};

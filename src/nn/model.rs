@@ -143,12 +143,21 @@ impl ModelConfig {
 
     /// The scalar networks' shape (input width set by the architecture).
     pub fn mlp(&self) -> MlpConfig {
-        MlpConfig { d_input: 0, hidden: self.hidden.clone(), d_latent: self.d_latent, modulation: self.modulation }
+        MlpConfig {
+            d_input: 0,
+            hidden: self.hidden.clone(),
+            d_latent: self.d_latent,
+            modulation: self.modulation,
+        }
     }
 
     /// The mean training latent (zero when none is stored).
     pub fn mean_latent(&self) -> Vec<f64> {
-        if self.latents.mean.len() == self.d_latent { self.latents.mean.clone() } else { vec![0.0; self.d_latent] }
+        if self.latents.mean.len() == self.d_latent {
+            self.latents.mean.clone()
+        } else {
+            vec![0.0; self.d_latent]
+        }
     }
 
     /// Builds the model with weights drawn from stream `model/init` of `seed`.
@@ -158,12 +167,26 @@ impl ModelConfig {
         let mlp = self.mlp();
         let (hnn, generic) = match self.architecture {
             Architecture::Hnn => (Some(Hnn::general(dim / 2, &mlp, device, &mut rng)), None),
-            Architecture::SeparableHnn => (Some(Hnn::separable(dim / 2, &mlp, device, &mut rng)), None),
-            Architecture::Generic { k } => {
-                (None, Some(GenericNet::init(dim, k, &mlp, &self.assembly_hidden, device, &mut rng)))
+            Architecture::SeparableHnn => {
+                (Some(Hnn::separable(dim / 2, &mlp, device, &mut rng)), None)
             }
+            Architecture::Generic { k } => (
+                None,
+                Some(GenericNet::init(
+                    dim,
+                    k,
+                    &mlp,
+                    &self.assembly_hidden,
+                    device,
+                    &mut rng,
+                )),
+            ),
         };
-        Model { hnn, generic, config: self.clone() }
+        Model {
+            hnn,
+            generic,
+            config: self.clone(),
+        }
     }
 }
 

@@ -101,7 +101,10 @@ impl FromStr for Modulation {
     /// Parses `none`, `shift`, `fw`, `ro`, `mr`, `mr5`, `mr(5)`, `svd`, `svd3`, `svd(3)`
     /// (bare `mr`/`svd` take protocol v1's rank 5).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim().to_ascii_lowercase().replace(['(', ')', '-', '_'], "");
+        let t = s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['(', ')', '-', '_'], "");
         let rank = |digits: &str| -> Result<usize, String> {
             if digits.is_empty() {
                 return Ok(5);
@@ -116,9 +119,15 @@ impl FromStr for Modulation {
             "shift" => Ok(Modulation::Shift),
             "fw" | "coda" => Ok(Modulation::Fw),
             "ro" | "rankone" => Ok(Modulation::RO),
-            _ if t.starts_with("mr") => Ok(Modulation::Mr { rank: rank(&t[2..])? }),
-            _ if t.starts_with("svd") => Ok(Modulation::Svd { rank: rank(&t[3..])? }),
-            _ => Err(format!("unknown modulation `{s}`; expected none, shift, fw, ro, mr<r> or svd<r>")),
+            _ if t.starts_with("mr") => Ok(Modulation::Mr {
+                rank: rank(&t[2..])?,
+            }),
+            _ if t.starts_with("svd") => Ok(Modulation::Svd {
+                rank: rank(&t[3..])?,
+            }),
+            _ => Err(format!(
+                "unknown modulation `{s}`; expected none, shift, fw, ro, mr<r> or svd<r>"
+            )),
         }
     }
 }
@@ -141,7 +150,9 @@ impl ModulatedLinearConfig {
     /// layer has rank ≤ 2).
     pub fn effective_rank(&self) -> usize {
         match self.modulation {
-            Modulation::Mr { rank } | Modulation::Svd { rank } => rank.min(self.d_input).min(self.d_output),
+            Modulation::Mr { rank } | Modulation::Svd { rank } => {
+                rank.min(self.d_input).min(self.d_output)
+            }
             _ => 0,
         }
     }
@@ -245,7 +256,11 @@ fn zmap<B: Backend>(x: Tensor<B, 2>, p: Tensor<B, 2>, c: Tensor<B, 2>) -> Tensor
     let [b, _] = x.dims();
     let k = c.dims()[1];
     let n = p.dims()[1] / k;
-    x.matmul(p).reshape([b, k, n]).mul(c.unsqueeze_dim(2)).sum_dim(1).reshape([b, n])
+    x.matmul(p)
+        .reshape([b, k, n])
+        .mul(c.unsqueeze_dim(2))
+        .sum_dim(1)
+        .reshape([b, n])
 }
 
 /// [P₀ | P₁ | …] `[m, K·n]` ↦ [P₀ᵀ | P₁ᵀ | …] `[n, K·m]`.
@@ -263,7 +278,11 @@ impl<B: Backend> ModulatedLinear<B> {
     pub fn code(&self, z: &Tensor<B, 2>) -> LayerCode<B> {
         let m = self.config.modulation;
         let [b, dz] = z.dims();
-        assert_eq!(dz, self.config.d_latent, "ModulatedLinear::code: latent width {dz}, layer expects {}", self.config.d_latent);
+        assert_eq!(
+            dz, self.config.d_latent,
+            "ModulatedLinear::code: latent width {dz}, layer expects {}",
+            self.config.d_latent
+        );
         let zt = m
             .uses_affine_latent()
             .then(|| Tensor::cat(vec![z.clone(), Tensor::ones([b, 1], &z.device())], 1));
@@ -272,7 +291,12 @@ impl<B: Backend> ModulatedLinear<B> {
             (Some(a), Some(zt)) => Some(relu(zt.clone().matmul(a.val()))),
             _ => None,
         };
-        LayerCode { z: z.clone(), zt, shift, d }
+        LayerCode {
+            z: z.clone(),
+            zt,
+            shift,
+            d,
+        }
     }
 
     /// y = h W̃(z) + b̃(z), each row with its own code.
@@ -314,7 +338,10 @@ impl<B: Backend> ModulatedLinear<B> {
             g = g + zmap(e, block_transpose(v.val(), k), zt.clone());
         }
         if let (Some(v), Some(u), Some(d)) = (&self.svd_v, &self.svd_u, &code.d) {
-            g = g + delta.matmul(u.val()).mul(d.clone()).matmul(v.val().transpose());
+            g = g + delta
+                .matmul(u.val())
+                .mul(d.clone())
+                .matmul(v.val().transpose());
         }
         g
     }
@@ -334,14 +361,22 @@ impl<B: Backend> ModulatedLinear<B> {
         let (u, v) = (self.svd_u.as_ref()?, self.svd_v.as_ref()?);
         let r = self.config.effective_rank();
         let eye = Tensor::<B, 2>::eye(r, &u.device());
-        let dev = |m: Tensor<B, 2>| (m.clone().transpose().matmul(m) - eye.clone()).square().sum();
+        let dev = |m: Tensor<B, 2>| {
+            (m.clone().transpose().matmul(m) - eye.clone())
+                .square()
+                .sum()
+        };
         Some(dev(u.val()) + dev(v.val()))
     }
 
     /// Number of base parameters (W, b, SVD bases) and hypernetwork parameters (the maps).
     pub fn param_split(&self) -> (usize, usize) {
-        let n = |p: &Option<Param<Tensor<B, 2>>>| p.as_ref().map_or(0, |p| p.shape().num_elements());
-        let base = self.weight.shape().num_elements() + self.bias.shape().num_elements() + n(&self.svd_u) + n(&self.svd_v);
+        let n =
+            |p: &Option<Param<Tensor<B, 2>>>| p.as_ref().map_or(0, |p| p.shape().num_elements());
+        let base = self.weight.shape().num_elements()
+            + self.bias.shape().num_elements()
+            + n(&self.svd_u)
+            + n(&self.svd_v);
         let hyper = n(&self.shift) + n(&self.fw) + n(&self.mr_v) + n(&self.mr_u) + n(&self.svd_d);
         (base, hyper)
     }
@@ -360,7 +395,10 @@ impl<B: Backend> ModulatedLinear<B> {
             d: code.d.as_ref().map(|t| t.clone().repeat_dim(0, i)),
         };
         let w = self.forward(eye, &codes) - self.bias.val().unsqueeze_dim(0);
-        let b = self.bias.val() + code.shift.map_or_else(|| Tensor::zeros([o], &z.device()), |s| s.reshape([o]));
+        let b = self.bias.val()
+            + code
+                .shift
+                .map_or_else(|| Tensor::zeros([o], &z.device()), |s| s.reshape([o]));
         (w, b)
     }
 }
@@ -371,11 +409,24 @@ mod tests {
 
     #[test]
     fn names_parse_and_round_trip() {
-        for m in [Modulation::None, Modulation::Shift, Modulation::Fw, Modulation::RO, Modulation::Mr { rank: 5 }, Modulation::Svd { rank: 3 }] {
+        for m in [
+            Modulation::None,
+            Modulation::Shift,
+            Modulation::Fw,
+            Modulation::RO,
+            Modulation::Mr { rank: 5 },
+            Modulation::Svd { rank: 3 },
+        ] {
             assert_eq!(m.name().parse::<Modulation>().unwrap(), m);
         }
-        assert_eq!("SVD(5)".parse::<Modulation>().unwrap(), Modulation::Svd { rank: 5 });
-        assert_eq!("mr".parse::<Modulation>().unwrap(), Modulation::Mr { rank: 5 });
+        assert_eq!(
+            "SVD(5)".parse::<Modulation>().unwrap(),
+            Modulation::Svd { rank: 5 }
+        );
+        assert_eq!(
+            "mr".parse::<Modulation>().unwrap(),
+            Modulation::Mr { rank: 5 }
+        );
         assert_eq!("MR(1)".parse::<Modulation>().unwrap(), Modulation::RO);
         assert!("mr0".parse::<Modulation>().is_err());
         assert!("lora".parse::<Modulation>().is_err());
@@ -383,7 +434,12 @@ mod tests {
 
     #[test]
     fn effective_rank_is_capped_by_the_layer_shape() {
-        let cfg = ModulatedLinearConfig { d_input: 2, d_output: 100, d_latent: 10, modulation: Modulation::Svd { rank: 5 } };
+        let cfg = ModulatedLinearConfig {
+            d_input: 2,
+            d_output: 100,
+            d_latent: 10,
+            modulation: Modulation::Svd { rank: 5 },
+        };
         assert_eq!(cfg.effective_rank(), 2);
     }
 }

@@ -115,7 +115,10 @@ mod tests {
         let mut x = x0.to_vec();
         Dopri5::new(2).integrate(&sys, &mut x, 0.0, 1.7).unwrap();
         let exact = sys.exact(&x0, 1.7);
-        assert!((x[0] - exact[0]).abs() < 1e-9 && (x[1] - exact[1]).abs() < 1e-9, "{x:?} vs {exact:?}");
+        assert!(
+            (x[0] - exact[0]).abs() < 1e-9 && (x[1] - exact[1]).abs() < 1e-9,
+            "{x:?} vs {exact:?}"
+        );
 
         let period = 2.0 * std::f64::consts::PI * (sys.m / sys.k).sqrt();
         let mut x = x0.to_vec();

@@ -206,10 +206,22 @@ impl Family {
             }
         }
         Ok(match self {
-            Family::MassSpring => Box::new(MassSpring { m: params[0], k: params[1] }),
-            Family::Pendulum => Box::new(Pendulum { m: params[0], l: params[1] }),
-            Family::Duffing => Box::new(Duffing { alpha: params[0], beta: params[1] }),
-            Family::Dno => Box::new(Dno { k: params[0], gamma: params[1] }),
+            Family::MassSpring => Box::new(MassSpring {
+                m: params[0],
+                k: params[1],
+            }),
+            Family::Pendulum => Box::new(Pendulum {
+                m: params[0],
+                l: params[1],
+            }),
+            Family::Duffing => Box::new(Duffing {
+                alpha: params[0],
+                beta: params[1],
+            }),
+            Family::Dno => Box::new(Dno {
+                k: params[0],
+                gamma: params[1],
+            }),
             Family::Tgc => Box::new(Tgc { alpha: params[0] }),
         })
     }
@@ -233,15 +245,25 @@ impl Family {
         let mut values = self.default_params();
         let mut seen = vec![false; values.len()];
         for (name, value) in pairs {
-            let i = spec.params.iter().position(|p| p.name == name).ok_or_else(|| {
-                SystemError::UnknownParam {
+            let i = spec
+                .params
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| SystemError::UnknownParam {
                     family: self,
                     param: name.clone(),
-                    known: spec.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
-                }
-            })?;
+                    known: spec
+                        .params
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
             if std::mem::replace(&mut seen[i], true) {
-                return Err(SystemError::DuplicateParam { family: self, param: name.clone() });
+                return Err(SystemError::DuplicateParam {
+                    family: self,
+                    param: name.clone(),
+                });
             }
             values[i] = *value;
         }
@@ -439,8 +461,16 @@ pub(crate) mod tests {
     /// States in each family's sampling domain (DESIGN.md §3), for the checks below.
     pub(crate) fn sample_states(family: Family) -> Vec<Vec<f64>> {
         match family {
-            Family::Tgc => vec![vec![1.0, 0.0, 2.0, 2.0], vec![0.4, 0.7, 1.3, 2.8], vec![1.7, -0.9, 2.9, 1.1]],
-            Family::Dno => vec![vec![0.5, -0.3, 0.0], vec![-1.9, 0.8, 0.4], vec![2.0, 1.0, -1.0]],
+            Family::Tgc => vec![
+                vec![1.0, 0.0, 2.0, 2.0],
+                vec![0.4, 0.7, 1.3, 2.8],
+                vec![1.7, -0.9, 2.9, 1.1],
+            ],
+            Family::Dno => vec![
+                vec![0.5, -0.3, 0.0],
+                vec![-1.9, 0.8, 0.4],
+                vec![2.0, 1.0, -1.0],
+            ],
             _ => vec![vec![0.3, -0.2], vec![1.5, 0.7], vec![-2.0, 1.1]],
         }
     }
@@ -459,7 +489,11 @@ pub(crate) mod tests {
     fn parameters_are_validated() {
         assert!(matches!(
             Family::Pendulum.build(&[1.0]),
-            Err(SystemError::ParamCount { expected: 2, found: 1, .. })
+            Err(SystemError::ParamCount {
+                expected: 2,
+                found: 1,
+                ..
+            })
         ));
         assert!(matches!(
             Family::Pendulum.build(&[f64::NAN, 1.0]),
@@ -470,8 +504,13 @@ pub(crate) mod tests {
             Err(SystemError::ParamOutOfRange { param: "k", .. })
         ));
         let named = [("l".to_owned(), 0.7), ("m".to_owned(), 1.3)];
-        assert_eq!(Family::Pendulum.build_named(&named).unwrap().params(), vec![1.3, 0.7]);
-        let err = Family::Pendulum.build_named(&[("g".to_owned(), 1.0)]).unwrap_err();
+        assert_eq!(
+            Family::Pendulum.build_named(&named).unwrap().params(),
+            vec![1.3, 0.7]
+        );
+        let err = Family::Pendulum
+            .build_named(&[("g".to_owned(), 1.0)])
+            .unwrap_err();
         assert!(err.to_string().contains("m, l"), "{err}");
         let twice = [("m".to_owned(), 1.0), ("m".to_owned(), 2.0)];
         assert!(matches!(
@@ -484,7 +523,11 @@ pub(crate) mod tests {
     fn train_ranges_lie_inside_valid_ranges_and_defaults_are_valid() {
         for f in Family::ALL {
             for p in f.spec().params {
-                assert!(p.valid.contains(p.train.lo) && p.valid.contains(p.train.hi), "{f} {}", p.name);
+                assert!(
+                    p.valid.contains(p.train.lo) && p.valid.contains(p.train.hi),
+                    "{f} {}",
+                    p.name
+                );
                 assert!(p.valid.contains(p.default), "{f} {}", p.name);
             }
             assert!(f.build(&f.default_params()).is_ok());
@@ -494,8 +537,18 @@ pub(crate) mod tests {
     #[test]
     fn states_are_checked() {
         let s = Family::Dno.build(&Family::Dno.default_params()).unwrap();
-        assert!(matches!(s.check_state(&[0.0, 0.0]), Err(SystemError::StateDim { expected: 3, found: 2, .. })));
-        assert!(matches!(s.check_state(&[0.0, f64::NAN, 0.0]), Err(SystemError::InvalidState { .. })));
+        assert!(matches!(
+            s.check_state(&[0.0, 0.0]),
+            Err(SystemError::StateDim {
+                expected: 3,
+                found: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.check_state(&[0.0, f64::NAN, 0.0]),
+            Err(SystemError::InvalidState { .. })
+        ));
         assert!(s.check_state(&[0.0, 0.0, 0.0]).is_ok());
     }
 
@@ -504,7 +557,10 @@ pub(crate) mod tests {
     #[test]
     fn hamiltonian_fields_are_j_grad_h() {
         for family in [Family::MassSpring, Family::Pendulum, Family::Duffing] {
-            for params in [family.default_params(), family.spec().params.iter().map(|p| p.train.hi).collect()] {
+            for params in [
+                family.default_params(),
+                family.spec().params.iter().map(|p| p.train.hi).collect(),
+            ] {
                 let sys = family.build(&params).unwrap();
                 let ham = sys.hamiltonian().expect("Hamiltonian family");
                 let sep = ham.separable().expect("separable family");
@@ -513,7 +569,10 @@ pub(crate) mod tests {
                     ham.grad_h(&x, &mut g);
                     let fd = fd_grad(|y| sys.energy(y), &x);
                     for i in 0..2 {
-                        assert!((g[i] - fd[i]).abs() < 1e-7 * (1.0 + g[i].abs()), "{family}: ∇H {g:?} vs {fd:?}");
+                        assert!(
+                            (g[i] - fd[i]).abs() < 1e-7 * (1.0 + g[i].abs()),
+                            "{family}: ∇H {g:?} vs {fd:?}"
+                        );
                     }
                     let mut dx = [0.0; 2];
                     sys.eval(&x, &mut dx);
@@ -532,7 +591,10 @@ pub(crate) mod tests {
     #[test]
     fn generic_structure_holds_to_round_off() {
         for family in [Family::Dno, Family::Tgc] {
-            for params in [family.default_params(), family.spec().params.iter().map(|p| p.train.hi).collect()] {
+            for params in [
+                family.default_params(),
+                family.spec().params.iter().map(|p| p.train.hi).collect(),
+            ] {
                 let sys = family.build(&params).unwrap();
                 let g = sys.metriplectic().expect("GENERIC family");
                 let n = family.dim();
@@ -543,23 +605,36 @@ pub(crate) mod tests {
                     let fde = fd_grad(|y| sys.energy(y), &x);
                     let fds = fd_grad(|y| sys.entropy(y).unwrap(), &x);
                     for i in 0..n {
-                        assert!((ge[i] - fde[i]).abs() < 1e-6 * (1.0 + ge[i].abs()), "{family} ∇E {ge:?} vs {fde:?}");
+                        assert!(
+                            (ge[i] - fde[i]).abs() < 1e-6 * (1.0 + ge[i].abs()),
+                            "{family} ∇E {ge:?} vs {fde:?}"
+                        );
                         assert!((gs[i] - fds[i]).abs() < 1e-6, "{family} ∇S");
                     }
                     let (l, m) = (g.poisson(&x), g.friction(&x));
-                    let (ge, gs) = (nalgebra::DVector::from_vec(ge), nalgebra::DVector::from_vec(gs));
+                    let (ge, gs) = (
+                        nalgebra::DVector::from_vec(ge),
+                        nalgebra::DVector::from_vec(gs),
+                    );
                     let scale = 1.0 + m.norm() * ge.norm();
                     assert!((&l + l.transpose()).norm() < 1e-12);
                     assert!((&l * &gs).norm() < 1e-12 * scale);
                     assert!((&m - m.transpose()).norm() < 1e-12 * scale);
-                    assert!((&m * &ge).norm() < 1e-12 * scale, "{family}: ‖M∇E‖ = {}", (&m * &ge).norm());
+                    assert!(
+                        (&m * &ge).norm() < 1e-12 * scale,
+                        "{family}: ‖M∇E‖ = {}",
+                        (&m * &ge).norm()
+                    );
                     let min_eig = m.clone().symmetric_eigenvalues().min();
                     assert!(min_eig > -1e-12 * scale, "{family}: min eig M = {min_eig}");
                     let mut dx = vec![0.0; n];
                     sys.eval(&x, &mut dx);
                     let assembled = &l * &ge + &m * &gs;
                     for i in 0..n {
-                        assert!((dx[i] - assembled[i]).abs() < 1e-12 * scale, "{family}: ẋ ≠ L∇E + M∇S");
+                        assert!(
+                            (dx[i] - assembled[i]).abs() < 1e-12 * scale,
+                            "{family}: ẋ ≠ L∇E + M∇S"
+                        );
                     }
                 }
             }
@@ -578,8 +653,14 @@ pub(crate) mod tests {
                 for _ in 0..100 {
                     dopri.integrate(sys.as_ref(), &mut x, 0.0, 0.05).unwrap();
                     let s = sys.entropy(&x).unwrap();
-                    assert!((sys.energy(&x) - e0).abs() < 1e-8 * (1.0 + e0.abs()), "{family}: E drifts");
-                    assert!(s >= s_prev - 1e-10, "{family}: S decreased from {s_prev} to {s}");
+                    assert!(
+                        (sys.energy(&x) - e0).abs() < 1e-8 * (1.0 + e0.abs()),
+                        "{family}: E drifts"
+                    );
+                    assert!(
+                        s >= s_prev - 1e-10,
+                        "{family}: S decreased from {s_prev} to {s}"
+                    );
                     s_prev = s;
                 }
                 let mut dx = vec![0.0; x.len()];

@@ -87,7 +87,8 @@ impl System for Pendulum {
     }
 
     fn energy(&self, x: &[f64]) -> f64 {
-        x[1] * x[1] / (2.0 * self.m * self.l * self.l) + self.m * GRAVITY * self.l * (1.0 - x[0].cos())
+        x[1] * x[1] / (2.0 * self.m * self.l * self.l)
+            + self.m * GRAVITY * self.l * (1.0 - x[0].cos())
     }
 
     fn hamiltonian(&self) -> Option<&dyn Hamiltonian> {
@@ -147,6 +148,9 @@ mod tests {
         let q0: f64 = 2.0;
         let exact = 4.0 * (sys.l / GRAVITY).sqrt() * elliptic_k((q0 / 2.0).sin());
         let period = 4.0 * quarter_period(&sys, q0);
-        assert!((period - exact).abs() < 1e-8 * exact, "period {period} vs {exact}");
+        assert!(
+            (period - exact).abs() < 1e-8 * exact,
+            "period {period} vs {exact}"
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use nalgebra::DMatrix;
 
-use super::{Family, FamilySpec, Interval, Metriplectic, ParamSpec, Structure, System, SystemError};
+use super::{
+    Family, FamilySpec, Interval, Metriplectic, ParamSpec, Structure, System, SystemError,
+};
 use crate::integrate::VectorField;
 
 /// Box length: the wall at q splits it into volumes q and 2 − q (DESIGN.md §3).
@@ -131,7 +133,10 @@ impl System for Tgc {
         if !(x[0] > 0.0 && x[0] < BOX_LENGTH) {
             return Err(SystemError::InvalidState {
                 family: Family::Tgc,
-                reason: format!("the wall q = {} must lie strictly inside the box (0, {BOX_LENGTH})", x[0]),
+                reason: format!(
+                    "the wall q = {} must lie strictly inside the box (0, {BOX_LENGTH})",
+                    x[0]
+                ),
             });
         }
         Ok(())

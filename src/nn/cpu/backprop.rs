@@ -50,22 +50,63 @@ pub(super) struct Tape {
 }
 
 /// grad[m×n] += leftᵀ·right with left `[rows, m]` (stride `ls`) and right `[rows, n]` (stride `rs`).
-fn add_outer(grad: &mut [f32], m: usize, n: usize, left: &[f32], ls: usize, right: &[f32], rs: usize, rows: usize) {
-    matmul(grad, m, n, n, MatRef::strided(left, rows, m, ls).t(), MatRef::strided(right, rows, n, rs), true);
+fn add_outer(
+    grad: &mut [f32],
+    m: usize,
+    n: usize,
+    left: &[f32],
+    ls: usize,
+    right: &[f32],
+    rs: usize,
+    rows: usize,
+) {
+    matmul(
+        grad,
+        m,
+        n,
+        n,
+        MatRef::strided(left, rows, m, ls).t(),
+        MatRef::strided(right, rows, n, rs),
+        true,
+    );
 }
 
 /// out[rows, n] = x[rows, m] (stride xs) · w[m, n].
 fn mul(out: &mut [f32], x: &[f32], xs: usize, w: &[f32], rows: usize, m: usize, n: usize) {
-    matmul(out, rows, n, n, MatRef::strided(x, rows, m, xs), MatRef::rows(w, m, n), false);
+    matmul(
+        out,
+        rows,
+        n,
+        n,
+        MatRef::strided(x, rows, m, xs),
+        MatRef::rows(w, m, n),
+        false,
+    );
 }
 
 /// out[rows, n] = x[rows, m] (stride xs) · wᵀ with w `[n, m]`.
 fn mul_t(out: &mut [f32], x: &[f32], xs: usize, w: &[f32], rows: usize, m: usize, n: usize) {
-    matmul(out, rows, n, n, MatRef::strided(x, rows, m, xs), MatRef::rows(w, n, m).t(), false);
+    matmul(
+        out,
+        rows,
+        n,
+        n,
+        MatRef::strided(x, rows, m, xs),
+        MatRef::rows(w, n, m).t(),
+        false,
+    );
 }
 
 /// c[row, j] = Σₖ z̃[row, k] p[row, offset + k·r + j] for a block of K·r pre-products.
-fn contract(p: &[f32], ps: usize, offset: usize, zt: &[f32], k: usize, r: usize, rows: usize) -> Vec<f32> {
+fn contract(
+    p: &[f32],
+    ps: usize,
+    offset: usize,
+    zt: &[f32],
+    k: usize,
+    r: usize,
+    rows: usize,
+) -> Vec<f32> {
     let mut c = vec![0.0; rows * r];
     for row in 0..rows {
         for kk in 0..k {
@@ -96,11 +137,15 @@ impl CpuMlp {
     pub(super) fn record(&self, x: &[f32], z: &[f32], rows: usize, grad: &mut [f32]) -> Tape {
         let n = self.d_input;
         let layers = self.layers.len();
-        let mut t = Tape { rows, ..Tape::default() };
+        let mut t = Tape {
+            rows,
+            ..Tape::default()
+        };
         affine_latents(z, rows, self.d_latent, &mut t.zt);
         t.strides.push(n + self.layers[0].extra_in());
         for (l, layer) in self.layers.iter().enumerate() {
-            t.strides.push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
+            t.strides
+                .push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
         }
         let mut a0 = vec![0.0; rows * t.strides[0]];
         for r in 0..rows {
@@ -114,7 +159,17 @@ impl CpuMlp {
             let cols = layer.d_out + layer.pre();
             let mut y = vec![0.0; rows * cols];
             let stride = t.strides[l];
-            layer.forward_map(&mut t.acts[l], stride, rows, z, &t.zt, &d, true, &mut y, &mut scratch);
+            layer.forward_map(
+                &mut t.acts[l],
+                stride,
+                rows,
+                z,
+                &t.zt,
+                &d,
+                true,
+                &mut y,
+                &mut scratch,
+            );
             let next = t.strides[l + 1];
             let mut a = vec![0.0; rows * next];
             super::simd::tanh_rows(&y, cols, &layer.bias, &mut a, next, rows, layer.d_out);
@@ -136,10 +191,28 @@ impl CpuMlp {
             let (o, i) = (layer.d_out, layer.d_in);
             let ds = o + layer.extra_out();
             let mut delta = vec![0.0; rows * ds];
-            mul_dtanh(&g, g_stride, &t.acts[l + 1], t.strides[l + 1], &mut delta, ds, rows, o);
+            mul_dtanh(
+                &g,
+                g_stride,
+                &t.acts[l + 1],
+                t.strides[l + 1],
+                &mut delta,
+                ds,
+                rows,
+                o,
+            );
             let cols = i + layer.pre();
             let mut gy = vec![0.0; rows * cols];
-            layer.transpose_map(&mut delta, ds, rows, z, &t.zt, &t.d[l], &mut gy, &mut scratch);
+            layer.transpose_map(
+                &mut delta,
+                ds,
+                rows,
+                z,
+                &t.zt,
+                &t.d[l],
+                &mut gy,
+                &mut scratch,
+            );
             let mut kept = Vec::with_capacity(rows * o);
             for r in 0..rows {
                 kept.extend_from_slice(&g[r * g_stride..r * g_stride + o]);
@@ -159,7 +232,15 @@ impl CpuMlp {
     /// Reverse mode through a recorded tile: given ḡ₀ = ∂L/∂(∇ₓf) `[rows, n]`, adds the
     /// parameter gradients to `grads` (skipped when `None`: latents only) and ∂L/∂z per row
     /// to `zbar` `[rows, d_z]`.
-    pub(super) fn adjoint(&self, params: &MlpParams, tape: &Tape, z: &[f32], gbar0: &[f32], mut grads: Option<&mut MlpParams>, zbar: &mut [f32]) {
+    pub(super) fn adjoint(
+        &self,
+        params: &MlpParams,
+        tape: &Tape,
+        z: &[f32],
+        gbar0: &[f32],
+        mut grads: Option<&mut MlpParams>,
+        zbar: &mut [f32],
+    ) {
         let rows = tape.rows;
         let n = self.d_input;
         let layers = self.layers.len();
@@ -178,14 +259,28 @@ impl CpuMlp {
             let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
             let mut dy = vec![0.0; rows * cols];
             let (src, ss) = &mut gbars[l];
-            layer.forward_map(src, *ss, rows, z, &tape.zt, &tape.d[l], false, &mut dy, &mut scratch);
+            layer.forward_map(
+                src,
+                *ss,
+                rows,
+                z,
+                &tape.zt,
+                &tape.d[l],
+                false,
+                &mut dy,
+                &mut scratch,
+            );
             let (a, as_) = (&tape.acts[l + 1], tape.strides[l + 1]);
             let next_stride = o + self.layers.get(l + 1).map_or(0, |next| next.extra_in());
             let mut next = vec![0.0; rows * next_stride];
             mul_dtanh(&dy, cols, a, as_, &mut next, next_stride, rows, o);
             let mut ab = vec![0.0; rows * o];
             for (r, abr) in ab.chunks_exact_mut(o).enumerate() {
-                let (dyr, gr, ar) = (&dy[r * cols..r * cols + o], &tape.g[l][r * o..(r + 1) * o], &a[r * as_..r * as_ + o]);
+                let (dyr, gr, ar) = (
+                    &dy[r * cols..r * cols + o],
+                    &tape.g[l][r * o..(r + 1) * o],
+                    &a[r * as_..r * as_ + o],
+                );
                 for (((ab, d), g), a) in abr.iter_mut().zip(dyr).zip(gr).zip(ar) {
                     *ab = -2.0 * d * g * a;
                 }
@@ -208,13 +303,33 @@ impl CpuMlp {
             let (o, i) = (layer.d_out, layer.d_in);
             let us = o + layer.extra_out();
             let mut ubar = vec![0.0; rows * us];
-            mul_dtanh(&abar[l], o, &tape.acts[l + 1], tape.strides[l + 1], &mut ubar, us, rows, o);
+            mul_dtanh(
+                &abar[l],
+                o,
+                &tape.acts[l + 1],
+                tape.strides[l + 1],
+                &mut ubar,
+                us,
+                rows,
+                o,
+            );
             let cols = i + layer.pre();
             let mut uy = vec![0.0; rows * cols];
-            layer.transpose_map(&mut ubar, us, rows, z, &tape.zt, &tape.d[l], &mut uy, &mut scratch);
+            layer.transpose_map(
+                &mut ubar,
+                us,
+                rows,
+                z,
+                &tape.zt,
+                &tape.d[l],
+                &mut uy,
+                &mut scratch,
+            );
             if l > 0 {
                 for (r, row) in abar[l - 1].chunks_exact_mut(i).enumerate() {
-                    row.iter_mut().zip(&uy[r * cols..r * cols + i]).for_each(|(a, u)| *a += u);
+                    row.iter_mut()
+                        .zip(&uy[r * cols..r * cols + i])
+                        .for_each(|(a, u)| *a += u);
                 }
             }
             let side = Sides {
@@ -230,7 +345,13 @@ impl CpuMlp {
                 zt: &tape.zt,
                 d: &tape.d[l],
             };
-            layer_grads(&params.layers[l], grads.as_deref_mut().map(|g| &mut g.layers[l]), &side, z, zbar);
+            layer_grads(
+                &params.layers[l],
+                grads.as_deref_mut().map(|g| &mut g.layers[l]),
+                &side,
+                z,
+                zbar,
+            );
         }
     }
 }
@@ -257,7 +378,13 @@ struct Sides<'a> {
 
 /// Adds one layer's parameter gradients (unless `g` is `None`) and its latent gradient (see
 /// the module table).
-fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, z: &[f32], zbar: &mut [f32]) {
+fn layer_grads(
+    p: &LayerParams,
+    mut g: Option<&mut LayerParams>,
+    s: &Sides<'_>,
+    z: &[f32],
+    zbar: &mut [f32],
+) {
     let cfg = p.config;
     let (i, o, dz) = (cfg.d_input, cfg.d_output, cfg.d_latent);
     let k = dz + 1;
@@ -265,9 +392,22 @@ fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, 
     if let Some(g) = g.as_deref_mut() {
         // W̄ += aᵀū + ḡᵀδ;  b̄ += Σ ū.
         add_outer(&mut g.weight, i, o, s.a.0, s.a.1, s.ubar.0, s.ubar.1, rows);
-        add_outer(&mut g.weight, i, o, s.gbar.0, s.gbar.1, s.delta.0, s.delta.1, rows);
+        add_outer(
+            &mut g.weight,
+            i,
+            o,
+            s.gbar.0,
+            s.gbar.1,
+            s.delta.0,
+            s.delta.1,
+            rows,
+        );
         for r in 0..rows {
-            for (b, u) in g.bias.iter_mut().zip(&s.ubar.0[r * s.ubar.1..r * s.ubar.1 + o]) {
+            for (b, u) in g
+                .bias
+                .iter_mut()
+                .zip(&s.ubar.0[r * s.ubar.1..r * s.ubar.1 + o])
+            {
                 *b += u;
             }
         }
@@ -297,8 +437,26 @@ fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, 
                 e
             };
             if let Some(g) = g.as_deref_mut() {
-                add_outer(&mut g.fw, i, dz * o, s.a.0, s.a.1, &kron(s.ubar), dz * o, rows);
-                add_outer(&mut g.fw, i, dz * o, s.gbar.0, s.gbar.1, &kron(s.delta), dz * o, rows);
+                add_outer(
+                    &mut g.fw,
+                    i,
+                    dz * o,
+                    s.a.0,
+                    s.a.1,
+                    &kron(s.ubar),
+                    dz * o,
+                    rows,
+                );
+                add_outer(
+                    &mut g.fw,
+                    i,
+                    dz * o,
+                    s.gbar.0,
+                    s.gbar.1,
+                    &kron(s.delta),
+                    dz * o,
+                    rows,
+                );
             }
             // z̄ₖ += (aΔWₖ)·ū + (ḡΔWₖ)·δ.
             let (mut aw, mut gw) = (vec![0.0; rows * dz * o], vec![0.0; rows * dz * o]);
@@ -323,12 +481,48 @@ fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, 
             let e2 = contract(s.delta_u.0, s.delta_u.1, i, s.zt, k, r_, rows);
             if let Some(g) = g.as_deref_mut() {
                 // V̄ (mr_v [in, K·r], col k·r + j) += aᵀ(z̃ ⊗ e₁) + ḡᵀ(z̃ ⊗ e₂).
-                add_outer(&mut g.mr_v, i, k * r_, s.a.0, s.a.1, &spread(&e1, s.zt, k, r_, rows), k * r_, rows);
-                add_outer(&mut g.mr_v, i, k * r_, s.gbar.0, s.gbar.1, &spread(&e2, s.zt, k, r_, rows), k * r_, rows);
+                add_outer(
+                    &mut g.mr_v,
+                    i,
+                    k * r_,
+                    s.a.0,
+                    s.a.1,
+                    &spread(&e1, s.zt, k, r_, rows),
+                    k * r_,
+                    rows,
+                );
+                add_outer(
+                    &mut g.mr_v,
+                    i,
+                    k * r_,
+                    s.gbar.0,
+                    s.gbar.1,
+                    &spread(&e2, s.zt, k, r_, rows),
+                    k * r_,
+                    rows,
+                );
                 // Ū as [out, K·r] = ūᵀ(z̃ ⊗ f₁) + δᵀ(z̃ ⊗ f₂), scattered into mr_u [r, K·out].
                 let mut gu = vec![0.0; o * k * r_];
-                add_outer(&mut gu, o, k * r_, s.ubar.0, s.ubar.1, &spread(&f1, s.zt, k, r_, rows), k * r_, rows);
-                add_outer(&mut gu, o, k * r_, s.delta.0, s.delta.1, &spread(&f2, s.zt, k, r_, rows), k * r_, rows);
+                add_outer(
+                    &mut gu,
+                    o,
+                    k * r_,
+                    s.ubar.0,
+                    s.ubar.1,
+                    &spread(&f1, s.zt, k, r_, rows),
+                    k * r_,
+                    rows,
+                );
+                add_outer(
+                    &mut gu,
+                    o,
+                    k * r_,
+                    s.delta.0,
+                    s.delta.1,
+                    &spread(&f2, s.zt, k, r_, rows),
+                    k * r_,
+                    rows,
+                );
                 for oo in 0..o {
                     for kk in 0..k {
                         for j in 0..r_ {
@@ -354,9 +548,15 @@ fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, 
         }
         Modulation::Svd { .. } => {
             let r_ = cfg.effective_rank();
-            let col = |buf: (&[f32], usize), off: usize, r: usize, j: usize| buf.0[r * buf.1 + off + j];
-            let (mut t1, mut t2, mut s1, mut s2, mut dbar) =
-                (vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_], vec![0.0; rows * r_]);
+            let col =
+                |buf: (&[f32], usize), off: usize, r: usize, j: usize| buf.0[r * buf.1 + off + j];
+            let (mut t1, mut t2, mut s1, mut s2, mut dbar) = (
+                vec![0.0; rows * r_],
+                vec![0.0; rows * r_],
+                vec![0.0; rows * r_],
+                vec![0.0; rows * r_],
+                vec![0.0; rows * r_],
+            );
             for r in 0..rows {
                 for j in 0..r_ {
                     let dj = s.d[r * r_ + j];
@@ -380,7 +580,9 @@ fn layer_grads(p: &LayerParams, mut g: Option<&mut LayerParams>, s: &Sides<'_>, 
             // z̄ += d̄ A_d[..d_z]ᵀ.
             for r in 0..rows {
                 for kk in 0..dz {
-                    zb[r * dz + kk] += (0..r_).map(|j| dbar[r * r_ + j] * p.svd_d[kk * r_ + j]).sum::<f32>();
+                    zb[r * dz + kk] += (0..r_)
+                        .map(|j| dbar[r * r_ + j] * p.svd_d[kk * r_ + j])
+                        .sum::<f32>();
                 }
             }
         }

@@ -1,6 +1,9 @@
 //! The one place noether calls unsafe code: a bounds-checked, safe front end to the `gemm`
 //! crate's matrix product (AVX-512/AVX2/NEON microkernels chosen at run time).
-#![expect(unsafe_code, reason = "gemm::gemm takes raw pointers; every access is bounds-checked below")]
+#![expect(
+    unsafe_code,
+    reason = "gemm::gemm takes raw pointers; every access is bounds-checked below"
+)]
 
 /// A strided view of a row-major-ish f32 matrix: element (i, j) is at
 /// `data[i * row_stride + j * col_stride]`.
@@ -21,23 +24,49 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A contiguous row-major `rows × cols` matrix.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The first `cols` columns of a row-major buffer with `stride` floats per row.
     pub fn strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        Self { data, rows, cols, row_stride: stride, col_stride: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: stride,
+            col_stride: 1,
+        }
     }
 
     /// The transpose (a view, no copy).
     pub fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     fn check(&self, what: &str) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
-            assert!(last < self.data.len(), "{what}: {}×{} view with strides ({}, {}) overruns {} floats", self.rows, self.cols, self.row_stride, self.col_stride, self.data.len());
+            assert!(
+                last < self.data.len(),
+                "{what}: {}×{} view with strides ({}, {}) overruns {} floats",
+                self.rows,
+                self.cols,
+                self.row_stride,
+                self.col_stride,
+                self.data.len()
+            );
         }
     }
 }
@@ -47,15 +76,34 @@ impl<'a> MatRef<'a> {
 ///
 /// # Panics
 /// On mismatched shapes or a view that overruns its slice (programming errors).
-pub fn matmul(c: &mut [f32], c_rows: usize, c_cols: usize, c_stride: usize, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-    assert!(a.rows == c_rows && b.cols == c_cols && a.cols == b.rows, "matmul: [{}×{}]·[{}×{}] into [{c_rows}×{c_cols}]", a.rows, a.cols, b.rows, b.cols);
+pub fn matmul(
+    c: &mut [f32],
+    c_rows: usize,
+    c_cols: usize,
+    c_stride: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+) {
+    assert!(
+        a.rows == c_rows && b.cols == c_cols && a.cols == b.rows,
+        "matmul: [{}×{}]·[{}×{}] into [{c_rows}×{c_cols}]",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols
+    );
     a.check("matmul lhs");
     b.check("matmul rhs");
     if c_rows == 0 || c_cols == 0 {
         return;
     }
     let last = (c_rows - 1) * c_stride + c_cols - 1;
-    assert!(c_stride >= c_cols && last < c.len(), "matmul: destination [{c_rows}×{c_cols}] stride {c_stride} overruns {} floats", c.len());
+    assert!(
+        c_stride >= c_cols && last < c.len(),
+        "matmul: destination [{c_rows}×{c_cols}] stride {c_stride} overruns {} floats",
+        c.len()
+    );
     if a.cols == 0 {
         if !accumulate {
             for r in 0..c_rows {
@@ -101,7 +149,8 @@ mod tests {
         for i in 0..a.rows {
             for j in 0..b.cols {
                 for k in 0..a.cols {
-                    out[i * b.cols + j] += a.data[i * a.row_stride + k * a.col_stride] * b.data[k * b.row_stride + j * b.col_stride];
+                    out[i * b.cols + j] += a.data[i * a.row_stride + k * a.col_stride]
+                        * b.data[k * b.row_stride + j * b.col_stride];
                 }
             }
         }
@@ -122,7 +171,10 @@ mod tests {
             }
         }
         // Accumulate, with a transposed left operand: (Aᵀ)ᵀ·B again.
-        let at: Vec<f32> = (0..5).flat_map(|k| (0..7).map(move |i| (k, i))).map(|(k, i)| a[i * 5 + k]).collect();
+        let at: Vec<f32> = (0..5)
+            .flat_map(|k| (0..7).map(move |i| (k, i)))
+            .map(|(k, i)| a[i * 5 + k])
+            .collect();
         matmul(&mut c, 7, 9, 12, MatRef::rows(&at, 5, 7).t(), bv, true);
         for i in 0..7 {
             for j in 0..9 {
@@ -137,6 +189,14 @@ mod tests {
         let a = vec![0.0; 10];
         let b = vec![0.0; 6];
         let mut c = vec![0.0; 4];
-        matmul(&mut c, 2, 2, 2, MatRef::rows(&a, 2, 6), MatRef::rows(&b, 6, 2), false);
+        matmul(
+            &mut c,
+            2,
+            2,
+            2,
+            MatRef::rows(&a, 2, 6),
+            MatRef::rows(&b, 6, 2),
+            false,
+        );
     }
 }

@@ -18,7 +18,9 @@ pub(super) struct CpuDense {
 
 impl CpuDense {
     pub(super) fn new(params: &DenseParams) -> Self {
-        Self { params: params.clone() }
+        Self {
+            params: params.clone(),
+        }
     }
 
     /// Activations of every layer for `rows` rows of `x`: input first, output last.
@@ -29,13 +31,22 @@ impl CpuDense {
         for (l, (w, b)) in p.layers.iter().enumerate() {
             let (i, o) = (p.sizes[l], p.sizes[l + 1]);
             let mut u = vec![0.0; rows * o];
-            matmul(&mut u, rows, o, o, MatRef::rows(&acts[l], rows, i), MatRef::rows(w, i, o), false);
+            matmul(
+                &mut u,
+                rows,
+                o,
+                o,
+                MatRef::rows(&acts[l], rows, i),
+                MatRef::rows(w, i, o),
+                false,
+            );
             if l < last {
                 let mut a = vec![0.0; rows * o];
                 tanh_rows(&u, o, b, &mut a, o, rows, o);
                 acts.push(a);
             } else {
-                u.chunks_exact_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv));
+                u.chunks_exact_mut(o)
+                    .for_each(|row| row.iter_mut().zip(b).for_each(|(v, bv)| *v += bv));
                 acts.push(u);
             }
         }
@@ -44,23 +55,49 @@ impl CpuDense {
 
     /// The output `[rows, out]`.
     pub(super) fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.forward_tape(x, rows).pop().expect("at least one layer")
+        self.forward_tape(x, rows)
+            .pop()
+            .expect("at least one layer")
     }
 
     /// Back-propagates ∂L/∂output through a recorded tape into `grads`.
-    pub(super) fn backward(&self, acts: &[Vec<f32>], out_bar: &[f32], rows: usize, grads: &mut DenseParams) {
+    pub(super) fn backward(
+        &self,
+        acts: &[Vec<f32>],
+        out_bar: &[f32],
+        rows: usize,
+        grads: &mut DenseParams,
+    ) {
         let p = &self.params;
         let mut ubar = out_bar.to_vec();
         for l in (0..p.layers.len()).rev() {
             let (i, o) = (p.sizes[l], p.sizes[l + 1]);
             let (gw, gb) = &mut grads.layers[l];
-            matmul(gw, i, o, o, MatRef::rows(&acts[l], rows, i).t(), MatRef::rows(&ubar, rows, o), true);
+            matmul(
+                gw,
+                i,
+                o,
+                o,
+                MatRef::rows(&acts[l], rows, i).t(),
+                MatRef::rows(&ubar, rows, o),
+                true,
+            );
             for r in 0..rows {
-                gb.iter_mut().zip(&ubar[r * o..(r + 1) * o]).for_each(|(g, u)| *g += u);
+                gb.iter_mut()
+                    .zip(&ubar[r * o..(r + 1) * o])
+                    .for_each(|(g, u)| *g += u);
             }
             if l > 0 {
                 let mut abar = vec![0.0; rows * i];
-                matmul(&mut abar, rows, i, i, MatRef::rows(&ubar, rows, o), MatRef::rows(&p.layers[l].0, i, o).t(), false);
+                matmul(
+                    &mut abar,
+                    rows,
+                    i,
+                    i,
+                    MatRef::rows(&ubar, rows, o),
+                    MatRef::rows(&p.layers[l].0, i, o).t(),
+                    false,
+                );
                 let mut next = vec![0.0; rows * i];
                 mul_dtanh(&abar, i, &acts[l], i, &mut next, i, rows, i);
                 ubar = next;
@@ -100,43 +137,89 @@ impl Assembly {
                 })
                 .collect()
         };
-        Self { xi: skew(&p.xi), zeta: skew(&p.zeta), n, k }
+        Self {
+            xi: skew(&p.xi),
+            zeta: skew(&p.zeta),
+            n,
+            k,
+        }
     }
 
     /// B[p][j] = Σᵢ gᵢ tₚᵢⱼ for one row.
     fn b_rows(&self, g: &[f32], t: &[f32]) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
-        (0..k * n).map(|idx| (0..n).map(|i| g[i] * t[(idx / n) * n * n + i * n + idx % n]).sum()).collect()
+        (0..k * n)
+            .map(|idx| {
+                (0..n)
+                    .map(|i| g[i] * t[(idx / n) * n * n + i * n + idx % n])
+                    .sum()
+            })
+            .collect()
     }
 
     /// ẋ = L∇E + M∇S for `rows` rows, L and M assembled from the given gradients
     /// (matrix-free: w = B_S∇E, v = (A − Aᵀ)w, ẋ = B_Sᵀv + B_Eᵀ CCᵀ B_E∇S).
-    pub(super) fn forward(&self, ge: &[f32], gs: &[f32], a: &[f32], c: &[f32], rows: usize) -> Vec<f32> {
+    pub(super) fn forward(
+        &self,
+        ge: &[f32],
+        gs: &[f32],
+        a: &[f32],
+        c: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         let mut out = vec![0.0; rows * n];
         for r in 0..rows {
             let (ge, gs) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n]);
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
+            let (a, c) = (
+                &a[r * k * k..(r + 1) * k * k],
+                &c[r * k * k..(r + 1) * k * k],
+            );
             let (bs, be) = (self.b_rows(gs, &self.xi), self.b_rows(ge, &self.zeta));
-            let w: Vec<f32> = (0..k).map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum()).collect();
-            let w2: Vec<f32> = (0..k).map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum()).collect();
-            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| (a[p * k + q] - a[q * k + p]) * w[q]).sum()).collect();
-            let ctw: Vec<f32> = (0..k).map(|q| (0..k).map(|p| c[p * k + q] * w2[p]).sum()).collect();
-            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| c[p * k + q] * ctw[q]).sum()).collect();
+            let w: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum())
+                .collect();
+            let w2: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum())
+                .collect();
+            let v: Vec<f32> = (0..k)
+                .map(|p| (0..k).map(|q| (a[p * k + q] - a[q * k + p]) * w[q]).sum())
+                .collect();
+            let ctw: Vec<f32> = (0..k)
+                .map(|q| (0..k).map(|p| c[p * k + q] * w2[p]).sum())
+                .collect();
+            let v2: Vec<f32> = (0..k)
+                .map(|p| (0..k).map(|q| c[p * k + q] * ctw[q]).sum())
+                .collect();
             for j in 0..n {
-                out[r * n + j] = (0..k).map(|p| bs[p * n + j] * v[p] + be[p * n + j] * v2[p]).sum();
+                out[r * n + j] = (0..k)
+                    .map(|p| bs[p * n + j] * v[p] + be[p * n + j] * v2[p])
+                    .sum();
             }
         }
         out
     }
 
     /// L and M per row, row-major `[rows, n, n]` each.
-    pub(super) fn matrices(&self, ge: &[f32], gs: &[f32], a: &[f32], c: &[f32], rows: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(super) fn matrices(
+        &self,
+        ge: &[f32],
+        gs: &[f32],
+        a: &[f32],
+        c: &[f32],
+        rows: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let (n, k) = (self.n, self.k);
         let (mut l, mut m) = (vec![0.0; rows * n * n], vec![0.0; rows * n * n]);
         for r in 0..rows {
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
-            let (bs, be) = (self.b_rows(&gs[r * n..(r + 1) * n], &self.xi), self.b_rows(&ge[r * n..(r + 1) * n], &self.zeta));
+            let (a, c) = (
+                &a[r * k * k..(r + 1) * k * k],
+                &c[r * k * k..(r + 1) * k * k],
+            );
+            let (bs, be) = (
+                self.b_rows(&gs[r * n..(r + 1) * n], &self.xi),
+                self.b_rows(&ge[r * n..(r + 1) * n], &self.zeta),
+            );
             for i in 0..n {
                 for j in 0..n {
                     let (mut lij, mut mij) = (0.0, 0.0);
@@ -157,8 +240,19 @@ impl Assembly {
     }
 
     /// Reverse mode of [`Assembly::forward`] given ∂L/∂ẋ.
-    #[expect(clippy::too_many_arguments, reason = "the assembly's inputs and the output adjoint")]
-    pub(super) fn backward(&self, ge: &[f32], gs: &[f32], a: &[f32], c: &[f32], xbar: &[f32], rows: usize) -> AssemblyGrad {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the assembly's inputs and the output adjoint"
+    )]
+    pub(super) fn backward(
+        &self,
+        ge: &[f32],
+        gs: &[f32],
+        a: &[f32],
+        c: &[f32],
+        xbar: &[f32],
+        rows: usize,
+    ) -> AssemblyGrad {
         let (n, k) = (self.n, self.k);
         let mut g = AssemblyGrad {
             grad_energy: vec![0.0; rows * n],
@@ -169,36 +263,64 @@ impl Assembly {
             zeta: vec![0.0; k * n * n],
         };
         for r in 0..rows {
-            let (ge, gs, o) = (&ge[r * n..(r + 1) * n], &gs[r * n..(r + 1) * n], &xbar[r * n..(r + 1) * n]);
-            let (a, c) = (&a[r * k * k..(r + 1) * k * k], &c[r * k * k..(r + 1) * k * k]);
+            let (ge, gs, o) = (
+                &ge[r * n..(r + 1) * n],
+                &gs[r * n..(r + 1) * n],
+                &xbar[r * n..(r + 1) * n],
+            );
+            let (a, c) = (
+                &a[r * k * k..(r + 1) * k * k],
+                &c[r * k * k..(r + 1) * k * k],
+            );
             let (bs, be) = (self.b_rows(gs, &self.xi), self.b_rows(ge, &self.zeta));
-            let w: Vec<f32> = (0..k).map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum()).collect();
-            let w2: Vec<f32> = (0..k).map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum()).collect();
+            let w: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| bs[p * n + j] * ge[j]).sum())
+                .collect();
+            let w2: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| be[p * n + j] * gs[j]).sum())
+                .collect();
             let sk = |p: usize, q: usize| a[p * k + q] - a[q * k + p];
             let cc = |p: usize, q: usize| (0..k).map(|m| c[p * k + m] * c[q * k + m]).sum::<f32>();
-            let v: Vec<f32> = (0..k).map(|p| (0..k).map(|q| sk(p, q) * w[q]).sum()).collect();
-            let v2: Vec<f32> = (0..k).map(|p| (0..k).map(|q| cc(p, q) * w2[q]).sum()).collect();
+            let v: Vec<f32> = (0..k)
+                .map(|p| (0..k).map(|q| sk(p, q) * w[q]).sum())
+                .collect();
+            let v2: Vec<f32> = (0..k)
+                .map(|p| (0..k).map(|q| cc(p, q) * w2[q]).sum())
+                .collect();
             // ẋⱼ = Σₚ bsₚⱼ vₚ + beₚⱼ v2ₚ
-            let vbar: Vec<f32> = (0..k).map(|p| (0..n).map(|j| o[j] * bs[p * n + j]).sum()).collect();
-            let v2bar: Vec<f32> = (0..k).map(|p| (0..n).map(|j| o[j] * be[p * n + j]).sum()).collect();
+            let vbar: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| o[j] * bs[p * n + j]).sum())
+                .collect();
+            let v2bar: Vec<f32> = (0..k)
+                .map(|p| (0..n).map(|j| o[j] * be[p * n + j]).sum())
+                .collect();
             let mut bsbar: Vec<f32> = (0..k * n).map(|idx| o[idx % n] * v[idx / n]).collect();
             let mut bebar: Vec<f32> = (0..k * n).map(|idx| o[idx % n] * v2[idx / n]).collect();
             // v = (A − Aᵀ) w: w̄ = (A − Aᵀ)ᵀ v̄, Ā = v̄wᵀ − (v̄wᵀ)ᵀ.
-            let wbar: Vec<f32> = (0..k).map(|q| (0..k).map(|p| sk(p, q) * vbar[p]).sum()).collect();
+            let wbar: Vec<f32> = (0..k)
+                .map(|q| (0..k).map(|p| sk(p, q) * vbar[p]).sum())
+                .collect();
             for p in 0..k {
                 for q in 0..k {
                     g.a[r * k * k + p * k + q] += vbar[p] * w[q] - vbar[q] * w[p];
                 }
             }
             // v2 = CCᵀ w2: w̄2 = CCᵀ v̄2, C̄ = (v̄2 w2ᵀ + w2 v̄2ᵀ) C.
-            let w2bar: Vec<f32> = (0..k).map(|q| (0..k).map(|p| cc(p, q) * v2bar[p]).sum()).collect();
+            let w2bar: Vec<f32> = (0..k)
+                .map(|q| (0..k).map(|p| cc(p, q) * v2bar[p]).sum())
+                .collect();
             for p in 0..k {
                 for m in 0..k {
-                    g.c[r * k * k + p * k + m] += (0..k).map(|q| (v2bar[p] * w2[q] + w2[p] * v2bar[q]) * c[q * k + m]).sum::<f32>();
+                    g.c[r * k * k + p * k + m] += (0..k)
+                        .map(|q| (v2bar[p] * w2[q] + w2[p] * v2bar[q]) * c[q * k + m])
+                        .sum::<f32>();
                 }
             }
             // w = B_S ∇E, w2 = B_E ∇S.
-            let (gbe, gbs) = (&mut g.grad_energy[r * n..(r + 1) * n], &mut g.grad_entropy[r * n..(r + 1) * n]);
+            let (gbe, gbs) = (
+                &mut g.grad_energy[r * n..(r + 1) * n],
+                &mut g.grad_entropy[r * n..(r + 1) * n],
+            );
             for p in 0..k {
                 for j in 0..n {
                     bsbar[p * n + j] += wbar[p] * ge[j];
@@ -251,8 +373,24 @@ impl CpuGeneric {
     pub(super) fn gradients(&self, x: &[f32], z: &[f32], rows: usize) -> (Vec<f32>, Vec<f32>) {
         let n = self.n;
         let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-        self.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut ge) });
-        self.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut gs) });
+        self.energy.eval_tile(
+            x,
+            z,
+            rows,
+            TileOut {
+                value: None,
+                grad: Some(&mut ge),
+            },
+        );
+        self.entropy.eval_tile(
+            x,
+            z,
+            rows,
+            TileOut {
+                value: None,
+                grad: Some(&mut gs),
+            },
+        );
         (ge, gs)
     }
 

@@ -61,7 +61,9 @@ impl<'a> Objective<'a> {
     pub fn new(params: &'a ModelParams) -> Self {
         let nets = match params {
             ModelParams::Hnn(h) => Nets::Hnn(CpuMlp::from_params(h)),
-            ModelParams::Separable { t, v } => Nets::Separable(CpuMlp::from_params(t), CpuMlp::from_params(v)),
+            ModelParams::Separable { t, v } => {
+                Nets::Separable(CpuMlp::from_params(t), CpuMlp::from_params(v))
+            }
             ModelParams::Generic(g) => Nets::Generic(Box::new(CpuGeneric::new(g))),
         };
         Self { params, nets }
@@ -89,7 +91,10 @@ impl<'a> Objective<'a> {
     pub fn loss_grad(&self, batch: Batch<'_>, latents: &[f32], want_params: bool) -> LossGrad {
         let (n, dz) = (self.dim(), self.d_latent());
         let rows = batch.task.len();
-        assert!(batch.x.len() == rows * n && batch.dx.len() == rows * n, "Objective: batch of {rows} rows of width {n} expected");
+        assert!(
+            batch.x.len() == rows * n && batch.dx.len() == rows * n,
+            "Objective: batch of {rows} rows of width {n} expected"
+        );
         let mut z = Vec::with_capacity(rows * dz);
         for &t in batch.task {
             z.extend_from_slice(&latents[t * dz..(t + 1) * dz]);
@@ -101,7 +106,14 @@ impl<'a> Objective<'a> {
             .map(|t| {
                 let r0 = t * tile;
                 let r1 = (r0 + tile).min(rows);
-                self.tile(&batch.x[r0 * n..r1 * n], &batch.dx[r0 * n..r1 * n], &z[r0 * dz..r1 * dz], r1 - r0, scale, want_params)
+                self.tile(
+                    &batch.x[r0 * n..r1 * n],
+                    &batch.dx[r0 * n..r1 * n],
+                    &z[r0 * dz..r1 * dz],
+                    r1 - r0,
+                    scale,
+                    want_params,
+                )
             })
             .collect();
         let mut sq = 0.0;
@@ -123,10 +135,22 @@ impl<'a> Objective<'a> {
                 zbar[t * dz + k] += zbar_rows[r * dz + k];
             }
         }
-        LossGrad { loss: sq / (rows * n) as f64, params: grads, latents: zbar }
+        LossGrad {
+            loss: sq / (rows * n) as f64,
+            params: grads,
+            latents: zbar,
+        }
     }
 
-    fn tile(&self, x: &[f32], dx: &[f32], z: &[f32], rows: usize, scale: f32, want_params: bool) -> Partial {
+    fn tile(
+        &self,
+        x: &[f32],
+        dx: &[f32],
+        z: &[f32],
+        rows: usize,
+        scale: f32,
+        want_params: bool,
+    ) -> Partial {
         let n = self.dim();
         let dz = self.d_latent();
         let mut grads = want_params.then(|| self.params.zeros_like());
@@ -177,10 +201,21 @@ impl<'a> Objective<'a> {
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
                 let tape_t = t.record(&p, z, rows, &mut gt);
                 let tape_v = v.record(&q, z, rows, &mut gv);
-                let f: Vec<f32> = (0..rows).flat_map(|r| gt[r * dof..(r + 1) * dof].iter().copied().chain(gv[r * dof..(r + 1) * dof].iter().map(|v| -v)).collect::<Vec<_>>()).collect();
+                let f: Vec<f32> = (0..rows)
+                    .flat_map(|r| {
+                        gt[r * dof..(r + 1) * dof]
+                            .iter()
+                            .copied()
+                            .chain(gv[r * dof..(r + 1) * dof].iter().map(|v| -v))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
                 let xbar = residual(&f);
                 let gbar_t: Vec<f32> = xbar.chunks(n).flat_map(|r| r[..dof].to_vec()).collect();
-                let gbar_v: Vec<f32> = xbar.chunks(n).flat_map(|r| r[dof..].iter().map(|v| -v).collect::<Vec<_>>()).collect();
+                let gbar_v: Vec<f32> = xbar
+                    .chunks(n)
+                    .flat_map(|r| r[dof..].iter().map(|v| -v).collect::<Vec<_>>())
+                    .collect();
                 let (gt_params, gv_params) = match grads.as_mut() {
                     Some(ModelParams::Separable { t, v }) => (Some(t), Some(v)),
                     _ => (None, None),
@@ -195,7 +230,10 @@ impl<'a> Objective<'a> {
                 let tape_s = s.record(x, z, rows, &mut gs);
                 let a_tape = net.a_net.forward_tape(x, rows);
                 let c_tape = net.c_net.forward_tape(x, rows);
-                let (a_out, c_out) = (a_tape.last().expect("output"), c_tape.last().expect("output"));
+                let (a_out, c_out) = (
+                    a_tape.last().expect("output"),
+                    c_tape.last().expect("output"),
+                );
                 let f = net.assembly.forward(&ge, &gs, a_out, c_out, rows);
                 let xbar = residual(&f);
                 let back = net.assembly.backward(&ge, &gs, a_out, c_out, &xbar, rows);
@@ -211,8 +249,24 @@ impl<'a> Objective<'a> {
                     }
                     _ => (None, None),
                 };
-                adjoint_into(e, &gp.energy, &tape_e, z, &back.grad_energy, ge_p, &mut zbar);
-                adjoint_into(s, &gp.entropy, &tape_s, z, &back.grad_entropy, gs_p, &mut zbar);
+                adjoint_into(
+                    e,
+                    &gp.energy,
+                    &tape_e,
+                    z,
+                    &back.grad_energy,
+                    ge_p,
+                    &mut zbar,
+                );
+                adjoint_into(
+                    s,
+                    &gp.entropy,
+                    &tape_s,
+                    z,
+                    &back.grad_entropy,
+                    gs_p,
+                    &mut zbar,
+                );
             }
             _ => unreachable!("nets are built from these params"),
         }
@@ -221,7 +275,15 @@ impl<'a> Objective<'a> {
 }
 
 /// Adjoint into `grads` (when given; otherwise latent gradients only).
-fn adjoint_into(net: &CpuMlp, params: &MlpParams, tape: &Tape, z: &[f32], gbar: &[f32], grads: Option<&mut MlpParams>, zbar: &mut [f32]) {
+fn adjoint_into(
+    net: &CpuMlp,
+    params: &MlpParams,
+    tape: &Tape,
+    z: &[f32],
+    gbar: &[f32],
+    grads: Option<&mut MlpParams>,
+    zbar: &mut [f32],
+) {
     net.adjoint(params, tape, z, gbar, grads, zbar);
 }
 
@@ -239,7 +301,12 @@ fn add_skew_grad(raw_grad: &mut [f32], skew_grad: &[f32], k: usize, n: usize) {
 /// Regulariser terms of DESIGN.md §5 and their gradients, added to `grads`:
 /// λ_φ‖φ‖² over [`ParamRole::Hyper`] tensors and λ_⊥ Σ(‖U_sᵀU_s − I‖² + ‖V_sᵀV_s − I‖²) over
 /// each SVD layer's bases. Returns the penalty.
-pub fn add_regularizers(params: &ModelParams, grads: &mut ModelParams, lambda_phi: f64, lambda_orth: f64) -> f64 {
+pub fn add_regularizers(
+    params: &ModelParams,
+    grads: &mut ModelParams,
+    lambda_phi: f64,
+    lambda_orth: f64,
+) -> f64 {
     let mut total = 0.0;
     let (lp, lo) = (lambda_phi as f32, lambda_orth as f32);
     for ((p, role), (g, _)) in params.tensors().into_iter().zip(grads.tensors_mut()) {
@@ -260,12 +327,21 @@ pub fn add_regularizers(params: &ModelParams, grads: &mut ModelParams, lambda_ph
                 let rows = basis.len() / r;
                 // G = BᵀB − I;  ∂‖G‖²/∂B = 4 B G.
                 let gram: Vec<f32> = (0..r * r)
-                    .map(|idx| (0..rows).map(|m| basis[m * r + idx / r] * basis[m * r + idx % r]).sum::<f32>() - f32::from(u8::from(idx / r == idx % r)))
+                    .map(|idx| {
+                        (0..rows)
+                            .map(|m| basis[m * r + idx / r] * basis[m * r + idx % r])
+                            .sum::<f32>()
+                            - f32::from(u8::from(idx / r == idx % r))
+                    })
                     .collect();
                 total += f64::from(lo * gram.iter().map(|v| v * v).sum::<f32>());
                 for m in 0..rows {
                     for j in 0..r {
-                        grad[m * r + j] += 4.0 * lo * (0..r).map(|q| basis[m * r + q] * gram[q * r + j]).sum::<f32>();
+                        grad[m * r + j] += 4.0
+                            * lo
+                            * (0..r)
+                                .map(|q| basis[m * r + q] * gram[q * r + j])
+                                .sum::<f32>();
                     }
                 }
             }

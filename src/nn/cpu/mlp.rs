@@ -19,16 +19,19 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use super::params::{LayerParams, MlpParams};
 use super::{
     gemm::{MatRef, matmul},
     simd::{mul_dtanh, scaled_rank_update, tanh_rows},
 };
-use super::params::{LayerParams, MlpParams};
 use crate::nn::{Mlp, Modulation};
 
 /// Host copy of a tensor as f32.
 pub(super) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// A layer's method with its rank.
@@ -128,8 +131,14 @@ impl CpuLayer {
         };
         let w = p.weight.clone();
         let wt = transpose(&w, i, o);
-        let (shift, fw, mr_v, mr_u, svd_v, svd_u) =
-            (p.shift.clone(), p.fw.clone(), p.mr_v.clone(), p.mr_u.clone(), p.svd_v.clone(), p.svd_u.clone());
+        let (shift, fw, mr_v, mr_u, svd_v, svd_u) = (
+            p.shift.clone(),
+            p.fw.clone(),
+            p.mr_v.clone(),
+            p.mr_u.clone(),
+            p.svd_v.clone(),
+            p.svd_u.clone(),
+        );
         let zeros = |rows: usize, cols: usize| vec![0.0; rows * cols];
         let (mut fwd_corr, mut bwd_corr) = (Vec::new(), Vec::new());
         let (fwd, bwd) = match method {
@@ -156,19 +165,45 @@ impl CpuLayer {
                 // Correction rows (j, kk): U_k[·, j] = mr_u[j, kk·o ..] and V_k[·, j] = mr_v[·, kk·r + j].
                 for j in 0..r {
                     for kk in 0..k {
-                        fwd_corr.extend_from_slice(&mr_u[j * k * o + kk * o..j * k * o + (kk + 1) * o]);
+                        fwd_corr
+                            .extend_from_slice(&mr_u[j * k * o + kk * o..j * k * o + (kk + 1) * o]);
                         bwd_corr.extend((0..i).map(|ii| mr_v[ii * k * r + kk * r + j]));
                     }
                 }
-                ([hcat(&w, o, &mr_v, k * r, i), hcat(&shift, o, &zeros(dz, k * r), k * r, dz)].concat(), hcat(&wt, i, &u_blocks, k * r, o))
+                (
+                    [
+                        hcat(&w, o, &mr_v, k * r, i),
+                        hcat(&shift, o, &zeros(dz, k * r), k * r, dz),
+                    ]
+                    .concat(),
+                    hcat(&wt, i, &u_blocks, k * r, o),
+                )
             }
             Method::Svd(r) => {
                 fwd_corr = transpose(&svd_u, o, r);
                 bwd_corr = transpose(&svd_v, i, r);
-                ([hcat(&w, o, &svd_v, r, i), hcat(&shift, o, &zeros(dz, r), r, dz)].concat(), hcat(&wt, i, &svd_u, r, o))
+                (
+                    [
+                        hcat(&w, o, &svd_v, r, i),
+                        hcat(&shift, o, &zeros(dz, r), r, dz),
+                    ]
+                    .concat(),
+                    hcat(&wt, i, &svd_u, r, o),
+                )
             }
         };
-        let layer = Self { d_in: i, d_out: o, d_latent: dz, method, fwd, fwd_corr, bwd, bwd_corr, bias: p.bias.clone(), svd_d: p.svd_d.clone() };
+        let layer = Self {
+            d_in: i,
+            d_out: o,
+            d_latent: dz,
+            method,
+            fwd,
+            fwd_corr,
+            bwd,
+            bwd_corr,
+            bias: p.bias.clone(),
+            svd_d: p.svd_d.clone(),
+        };
         debug_assert_eq!(layer.fwd.len(), (i + layer.extra_in()) * (o + layer.pre()));
         debug_assert_eq!(layer.bwd.len(), (o + layer.extra_out()) * (i + layer.pre()));
         debug_assert_eq!(layer.fwd_corr.len(), layer.pre() * o);
@@ -184,7 +219,9 @@ impl CpuLayer {
         let mut b = self.bias.clone();
         if self.method != Method::None {
             for (kk, zk) in z.iter().enumerate() {
-                b.iter_mut().enumerate().for_each(|(oo, bv)| *bv += zk * fwd(i + kk, oo));
+                b.iter_mut()
+                    .enumerate()
+                    .for_each(|(oo, bv)| *bv += zk * fwd(i + kk, oo));
             }
         }
         let zt: Vec<f32> = z.iter().copied().chain([1.0]).collect();
@@ -194,7 +231,10 @@ impl CpuLayer {
                 for ii in 0..i {
                     for (kk, zk) in z.iter().enumerate() {
                         let row = i + dz + ii * dz + kk;
-                        w[ii * o..(ii + 1) * o].iter_mut().enumerate().for_each(|(oo, wv)| *wv += zk * fwd(row, oo));
+                        w[ii * o..(ii + 1) * o]
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(oo, wv)| *wv += zk * fwd(row, oo));
                     }
                 }
             }
@@ -202,10 +242,19 @@ impl CpuLayer {
                 let k = dz + 1;
                 // W += V(z) U(z)ᵀ with V(z)[ii, j] = Σₖ z̃ₖ Vₖ[ii, j] and U(z)ᵀ row j = Σₖ z̃ₖ Uₖ[·, j].
                 for j in 0..r {
-                    let ut: Vec<f32> = (0..o).map(|oo| (0..k).map(|kk| zt[kk] * self.fwd_corr[(j * k + kk) * o + oo]).sum()).collect();
+                    let ut: Vec<f32> = (0..o)
+                        .map(|oo| {
+                            (0..k)
+                                .map(|kk| zt[kk] * self.fwd_corr[(j * k + kk) * o + oo])
+                                .sum()
+                        })
+                        .collect();
                     for ii in 0..i {
                         let vij: f32 = (0..k).map(|kk| zt[kk] * fwd(ii, o + kk * r + j)).sum();
-                        w[ii * o..(ii + 1) * o].iter_mut().zip(&ut).for_each(|(wv, uv)| *wv += vij * uv);
+                        w[ii * o..(ii + 1) * o]
+                            .iter_mut()
+                            .zip(&ut)
+                            .for_each(|(wv, uv)| *wv += vij * uv);
                     }
                 }
             }
@@ -216,20 +265,42 @@ impl CpuLayer {
                     let uj = &self.fwd_corr[j * o..(j + 1) * o];
                     for ii in 0..i {
                         let s = fwd(ii, o + j) * d[j];
-                        w[ii * o..(ii + 1) * o].iter_mut().zip(uj).for_each(|(wv, uv)| *wv += s * uv);
+                        w[ii * o..(ii + 1) * o]
+                            .iter_mut()
+                            .zip(uj)
+                            .for_each(|(wv, uv)| *wv += s * uv);
                     }
                 }
             }
         }
         let bwd = transpose(&w, i, o);
-        CpuLayer { d_in: i, d_out: o, d_latent: dz, method: Method::None, fwd: w, fwd_corr: vec![], bwd, bwd_corr: vec![], bias: b, svd_d: vec![] }
+        CpuLayer {
+            d_in: i,
+            d_out: o,
+            d_latent: dz,
+            method: Method::None,
+            fwd: w,
+            fwd_corr: vec![],
+            bwd,
+            bwd_corr: vec![],
+            bias: b,
+            svd_d: vec![],
+        }
     }
 
     /// d = ReLU(z̃ A_d) for `rows` rows of z̃ `[rows, K]` → `[rows, r]` into `d` (SVD only).
     pub(super) fn svd_coefficients(&self, zt: &[f32], rows: usize, d: &mut Vec<f32>) {
         let Method::Svd(r) = self.method else { return };
         let d = grow(d, rows * r);
-        matmul(d, rows, r, r, MatRef::rows(zt, rows, self.k()), MatRef::rows(&self.svd_d, self.k(), r), false);
+        matmul(
+            d,
+            rows,
+            r,
+            r,
+            MatRef::rows(zt, rows, self.k()),
+            MatRef::rows(&self.svd_d, self.k(), r),
+            false,
+        );
         d.iter_mut().for_each(|v| *v = v.max(0.0));
     }
 
@@ -237,39 +308,98 @@ impl CpuLayer {
     /// `src_stride`; the extra columns are written here) into `out` `[rows, d_out + pre]`:
     /// `out[·, ..d_out] = h W̃(z) (+ s(z) when `affine`)`, `out[·, d_out..]` the pre-products
     /// (h V_s or h·[V₀ | … ]). The bias is not added.
-    #[expect(clippy::too_many_arguments, reason = "a tile kernel: buffers and their strides")]
-    pub(super) fn forward_map(&self, src: &mut [f32], src_stride: usize, rows: usize, z: &[f32], zt: &[f32], d: &[f32], affine: bool, out: &mut [f32], scratch: &mut Vec<f32>) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a tile kernel: buffers and their strides"
+    )]
+    pub(super) fn forward_map(
+        &self,
+        src: &mut [f32],
+        src_stride: usize,
+        rows: usize,
+        z: &[f32],
+        zt: &[f32],
+        d: &[f32],
+        affine: bool,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         fill_forward_extra(self, src, src_stride, rows, z, affine);
         let (o, cols) = (self.d_out, self.d_out + self.pre());
         let k_aug = self.d_in + self.extra_in();
-        matmul(out, rows, cols, cols, MatRef::strided(src, rows, k_aug, src_stride), MatRef::rows(&self.fwd, k_aug, cols), false);
+        matmul(
+            out,
+            rows,
+            cols,
+            cols,
+            MatRef::strided(src, rows, k_aug, src_stride),
+            MatRef::rows(&self.fwd, k_aug, cols),
+            false,
+        );
         self.add_correction(out, cols, o, rows, zt, d, &self.fwd_corr, scratch);
     }
 
     /// Computes the transposed map of `rows` rows of `delta` (`[δ ‖ extra]`, stride
     /// `delta_stride`; the extra columns are written here) into `out` `[rows, d_in + pre]`:
     /// `out[·, ..d_in] = δ W̃(z)ᵀ`, `out[·, d_in..]` the pre-products (δ U_s or δ·[U₀ | … ]).
-    #[expect(clippy::too_many_arguments, reason = "a tile kernel: buffers and their strides")]
-    pub(super) fn transpose_map(&self, delta: &mut [f32], delta_stride: usize, rows: usize, z: &[f32], zt: &[f32], d: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a tile kernel: buffers and their strides"
+    )]
+    pub(super) fn transpose_map(
+        &self,
+        delta: &mut [f32],
+        delta_stride: usize,
+        rows: usize,
+        z: &[f32],
+        zt: &[f32],
+        d: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         fill_backward_extra(self, delta, delta_stride, rows, z);
         let (i, cols) = (self.d_in, self.d_in + self.pre());
         let k_aug = self.d_out + self.extra_out();
-        matmul(out, rows, cols, cols, MatRef::strided(delta, rows, k_aug, delta_stride), MatRef::rows(&self.bwd, k_aug, cols), false);
+        matmul(
+            out,
+            rows,
+            cols,
+            cols,
+            MatRef::strided(delta, rows, k_aug, delta_stride),
+            MatRef::rows(&self.bwd, k_aug, cols),
+            false,
+        );
         self.add_correction(out, cols, i, rows, zt, d, &self.bwd_corr, scratch);
     }
 
     /// The rank-r update y[·, ..width] += c·factor from the pre-product columns
     /// p = y[·, width..]: SVD cⱼ = pⱼ dⱼ (vector AXPYs); MR (cⱼ z̃ₖ)ⱼₖ with
     /// cⱼ = Σₖ z̃ₖ p_{k·r+j} (a GEMM of inner size K·r). Nothing for other methods.
-    #[expect(clippy::too_many_arguments, reason = "a tile kernel: buffers and their strides")]
-    fn add_correction(&self, y: &mut [f32], y_stride: usize, width: usize, rows: usize, zt: &[f32], d: &[f32], factor: &[f32], scratch: &mut Vec<f32>) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a tile kernel: buffers and their strides"
+    )]
+    fn add_correction(
+        &self,
+        y: &mut [f32],
+        y_stride: usize,
+        width: usize,
+        rows: usize,
+        zt: &[f32],
+        d: &[f32],
+        factor: &[f32],
+        scratch: &mut Vec<f32>,
+    ) {
         match self.method {
             Method::Svd(r) => scaled_rank_update(y, y_stride, d, factor, rows, r, width),
             Method::Mr(r) => {
                 let k = self.k();
                 let c_rows = grow(scratch, rows * r * k);
                 for row in 0..rows {
-                    let (ztr, pre) = (&zt[row * k..(row + 1) * k], &y[row * y_stride + width..row * y_stride + width + k * r]);
+                    let (ztr, pre) = (
+                        &zt[row * k..(row + 1) * k],
+                        &y[row * y_stride + width..row * y_stride + width + k * r],
+                    );
                     for j in 0..r {
                         let c: f32 = (0..k).map(|kk| ztr[kk] * pre[kk * r + j]).sum();
                         for kk in 0..k {
@@ -277,7 +407,15 @@ impl CpuLayer {
                         }
                     }
                 }
-                matmul(y, rows, width, y_stride, MatRef::rows(c_rows, rows, r * k), MatRef::rows(factor, r * k, width), true);
+                matmul(
+                    y,
+                    rows,
+                    width,
+                    y_stride,
+                    MatRef::rows(c_rows, rows, r * k),
+                    MatRef::rows(factor, r * k, width),
+                    true,
+                );
             }
             _ => {}
         }
@@ -325,7 +463,13 @@ impl CpuMlp {
         let layers: Vec<CpuLayer> = p.layers.iter().map(CpuLayer::from_params).collect();
         let d_input = layers[0].d_in;
         let d_latent = layers[0].d_latent;
-        Self { layers, readout: p.readout.clone(), readout_bias: p.readout_bias, d_input, d_latent }
+        Self {
+            layers,
+            readout: p.readout.clone(),
+            readout_bias: p.readout_bias,
+            d_input,
+            d_latent,
+        }
     }
 
     /// Input width.
@@ -340,8 +484,17 @@ impl CpuMlp {
 
     /// The same network with latent `z` folded into unmodulated weights.
     pub fn fold(&self, z: &[f32]) -> CpuMlp {
-        assert_eq!(z.len(), self.d_latent, "CpuMlp::fold: latent of {} values, expected {}", z.len(), self.d_latent);
-        Self { layers: self.layers.iter().map(|l| l.fold(z)).collect(), ..self.clone() }
+        assert_eq!(
+            z.len(),
+            self.d_latent,
+            "CpuMlp::fold: latent of {} values, expected {}",
+            z.len(),
+            self.d_latent
+        );
+        Self {
+            layers: self.layers.iter().map(|l| l.fold(z)).collect(),
+            ..self.clone()
+        }
     }
 
     /// Evaluates `rows` rows of x `[rows, n]` with latents z `[rows, d_z]` (ignored by
@@ -360,7 +513,8 @@ impl CpuMlp {
         s.strides.clear();
         s.strides.push(n + self.layers[0].extra_in());
         for (l, layer) in self.layers.iter().enumerate() {
-            s.strides.push(layer.d_out + self.layers.get(l + 1).map_or(0, CpuLayer::extra_in));
+            s.strides
+                .push(layer.d_out + self.layers.get(l + 1).map_or(0, CpuLayer::extra_in));
         }
         let first_stride = s.strides[0];
         let a0 = grow(&mut s.acts[0], rows * first_stride);
@@ -384,7 +538,12 @@ impl CpuMlp {
         if let Some(value) = out.value {
             for r in 0..rows {
                 let row = &last[r * last_stride..r * last_stride + width];
-                value[r] = row.iter().zip(&self.readout).map(|(a, w)| a * w).sum::<f32>() + self.readout_bias;
+                value[r] = row
+                    .iter()
+                    .zip(&self.readout)
+                    .map(|(a, w)| a * w)
+                    .sum::<f32>()
+                    + self.readout_bias;
             }
         }
         let Some(grad) = out.grad else { return };
@@ -399,7 +558,16 @@ impl CpuMlp {
             let (o, i) = (layer.d_out, layer.d_in);
             let d_stride = o + layer.extra_out();
             let dl = grow(&mut delta, rows * d_stride);
-            mul_dtanh(&g_src, g_stride, &s.acts[l + 1], s.strides[l + 1], dl, d_stride, rows, o);
+            mul_dtanh(
+                &g_src,
+                g_stride,
+                &s.acts[l + 1],
+                s.strides[l + 1],
+                dl,
+                d_stride,
+                rows,
+                o,
+            );
             let cols = i + layer.pre();
             let gy = grow(&mut s.y, rows * cols);
             layer.transpose_map(dl, d_stride, rows, z, &s.zt, &s.svd_d[l], gy, &mut s.pre);
@@ -459,7 +627,14 @@ pub(super) fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// Writes the forward extra input columns of `layer` after the first `d_in` columns of
 /// each row: z (zeros unless `affine`: the shift is the affine part of the map), and for FW
 /// the products hᵢ zₖ.
-fn fill_forward_extra(layer: &CpuLayer, buf: &mut [f32], stride: usize, rows: usize, z: &[f32], affine: bool) {
+fn fill_forward_extra(
+    layer: &CpuLayer,
+    buf: &mut [f32],
+    stride: usize,
+    rows: usize,
+    z: &[f32],
+    affine: bool,
+) {
     let (i, dz) = (layer.d_in, layer.d_latent);
     if layer.method == Method::None {
         return;

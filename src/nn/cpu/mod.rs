@@ -47,10 +47,20 @@ use crate::{
 /// reference rate `noether bench network` prints beside the network's.
 pub fn bench_gemm(a: &[f32], w: &[f32], rows: usize) {
     let mut out = vec![0.0; rows * 100];
-    out.par_chunks_mut(TILE * 100).enumerate().for_each(|(t, o)| {
-        let n = o.len() / 100;
-        matmul(o, n, 100, 100, MatRef::rows(&a[t * TILE * 100..(t * TILE + n) * 100], n, 100), MatRef::rows(w, 100, 100), false);
-    });
+    out.par_chunks_mut(TILE * 100)
+        .enumerate()
+        .for_each(|(t, o)| {
+            let n = o.len() / 100;
+            matmul(
+                o,
+                n,
+                100,
+                100,
+                MatRef::rows(&a[t * TILE * 100..(t * TILE + n) * 100], n, 100),
+                MatRef::rows(w, 100, 100),
+                false,
+            );
+        });
 }
 
 /// Most rows per tile: large enough to amortise each GEMM call's fixed cost (a few µs of
@@ -102,20 +112,36 @@ fn par_tiles(
     f: impl Fn(&[f32], &[f32], usize, &mut [f32]) + Sync,
 ) {
     let rows = x.len() / n_in;
-    assert!(x.len() == rows * n_in && out.len() == rows * n_out, "CpuModel: x has {} values, out {}, for {rows} rows", x.len(), out.len());
-    assert!(z.len() == rows * dz, "CpuModel: {} latent values for {rows} rows of width {dz}", z.len());
+    assert!(
+        x.len() == rows * n_in && out.len() == rows * n_out,
+        "CpuModel: x has {} values, out {}, for {rows} rows",
+        x.len(),
+        out.len()
+    );
+    assert!(
+        z.len() == rows * dz,
+        "CpuModel: {} latent values for {rows} rows of width {dz}",
+        z.len()
+    );
     // At least two tiles per thread for load balance, at most TILE rows per tile.
     let threads = rayon::current_num_threads().max(1);
     let per_tile = rows.div_ceil(2 * threads).clamp(MIN_TILE, TILE);
     let tile = |t: usize, o: &mut [f32]| {
         let r0 = t * per_tile;
         let n = o.len() / n_out;
-        f(&x[r0 * n_in..(r0 + n) * n_in], &z[r0 * dz..(r0 + n) * dz], n, o);
+        f(
+            &x[r0 * n_in..(r0 + n) * n_in],
+            &z[r0 * dz..(r0 + n) * dz],
+            n,
+            o,
+        );
     };
     if rows <= per_tile {
         tile(0, out);
     } else {
-        out.par_chunks_mut(per_tile * n_out).enumerate().for_each(|(t, o)| tile(t, o));
+        out.par_chunks_mut(per_tile * n_out)
+            .enumerate()
+            .for_each(|(t, o)| tile(t, o));
     }
 }
 
@@ -129,11 +155,19 @@ impl CpuModel {
     pub fn from_params(params: &ModelParams, config: &ModelConfig) -> Self {
         let net = match params {
             ModelParams::Hnn(h) => CpuNet::Hnn(CpuMlp::from_params(h)),
-            ModelParams::Separable { t, v } => CpuNet::Separable { t: CpuMlp::from_params(t), v: CpuMlp::from_params(v) },
+            ModelParams::Separable { t, v } => CpuNet::Separable {
+                t: CpuMlp::from_params(t),
+                v: CpuMlp::from_params(v),
+            },
             ModelParams::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric::new(g))),
         };
         let dim = config.family.dim();
-        Self { net, config: config.clone(), dim, row_latent: config.d_latent }
+        Self {
+            net,
+            config: config.clone(),
+            dim,
+            row_latent: config.d_latent,
+        }
     }
 
     /// The model's config.
@@ -156,10 +190,21 @@ impl CpuModel {
     pub fn fold(&self, z: &[f32]) -> CpuModel {
         let net = match &self.net {
             CpuNet::Hnn(h) => CpuNet::Hnn(h.fold(z)),
-            CpuNet::Separable { t, v } => CpuNet::Separable { t: t.fold(z), v: v.fold(z) },
-            CpuNet::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric { energy: g.energy.fold(z), entropy: g.entropy.fold(z), ..(**g).clone() })),
+            CpuNet::Separable { t, v } => CpuNet::Separable {
+                t: t.fold(z),
+                v: v.fold(z),
+            },
+            CpuNet::Generic(g) => CpuNet::Generic(Box::new(CpuGeneric {
+                energy: g.energy.fold(z),
+                entropy: g.entropy.fold(z),
+                ..(**g).clone()
+            })),
         };
-        Self { net, row_latent: 0, ..self.clone() }
+        Self {
+            net,
+            row_latent: 0,
+            ..self.clone()
+        }
     }
 
     /// ẋ = f(x; z) for a batch, each row with its own latent.
@@ -171,15 +216,39 @@ impl CpuModel {
         match &self.net {
             CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let mut g = vec![0.0; rows * n];
-                h.eval_tile(x, z, rows, TileOut { value: None, grad: Some(&mut g) });
+                h.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(&mut g),
+                    },
+                );
                 j_grad(&g, out, n / 2);
             }),
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let dof = n / 2;
                 let (q, p) = split_rows(x, rows, dof);
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
-                t.eval_tile(&p, z, rows, TileOut { value: None, grad: Some(&mut gt) });
-                v.eval_tile(&q, z, rows, TileOut { value: None, grad: Some(&mut gv) });
+                t.eval_tile(
+                    &p,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(&mut gt),
+                    },
+                );
+                v.eval_tile(
+                    &q,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(&mut gv),
+                    },
+                );
                 for r in 0..rows {
                     for i in 0..dof {
                         out[r * n + i] = gt[r * dof + i];
@@ -187,7 +256,9 @@ impl CpuModel {
                     }
                 }
             }),
-            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.field_tile(x, z, rows, out)),
+            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                g.field_tile(x, z, rows, out)
+            }),
         }
     }
 
@@ -199,27 +270,77 @@ impl CpuModel {
         let (n, dz) = (self.dim, self.row_latent);
         match &self.net {
             CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
-                h.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
+                h.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: Some(out),
+                        grad: None,
+                    },
+                );
             }),
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
                 let (q, p) = split_rows(x, rows, n / 2);
                 let mut vv = vec![0.0; rows];
-                t.eval_tile(&p, z, rows, TileOut { value: Some(out), grad: None });
-                v.eval_tile(&q, z, rows, TileOut { value: Some(&mut vv), grad: None });
+                t.eval_tile(
+                    &p,
+                    z,
+                    rows,
+                    TileOut {
+                        value: Some(out),
+                        grad: None,
+                    },
+                );
+                v.eval_tile(
+                    &q,
+                    z,
+                    rows,
+                    TileOut {
+                        value: Some(&mut vv),
+                        grad: None,
+                    },
+                );
                 out.iter_mut().zip(&vv).for_each(|(a, b)| *a += b);
             }),
             CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, 1, |x, z, rows, out| {
-                g.energy.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
+                g.energy.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: Some(out),
+                        grad: None,
+                    },
+                );
             }),
         }
     }
 
     /// Entropy per row (GENERIC models; returns false and leaves `out` for others).
     pub fn entropy(&self, x: &[f32], z: &[f32], out: &mut [f32]) -> bool {
-        let CpuNet::Generic(g) = &self.net else { return false };
-        par_tiles(x, z, self.dim, self.row_latent, out, 1, |x, z, rows, out| {
-            g.entropy.eval_tile(x, z, rows, TileOut { value: Some(out), grad: None });
-        });
+        let CpuNet::Generic(g) = &self.net else {
+            return false;
+        };
+        par_tiles(
+            x,
+            z,
+            self.dim,
+            self.row_latent,
+            out,
+            1,
+            |x, z, rows, out| {
+                g.entropy.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: Some(out),
+                        grad: None,
+                    },
+                );
+            },
+        );
         true
     }
 
@@ -230,14 +351,50 @@ impl CpuModel {
     pub fn energy_grad(&self, x: &[f32], z: &[f32], out: &mut [f32]) {
         let (n, dz) = (self.dim, self.row_latent);
         match &self.net {
-            CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| h.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) })),
-            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.energy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) })),
+            CpuNet::Hnn(h) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                h.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(out),
+                    },
+                )
+            }),
+            CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+                g.energy.eval_tile(
+                    x,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(out),
+                    },
+                )
+            }),
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let dof = n / 2;
                 let (q, p) = split_rows(x, rows, dof);
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
-                t.eval_tile(&p, z, rows, TileOut { value: None, grad: Some(&mut gt) });
-                v.eval_tile(&q, z, rows, TileOut { value: None, grad: Some(&mut gv) });
+                t.eval_tile(
+                    &p,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(&mut gt),
+                    },
+                );
+                v.eval_tile(
+                    &q,
+                    z,
+                    rows,
+                    TileOut {
+                        value: None,
+                        grad: Some(&mut gv),
+                    },
+                );
                 for r in 0..rows {
                     out[r * n..r * n + dof].copy_from_slice(&gv[r * dof..(r + 1) * dof]);
                     out[r * n + dof..(r + 1) * n].copy_from_slice(&gt[r * dof..(r + 1) * dof]);
@@ -251,9 +408,21 @@ impl CpuModel {
     /// # Shapes
     /// - x: `[B·n]`, z: `[B·row_latent]`, out: `[B·n]`
     pub fn entropy_grad(&self, x: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
-        let CpuNet::Generic(g) = &self.net else { return None };
+        let CpuNet::Generic(g) = &self.net else {
+            return None;
+        };
         let (n, dz) = (self.dim, self.row_latent);
-        par_tiles(x, z, n, dz, out, n, |x, z, rows, out| g.entropy.eval_tile(x, z, rows, TileOut { value: None, grad: Some(out) }));
+        par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
+            g.entropy.eval_tile(
+                x,
+                z,
+                rows,
+                TileOut {
+                    value: None,
+                    grad: Some(out),
+                },
+            )
+        });
         Some(())
     }
 
@@ -262,9 +431,21 @@ impl CpuModel {
     /// # Shapes
     /// - p: `[B·dof]`, z: `[B·row_latent]`, out: `[B·dof]`
     pub fn velocity(&self, p: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
-        let CpuNet::Separable { t, .. } = &self.net else { return None };
+        let CpuNet::Separable { t, .. } = &self.net else {
+            return None;
+        };
         let dof = self.dim / 2;
-        par_tiles(p, z, dof, self.row_latent, out, dof, |p, z, rows, out| t.eval_tile(p, z, rows, TileOut { value: None, grad: Some(out) }));
+        par_tiles(p, z, dof, self.row_latent, out, dof, |p, z, rows, out| {
+            t.eval_tile(
+                p,
+                z,
+                rows,
+                TileOut {
+                    value: None,
+                    grad: Some(out),
+                },
+            )
+        });
         Some(())
     }
 
@@ -273,10 +454,20 @@ impl CpuModel {
     /// # Shapes
     /// - q: `[B·dof]`, z: `[B·row_latent]`, out: `[B·dof]`
     pub fn force(&self, q: &[f32], z: &[f32], out: &mut [f32]) -> Option<()> {
-        let CpuNet::Separable { v, .. } = &self.net else { return None };
+        let CpuNet::Separable { v, .. } = &self.net else {
+            return None;
+        };
         let dof = self.dim / 2;
         par_tiles(q, z, dof, self.row_latent, out, dof, |q, z, rows, out| {
-            v.eval_tile(q, z, rows, TileOut { value: None, grad: Some(&mut *out) });
+            v.eval_tile(
+                q,
+                z,
+                rows,
+                TileOut {
+                    value: None,
+                    grad: Some(&mut *out),
+                },
+            );
             out.iter_mut().for_each(|f| *f = -*f);
         });
         Some(())
@@ -287,7 +478,9 @@ impl CpuModel {
     /// # Shapes
     /// - x: `[B·n]`, z: `[B·row_latent]`
     pub fn generic_structure(&self, x: &[f32], z: &[f32]) -> Option<GenericRows> {
-        let CpuNet::Generic(g) = &self.net else { return None };
+        let CpuNet::Generic(g) = &self.net else {
+            return None;
+        };
         let (n, dz) = (self.dim, self.row_latent);
         let rows = x.len() / n;
         let mut out = GenericRows::default();
@@ -295,7 +488,13 @@ impl CpuModel {
             let end = (start + TILE).min(rows);
             let (xs, m) = (&x[start * n..end * n], end - start);
             let (ge, gs) = g.gradients(xs, &z[start * dz..end * dz], m);
-            let (l, mm) = g.assembly.matrices(&ge, &gs, &g.a_net.forward(xs, m), &g.c_net.forward(xs, m), m);
+            let (l, mm) = g.assembly.matrices(
+                &ge,
+                &gs,
+                &g.a_net.forward(xs, m),
+                &g.c_net.forward(xs, m),
+                m,
+            );
             out.l.extend(l);
             out.m.extend(mm);
             out.grad_energy.extend(ge);
@@ -352,13 +551,16 @@ impl NewtonFlow<Vec<f32>> for CpuFlow<'_> {
             let (fp, fm) = (self.rate(&plus), self.rate(&minus));
             for row in 0..rows {
                 for i in 0..n {
-                    jac[row * n * n + i * n + j] = (fp[row * n + i] - fm[row * n + i]) / (2.0 * eps);
+                    jac[row * n * n + i * n + j] =
+                        (fp[row * n + i] - fm[row * n + i]) / (2.0 * eps);
                 }
             }
         }
         let mut out = vec![0.0f32; y.len()];
         for row in 0..rows {
-            let m = nalgebra::DMatrix::from_fn(n, n, |i, j| f64::from(u8::from(i == j)) - 0.5 * h * f64::from(jac[row * n * n + i * n + j]));
+            let m = nalgebra::DMatrix::from_fn(n, n, |i, j| {
+                f64::from(u8::from(i == j)) - 0.5 * h * f64::from(jac[row * n * n + i * n + j])
+            });
             let b = nalgebra::DVector::from_fn(n, |i, _| f64::from(r[row * n + i]));
             let d = m.lu().solve(&b)?;
             for i in 0..n {
@@ -378,10 +580,15 @@ impl SplitFlow<Vec<f32>> for CpuFlow<'_> {
         let dof = self.model.dim() / 2;
         let (_, p) = split_rows(x, x.len() / (2 * dof), dof);
         let mut v = vec![0.0; p.len()];
-        self.model.velocity(&p, self.latents, &mut v).expect("drift needs a separable model");
+        self.model
+            .velocity(&p, self.latents, &mut v)
+            .expect("drift needs a separable model");
         let mut out = x.clone();
         for (row, vr) in out.chunks_exact_mut(2 * dof).zip(v.chunks_exact(dof)) {
-            row[..dof].iter_mut().zip(vr).for_each(|(q, v)| *q += h as f32 * v);
+            row[..dof]
+                .iter_mut()
+                .zip(vr)
+                .for_each(|(q, v)| *q += h as f32 * v);
         }
         out
     }
@@ -394,10 +601,15 @@ impl SplitFlow<Vec<f32>> for CpuFlow<'_> {
         let dof = self.model.dim() / 2;
         let (q, _) = split_rows(x, x.len() / (2 * dof), dof);
         let mut f = vec![0.0; q.len()];
-        self.model.force(&q, self.latents, &mut f).expect("kick needs a separable model");
+        self.model
+            .force(&q, self.latents, &mut f)
+            .expect("kick needs a separable model");
         let mut out = x.clone();
         for (row, fr) in out.chunks_exact_mut(2 * dof).zip(f.chunks_exact(dof)) {
-            row[dof..].iter_mut().zip(fr).for_each(|(p, f)| *p += h as f32 * f);
+            row[dof..]
+                .iter_mut()
+                .zip(fr)
+                .for_each(|(p, f)| *p += h as f32 * f);
         }
         out
     }
@@ -421,15 +633,22 @@ impl MetriplecticRows for CpuFlow<'_> {
     fn entropy_grad(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let rows = x.len() / self.model.dim();
         let (mut s, mut g) = (vec![0.0; rows], vec![0.0; x.len()]);
-        assert!(self.model.entropy(x, self.latents, &mut s), "entropy_grad needs a GENERIC model");
-        self.model.entropy_grad(x, self.latents, &mut g).expect("GENERIC model");
+        assert!(
+            self.model.entropy(x, self.latents, &mut s),
+            "entropy_grad needs a GENERIC model"
+        );
+        self.model
+            .entropy_grad(x, self.latents, &mut g)
+            .expect("GENERIC model");
         (s, g)
     }
 
     /// # Panics
     /// For a model that is not GENERIC.
     fn assemble(&self, x: &[f32], ge: &[f32], gs: &[f32]) -> Vec<f32> {
-        let CpuNet::Generic(g) = &self.model.net else { panic!("assemble needs a GENERIC model") };
+        let CpuNet::Generic(g) = &self.model.net else {
+            panic!("assemble needs a GENERIC model")
+        };
         g.assemble(x, ge, gs, x.len() / self.model.dim())
     }
 }

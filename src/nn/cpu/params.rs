@@ -7,7 +7,9 @@ use burn::{
 };
 
 use super::mlp::host;
-use crate::nn::{Dense, GenericNet, Hnn, Mlp, Model, ModelConfig, ModulatedLinear, ModulatedLinearConfig};
+use crate::nn::{
+    Dense, GenericNet, Hnn, Mlp, Model, ModelConfig, ModulatedLinear, ModulatedLinearConfig,
+};
 
 /// One modulated layer's tensors (empty vectors for what its method does not use).
 #[derive(Clone, Debug, PartialEq)]
@@ -106,7 +108,8 @@ pub enum ParamRole {
 
 impl LayerParams {
     fn from_burn<B: Backend>(l: &ModulatedLinear<B>) -> Self {
-        let get = |p: &Option<Param<Tensor<B, 2>>>| p.as_ref().map(|p| host(p.val())).unwrap_or_default();
+        let get =
+            |p: &Option<Param<Tensor<B, 2>>>| p.as_ref().map(|p| host(p.val())).unwrap_or_default();
         Self {
             config: l.config,
             weight: host(l.weight.val()),
@@ -128,7 +131,10 @@ impl LayerParams {
             *p = Param::from_tensor(Tensor::from_data(TensorData::new(v.to_vec(), shape), &dev));
         };
         set2(&mut l.weight, &self.weight);
-        l.bias = Param::from_tensor(Tensor::from_data(TensorData::new(self.bias.clone(), [self.bias.len()]), &dev));
+        l.bias = Param::from_tensor(Tensor::from_data(
+            TensorData::new(self.bias.clone(), [self.bias.len()]),
+            &dev,
+        ));
         for (p, v) in [
             (&mut l.shift, &self.shift),
             (&mut l.fw, &self.fw),
@@ -191,8 +197,14 @@ impl MlpParams {
             p.write_burn(l);
         }
         let dev = m.readout.device();
-        m.readout = Param::from_tensor(Tensor::from_data(TensorData::new(self.readout.clone(), [self.readout.len()]), &dev));
-        m.readout_bias = Param::from_tensor(Tensor::from_data(TensorData::new(vec![self.readout_bias], [1]), &dev));
+        m.readout = Param::from_tensor(Tensor::from_data(
+            TensorData::new(self.readout.clone(), [self.readout.len()]),
+            &dev,
+        ));
+        m.readout_bias = Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![self.readout_bias], [1]),
+            &dev,
+        ));
     }
 
     /// Input width.
@@ -226,7 +238,12 @@ impl DenseParams {
     }
 
     fn write_burn<B: Backend>(&self, d: &mut Dense<B>) {
-        for (l, ((w, b), (pw, pb))) in self.layers.iter().zip(d.weights.iter_mut().zip(d.biases.iter_mut())).enumerate() {
+        for (l, ((w, b), (pw, pb))) in self
+            .layers
+            .iter()
+            .zip(d.weights.iter_mut().zip(d.biases.iter_mut()))
+            .enumerate()
+        {
             let dev = pw.device();
             let (i, o) = (self.sizes[l], self.sizes[l + 1]);
             *pw = Param::from_tensor(Tensor::from_data(TensorData::new(w.clone(), [i, o]), &dev));
@@ -248,7 +265,10 @@ impl ModelParams {
     fn from_hnn<B: Backend>(h: &Hnn<B>) -> Self {
         match (&h.h, &h.t, &h.v) {
             (Some(h), _, _) => Self::Hnn(MlpParams::from_burn(h)),
-            (None, Some(t), Some(v)) => Self::Separable { t: MlpParams::from_burn(t), v: MlpParams::from_burn(v) },
+            (None, Some(t), Some(v)) => Self::Separable {
+                t: MlpParams::from_burn(t),
+                v: MlpParams::from_burn(v),
+            },
             _ => unreachable!("an Hnn holds H or (T, V)"),
         }
     }
@@ -281,10 +301,18 @@ impl ModelParams {
                 p.a_net.write_burn(&mut g.a_net);
                 p.c_net.write_burn(&mut g.c_net);
                 let dev = g.xi.device();
-                g.xi = Param::from_tensor(Tensor::from_data(TensorData::new(p.xi.clone(), [p.k, p.dim, p.dim]), &dev));
-                g.zeta = Param::from_tensor(Tensor::from_data(TensorData::new(p.zeta.clone(), [p.k, p.dim, p.dim]), &dev));
+                g.xi = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(p.xi.clone(), [p.k, p.dim, p.dim]),
+                    &dev,
+                ));
+                g.zeta = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(p.zeta.clone(), [p.k, p.dim, p.dim]),
+                    &dev,
+                ));
             }
-            _ => panic!("ModelParams::to_model: the parameters do not match the config's architecture"),
+            _ => panic!(
+                "ModelParams::to_model: the parameters do not match the config's architecture"
+            ),
         }
         model
     }
@@ -367,7 +395,9 @@ impl ModelParams {
 
     /// Whether every entry is finite.
     pub fn all_finite(&self) -> bool {
-        self.tensors().iter().all(|(t, _)| t.iter().all(|v| v.is_finite()))
+        self.tensors()
+            .iter()
+            .all(|(t, _)| t.iter().all(|v| v.is_finite()))
     }
 
     /// Total number of entries in [`ModelParams::tensors`].

@@ -38,7 +38,10 @@ pub fn tanh_scalar(x: f32) -> f32 {
 
 #[inline(always)]
 fn tanh_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    let x = simd.min_f32s(simd.max_f32s(x, simd.splat_f32s(-CLAMP)), simd.splat_f32s(CLAMP));
+    let x = simd.min_f32s(
+        simd.max_f32s(x, simd.splat_f32s(-CLAMP)),
+        simd.splat_f32s(CLAMP),
+    );
     let x2 = simd.mul_f32s(x, x);
     let mut p = simd.splat_f32s(ALPHA[6]);
     for a in ALPHA[..6].iter().rev() {
@@ -84,10 +87,35 @@ impl WithSimd for TanhRows<'_> {
 
 /// dst[r, 0..width] = tanh(src[r, 0..width] + bias) for `rows` rows of `src_stride` and
 /// `dst_stride` floats (the bias add fused into the activation pass).
-pub fn tanh_rows(src: &[f32], src_stride: usize, bias: &[f32], dst: &mut [f32], dst_stride: usize, rows: usize, width: usize) {
-    assert!(rows == 0 || (src.len() >= (rows - 1) * src_stride + width && dst.len() >= (rows - 1) * dst_stride + width));
-    assert_eq!(bias.len(), width, "tanh_rows: bias of {} for width {width}", bias.len());
-    Arch::new().dispatch(TanhRows { src, bias, src_stride, dst, dst_stride, rows, width });
+pub fn tanh_rows(
+    src: &[f32],
+    src_stride: usize,
+    bias: &[f32],
+    dst: &mut [f32],
+    dst_stride: usize,
+    rows: usize,
+    width: usize,
+) {
+    assert!(
+        rows == 0
+            || (src.len() >= (rows - 1) * src_stride + width
+                && dst.len() >= (rows - 1) * dst_stride + width)
+    );
+    assert_eq!(
+        bias.len(),
+        width,
+        "tanh_rows: bias of {} for width {width}",
+        bias.len()
+    );
+    Arch::new().dispatch(TanhRows {
+        src,
+        bias,
+        src_stride,
+        dst,
+        dst_stride,
+        rows,
+        width,
+    });
 }
 
 struct DtanhMul<'a> {
@@ -127,10 +155,31 @@ impl WithSimd for DtanhMul<'_> {
 /// dst[r, ·] = g[r, ·] ⊙ (1 − a[r, ·]²) (the tanh derivative) for `rows` rows of `width`,
 /// each operand with its own row stride.
 #[expect(clippy::too_many_arguments, reason = "three strided operands")]
-pub fn mul_dtanh(g: &[f32], g_stride: usize, a: &[f32], a_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, width: usize) {
+pub fn mul_dtanh(
+    g: &[f32],
+    g_stride: usize,
+    a: &[f32],
+    a_stride: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    rows: usize,
+    width: usize,
+) {
     let fits = |len: usize, stride: usize| rows == 0 || len >= (rows - 1) * stride + width;
-    assert!(fits(g.len(), g_stride) && fits(a.len(), a_stride) && fits(dst.len(), dst_stride), "mul_dtanh: operands too short");
-    Arch::new().dispatch(DtanhMul { g, g_stride, a, a_stride, dst, dst_stride, rows, width });
+    assert!(
+        fits(g.len(), g_stride) && fits(a.len(), a_stride) && fits(dst.len(), dst_stride),
+        "mul_dtanh: operands too short"
+    );
+    Arch::new().dispatch(DtanhMul {
+        g,
+        g_stride,
+        a,
+        a_stride,
+        dst,
+        dst_stride,
+        rows,
+        width,
+    });
 }
 
 struct ScaledRankUpdate<'a> {
@@ -150,7 +199,9 @@ impl WithSimd for ScaledRankUpdate<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let (rank, width) = (self.rank, self.width);
         // The factor's rows as SIMD vectors, split once.
-        let rows_f: Vec<(&[S::f32s], &[f32])> = (0..rank).map(|j| S::as_simd_f32s(&self.factor[j * width..(j + 1) * width])).collect();
+        let rows_f: Vec<(&[S::f32s], &[f32])> = (0..rank)
+            .map(|j| S::as_simd_f32s(&self.factor[j * width..(j + 1) * width]))
+            .collect();
         let mut c = vec![0.0f32; rank];
         for r in 0..self.rows {
             let row = &mut self.y[r * self.y_stride..r * self.y_stride + width + rank];
@@ -179,9 +230,30 @@ impl WithSimd for ScaledRankUpdate<'_> {
 /// For each row of `y` = [y₀ … y_{width−1} ‖ p₀ … p_{rank−1} ‖ …] (row stride `y_stride`):
 /// y[0..width] += Σⱼ (pⱼ dⱼ) · factor[j, 0..width], with d `[rows, rank]`. The SVD rank-r
 /// update ((h V_s) ⊙ d) U_sᵀ, reading the pre-products where the main GEMM left them.
-pub fn scaled_rank_update(y: &mut [f32], y_stride: usize, d: &[f32], factor: &[f32], rows: usize, rank: usize, width: usize) {
-    assert!(rows == 0 || (y.len() >= (rows - 1) * y_stride + width + rank && d.len() >= rows * rank && factor.len() >= rank * width));
-    Arch::new().dispatch(ScaledRankUpdate { y, y_stride, d, factor, rows, rank, width });
+pub fn scaled_rank_update(
+    y: &mut [f32],
+    y_stride: usize,
+    d: &[f32],
+    factor: &[f32],
+    rows: usize,
+    rank: usize,
+    width: usize,
+) {
+    assert!(
+        rows == 0
+            || (y.len() >= (rows - 1) * y_stride + width + rank
+                && d.len() >= rows * rank
+                && factor.len() >= rank * width)
+    );
+    Arch::new().dispatch(ScaledRankUpdate {
+        y,
+        y_stride,
+        d,
+        factor,
+        rows,
+        rank,
+        width,
+    });
 }
 
 #[cfg(test)]
@@ -190,14 +262,23 @@ mod tests {
 
     #[test]
     fn rational_tanh_is_accurate_to_a_few_ulp() {
-        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.005).chain([20.0, -20.0, 1e-6, 0.0]).collect();
+        let xs: Vec<f32> = (-2000..=2000)
+            .map(|i| i as f32 * 0.005)
+            .chain([20.0, -20.0, 1e-6, 0.0])
+            .collect();
         let mut out = vec![0.0; xs.len()];
         let zero = vec![0.0; xs.len()];
         tanh_rows(&xs, xs.len(), &zero, &mut out, xs.len(), 1, xs.len());
         for (x, y) in xs.iter().zip(&out) {
             let exact = (f64::from(*x)).tanh();
-            assert!((f64::from(*y) - exact).abs() <= 4e-7 * exact.abs().max(1e-30) + 1e-9, "tanh({x}) = {y}, exact {exact}");
-            assert!((tanh_scalar(*x) - y).abs() <= 1e-7, "scalar and SIMD paths agree at {x}");
+            assert!(
+                (f64::from(*y) - exact).abs() <= 4e-7 * exact.abs().max(1e-30) + 1e-9,
+                "tanh({x}) = {y}, exact {exact}"
+            );
+            assert!(
+                (tanh_scalar(*x) - y).abs() <= 1e-7,
+                "scalar and SIMD paths agree at {x}"
+            );
         }
     }
 
@@ -212,16 +293,24 @@ mod tests {
         for r in 0..rows {
             for o in 0..width {
                 let c = |j: usize| y0[r * stride + width + j] * d[r * rank + j];
-                let expected = y0[r * stride + o] + (0..rank).map(|j| c(j) * f[j * width + o]).sum::<f32>();
+                let expected =
+                    y0[r * stride + o] + (0..rank).map(|j| c(j) * f[j * width + o]).sum::<f32>();
                 assert!((y[r * stride + o] - expected).abs() < 1e-5);
             }
-            assert_eq!(&y[r * stride + width..(r + 1) * stride], &y0[r * stride + width..(r + 1) * stride], "pre-products untouched");
+            assert_eq!(
+                &y[r * stride + width..(r + 1) * stride],
+                &y0[r * stride + width..(r + 1) * stride],
+                "pre-products untouched"
+            );
         }
     }
 
     #[test]
     fn dtanh_multiplies_by_one_minus_square() {
-        let a = [0.5f32, -0.25, 0.9, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, -0.5, 0.33, 0.1];
+        let a = [
+            0.5f32, -0.25, 0.9, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, -0.5, 0.33,
+            0.1,
+        ];
         let g = vec![2.0f32; a.len()];
         let mut out = vec![0.0f32; a.len()];
         mul_dtanh(&g, a.len(), &a, a.len(), &mut out, a.len(), 1, a.len());

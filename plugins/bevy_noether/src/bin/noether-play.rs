@@ -1,0 +1,248 @@
+//! `noether-play SCENE`: open a population scene in a window, or step it headless.
+//!
+//! ```text
+//! noether-play scenes/oscillator_zoo.noether.ron                      # window
+//! noether-play scenes/oscillator_zoo.noether.ron --headless --seconds 10
+//! ```
+//!
+//! | key | action |
+//! |---|---|
+//! | Space | pause / resume the dynamics |
+//! | S | one step (pauses) |
+//! | + / − | double / halve the simulation speed |
+//! | Esc | quit |
+//!
+//! Paths are relative to `--root` (default: the current directory), which must hold the
+//! scene and the models it names (`assets/models/…`).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use bevy::{app::AppExit, asset::AssetPlugin, prelude::*};
+use bevy_noether::{
+    dynamics::StepDiagnostics,
+    headless::{headless_app, load_scene},
+    prelude::*,
+};
+use clap::Parser;
+
+/// Open a noether population scene.
+#[derive(Parser, Debug)]
+#[command(name = "noether-play", version, about)]
+struct Args {
+    /// Scene file (`*.noether.ron`), relative to `--root`.
+    #[arg(default_value = "scenes/oscillator_zoo.noether.ron")]
+    scene: String,
+    /// Step without a window and print a summary.
+    #[arg(long)]
+    headless: bool,
+    /// Simulated seconds to run headless.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Fixed timestep rate, Hz.
+    #[arg(long, default_value_t = 64.0)]
+    hz: f64,
+    /// Asset root holding `scenes/` and `assets/`.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// With a window: save a screenshot to this PNG after `--frames` frames, then quit.
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+    /// Frames before the screenshot.
+    #[arg(long, default_value_t = 60)]
+    frames: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let root = match std::fs::canonicalize(&args.root) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: asset root {}: {e}", args.root.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if !root.join(&args.scene).is_file() {
+        eprintln!(
+            "error: scene {} not found under {}",
+            args.scene,
+            root.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if !(args.hz.is_finite() && args.hz > 0.0 && args.seconds.is_finite() && args.seconds >= 0.0) {
+        eprintln!("error: --hz must be positive and --seconds non-negative");
+        return ExitCode::FAILURE;
+    }
+    if args.headless {
+        headless(&args, root)
+    } else {
+        windowed(&args, root)
+    }
+}
+
+fn asset_plugin(root: &std::path::Path, watch: bool) -> AssetPlugin {
+    AssetPlugin {
+        file_path: root.display().to_string(),
+        watch_for_changes_override: Some(watch),
+        ..default()
+    }
+}
+
+fn headless(args: &Args, root: PathBuf) -> ExitCode {
+    let mut app = headless_app(&root, args.hz);
+    let loading = Instant::now();
+    if let Err(e) = load_scene(&mut app, &args.scene, Duration::from_secs(120)) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let start_steps = app.world().resource::<Time<Simulation>>().context().steps;
+    let started = Instant::now();
+    let ticks = (args.seconds * args.hz).round() as u64;
+    for _ in 0..ticks {
+        app.update();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let world = app.world_mut();
+    let steps = world.resource::<Time<Simulation>>().context().steps - start_steps;
+    let simulated = world.resource::<Time<Simulation>>().elapsed_secs_f64();
+    let diag = world.resource::<StepDiagnostics>().clone();
+    // Per population: every body's max drift, and the smallest per-step dS.
+    let mut per: BTreeMap<(usize, String), (Vec<f32>, f32)> = BTreeMap::new();
+    let mut q = world.query::<(&Population, &BodyEnergy)>();
+    for (p, e) in q.iter(world) {
+        let s = per
+            .entry((p.index, format!("{} ({})", p.name, p.family)))
+            .or_insert((Vec::new(), f32::INFINITY));
+        s.0.push(e.max_drift);
+        s.1 = s.1.min(e.min_entropy_change);
+    }
+    let bodies: usize = per.values().map(|v| v.0.len()).sum();
+    println!(
+        "scene {} — {bodies} bodies, loaded in {load_seconds:.2} s",
+        args.scene
+    );
+    println!(
+        "{steps} fixed steps ({simulated:.2} s simulated) in {wall:.2} s wall: {:.0} body-steps/s, last step {:.2} ms, unconverged solves {}",
+        bodies as f64 * steps as f64 / wall.max(1e-9),
+        diag.step_ms,
+        diag.non_converged
+    );
+    // The learned E has an arbitrary additive constant, so |E − E₀|/|E₀| is large for the
+    // odd body whose E₀ happens to sit near zero: the median shows the typical body.
+    println!("| population | bodies | relative energy drift: median | max | min per-step dS |");
+    println!("|---|---|---|---|---|");
+    for ((_, name), (mut drifts, ds)) in per {
+        drifts.sort_by(f32::total_cmp);
+        let ds = if ds.is_finite() {
+            format!("{ds:.2e}")
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {name} | {} | {:.2e} | {:.2e} | {ds} |",
+            drifts.len(),
+            drifts[drifts.len() / 2],
+            drifts[drifts.len() - 1]
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Keyboard controls of the window.
+fn controls(
+    keys: Res<ButtonInput<KeyCode>>,
+    mut time: ResMut<Time<Simulation>>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    if keys.just_pressed(KeyCode::Space) {
+        time.toggle_pause();
+    }
+    if keys.just_pressed(KeyCode::KeyS) {
+        time.pause();
+        time.step_once();
+    }
+    if keys.just_pressed(KeyCode::Equal) || keys.just_pressed(KeyCode::NumpadAdd) {
+        let s = time.context().speed;
+        time.set_speed(s * 2.0);
+    }
+    if keys.just_pressed(KeyCode::Minus) || keys.just_pressed(KeyCode::NumpadSubtract) {
+        let s = time.context().speed;
+        time.set_speed(s / 2.0);
+    }
+    if keys.just_pressed(KeyCode::Escape) {
+        exit.write(AppExit::Success);
+    }
+}
+
+/// Screenshot request: path and frames left.
+#[derive(Resource)]
+struct ScreenshotAfter(PathBuf, u32, bool);
+
+fn screenshot(
+    mut commands: Commands,
+    mut after: ResMut<ScreenshotAfter>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    if after.1 > 0 {
+        after.1 -= 1;
+        return;
+    }
+    if !after.2 {
+        after.2 = true;
+        let path = after.0.clone();
+        commands
+            .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
+            .observe(bevy::render::view::screenshot::save_to_disk(path));
+        return;
+    }
+    if after.0.exists() {
+        exit.write(AppExit::Success);
+    }
+}
+
+#[cfg(feature = "render")]
+fn windowed(args: &Args, root: PathBuf) -> ExitCode {
+    let mut app = App::new();
+    app.add_plugins(
+        DefaultPlugins
+            .set(asset_plugin(&root, true))
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title: format!("noether — {}", args.scene),
+                    resolution: (1280, 800).into(),
+                    ..default()
+                }),
+                ..default()
+            }),
+    )
+    .insert_resource(Time::<Fixed>::from_hz(args.hz))
+    .insert_resource(ClearColor(Color::srgb(0.06, 0.07, 0.09)))
+    .add_plugins(NoetherPlugins::default())
+    .add_systems(Update, controls);
+    if let Some(path) = &args.screenshot {
+        let _ = std::fs::remove_file(path);
+        app.insert_resource(ScreenshotAfter(path.clone(), args.frames, false))
+            .add_systems(Update, screenshot);
+    }
+    let scene = app
+        .world()
+        .resource::<AssetServer>()
+        .load(args.scene.clone());
+    app.world_mut().spawn(NoetherSceneRoot(scene));
+    match app.run() {
+        AppExit::Success => ExitCode::SUCCESS,
+        AppExit::Error(_) => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(not(feature = "render"))]
+fn windowed(_args: &Args, _root: PathBuf) -> ExitCode {
+    eprintln!("error: this build has no window (feature `render` is off); use --headless");
+    ExitCode::FAILURE
+}
