@@ -4,7 +4,7 @@
 //! reported without a panic, the schedule has no ambiguities, and every member of the group
 //! can be disabled.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use bevy::{
     asset::{AssetPlugin, Assets},
@@ -15,105 +15,20 @@ use bevy::{
 use bevy_noether::{
     diagnostics::NoetherDiagnosticsPlugin,
     dynamics::{DynamicsPlugin, MAX_SUBSTEP},
-    headless::{headless_app, wait_for_scene},
+    headless::wait_for_scene,
     model::ModelPlugin,
     prelude::*,
     scene::{NoetherScene, ScenePlugin, SceneStatus},
     schedule::NoetherSchedulePlugin,
 };
-use burn::backend::Flex;
 use noether::{
-    data::stream_rng,
     integrate::{DiscreteGradient, ImplicitMidpoint, ImplicitSolver},
-    io::load_model,
-    nn::cpu::{CpuFlow, ModelParams},
+    nn::cpu::CpuFlow,
 };
-use rand::RngExt;
 
-const HZ: f64 = 64.0;
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A headless app on `MinimalPlugins`, one fixed tick per `update()`.
-fn create_app() -> App {
-    headless_app(repo(), HZ)
-}
-
-/// Adds a shipped model straight into the asset store.
-fn add_model(app: &mut App, name: &str) -> Handle<NoetherModel> {
-    let model = load_model::<Flex>(
-        &repo().join("assets/models").join(name),
-        &Default::default(),
-    )
-    .expect("shipped model");
-    let asset = NoetherModel::new(model.config.clone(), ModelParams::from_model(&model));
-    app.world_mut()
-        .resource_mut::<Assets<NoetherModel>>()
-        .add(asset)
-}
-
-fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
-    let mut rng = stream_rng("tests/headless", seed, 0);
-    (0..n)
-        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
-        .collect()
-}
-
-/// Spawns `count` bodies of `model` with random states (scaled) and latents near the mean.
-fn spawn_bodies(
-    app: &mut App,
-    model: &Handle<NoetherModel>,
-    count: usize,
-    seed: u64,
-) -> Vec<Entity> {
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(model)
-        .unwrap()
-        .clone();
-    let (n, dz) = (m.dim(), m.config.d_latent);
-    let mean = m.mean_latent();
-    let x = random(count * n, 1.0, seed);
-    let z = random(count * dz, 0.05, seed + 1);
-    (0..count)
-        .map(|i| {
-            let mut state: Vec<f32> = x[i * n..(i + 1) * n].to_vec();
-            if m.config.family == noether::systems::Family::Tgc {
-                state = vec![
-                    1.0 + 0.5 * state[0],
-                    state[1],
-                    2.0 + state[2],
-                    2.0 + state[3],
-                ];
-            }
-            if m.config.family == noether::systems::Family::Dno {
-                state[2] = 0.0;
-            }
-            let latent: Vec<f32> = mean
-                .iter()
-                .zip(&z[i * dz..(i + 1) * dz])
-                .map(|(a, b)| a + b)
-                .collect();
-            app.world_mut()
-                .spawn((
-                    NoetherBody::new(model.clone()),
-                    PhaseState(state),
-                    LatentCode(latent),
-                ))
-                .id()
-        })
-        .collect()
-}
-
-fn states(app: &mut App, entities: &[Entity]) -> Vec<f32> {
-    entities
-        .iter()
-        .flat_map(|&e| app.world().get::<PhaseState>(e).unwrap().0.clone())
-        .collect()
-}
+use common::{HZ, add_model, create_app, spawn_bodies, states};
 
 #[test]
 fn stepping_matches_the_core_integrator_bit_for_bit() {

@@ -49,10 +49,11 @@ struct Args {
     /// Asset root holding `scenes/` and `assets/`.
     #[arg(long, default_value = ".")]
     root: PathBuf,
-    /// With a window: save a screenshot to this PNG after `--frames` frames, then quit.
+    /// With a window: save a screenshot to this PNG after `--frames` frames (repeat the flag
+    /// for more shots, `--frames` apart), then quit.
     #[arg(long)]
-    screenshot: Option<PathBuf>,
-    /// Frames before the screenshot.
+    screenshot: Vec<PathBuf>,
+    /// Frames before each screenshot.
     #[arg(long, default_value_t = 60)]
     frames: u32,
 }
@@ -155,6 +156,7 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
 }
 
 /// Keyboard controls of the window.
+#[cfg(feature = "render")]
 fn controls(
     keys: Res<ButtonInput<KeyCode>>,
     mut time: ResMut<Time<Simulation>>,
@@ -180,30 +182,48 @@ fn controls(
     }
 }
 
-/// Screenshot request: path and frames left.
+/// Screenshots to take, one every `every` frames, then quit.
+#[cfg(feature = "render")]
 #[derive(Resource)]
-struct ScreenshotAfter(PathBuf, u32, bool);
+struct Screenshots {
+    paths: Vec<PathBuf>,
+    every: u32,
+    countdown: u32,
+    /// The shot in flight: its index in `paths`.
+    pending: Option<usize>,
+    taken: usize,
+}
 
+/// Takes the next screenshot when its frame comes, and quits after the last one is written.
+#[cfg(feature = "render")]
 fn screenshot(
     mut commands: Commands,
-    mut after: ResMut<ScreenshotAfter>,
+    mut shots: ResMut<Screenshots>,
     mut exit: MessageWriter<AppExit>,
 ) {
-    if after.1 > 0 {
-        after.1 -= 1;
+    use bevy::render::view::screenshot::{Screenshot, save_to_disk};
+    if let Some(i) = shots.pending {
+        // `save_to_disk` writes the whole file inside the observer, so existing means done.
+        if shots.paths[i].exists() {
+            shots.pending = None;
+            shots.taken += 1;
+            shots.countdown = shots.every;
+        }
         return;
     }
-    if !after.2 {
-        after.2 = true;
-        let path = after.0.clone();
-        commands
-            .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
-            .observe(bevy::render::view::screenshot::save_to_disk(path));
-        return;
-    }
-    if after.0.exists() {
+    if shots.taken == shots.paths.len() {
         exit.write(AppExit::Success);
+        return;
     }
+    if shots.countdown > 0 {
+        shots.countdown -= 1;
+        return;
+    }
+    let i = shots.taken;
+    shots.pending = Some(i);
+    commands
+        .spawn(Screenshot::primary_window())
+        .observe(save_to_disk(shots.paths[i].clone()));
 }
 
 #[cfg(feature = "render")]
@@ -225,10 +245,18 @@ fn windowed(args: &Args, root: PathBuf) -> ExitCode {
     .insert_resource(ClearColor(Color::srgb(0.06, 0.07, 0.09)))
     .add_plugins(NoetherPlugins::default())
     .add_systems(Update, controls);
-    if let Some(path) = &args.screenshot {
-        let _ = std::fs::remove_file(path);
-        app.insert_resource(ScreenshotAfter(path.clone(), args.frames, false))
-            .add_systems(Update, screenshot);
+    if !args.screenshot.is_empty() {
+        for path in &args.screenshot {
+            let _ = std::fs::remove_file(path);
+        }
+        app.insert_resource(Screenshots {
+            paths: args.screenshot.clone(),
+            every: args.frames,
+            countdown: args.frames,
+            pending: None,
+            taken: 0,
+        })
+        .add_systems(Update, screenshot);
     }
     let scene = app
         .world()

@@ -124,6 +124,7 @@ fn ui(
     trace: Res<Trace>,
     populations: Query<(Entity, &Population, &BodyEnergy)>,
     mut latents: Query<(&mut LatentCode, &PhaseState)>,
+    visuals: Option<ResMut<crate::visuals::VisualSettings>>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
     let mut root = egui::Ui::new(
@@ -133,7 +134,7 @@ fn ui(
             .layer_id(egui::LayerId::background())
             .max_rect(ctx.viewport_rect()),
     );
-    egui::Panel::right("noether-inspector")
+    let panel = egui::Panel::right("noether-inspector")
         .default_size(300.0)
         .show(&mut root, |ui| {
             ui.heading("noether");
@@ -225,6 +226,13 @@ fn ui(
                 );
             }
         });
+    // Keep the scene framed in the part of the window the panel leaves free.
+    let width = panel.response.rect.width();
+    if let Some(mut visuals) = visuals
+        && (visuals.reserved_right - width).abs() > 0.5
+    {
+        visuals.reserved_right = width;
+    }
     Ok(())
 }
 

@@ -31,6 +31,11 @@ pub struct VisualSettings {
     pub bars: bool,
     /// At most this many bodies are drawn per population (the rest still step).
     pub max_drawn_per_population: usize,
+    /// Move and zoom the spawned camera so every population is in view.
+    pub frame_camera: bool,
+    /// Logical pixels on the window's right that a panel covers (the inspector sets it),
+    /// left out when framing.
+    pub reserved_right: f32,
 }
 
 impl Default for VisualSettings {
@@ -42,6 +47,8 @@ impl Default for VisualSettings {
             phase_portraits: true,
             bars: true,
             max_drawn_per_population: 2_000,
+            frame_camera: true,
+            reserved_right: 0.0,
         }
     }
 }
@@ -62,13 +69,89 @@ pub enum VisualsSystems {
 #[derive(Component)]
 struct PopulationLabel(String);
 
+/// The camera [`VisualsPlugin`] spawned (and frames).
+#[derive(Component, Reflect, Clone, Copy, Debug, Default)]
+#[reflect(Component, Default, Debug)]
+pub struct NoetherCamera;
+
+/// Each population's name and the box its bodies' anchors span (world units), by index.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct PopulationBounds(pub BTreeMap<usize, (String, Rect)>);
+
+/// Room around a population's anchors: drawings reach this far beside and below them, the
+/// label and phase portrait sit above.
+const MARGIN: f32 = 45.0;
+const HEADER: f32 = 120.0;
+/// Side of a phase portrait.
+const PORTRAIT: f32 = 70.0;
+
 fn spawn_camera(
     mut commands: Commands,
     settings: Res<VisualSettings>,
     cameras: Query<(), With<Camera>>,
 ) {
     if settings.spawn_camera && cameras.is_empty() {
-        commands.spawn(Camera2d);
+        commands.spawn((Camera2d, NoetherCamera));
+    }
+}
+
+fn measure_populations(
+    bodies: Query<(&Population, &Transform)>,
+    mut bounds: ResMut<PopulationBounds>,
+) {
+    let mut next: BTreeMap<usize, (String, Rect)> = BTreeMap::new();
+    for (p, t) in &bodies {
+        let at = t.translation.truncate();
+        next.entry(p.index)
+            .and_modify(|(_, r)| *r = r.union_point(at))
+            .or_insert_with(|| {
+                (
+                    format!("{} ({})", p.name, p.family),
+                    Rect::from_center_size(at, Vec2::ZERO),
+                )
+            });
+    }
+    if next.len() != bounds.0.len() || next.iter().zip(&bounds.0).any(|(a, b)| a != b) {
+        bounds.0 = next;
+    }
+}
+
+/// Zooms and centres the [`NoetherCamera`] on all populations (with their labels and
+/// portraits), in the part of the window no panel covers.
+fn frame_camera(
+    settings: Res<VisualSettings>,
+    bounds: Res<PopulationBounds>,
+    windows: Query<&Window, With<bevy::window::PrimaryWindow>>,
+    mut cameras: Query<(&mut Transform, &mut Projection), With<NoetherCamera>>,
+) {
+    let (Ok(window), Some(all)) = (
+        windows.single(),
+        bounds.0.values().map(|(_, r)| *r).reduce(|a, b| a.union(b)),
+    ) else {
+        return;
+    };
+    if !settings.frame_camera {
+        return;
+    }
+    let all = Rect::from_corners(
+        all.min - Vec2::splat(MARGIN),
+        all.max + Vec2::new(MARGIN, HEADER),
+    );
+    let (w, h) = (
+        (window.width() - settings.reserved_right).max(64.0),
+        window.height().max(64.0),
+    );
+    let scale = (all.width() / w).max(all.height() / h) * 1.04;
+    for (mut transform, mut projection) in &mut cameras {
+        if let Projection::Orthographic(ortho) = projection.as_mut() {
+            if (ortho.scale - scale).abs() > 1e-4 * scale {
+                ortho.scale = scale;
+            }
+        }
+        let centre = all.center() + Vec2::new(0.5 * settings.reserved_right * scale, 0.0);
+        if transform.translation.truncate().distance(centre) > 1e-3 {
+            transform.translation = centre.extend(transform.translation.z);
+        }
     }
 }
 
@@ -126,6 +209,7 @@ fn draw_bodies(
     mut gizmos: Gizmos,
     settings: Res<VisualSettings>,
     fixed: Res<Time<Fixed>>,
+    bounds: Res<PopulationBounds>,
     bodies: Query<Drawn>,
 ) {
     let alpha = if settings.interpolate {
@@ -144,9 +228,18 @@ fn draw_bodies(
             && settings.phase_portraits
             && x.len() >= 2
         {
-            let entry = portraits
-                .entry(p.index)
-                .or_insert((transform.translation.truncate(), Vec::new()));
+            let entry = portraits.entry(p.index).or_insert_with(|| {
+                let top_right = bounds
+                    .0
+                    .get(&p.index)
+                    .map_or(transform.translation.truncate(), |(_, r)| {
+                        Vec2::new(r.max.x, r.max.y)
+                    });
+                (
+                    top_right + Vec2::new(MARGIN - 0.5 * PORTRAIT, 0.5 * HEADER),
+                    Vec::new(),
+                )
+            });
             if entry.1.len() < settings.max_drawn_per_population {
                 entry.1.push(Vec2::new(x[0], x[1]));
             }
@@ -279,9 +372,9 @@ fn draw_bodies(
             }
         }
     }
-    for (origin, points) in portraits.values() {
-        let (w, h) = (70.0, 70.0);
-        let corner = *origin + Vec2::new(-90.0, 10.0);
+    for (corner, points) in portraits.values() {
+        let (w, h) = (PORTRAIT, PORTRAIT);
+        let corner = *corner;
         gizmos.rect_2d(
             Isometry2d::from_translation(corner),
             Vec2::new(w, h),
@@ -299,18 +392,22 @@ fn draw_bodies(
 
 fn label_populations(
     mut commands: Commands,
-    bodies: Query<(&Population, &Transform)>,
+    bounds: Res<PopulationBounds>,
     labels: Query<(Entity, &PopulationLabel)>,
 ) {
-    let mut wanted: BTreeMap<String, Vec2> = BTreeMap::new();
-    for (p, t) in &bodies {
-        if p.member == 0 {
-            wanted.insert(
-                format!("{} ({})", p.name, p.family),
-                t.translation.truncate() + Vec2::new(0.0, 40.0),
-            );
-        }
+    if !bounds.is_changed() {
+        return;
     }
+    let mut wanted: BTreeMap<String, Vec2> = bounds
+        .0
+        .values()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                Vec2::new(r.min.x - 0.5 * MARGIN, r.max.y + 0.5 * HEADER),
+            )
+        })
+        .collect();
     for (e, l) in &labels {
         if wanted.remove(&l.0).is_none() {
             commands.entity(e).despawn();
@@ -321,10 +418,11 @@ fn label_populations(
             PopulationLabel(text.clone()),
             Text2d::new(text),
             TextFont {
-                font_size: FontSize::Px(14.0),
+                font_size: FontSize::Px(16.0),
                 ..default()
             },
-            Transform::from_xyz(at.x + 60.0, at.y, 1.0),
+            bevy::sprite::Anchor::CENTER_LEFT,
+            Transform::from_xyz(at.x, at.y, 1.0),
         ));
     }
 }
@@ -339,7 +437,9 @@ impl Plugin for VisualsPlugin {
     fn build(&self, app: &mut App) {
         app.register_type::<VisualSettings>()
             .register_type::<PreviousState>()
+            .register_type::<NoetherCamera>()
             .init_resource::<VisualSettings>()
+            .init_resource::<PopulationBounds>()
             .add_systems(Startup, spawn_camera)
             .add_systems(
                 self.schedule,
@@ -347,7 +447,12 @@ impl Plugin for VisualsPlugin {
             )
             .add_systems(
                 Update,
-                (draw_bodies, label_populations).in_set(VisualsSystems::Draw),
+                (
+                    measure_populations,
+                    (draw_bodies, label_populations, frame_camera),
+                )
+                    .chain()
+                    .in_set(VisualsSystems::Draw),
             );
     }
 }
