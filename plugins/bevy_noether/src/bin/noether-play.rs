@@ -16,7 +16,6 @@
 //! scene and the models it names (`assets/models/…`).
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -24,6 +23,7 @@ use std::{
 
 use bevy::{app::AppExit, asset::AssetPlugin, prelude::*};
 use bevy_noether::{
+    diagnostics::summarize_populations,
     dynamics::StepDiagnostics,
     headless::{headless_app, load_scene},
     prelude::*,
@@ -113,43 +113,27 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
     let steps = world.resource::<Time<Simulation>>().context().steps - start_steps;
     let simulated = world.resource::<Time<Simulation>>().elapsed_secs_f64();
     let diag = world.resource::<StepDiagnostics>().clone();
-    // Per population: every body's max drift, and the smallest per-step dS.
-    let mut per: BTreeMap<(usize, String), (Vec<f32>, f32)> = BTreeMap::new();
-    let mut q = world.query::<(&Population, &BodyEnergy)>();
-    for (p, e) in q.iter(world) {
-        let s = per
-            .entry((p.index, format!("{} ({})", p.name, p.family)))
-            .or_insert((Vec::new(), f32::INFINITY));
-        s.0.push(e.max_drift);
-        s.1 = s.1.min(e.min_entropy_change);
-    }
-    let bodies: usize = per.values().map(|v| v.0.len()).sum();
-    println!(
-        "scene {} — {bodies} bodies, loaded in {load_seconds:.2} s",
-        args.scene
-    );
+    let mut q = world.query::<(Entity, &Population, &BodyEnergy)>();
+    let summary = summarize_populations(q.iter(world));
+    let bodies: usize = summary.iter().map(|p| p.bodies).sum();
+    println!("scene {} — {bodies} bodies, loaded in {load_seconds:.2} s", args.scene);
     println!(
         "{steps} fixed steps ({simulated:.2} s simulated) in {wall:.2} s wall: {:.0} body-steps/s, last step {:.2} ms, unconverged solves {}",
         bodies as f64 * steps as f64 / wall.max(1e-9),
         diag.step_ms,
         diag.non_converged
     );
-    // The learned E has an arbitrary additive constant, so |E − E₀|/|E₀| is large for the
-    // odd body whose E₀ happens to sit near zero: the median shows the typical body.
     println!("| population | bodies | relative energy drift: median | max | min per-step dS |");
     println!("|---|---|---|---|---|");
-    for ((_, name), (mut drifts, ds)) in per {
-        drifts.sort_by(f32::total_cmp);
-        let ds = if ds.is_finite() {
-            format!("{ds:.2e}")
+    for p in summary {
+        let ds = if p.min_entropy_change.is_finite() {
+            format!("{:.2e}", p.min_entropy_change)
         } else {
             "—".into()
         };
         println!(
-            "| {name} | {} | {:.2e} | {:.2e} | {ds} |",
-            drifts.len(),
-            drifts[drifts.len() / 2],
-            drifts[drifts.len() - 1]
+            "| {} ({}) | {} | {:.2e} | {:.2e} | {ds} |",
+            p.name, p.family, p.bodies, p.median_drift, p.max_drift
         );
     }
     ExitCode::SUCCESS

@@ -18,8 +18,71 @@ use bevy::{
 
 use crate::{
     dynamics::{BodyEnergy, StepDiagnostics},
+    scene::Population,
     schedule::NoetherSystems,
 };
+
+/// Energy and entropy bookkeeping of one population, over its bodies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PopulationSummary {
+    /// Index of the population in its scene.
+    pub index: usize,
+    /// Population name.
+    pub name: String,
+    /// Family name.
+    pub family: String,
+    /// Bodies.
+    pub bodies: usize,
+    /// Median over bodies of the largest relative drift of the learned energy.
+    ///
+    /// The learned E has an arbitrary additive constant, so |E − E₀|/|E₀| is large for the
+    /// odd body whose E₀ happens to sit near zero: the median shows the typical body, the
+    /// maximum the worst.
+    pub median_drift: f32,
+    /// Largest relative drift of any body.
+    pub max_drift: f32,
+    /// Smallest per-tick change of S of any body (+∞ for Hamiltonian populations).
+    pub min_entropy_change: f32,
+    /// The population's first body (member 0), if alive.
+    pub first: Option<Entity>,
+}
+
+/// Summaries of the populations in `bodies`, by population index.
+pub fn summarize_populations<'a>(
+    bodies: impl IntoIterator<Item = (Entity, &'a Population, &'a BodyEnergy)>,
+) -> Vec<PopulationSummary> {
+    let mut per: std::collections::BTreeMap<usize, (PopulationSummary, Vec<f32>)> =
+        Default::default();
+    for (entity, p, e) in bodies {
+        let (s, drifts) = per.entry(p.index).or_insert_with(|| {
+            let s = PopulationSummary {
+                index: p.index,
+                name: p.name.clone(),
+                family: p.family.clone(),
+                bodies: 0,
+                median_drift: 0.0,
+                max_drift: 0.0,
+                min_entropy_change: f32::INFINITY,
+                first: None,
+            };
+            (s, Vec::new())
+        });
+        s.bodies += 1;
+        drifts.push(e.max_drift);
+        s.min_entropy_change = s.min_entropy_change.min(e.min_entropy_change);
+        if p.member == 0 {
+            s.first = Some(entity);
+        }
+    }
+    per.into_values()
+        .map(|(mut s, mut drifts)| {
+            drifts.sort_by(f32::total_cmp);
+            s.median_drift = drifts[drifts.len() / 2];
+            s.max_drift = drifts[drifts.len() - 1];
+            s
+        })
+        .collect()
+}
 
 /// Publishes the noether diagnostics (see the module docs).
 pub struct NoetherDiagnosticsPlugin {

@@ -2,7 +2,7 @@
 //! (editable: watch its behaviour change), its energy and entropy over time, drift
 //! statistics, step timing, and pause / step / speed controls.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bevy::{
     app::{App, Plugin},
@@ -11,6 +11,7 @@ use bevy::{
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::{
+    diagnostics::summarize_populations,
     dynamics::{BodyEnergy, LatentCode, PhaseState, StepDiagnostics},
     scene::Population,
     schedule::{Simulation, SimulationControl},
@@ -169,30 +170,19 @@ fn ui(
             ));
             ui.separator();
             ui.label("populations");
-            let mut summary: BTreeMap<(usize, String), (usize, f32, Option<Entity>)> =
-                BTreeMap::new();
-            for (e, p, energy) in &populations {
-                let s = summary
-                    .entry((p.index, format!("{} · {}", p.name, p.family)))
-                    .or_insert((0, 0.0, None));
-                s.0 += 1;
-                s.1 = s.1.max(energy.max_drift);
-                if p.member == 0 {
-                    s.2 = Some(e);
-                }
-            }
-            for ((_, name), (count, drift, first)) in &summary {
+            for p in summarize_populations(&populations) {
+                let first = p.first;
                 ui.horizontal(|ui| {
                     if ui
                         .selectable_label(
-                            settings.selected == *first && first.is_some(),
-                            format!("{name}: {count}"),
+                            settings.selected == first && first.is_some(),
+                            format!("{} · {}: {}", p.name, p.family, p.bodies),
                         )
                         .clicked()
                     {
-                        settings.selected = *first;
+                        settings.selected = first;
                     }
-                    ui.label(format!("max drift {drift:.1e}"));
+                    ui.label(format!("drift {:.1e} (max {:.1e})", p.median_drift, p.max_drift));
                 });
             }
             ui.separator();

@@ -46,7 +46,7 @@ impl Default for VisualSettings {
             scale: 14.0,
             phase_portraits: true,
             bars: true,
-            max_drawn_per_population: 2_000,
+            max_drawn_per_population: 10_000,
             frame_camera: true,
             reserved_right: 0.0,
         }
