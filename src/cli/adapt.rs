@@ -1,5 +1,6 @@
 //! `noether adapt`: fit a latent code to a new parameter set of a family from a few shots,
-//! then report how well the adapted model predicts that system.
+//! then report how well the adapted model predicts that system; or, with `--observations`,
+//! fit a latent to a recorded trajectory (the offline form of online adaptation).
 
 use std::path::PathBuf;
 
@@ -7,8 +8,11 @@ use burn::backend::Flex;
 use clap::Args;
 use noether::{
     data::stream_rng,
-    io::load_model,
-    meta::{AdaptConfig, adapt_latents, eval::rollout_batch, system_shots, system_trajectories},
+    io::{load_model, read_observations},
+    meta::{
+        AdaptConfig, FitConfig, ObservedPart, Track, adapt_latents, eval::rollout_batch,
+        fit_latent, system_shots, system_trajectories,
+    },
     metrics::{FieldGrid, field_error, trajectory_error},
     nn::cpu::{CpuModel, ModelParams},
 };
@@ -30,10 +34,115 @@ pub struct AdaptArgs {
     /// Seed of the shot trajectories.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A recorded trajectory to fit instead (CSV: `t` then the observed columns, as
+    /// `noether simulate` prints; energy/entropy columns are ignored).
+    #[arg(long, conflicts_with_all = ["params", "shots"])]
+    observations: Option<PathBuf>,
+    /// What the recording holds (default: full states when it has every state column,
+    /// positions when it has exactly the positions).
+    #[arg(long, value_enum, requires = "observations")]
+    observed: Option<Observed>,
+    /// Levenberg–Marquardt steps at most (with `--observations`).
+    #[arg(long, default_value_t = 50, requires = "observations")]
+    steps: usize,
+}
+
+/// What a recording holds.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Observed {
+    /// Positions q only.
+    Positions,
+    /// Full states.
+    States,
+}
+
+impl From<Observed> for ObservedPart {
+    fn from(o: Observed) -> Self {
+        match o {
+            Observed::Positions => Self::Positions,
+            Observed::States => Self::States,
+        }
+    }
+}
+
+/// `noether adapt --observations`: fit a latent to a recording and report the misfit.
+fn fit_recording(args: &AdaptArgs, path: &std::path::Path) -> CliResult {
+    let model = load_model::<Flex>(&args.model, &Default::default())?;
+    let config = &model.config;
+    let family = config.family;
+    let (obs, part) = read_observations(
+        path,
+        family.dim(),
+        family.dof(),
+        args.observed.map(Into::into),
+    )?;
+    let cpu = CpuModel::from_params(&ModelParams::from_model(&model), config);
+    let track = Track {
+        observations: &obs,
+        part,
+    };
+    let fit_config = FitConfig::default();
+    let z0: Vec<f32> = config.mean_latent().iter().map(|v| *v as f32).collect();
+    let fit = fit_latent(&cpu, track, z0, &fit_config, args.steps)?;
+    let rms = |loss: f64, z: &[f32]| {
+        let reg: f64 = z.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() * fit_config.lambda_z;
+        (loss - reg).max(0.0).sqrt()
+    };
+    outln!(
+        "{family}: {} observations of {} over {:.3} s",
+        obs.len(),
+        match part {
+            ObservedPart::Positions => "positions",
+            ObservedPart::States => "full states",
+        },
+        obs[obs.len() - 1].t - obs[0].t
+    );
+    let z_mean: Vec<f32> = config.mean_latent().iter().map(|v| *v as f32).collect();
+    outln!(
+        "trajectory loss {:.3e} → {:.3e} in {} Levenberg–Marquardt steps ({})",
+        fit.initial_loss,
+        fit.loss,
+        fit.steps,
+        if fit.converged {
+            "converged"
+        } else {
+            "step limit reached"
+        }
+    );
+    outln!(
+        "RMS misfit of the observed values: {:.3e} (mean training latent: {:.3e})",
+        rms(fit.loss, &fit.state.latent),
+        rms(fit.initial_loss, &z_mean)
+    );
+    if !fit.state.hidden.is_empty() {
+        let names = &family.spec().state[obs[0].values.len()..];
+        outln!(
+            "fitted unobserved start: {}",
+            names
+                .iter()
+                .zip(&fit.state.hidden)
+                .map(|(n, v)| format!("{n} = {v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    outln!(
+        "latent: [{}]",
+        fit.state
+            .latent
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// Runs `noether adapt`.
 pub fn run(args: AdaptArgs) -> CliResult {
+    if let Some(path) = &args.observations {
+        return fit_recording(&args, path);
+    }
     let model = load_model::<Flex>(&args.model, &Default::default())?;
     let config = &model.config;
     let family = config.family;

@@ -22,7 +22,9 @@ pub struct PlotError {
     pub message: String,
 }
 
-fn fonts() {
+/// Registers the embedded font as `sans-serif` (once per process). Every figure calls it, so
+/// text never falls back to a system font.
+pub fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if register_font("sans-serif", FontStyle::Normal, FONT).is_err() {

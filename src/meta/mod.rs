@@ -5,6 +5,7 @@ pub mod adapt;
 pub mod baselines;
 pub mod eval;
 pub mod grid;
+pub mod observed;
 pub mod optim;
 pub mod task;
 pub mod train;
@@ -15,6 +16,10 @@ pub use eval::{EvalReport, InstanceMetrics, Stat, evaluate, evaluate_instance};
 pub use grid::{
     CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell,
     run_modulated,
+};
+pub use observed::{
+    FitConfig, FitOutcome, FitState, FitStep, Observation, ObservedError, ObservedPart, Track,
+    fit_latent, fit_step,
 };
 pub use task::{
     META_TEST, META_TRAIN, Points, QUERY, SUPPORT, TaskSet, VALIDATION, system_shots,

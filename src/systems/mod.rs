@@ -176,6 +176,16 @@ impl Family {
         self.spec().state.len()
     }
 
+    /// Mechanical degrees of freedom: the state starts with the positions q (this many),
+    /// then the momenta p, then any entropies.
+    pub fn dof(self) -> usize {
+        self.spec()
+            .state
+            .iter()
+            .filter(|s| s.starts_with('q'))
+            .count()
+    }
+
     /// Default parameter vector (each parameter's `default`).
     pub fn default_params(self) -> Vec<f64> {
         self.spec().params.iter().map(|p| p.default).collect()

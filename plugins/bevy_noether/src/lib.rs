@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+pub mod adapt;
 pub mod diagnostics;
 pub mod dynamics;
 pub mod headless;
 #[cfg(feature = "egui")]
 pub mod inspector;
 pub mod model;
+pub mod regression;
 pub mod scene;
 pub mod schedule;
 #[cfg(feature = "render")]
@@ -21,6 +23,10 @@ use bevy::{
 pub mod prelude {
     pub use crate::{
         NoetherPlugins,
+        adapt::{
+            Adaptation, AdaptationConverged, AdaptationDiverged, AdaptationPhase,
+            ObservationBuffer, Observed,
+        },
         dynamics::{BodyEnergy, HiddenTruth, LatentCode, NoetherBody, PhaseState, StepMethod},
         model::NoetherModel,
         scene::{NoetherSceneRoot, Population, SceneStatus},
@@ -36,6 +42,7 @@ pub mod prelude {
 /// | [`model::ModelPlugin`] | [`model::NoetherModel`] assets | |
 /// | [`dynamics::DynamicsPlugin`] | batched stepping and energy bookkeeping | |
 /// | [`scene::ScenePlugin`] | `*.noether.ron` population scenes, hot reload | |
+/// | [`adapt::AdaptPlugin`] | online adaptation of observed bodies on a worker thread | |
 /// | [`diagnostics::NoetherDiagnosticsPlugin`] | `noether/*` diagnostics | |
 /// | [`visuals::VisualsPlugin`] | drawings, bars, phase portraits, camera | `render` |
 /// | [`inspector::InspectorPlugin`] | egui inspector | `egui` |
@@ -89,6 +96,7 @@ impl PluginGroup for NoetherPlugins {
             .add(model::ModelPlugin)
             .add(dynamics::DynamicsPlugin { schedule: s })
             .add(scene::ScenePlugin)
+            .add(adapt::AdaptPlugin { schedule: s })
             .add(diagnostics::NoetherDiagnosticsPlugin { schedule: s });
         #[cfg(feature = "render")]
         let group = group.add(visuals::VisualsPlugin { schedule: s });

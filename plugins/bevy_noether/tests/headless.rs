@@ -244,6 +244,10 @@ fn malformed_scenes_are_reported_and_the_app_keeps_running() {
         ("bad_state", "initial.theta"),
         ("wrong_model", "models mass_spring"),
         ("missing_model", "does-not-exist"),
+        (
+            "observe_without_truth",
+            "observe: observes the hidden truth",
+        ),
     ];
     let mut app = create_app();
     let roots: Vec<(Entity, &str, &str)> = expected

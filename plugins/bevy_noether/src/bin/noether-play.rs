@@ -23,6 +23,7 @@ use std::{
 
 use bevy::{app::AppExit, asset::AssetPlugin, prelude::*};
 use bevy_noether::{
+    adapt::AdaptationStats,
     diagnostics::summarize_populations,
     dynamics::StepDiagnostics,
     headless::{headless_app, load_scene},
@@ -43,6 +44,10 @@ struct Args {
     /// Simulated seconds to run headless.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Headless: pace the ticks at wall-clock speed, as a game would (online adaptation
+    /// then sees observations arrive in real time), instead of as fast as possible.
+    #[arg(long)]
+    realtime: bool,
     /// Fixed timestep rate, Hz.
     #[arg(long, default_value_t = 64.0)]
     hz: f64,
@@ -105,18 +110,26 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
     let start_steps = app.world().resource::<Time<Simulation>>().context().steps;
     let started = Instant::now();
     let ticks = (args.seconds * args.hz).round() as u64;
-    for _ in 0..ticks {
+    for tick in 1..=ticks {
         app.update();
+        if args.realtime {
+            let due = started + Duration::from_secs_f64(tick as f64 / args.hz);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     let world = app.world_mut();
     let steps = world.resource::<Time<Simulation>>().context().steps - start_steps;
     let simulated = world.resource::<Time<Simulation>>().elapsed_secs_f64();
     let diag = world.resource::<StepDiagnostics>().clone();
+    let adapt = world.get_resource::<AdaptationStats>().cloned();
     let mut q = world.query::<(Entity, &Population, &BodyEnergy)>();
     let summary = summarize_populations(q.iter(world));
     let bodies: usize = summary.iter().map(|p| p.bodies).sum();
-    println!("scene {} — {bodies} bodies, loaded in {load_seconds:.2} s", args.scene);
+    println!(
+        "scene {} — {bodies} bodies, loaded in {load_seconds:.2} s",
+        args.scene
+    );
     println!(
         "{steps} fixed steps ({simulated:.2} s simulated) in {wall:.2} s wall: {:.0} body-steps/s, last step {:.2} ms, unconverged solves {}",
         bodies as f64 * steps as f64 / wall.max(1e-9),
@@ -134,6 +147,19 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
         println!(
             "| {} ({}) | {} | {:.2e} | {:.2e} | {ds} |",
             p.name, p.family, p.bodies, p.median_drift, p.max_drift
+        );
+    }
+    if let Some(a) = adapt.filter(|a| a.jobs_sent > 0) {
+        println!(
+            "adaptation: {} observing, {} adapting, {} converged, {} diverged; {} latent updates ({} rejected) in {} jobs, {:.2} worker s",
+            a.phases[0],
+            a.phases[1],
+            a.phases[2],
+            a.phases[3],
+            a.updates,
+            a.rejected,
+            a.jobs_done,
+            a.worker_seconds
         );
     }
     ExitCode::SUCCESS

@@ -26,7 +26,8 @@ use burn::{
 };
 use noether::{
     integrate::{
-        ImplicitMidpoint, ImplicitSolver, IntegrateError, rk4_step, verlet_step, yoshida4_step,
+        ImplicitMidpoint, ImplicitSolver, IntegrateError, euler_step, rk4_step, verlet_step,
+        yoshida4_step,
     },
     nn::{BurnFlow, Model},
 };
@@ -157,6 +158,7 @@ impl GpuStepper {
         for _ in 0..substeps {
             xt = match method {
                 StepMethod::Rk4 => rk4_step(&flow, &xt, h),
+                StepMethod::Euler => euler_step(&flow, &xt, h),
                 StepMethod::Verlet => verlet_step(&flow, &xt, h),
                 StepMethod::Yoshida4 => yoshida4_step(&flow, &xt, h),
                 // GENERIC models step with the fixed-point midpoint rule on the GPU (the

@@ -24,6 +24,7 @@
 //! | `Verlet`, `Yoshida4` | separable models H = T(p) + V(q) | explicit, symplectic, order 2 / 4 |
 //! | `DiscreteGradient` | GENERIC models | E conserved to solver tolerance, S never decreases |
 //! | `Rk4` | any | order 4, not structure-preserving (for comparison) |
+//! | `Euler` | any | order 1, energy drifts: a deliberately broken integrator for regression tests |
 
 mod backend;
 mod plugin;
@@ -80,6 +81,9 @@ pub enum StepMethod {
     DiscreteGradient,
     /// Classic Runge–Kutta (not structure-preserving).
     Rk4,
+    /// Explicit Euler: order 1, the energy drifts. Only for comparisons and for checking
+    /// that a regression test catches a broken integrator.
+    Euler,
 }
 
 /// A learned system: its model. Requires the state, latent, integrator and energy

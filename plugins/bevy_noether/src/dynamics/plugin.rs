@@ -11,8 +11,8 @@ use bevy::{
 };
 use noether::{
     integrate::{
-        DiscreteGradient, ImplicitMidpoint, ImplicitSolver, IntegrateError, rk4_step, verlet_step,
-        yoshida4_step,
+        DiscreteGradient, ImplicitMidpoint, ImplicitSolver, IntegrateError, euler_step, rk4_step,
+        verlet_step, yoshida4_step,
     },
     nn::{Architecture, cpu::CpuFlow},
 };
@@ -98,6 +98,7 @@ pub fn gather_and_step(
     for _ in 0..substeps {
         x = match method {
             StepMethod::Rk4 => rk4_step(&flow, &x, h),
+            StepMethod::Euler => euler_step(&flow, &x, h),
             StepMethod::Verlet => verlet_step(&flow, &x, h),
             StepMethod::Yoshida4 => yoshida4_step(&flow, &x, h),
             StepMethod::Midpoint | StepMethod::Auto => {
@@ -204,18 +205,25 @@ fn step_bodies(
     diag.ticks += 1;
 }
 
-/// Recomputes [`BodyEnergy`] in one batched call per model.
+/// Recomputes [`BodyEnergy`] in one batched call per model. A body whose latent code
+/// changed (adaptation, the inspector, game code) has different learned physics from then
+/// on: its energy bookkeeping starts over from the new E₀.
 fn update_energies(
     models: Res<Assets<NoetherModel>>,
     mut bodies: Query<(
         Entity,
         &NoetherBody,
         &PhaseState,
-        &LatentCode,
+        Ref<LatentCode>,
         &mut BodyEnergy,
     )>,
 ) {
     let mut groups: HashMap<AssetId<NoetherModel>, Vec<Entity>> = HashMap::new();
+    for (_, _, _, latent, mut energy) in &mut bodies {
+        if latent.is_changed() && !latent.is_added() {
+            *energy = BodyEnergy::default();
+        }
+    }
     for (entity, body, state, latent, _) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;

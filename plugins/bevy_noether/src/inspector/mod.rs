@@ -1,6 +1,7 @@
 //! The egui inspector (feature `egui`): populations, the selected body's latent code
 //! (editable: watch its behaviour change), its energy and entropy over time, drift
-//! statistics, step timing, and pause / step / speed controls.
+//! statistics, step timing, pause / step / speed controls, and for observed bodies their
+//! adaptation phase and falling trajectory loss.
 
 use std::collections::VecDeque;
 
@@ -11,6 +12,7 @@ use bevy::{
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::{
+    adapt::{Adaptation, AdaptationStats},
     diagnostics::summarize_populations,
     dynamics::{BodyEnergy, LatentCode, PhaseState, StepDiagnostics},
     scene::Population,
@@ -124,7 +126,8 @@ fn ui(
     mut settings: ResMut<InspectorSettings>,
     trace: Res<Trace>,
     populations: Query<(Entity, &Population, &BodyEnergy)>,
-    mut latents: Query<(&mut LatentCode, &PhaseState)>,
+    mut latents: Query<(&mut LatentCode, &PhaseState, Option<&mut Adaptation>)>,
+    adaptation: Option<Res<AdaptationStats>>,
     visuals: Option<ResMut<crate::visuals::VisualSettings>>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
@@ -168,6 +171,16 @@ fn ui(
                 "step {:.2} ms · ticks {} · unconverged solves {}",
                 step.step_ms, step.ticks, step.non_converged
             ));
+            if let Some(a) = adaptation.filter(|a| a.jobs_sent > 0) {
+                ui.label(format!(
+                    "adaptation: {} observing · {} adapting · {} converged · {} diverged",
+                    a.phases[0], a.phases[1], a.phases[2], a.phases[3]
+                ));
+                ui.label(format!(
+                    "{} updates · {} rejected · worker {:.1} s · frame {:.2} ms",
+                    a.updates, a.rejected, a.worker_seconds, a.frame_ms
+                ));
+            }
             ui.separator();
             ui.label("populations");
             for p in summarize_populations(&populations) {
@@ -182,7 +195,10 @@ fn ui(
                     {
                         settings.selected = first;
                     }
-                    ui.label(format!("drift {:.1e} (max {:.1e})", p.median_drift, p.max_drift));
+                    ui.label(format!(
+                        "drift {:.1e} (max {:.1e})",
+                        p.median_drift, p.max_drift
+                    ));
                 });
             }
             ui.separator();
@@ -190,7 +206,24 @@ fn ui(
                 ui.label("select a population to inspect its first body");
                 return;
             };
-            if let Ok((mut latent, state)) = latents.get_mut(selected) {
+            if let Ok((mut latent, state, adaptation)) = latents.get_mut(selected) {
+                if let Some(mut a) = adaptation {
+                    ui.horizontal(|ui| {
+                        ui.label(format!(
+                            "adaptation: {:?} · loss {:.2e} · {} updates",
+                            a.phase, a.loss, a.updates
+                        ));
+                        if ui.button("restart").clicked() {
+                            a.restart();
+                        }
+                    });
+                    if a.history.len() >= 2 {
+                        ui.label("log₁₀ trajectory loss per update");
+                        let log: VecDeque<f32> =
+                            a.history.iter().map(|v| v.max(1e-12).log10()).collect();
+                        plot(ui, &log, egui::Color32::from_rgb(120, 170, 255), 70.0);
+                    }
+                }
                 ui.label(format!(
                     "state: {:?}",
                     state
@@ -199,9 +232,16 @@ fn ui(
                         .map(|v| (v * 1000.0).round() / 1000.0)
                         .collect::<Vec<_>>()
                 ));
-                ui.label("latent code (drag to edit)");
-                for (k, v) in latent.0.iter_mut().enumerate() {
-                    ui.add(egui::Slider::new(v, -3.0..=3.0).text(format!("z{k}")));
+                ui.label("latent code (drag to edit; an adapting body moves it)");
+                // Only a moved slider counts as a change (it restarts the energy bookkeeping).
+                let mut moved = false;
+                for (k, v) in latent.bypass_change_detection().0.iter_mut().enumerate() {
+                    moved |= ui
+                        .add(egui::Slider::new(v, -3.0..=3.0).text(format!("z{k}")))
+                        .changed();
+                }
+                if moved {
+                    latent.set_changed();
                 }
             }
             ui.label("learned energy E");

@@ -27,6 +27,7 @@
 //! | `integrator` | [`StepMethod`] | `auto` |
 //! | `latent` | [`LatentInit`]: fit to the hidden truth, mean, sampled, or given | `Fit(shots: 10)` |
 //! | `hidden_truth` | whether bodies carry their true parameters | `true` |
+//! | `observe` | [`ObserveSpec`]: adapt online from observations of the hidden truth | `None` |
 //! | `seed` | random stream of the population | `0` |
 //!
 //! A file is checked when it loads: a syntax error names the line and column; a value
@@ -96,9 +97,44 @@ pub struct PopulationSpec {
     /// Whether bodies carry their true parameters ([`crate::dynamics::HiddenTruth`]).
     #[serde(default = "yes")]
     pub hidden_truth: bool,
+    /// Online adaptation from the hidden truth (needs `hidden_truth: true`).
+    #[serde(default)]
+    pub observe: Option<ObserveSpec>,
     /// Seed of the population's random stream.
     #[serde(default)]
     pub seed: u64,
+}
+
+/// How a population watches its hidden truth to adapt online ([`crate::adapt`]).
+///
+/// ```ron
+/// observe: Some((components: positions, interval: 0.05, noise: 0.01, window: 60)),
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSpec {
+    /// What each observation holds.
+    #[serde(default)]
+    pub components: crate::adapt::ObservedComponents,
+    /// Seconds between observations.
+    #[serde(default = "ObserveSpec::default_interval")]
+    pub interval: f64,
+    /// Relative Gaussian noise (0.01: 1% of the amplitude).
+    #[serde(default)]
+    pub noise: f32,
+    /// Observations kept per body.
+    #[serde(default = "ObserveSpec::default_window")]
+    pub window: usize,
+}
+
+impl ObserveSpec {
+    fn default_interval() -> f64 {
+        0.05
+    }
+
+    fn default_window() -> usize {
+        crate::adapt::DEFAULT_CAPACITY
+    }
 }
 
 fn yes() -> bool {
@@ -403,6 +439,32 @@ impl NoetherScene {
                     return bad(
                         "initial".into(),
                         format!("component `{missing}` has no distribution"),
+                    );
+                }
+            }
+            if let Some(o) = &p.observe {
+                if !p.hidden_truth {
+                    return bad(
+                        "observe".into(),
+                        "observes the hidden truth, but `hidden_truth` is false".into(),
+                    );
+                }
+                if !(o.interval.is_finite() && o.interval > 0.0) {
+                    return bad(
+                        "observe.interval".into(),
+                        format!("{} is not a positive number of seconds", o.interval),
+                    );
+                }
+                if !(o.noise.is_finite() && (0.0..=1.0).contains(&o.noise)) {
+                    return bad(
+                        "observe.noise".into(),
+                        format!("{} is outside 0 … 1 (a fraction of the amplitude)", o.noise),
+                    );
+                }
+                if !(3..=100_000).contains(&o.window) {
+                    return bad(
+                        "observe.window".into(),
+                        format!("{} observations: keep between 3 and 100000", o.window),
                     );
                 }
             }

@@ -22,6 +22,7 @@ use super::{
     InitialState, LatentInit, NoetherScene, NoetherSceneLoader, PopulationSpec, SceneError,
 };
 use crate::{
+    adapt::{ObservationBuffer, ObservationSource, Observed},
     dynamics::{HiddenTruth, LatentCode, NoetherBody, PhaseState},
     model::NoetherModel,
 };
@@ -347,6 +348,18 @@ fn spawn_scenes(
                 ));
                 if spec.hidden_truth {
                     e.insert(HiddenTruth { params: b.params });
+                }
+                if let Some(o) = spec.observe {
+                    e.insert((
+                        Observed {
+                            components: o.components,
+                            source: ObservationSource::HiddenTruth {
+                                interval: o.interval,
+                                noise: o.noise,
+                            },
+                        },
+                        ObservationBuffer::with_capacity(o.window),
+                    ));
                 }
                 count += 1;
             }

@@ -1,0 +1,619 @@
+//! Fitting latent codes to observed motion: the trajectory loss behind online adaptation.
+//!
+//! A game sees bodies move; it rarely sees their momenta. Given observations yₖ of one body
+//! at times t₀ < t₁ < … < t_M (positions q or full states x; irregular spacing and noise
+//! allowed), we look for the latent code z — the network stays frozen — whose learned flow
+//! Φ reproduces them:
+//!
+//! ```text
+//! L(z, u) = 1/(M·m) Σₖ₌₁ᴹ ‖P Φ_{tₖ−t₀}(x₀; z) − yₖ‖² + λ_z ‖z‖²,   x₀ = (y₀, u)
+//! ```
+//!
+//! P keeps the m observed components. The start x₀ is the first observation; when only
+//! positions are observed, its unobserved part u (momenta, and entropies for GENERIC
+//! models) is unknown and is fitted together with z, starting from the momentum whose
+//! learned velocity ∂H/∂p matches the finite-difference velocity of the first samples.
+//!
+//! L is a sum of squares of a residual r(θ), θ = (z, u), so it is minimised by
+//! Levenberg–Marquardt: δ = −(JᵀJ + μ(diag JᵀJ + εI))⁻¹ Jᵀr with the Jacobian J from
+//! forward differences of rollouts. Every rollout of one step — each body's base point, its
+//! dim θ perturbations, and its trial points for three damping values — is one batch of
+//! rows of the CPU kernel (each row its own latent) stepped in lockstep by the shared RK4
+//! ([`rk4_step`]): interval k of row r spans its own Δt_{r,k}, so the batch integrates
+//! ẋ = Δt_{r,k} f(x; z_r) over a unit of "interval time", which lets bodies with different
+//! timestamps share one batched call per RK4 stage.
+
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    integrate::{Flow, rk4_step},
+    nn::cpu::{CpuFlow, CpuModel},
+};
+
+/// Which part of the state an observation holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedPart {
+    /// The generalized positions q only (what a game usually sees).
+    #[default]
+    Positions,
+    /// The full state x.
+    States,
+}
+
+impl ObservedPart {
+    /// Number of observed components of a state of dimension `dim` for a family with
+    /// `dof` degrees of freedom.
+    pub fn width(self, dim: usize, dof: usize) -> usize {
+        match self {
+            Self::Positions => dof,
+            Self::States => dim,
+        }
+    }
+}
+
+/// One observation: time and the observed values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Time in seconds.
+    pub t: f64,
+    /// Observed values (q, or the full state).
+    pub values: Vec<f32>,
+}
+
+/// Settings of the trajectory fit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// λ_z of the ‖z‖² penalty.
+    pub lambda_z: f64,
+    /// Longest RK4 sub-step of a rollout, in seconds.
+    pub max_substep: f64,
+    /// Relative forward-difference step of the Jacobian.
+    pub fd_step: f64,
+    /// Initial Levenberg–Marquardt damping μ.
+    pub initial_damping: f64,
+    /// An accepted step that lowers the loss by less than this fraction converges the fit.
+    pub rel_tol: f64,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        Self {
+            lambda_z: 1e-4,
+            max_substep: 0.05,
+            fd_step: 1e-3,
+            initial_damping: 1e-2,
+            rel_tol: 1e-3,
+        }
+    }
+}
+
+impl FitConfig {
+    /// Whether a step from `before` to `after` means the fit has converged.
+    pub fn converged(&self, before: f64, after: f64) -> bool {
+        after.is_finite() && after <= before && before - after <= self.rel_tol * before
+    }
+}
+
+/// The observations of one body and what they hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Track<'a> {
+    /// Observations, by increasing time (at least two).
+    pub observations: &'a [Observation],
+    /// What each observation holds.
+    pub part: ObservedPart,
+}
+
+/// What the fit of one body carries from step to step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitState {
+    /// The latent code z.
+    pub latent: Vec<f32>,
+    /// The unobserved part u of the first observed state (empty for full states).
+    pub hidden: Vec<f32>,
+    /// Levenberg–Marquardt damping μ.
+    pub damping: f64,
+}
+
+impl FitState {
+    /// Starts a fit from `latent`, with the unobserved part of the start inferred from the
+    /// first samples' velocity under that latent.
+    pub fn new(model: &CpuModel, track: Track<'_>, latent: Vec<f32>, config: &FitConfig) -> Self {
+        let hidden = initial_hidden(model, &[track], std::slice::from_ref(&latent))
+            .pop()
+            .unwrap_or_default();
+        Self {
+            latent,
+            hidden,
+            damping: config.initial_damping,
+        }
+    }
+}
+
+/// What one Levenberg–Marquardt step did to one body.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FitStep {
+    /// Loss at the start of the step (+∞ when the rollout was not finite).
+    pub loss_before: f64,
+    /// Loss after the step (equal to `loss_before` when the step was rejected).
+    pub loss: f64,
+    /// Whether the step lowered the loss and was taken.
+    pub accepted: bool,
+}
+
+/// Why observations cannot be fitted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum ObservedError {
+    /// Fewer than three observations.
+    #[error("need at least 3 observations to fit a trajectory, got {0}")]
+    TooFew(usize),
+    /// An observation has the wrong number of values.
+    #[error("observation {index} has {got} values, expected {expected} ({part:?} of this model)")]
+    Width {
+        /// Index of the observation.
+        index: usize,
+        /// Values it has.
+        got: usize,
+        /// Values expected.
+        expected: usize,
+        /// What was observed.
+        part: ObservedPart,
+    },
+    /// Times do not increase.
+    #[error("observation {index}: time {t} does not increase")]
+    Time {
+        /// Index of the observation.
+        index: usize,
+        /// Its time.
+        t: f64,
+    },
+    /// A value is NaN or infinite.
+    #[error("observation {index} holds a non-finite value")]
+    NonFinite {
+        /// Index of the observation.
+        index: usize,
+    },
+}
+
+/// Checks that `track` can be fitted by `model`.
+///
+/// # Errors
+/// [`ObservedError`] naming the first bad observation.
+pub fn validate(model: &CpuModel, track: Track<'_>) -> Result<(), ObservedError> {
+    let obs = track.observations;
+    if obs.len() < 3 {
+        return Err(ObservedError::TooFew(obs.len()));
+    }
+    let expected = track.part.width(model.dim(), model.config().family.dof());
+    for (index, o) in obs.iter().enumerate() {
+        if o.values.len() != expected {
+            return Err(ObservedError::Width {
+                index,
+                got: o.values.len(),
+                expected,
+                part: track.part,
+            });
+        }
+        if !o.t.is_finite() || o.values.iter().any(|v| !v.is_finite()) {
+            return Err(ObservedError::NonFinite { index });
+        }
+        if index > 0 && o.t <= obs[index - 1].t {
+            return Err(ObservedError::Time { index, t: o.t });
+        }
+    }
+    Ok(())
+}
+
+/// ẋ = Δt_r f(x; z_r): the learned flow in units of each row's own interval.
+struct IntervalFlow<'a> {
+    flow: CpuFlow<'a>,
+    dt: &'a [f32],
+    dim: usize,
+}
+
+impl Flow<Vec<f32>> for IntervalFlow<'_> {
+    fn rate(&self, x: &Vec<f32>) -> Vec<f32> {
+        let mut r = self.flow.rate(x);
+        for (row, dt) in r.chunks_exact_mut(self.dim).zip(self.dt) {
+            row.iter_mut().for_each(|v| *v *= dt);
+        }
+        r
+    }
+}
+
+/// Rolls rows `x0` (`[R·n]`, latents `[R·d_z]`) through intervals: `dt[k][r]` is the length
+/// of interval k for row r (0 leaves the row where it is). Returns the rows after each
+/// interval. RK4 sub-steps are at most `max_substep` long for every row.
+pub fn rollout_intervals(
+    model: &CpuModel,
+    latents: &[f32],
+    x0: &[f32],
+    dt: &[Vec<f32>],
+    max_substep: f64,
+) -> Vec<Vec<f32>> {
+    let dim = model.dim();
+    let mut x = x0.to_vec();
+    let mut out = Vec::with_capacity(dt.len());
+    for step in dt {
+        let longest = step.iter().fold(0.0f64, |m, d| m.max(f64::from(*d)));
+        let substeps = (longest / max_substep).ceil().max(1.0) as usize;
+        let flow = IntervalFlow {
+            flow: CpuFlow { model, latents },
+            dt: step,
+            dim,
+        };
+        for _ in 0..substeps {
+            x = rk4_step(&flow, &x, 1.0 / substeps as f64);
+        }
+        out.push(x.clone());
+    }
+    out
+}
+
+/// Predicts the states of one body at `times` (the first is the time of `x0`).
+pub fn predict(
+    model: &CpuModel,
+    latent: &[f32],
+    x0: &[f32],
+    times: &[f64],
+    max_substep: f64,
+) -> Vec<Vec<f32>> {
+    let dt: Vec<Vec<f32>> = times
+        .windows(2)
+        .map(|w| vec![(w[1] - w[0]) as f32])
+        .collect();
+    let mut out = vec![x0.to_vec()];
+    out.extend(rollout_intervals(model, latent, x0, &dt, max_substep));
+    out
+}
+
+/// The start state x₀ = (y₀, u) of a track.
+fn start_state(track: Track<'_>, hidden: &[f32]) -> Vec<f32> {
+    let mut x = track.observations[0].values.clone();
+    x.extend_from_slice(hidden);
+    x
+}
+
+/// Velocity at t₀ from the quadratic through the first three samples.
+fn initial_velocity(obs: &[Observation]) -> Vec<f32> {
+    let (t0, t1, t2) = (obs[0].t, obs[1].t, obs[2].t);
+    let c0 = (2.0 * t0 - t1 - t2) / ((t0 - t1) * (t0 - t2));
+    let c1 = (t0 - t2) / ((t1 - t0) * (t1 - t2));
+    let c2 = (t0 - t1) / ((t2 - t0) * (t2 - t1));
+    (0..obs[0].values.len())
+        .map(|i| {
+            let v = c0 * f64::from(obs[0].values[i])
+                + c1 * f64::from(obs[1].values[i])
+                + c2 * f64::from(obs[2].values[i]);
+            v as f32
+        })
+        .collect()
+}
+
+/// The unobserved part u of each track's start: for positions, the u whose learned
+/// velocity P f((q₀, u); z) matches the finite-difference velocity of the first samples
+/// (a few damped Gauss–Newton steps, all tracks in one batch); empty for full states.
+pub fn initial_hidden(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    latents: &[Vec<f32>],
+) -> Vec<Vec<f32>> {
+    let dim = model.dim();
+    let mut hidden: Vec<Vec<f32>> = tracks
+        .iter()
+        .map(|t| vec![0.0; dim - t.observations[0].values.len()])
+        .collect();
+    let targets: Vec<Vec<f32>> = tracks
+        .iter()
+        .map(|t| match t.part {
+            ObservedPart::Positions => initial_velocity(t.observations),
+            ObservedPart::States => Vec::new(),
+        })
+        .collect();
+    let eps = 1e-3f32;
+    for _ in 0..8 {
+        // Rows: per track, the base point and one perturbation per hidden component.
+        let (mut xs, mut zs) = (Vec::new(), Vec::new());
+        for ((track, u), z) in tracks.iter().zip(&hidden).zip(latents) {
+            for j in 0..=u.len() {
+                let mut uj = u.clone();
+                if j > 0 {
+                    uj[j - 1] += eps;
+                }
+                xs.extend(start_state(*track, &uj));
+                zs.extend_from_slice(z);
+            }
+        }
+        let mut f = vec![0.0f32; xs.len()];
+        model.field(&xs, &zs, &mut f);
+        let mut row = 0;
+        for (u, v) in hidden.iter_mut().zip(&targets) {
+            let (h, m) = (u.len(), v.len());
+            if h > 0 && m > 0 {
+                let base = &f[row * dim..row * dim + m];
+                let r = DVector::from_fn(m, |i, _| f64::from(base[i] - v[i]));
+                let jac = DMatrix::from_fn(m, h, |i, j| {
+                    let pert = &f[(row + 1 + j) * dim..];
+                    f64::from(pert[i] - base[i]) / f64::from(eps)
+                });
+                let a = jac.transpose() * &jac + DMatrix::identity(h, h) * 1e-6;
+                if let Some(d) = a.lu().solve(&(jac.transpose() * r)) {
+                    u.iter_mut()
+                        .zip(d.iter())
+                        .for_each(|(u, d)| *u -= *d as f32);
+                }
+            }
+            row += h + 1;
+        }
+    }
+    hidden
+}
+
+/// Residuals of one row against its track: observed misfit / √(M·m), then √λ_z z.
+fn residual(
+    track: Track<'_>,
+    states: &[Vec<f32>],
+    row: usize,
+    dim: usize,
+    latent: &[f32],
+    lambda_z: f64,
+) -> Vec<f64> {
+    let obs = &track.observations[1..];
+    let width = obs[0].values.len();
+    let scale = 1.0 / ((obs.len() * width) as f64).sqrt();
+    let mut r = Vec::with_capacity(obs.len() * width + latent.len());
+    for (k, o) in obs.iter().enumerate() {
+        let x = &states[k][row * dim..row * dim + width];
+        r.extend(
+            x.iter()
+                .zip(&o.values)
+                .map(|(p, y)| f64::from(p - y) * scale),
+        );
+    }
+    r.extend(latent.iter().map(|z| f64::from(*z) * lambda_z.sqrt()));
+    r
+}
+
+fn sum_sq(r: &[f64]) -> f64 {
+    let s: f64 = r.iter().map(|v| v * v).sum();
+    if s.is_finite() { s } else { f64::INFINITY }
+}
+
+/// Rolls out one parameter vector θ = (z, u) per row for the given tracks (`owner[r]` is
+/// the track of row r) and returns each row's residual.
+fn residuals(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    owner: &[usize],
+    thetas: &[Vec<f32>],
+    config: &FitConfig,
+) -> Vec<Vec<f64>> {
+    let (dim, dz) = (model.dim(), model.row_latent());
+    let intervals = tracks
+        .iter()
+        .map(|t| t.observations.len() - 1)
+        .max()
+        .unwrap_or(0);
+    let (mut xs, mut zs) = (Vec::new(), Vec::new());
+    let mut dt = vec![Vec::with_capacity(owner.len()); intervals];
+    for (&e, theta) in owner.iter().zip(thetas) {
+        let track = tracks[e];
+        zs.extend_from_slice(&theta[..dz]);
+        xs.extend(start_state(track, &theta[dz..]));
+        let obs = track.observations;
+        for (k, step) in dt.iter_mut().enumerate() {
+            step.push(obs.get(k + 1).map_or(0.0, |o| (o.t - obs[k].t) as f32));
+        }
+    }
+    let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
+    owner
+        .iter()
+        .zip(thetas)
+        .enumerate()
+        .map(|(row, (&e, theta))| {
+            residual(tracks[e], &states, row, dim, &theta[..dz], config.lambda_z)
+        })
+        .collect()
+}
+
+/// The trajectory loss L(z, u) of each body at its current fit state.
+pub fn trajectory_loss(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    states: &[FitState],
+    config: &FitConfig,
+) -> Vec<f64> {
+    let owner: Vec<usize> = (0..tracks.len()).collect();
+    let thetas: Vec<Vec<f32>> = states
+        .iter()
+        .map(|s| [s.latent.clone(), s.hidden.clone()].concat())
+        .collect();
+    residuals(model, tracks, &owner, &thetas, config)
+        .iter()
+        .map(|r| sum_sq(r))
+        .collect()
+}
+
+/// The damping factors tried by each step, relative to the current μ.
+const DAMPING_TRIALS: [f64; 3] = [0.25, 1.0, 8.0];
+
+/// One Levenberg–Marquardt step for every track at once (tracks must be valid, see
+/// [`validate`]). Updates `states` in place where a step lowers the loss; otherwise the
+/// damping grows and the state is kept.
+pub fn fit_step(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    states: &mut [FitState],
+    config: &FitConfig,
+) -> Vec<FitStep> {
+    let dz = model.row_latent();
+    // Jacobian batch: base point and one forward difference per parameter.
+    let (mut owner, mut thetas, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    for (e, s) in states.iter().enumerate() {
+        let theta = [s.latent.clone(), s.hidden.clone()].concat();
+        owner.push(e);
+        thetas.push(theta.clone());
+        let mut hs = Vec::with_capacity(theta.len());
+        for j in 0..theta.len() {
+            let h = (config.fd_step * f64::from(theta[j].abs()).max(1.0)) as f32;
+            let mut tj = theta.clone();
+            tj[j] += h;
+            hs.push(f64::from(tj[j] - theta[j]));
+            owner.push(e);
+            thetas.push(tj);
+        }
+        steps.push(hs);
+    }
+    let res = residuals(model, tracks, &owner, &thetas, config);
+
+    // Solve the damped normal equations for each damping trial.
+    let (mut trial_owner, mut trial_thetas) = (Vec::new(), Vec::new());
+    let mut before = Vec::with_capacity(states.len());
+    let mut row = 0;
+    for (e, hs) in steps.iter().enumerate() {
+        let base = &res[row];
+        let loss = sum_sq(base);
+        before.push(loss);
+        let p = hs.len();
+        let theta = &thetas[row];
+        if loss.is_finite() {
+            let jac = DMatrix::from_fn(base.len(), p, |i, j| {
+                (res[row + 1 + j][i] - base[i]) / hs[j]
+            });
+            let r = DVector::from_column_slice(base);
+            let a = jac.transpose() * &jac;
+            let g = jac.transpose() * r;
+            for f in DAMPING_TRIALS {
+                let mu = states[e].damping * f;
+                let mut m = a.clone();
+                for i in 0..p {
+                    m[(i, i)] += mu * (a[(i, i)] + 1e-6);
+                }
+                if let Some(d) = m.cholesky().map(|c| c.solve(&g)) {
+                    let t: Vec<f32> = theta
+                        .iter()
+                        .zip(d.iter())
+                        .map(|(t, d)| t - *d as f32)
+                        .collect();
+                    if t.iter().all(|v| v.is_finite()) {
+                        trial_owner.push(e);
+                        trial_thetas.push((t, mu));
+                    }
+                }
+            }
+        }
+        row += p + 1;
+    }
+    let thetas: Vec<Vec<f32>> = trial_thetas.iter().map(|(t, _)| t.clone()).collect();
+    let trial_res = residuals(model, tracks, &trial_owner, &thetas, config);
+
+    let mut out: Vec<FitStep> = before
+        .iter()
+        .map(|&loss| FitStep {
+            loss_before: loss,
+            loss,
+            accepted: false,
+        })
+        .collect();
+    let mut best: Vec<Option<(f64, usize)>> = vec![None; states.len()];
+    for (i, (&e, r)) in trial_owner.iter().zip(&trial_res).enumerate() {
+        let loss = sum_sq(r);
+        if loss < out[e].loss_before && best[e].is_none_or(|(b, _)| loss < b) {
+            best[e] = Some((loss, i));
+        }
+    }
+    for (e, (state, step)) in states.iter_mut().zip(&mut out).enumerate() {
+        match best[e] {
+            Some((loss, i)) => {
+                let (theta, mu) = &trial_thetas[i];
+                state.latent = theta[..dz].to_vec();
+                state.hidden = theta[dz..].to_vec();
+                state.damping = (mu * 0.5).max(1e-9);
+                step.loss = loss;
+                step.accepted = true;
+            }
+            None => state.damping = (state.damping * 16.0).min(1e9),
+        }
+    }
+    out
+}
+
+/// The result of an offline fit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitOutcome {
+    /// The fitted state (latent, unobserved start, damping).
+    pub state: FitState,
+    /// Loss at the start.
+    pub initial_loss: f64,
+    /// Loss at the end.
+    pub loss: f64,
+    /// Levenberg–Marquardt steps taken, over all horizons.
+    pub steps: usize,
+    /// Whether the fit of the whole track met [`FitConfig::rel_tol`] before running out of
+    /// steps.
+    pub converged: bool,
+}
+
+/// Observations in the first stage of a growing-horizon fit.
+pub const FIRST_HORIZON: usize = 5;
+
+/// Fits a latent code to one recorded track, starting from `latent`, with at most
+/// `max_steps` Levenberg–Marquardt steps per horizon.
+///
+/// The trajectory loss of a long horizon is far from convex in z (a wrong frequency wraps
+/// the phase), so the fit grows its horizon: first the [`FIRST_HORIZON`] earliest
+/// observations, then twice as many, until the whole track is fitted — the same way an
+/// online fit sees its observations arrive.
+///
+/// # Errors
+/// [`ObservedError`] for observations that cannot be fitted.
+pub fn fit_latent(
+    model: &CpuModel,
+    track: Track<'_>,
+    latent: Vec<f32>,
+    config: &FitConfig,
+    max_steps: usize,
+) -> Result<FitOutcome, ObservedError> {
+    validate(model, track)?;
+    let all = track.observations;
+    let first = Track {
+        observations: &all[..FIRST_HORIZON.min(all.len())],
+        ..track
+    };
+    let mut state = FitState::new(model, first, latent, config);
+    let initial_loss = trajectory_loss(model, &[track], std::slice::from_ref(&state), config)[0];
+    let (mut steps, mut horizon) = (0, FIRST_HORIZON);
+    let mut converged;
+    loop {
+        let part = Track {
+            observations: &all[..horizon.min(all.len())],
+            ..track
+        };
+        converged = false;
+        for _ in 0..max_steps {
+            let step = fit_step(model, &[part], std::slice::from_mut(&mut state), config)[0];
+            steps += 1;
+            // Converged: a small accepted improvement, or no descent left at any damping.
+            converged = (step.accepted && config.converged(step.loss_before, step.loss))
+                || (!step.accepted && state.damping >= 1e6);
+            if converged {
+                break;
+            }
+        }
+        if horizon >= all.len() {
+            break;
+        }
+        horizon *= 2;
+        state.damping = config.initial_damping;
+    }
+    let loss = trajectory_loss(model, &[track], std::slice::from_ref(&state), config)[0];
+    Ok(FitOutcome {
+        state,
+        initial_loss,
+        loss,
+        steps,
+        converged,
+    })
+}

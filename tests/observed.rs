@@ -1,0 +1,258 @@
+//! Fitting latent codes to observed motion (`noether::meta::observed`): the shipped
+//! pendulum model learns a new pendulum from 3 s of positions, a model recovers its own
+//! latent from full states, bad observations are named, and the CLI does the same offline.
+
+use std::{path::PathBuf, process::Command};
+
+use burn::backend::Flex;
+use noether::{
+    integrate::{Integrator, simulate},
+    io::load_model,
+    meta::{
+        FitConfig, Observation, ObservedError, ObservedPart, Track, fit_latent,
+        observed::{predict, trajectory_loss, validate},
+    },
+    nn::cpu::{CpuModel, ModelParams},
+    systems::Family,
+};
+
+fn shipped(name: &str) -> CpuModel {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/models")
+        .join(name);
+    let model = load_model::<Flex>(&path, &Default::default()).unwrap();
+    CpuModel::from_params(&ModelParams::from_model(&model), &model.config)
+}
+
+fn mean_latent(model: &CpuModel) -> Vec<f32> {
+    model
+        .config()
+        .mean_latent()
+        .iter()
+        .map(|v| *v as f32)
+        .collect()
+}
+
+/// Positions (or states) of a true pendulum every `dt` for `steps` steps.
+fn observe(
+    params: &[f64],
+    x0: &[f64],
+    dt: f64,
+    steps: usize,
+    part: ObservedPart,
+) -> Vec<Observation> {
+    let sys = Family::Pendulum.build(params).unwrap();
+    let traj = simulate(sys.as_ref(), Integrator::Dopri, x0, dt, steps).unwrap();
+    let width = part.width(2, 1);
+    (0..=steps)
+        .map(|k| Observation {
+            t: traj.t[k],
+            values: traj.state(k)[..width].iter().map(|v| *v as f32).collect(),
+        })
+        .collect()
+}
+
+/// Relative position error of the learned rollout against the truth over 10 s.
+fn ten_second_error(model: &CpuModel, latent: &[f32], params: &[f64], x0: &[f64]) -> f64 {
+    let truth = observe(params, x0, 0.05, 200, ObservedPart::Positions);
+    let times: Vec<f64> = truth.iter().map(|o| o.t).collect();
+    let x0f: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
+    let pred = predict(model, latent, &x0f, &times, 0.01);
+    let (mut num, mut den) = (0.0, 0.0);
+    for (p, o) in pred.iter().zip(&truth) {
+        num += f64::from(p[0] - o.values[0]).powi(2);
+        den += f64::from(o.values[0]).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+#[test]
+fn a_new_pendulum_is_learned_from_three_seconds_of_positions() {
+    let model = shipped("pendulum-svd5.ron");
+    for (params, x0) in [([1.8, 0.6], [1.0, 0.0]), ([0.7, 1.9], [0.8, 0.5])] {
+        let obs = observe(&params, &x0, 0.05, 60, ObservedPart::Positions);
+        let track = Track {
+            observations: &obs,
+            part: ObservedPart::Positions,
+        };
+        let fit = fit_latent(
+            &model,
+            track,
+            mean_latent(&model),
+            &FitConfig::default(),
+            30,
+        )
+        .unwrap();
+        assert!(fit.converged, "{fit:?}");
+        assert!(
+            fit.loss < 1e-2 * fit.initial_loss,
+            "{} → {}",
+            fit.initial_loss,
+            fit.loss
+        );
+        // The unobserved momentum is recovered too (p₀ = m l² q̇₀).
+        let p0 = x0[1] as f32;
+        assert!(
+            (fit.state.hidden[0] - p0).abs() < 0.1 * (1.0 + p0.abs()),
+            "{:?}",
+            fit.state.hidden
+        );
+        let before = ten_second_error(&model, &mean_latent(&model), &params, &x0);
+        let after = ten_second_error(&model, &fit.state.latent, &params, &x0);
+        assert!(
+            after * 5.0 < before,
+            "10-s error {before:.3e} → {after:.3e}"
+        );
+    }
+}
+
+#[test]
+fn a_model_recovers_its_own_latent_from_full_states() {
+    let model = shipped("mass_spring-svd5.ron");
+    let mean = mean_latent(&model);
+    let target: Vec<f32> = mean
+        .iter()
+        .enumerate()
+        .map(|(i, z)| z + 0.2 * ((i as f32) * 1.3).sin())
+        .collect();
+    let times: Vec<f64> = (0..=40).map(|k| f64::from(k) * 0.05).collect();
+    let states = predict(&model, &target, &[0.8, -0.3], &times, 0.01);
+    let obs: Vec<Observation> = times
+        .iter()
+        .zip(&states)
+        .map(|(t, x)| Observation {
+            t: *t,
+            values: x.clone(),
+        })
+        .collect();
+    let track = Track {
+        observations: &obs,
+        part: ObservedPart::States,
+    };
+    let config = FitConfig {
+        lambda_z: 0.0,
+        ..FitConfig::default()
+    };
+    let fit = fit_latent(&model, track, mean.clone(), &config, 40).unwrap();
+    let start = trajectory_loss(
+        &model,
+        &[track],
+        &[noether::meta::FitState {
+            latent: mean,
+            hidden: vec![],
+            damping: 1.0,
+        }],
+        &config,
+    )[0];
+    assert!(
+        fit.loss < 1e-4 * start,
+        "loss {start:.3e} → {:.3e}",
+        fit.loss
+    );
+}
+
+#[test]
+fn observations_that_cannot_be_fitted_are_named() {
+    let model = shipped("pendulum-svd5.ron");
+    let o = |t: f64, v: Vec<f32>| Observation { t, values: v };
+    let check = |obs: Vec<Observation>, part| {
+        validate(
+            &model,
+            Track {
+                observations: &obs,
+                part,
+            },
+        )
+    };
+    assert_eq!(
+        check(
+            vec![o(0.0, vec![1.0]), o(0.1, vec![1.0])],
+            ObservedPart::Positions
+        ),
+        Err(ObservedError::TooFew(2))
+    );
+    assert!(matches!(
+        check(
+            vec![o(0.0, vec![1.0]), o(0.1, vec![1.0]), o(0.2, vec![1.0])],
+            ObservedPart::States
+        ),
+        Err(ObservedError::Width {
+            index: 0,
+            got: 1,
+            expected: 2,
+            ..
+        })
+    ));
+    assert_eq!(
+        check(
+            vec![o(0.0, vec![1.0]), o(0.1, vec![1.0]), o(0.1, vec![1.0])],
+            ObservedPart::Positions
+        ),
+        Err(ObservedError::Time { index: 2, t: 0.1 })
+    );
+    assert_eq!(
+        check(
+            vec![o(0.0, vec![1.0]), o(0.1, vec![f32::NAN]), o(0.2, vec![1.0])],
+            ObservedPart::Positions
+        ),
+        Err(ObservedError::NonFinite { index: 1 })
+    );
+}
+
+#[test]
+fn the_cli_fits_a_recording_and_names_a_bad_line() {
+    let dir = std::env::temp_dir().join(format!("noether-observed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let noether = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_noether"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let sim = noether(&[
+        "simulate", "--system", "pendulum", "--param", "m=1.8", "--param", "l=0.6", "--x0",
+        "1.0,0.0", "--dt", "0.05", "--steps", "60",
+    ]);
+    assert!(sim.status.success());
+    let csv = dir.join("obs.csv");
+    std::fs::write(&csv, &sim.stdout).unwrap();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/pendulum-svd5.ron");
+    let out = noether(&[
+        "adapt",
+        "--model",
+        model.to_str().unwrap(),
+        "--observations",
+        csv.to_str().unwrap(),
+        "--observed",
+        "positions",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("61 observations of positions"), "{text}");
+    assert!(text.contains("fitted unobserved start: p = "), "{text}");
+    let misfit: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RMS misfit of the observed values: "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(misfit < 2e-2, "{text}");
+
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "t,q,p\n0,1,0\n0.05,oops,0\n0.1,1,0\n").unwrap();
+    let out = noether(&[
+        "adapt",
+        "--model",
+        model.to_str().unwrap(),
+        "--observations",
+        bad.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bad.csv:3") && err.contains("`q`"), "{err}");
+}
