@@ -8,8 +8,13 @@ use burn::{
 };
 use clap::{Args, Subcommand};
 use noether::{
-    data::stream_rng,
+    data::{DatasetSpec, load_or_generate, stream_rng},
     integrate::{Integrator, Stepper},
+    meta::{
+        AdaptConfig, Baseline, BaselineConfig, MetaConfig, Method, Profile, TaskSet,
+        adapt_baseline, adapt_latents, meta_train, train_baseline,
+    },
+    nn::cpu::ModelParams,
     nn::{LatentField, ModelConfig, Modulation, cpu::CpuModel},
     systems::Family,
 };
@@ -24,6 +29,30 @@ pub enum BenchCommand {
     Integrators(IntegratorArgs),
     /// Network forward + ∇ₓ throughput per method and batch size, shared vs per-row latents.
     Network(NetworkArgs),
+    /// Meta-training iterations/s per method (batch 10 instances × 64 points) and
+    /// test-time adaptation time per instance.
+    Meta(MetaArgs),
+}
+
+/// Arguments of `noether bench meta`.
+#[derive(Args, Debug)]
+pub struct MetaArgs {
+    /// Family whose dataset (seed 0) trains.
+    #[arg(long, default_value = "mass_spring")]
+    system: Family,
+    /// Outer iterations timed per method.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Methods (modulations and baselines).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shift,fw,ro,mr5,svd5,scratch,maml,anil,reptile"
+    )]
+    methods: Vec<Method>,
+    /// Dataset cache directory.
+    #[arg(long, default_value = "data")]
+    data: std::path::PathBuf,
 }
 
 /// Arguments of `noether bench network`.
@@ -60,7 +89,78 @@ pub fn run(cmd: BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Integrators(args) => integrators(&args),
         BenchCommand::Network(args) => network(&args),
+        BenchCommand::Meta(args) => meta(&args),
     }
+}
+
+/// `noether bench meta`: protocol-v1 training settings (batch 10 × 64, N_in = 1), no
+/// validation inside the timed iterations; adaptation: 10 shots, the protocol's steps.
+fn meta(args: &MetaArgs) -> CliResult {
+    let (data, _) = load_or_generate(&args.data, &DatasetSpec::new(args.system, 0), &|_| ())?;
+    let tasks = TaskSet::new(&data);
+    let device = Default::default();
+    let instance = tasks.meta_test()[0];
+    let shots = AdaptConfig::default().shots;
+    outln!(
+        "{} (seed 0), {} outer iterations per method, CPU training kernel (Flex for baselines' adaptation)",
+        args.system,
+        args.iterations
+    );
+    outln!(
+        "| method | meta-iterations/s | test-time adaptation: ms per instance ({shots} shots) |"
+    );
+    outln!("|---|---|---|");
+    for &method in &args.methods {
+        let base = ModelConfig::new(args.system, Modulation::None);
+        let (rate, adapt_ms) = match method {
+            Method::Modulated(modulation) => {
+                let config = ModelConfig { modulation, ..base };
+                let cfg = MetaConfig {
+                    iterations: args.iterations,
+                    validate_every: usize::MAX,
+                    ..Profile::Paper.meta(0)
+                };
+                let t = Instant::now();
+                let out = meta_train::<Flex>(&config, &tasks, &cfg, &device, &mut |_, _| {});
+                let rate = args.iterations as f64 / t.elapsed().as_secs_f64();
+                let params = ModelParams::from_model(&out.model);
+                let z0: Vec<f32> = vec![0.0; config.d_latent];
+                let shot_sets = [tasks.shots(instance, shots)];
+                let seconds = time_per_call(Duration::from_secs(1), || {
+                    adapt_latents(&params, &shot_sets, &z0, &cfg.adapt);
+                });
+                (rate, seconds * 1e3)
+            }
+            Method::Baseline(baseline) => {
+                let cfg = BaselineConfig {
+                    iterations: args.iterations,
+                    ..Profile::Paper.baseline(0)
+                };
+                let t = Instant::now();
+                let out =
+                    train_baseline::<Flex>(&base, baseline, &tasks, &cfg, &device, &mut |_, _| {});
+                let rate = args.iterations as f64 / t.elapsed().as_secs_f64();
+                let seconds = time_per_call(Duration::from_secs(1), || {
+                    adapt_baseline::<Flex>(
+                        &out,
+                        baseline,
+                        &tasks.shots(instance, shots),
+                        &cfg,
+                        instance,
+                        &device,
+                    );
+                });
+                (rate, seconds * 1e3)
+            }
+        };
+        let rate = if method == Method::Baseline(Baseline::Scratch) {
+            "— (trains at test time only)".to_owned()
+        } else {
+            format!("{rate:.1}")
+        };
+        outln!("| {} | {rate} | {adapt_ms:.2} |", method.label());
+    }
+    Ok(())
 }
 
 /// Seconds per call of `f`: after one warm-up call, five rounds of at least `budget / 5`

@@ -80,6 +80,9 @@ struct ExtraResult {
     rows: Vec<(String, f64, f64, f64)>,
 }
 
+/// A report's hand-written part starts at this line; regenerating the tables keeps it.
+const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the tables are regenerated -->";
+
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -428,6 +431,19 @@ fn write_report(
          (DESIGN.md §6), which reaches beyond the training data for mass_spring (|q| ≤ 1) and duffing (|q| ≤ 1.5).\n\n",
         command
     ));
+    // How much of the grid is done (the paper profile runs for days on 2 cores).
+    let grid_cells: usize = families
+        .iter()
+        .map(|&f| Method::paper_grid(f).len() * profile.seeds().len())
+        .sum();
+    let done = cells
+        .iter()
+        .filter(|c| families.contains(&c.family) && profile.seeds().contains(&c.seed))
+        .count();
+    md.push_str(&format!(
+        "**Status:** {done} of {grid_cells} grid cells (families × methods × seeds {:?}) finished.          Cells not finished yet read \"not yet run\"; the same command resumes the grid where it          stopped, without redoing finished cells.\n\n",
+        profile.seeds()
+    ));
     // Main table: methods × families, "ε_field / ε_traj".
     let all_methods: Vec<Method> = {
         let mut v: Vec<Method> = families
@@ -638,6 +654,13 @@ fn write_report(
             md.push_str(&format!("\n![{}](figures/{}.png)\n", e.name, e.name));
         }
         md.push('\n');
+    }
+    // Hand-written analysis below the marker survives regeneration.
+    if let Ok(previous) = fs::read_to_string(report)
+        && let Some(at) = previous.find(ANALYSIS_MARKER)
+    {
+        md.push('\n');
+        md.push_str(&previous[at..]);
     }
     write_atomic(report, &md)?;
     Ok(())

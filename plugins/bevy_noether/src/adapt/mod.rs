@@ -268,7 +268,8 @@ pub enum AdaptationPhase {
     Observing,
     /// Its latent code is being refined.
     Adapting,
-    /// The fit over a full buffer stopped improving: the latent is final.
+    /// The fit over a full buffer (or [`AdaptSettings::converge_span`] seconds of
+    /// observations) stopped improving: the latent is final.
     Converged,
     /// Updates kept failing (non-finite or exploding loss); the last good latent is kept.
     Diverged,
@@ -348,6 +349,9 @@ pub struct AdaptSettings {
     /// settled too (with noisy observations every refit fits some noise, so the relative
     /// improvement alone would never settle).
     pub settle_misfit: f64,
+    /// A settled fit converges the body once it covers the whole buffer and the buffer is
+    /// full or spans at least this many seconds.
+    pub converge_span: f64,
     /// Per-frame budget: bodies sent in one job, at most.
     pub max_bodies_per_job: usize,
     /// Jobs at the worker at once, at most (one job per model).
@@ -358,8 +362,13 @@ pub struct AdaptSettings {
     pub max_rejections: u32,
     /// An update whose loss exceeds this multiple of the loss it started from is rejected.
     pub explode_factor: f64,
-    /// Rayon threads of the worker (1 leaves the other cores to the frame loop).
+    /// Rayon threads of the worker (default: all logical CPUs but one, at least 1).
+    /// Read when the plugin is built.
     pub worker_threads: usize,
+    /// Fraction of the time the worker may be busy (1: always). On a machine with few
+    /// cores the worker competes with the frame's own threads; a lower duty trades
+    /// convergence speed for frame time. Read when the plugin is built.
+    pub worker_duty: f64,
 }
 
 impl Default for AdaptSettings {
@@ -370,12 +379,16 @@ impl Default for AdaptSettings {
             steps_per_job: 2,
             settle_tol: 0.02,
             settle_misfit: 0.02,
+            converge_span: 2.0,
             max_bodies_per_job: 256,
             max_jobs_in_flight: 1,
             min_observations: noether::meta::observed::FIRST_HORIZON,
             max_rejections: 3,
             explode_factor: 1e3,
-            worker_threads: 1,
+            worker_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            worker_duty: 1.0,
         }
     }
 }

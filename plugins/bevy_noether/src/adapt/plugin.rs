@@ -150,7 +150,10 @@ impl Plugin for AdaptPlugin {
             .register_type::<AdaptationStats>()
             .insert_resource(settings.clone())
             .init_resource::<AdaptationStats>()
-            .insert_resource(AdaptWorker(Worker::spawn(settings.worker_threads)))
+            .insert_resource(AdaptWorker(Worker::spawn(
+                settings.worker_threads,
+                settings.worker_duty,
+            )))
             .add_message::<AdaptationConverged>()
             .add_message::<AdaptationDiverged>()
             .configure_sets(
@@ -321,7 +324,6 @@ fn dispatch(
                     part: observed.components.into(),
                     latent: latent.0.clone(),
                     carried: adaptation.fit.clone(),
-                    received: buffer.received,
                 });
                 adaptation.in_flight = true;
                 adaptation.phase = AdaptationPhase::Adapting;
@@ -421,11 +423,12 @@ fn collect(
                         a.history.push(r.loss as f32);
                     }
                     latent.0.clone_from(&r.fit.state.latent);
+                    let span = r.fit.t_end - r.fit.t0;
                     a.fit = Some(r.fit);
                     if r.settled {
                         let covers_buffer = r.window >= buffer.len();
-                        let buffer_done = buffer.is_full() || buffer.received == r.received;
-                        if !covers_buffer || !buffer_done {
+                        let enough = buffer.is_full() || span >= settings.converge_span;
+                        if !covers_buffer || !enough {
                             a.horizon = (a.horizon * 2).min(buffer.capacity());
                         } else if a.phase != AdaptationPhase::Converged {
                             a.phase = AdaptationPhase::Converged;

@@ -32,8 +32,6 @@ pub(crate) struct JobBody {
     pub(crate) part: ObservedPart,
     pub(crate) latent: Vec<f32>,
     pub(crate) carried: Option<CarriedFit>,
-    /// The buffer's sample count when the job was sent.
-    pub(crate) received: u64,
 }
 
 /// Bodies of one model to fit.
@@ -60,7 +58,6 @@ pub(crate) struct BodyResult {
     pub(crate) settled: bool,
     /// Observations the fit covered.
     pub(crate) window: usize,
-    pub(crate) received: u64,
 }
 
 /// A finished job.
@@ -78,8 +75,14 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker with a rayon pool of `threads` threads.
-    pub(crate) fn spawn(threads: usize) -> Self {
+    /// Starts the worker with a rayon pool of `threads` threads, busy at most a fraction
+    /// `duty` of the time (after a job of t seconds it rests t·(1 − duty)/duty).
+    pub(crate) fn spawn(threads: usize, duty: f64) -> Self {
+        let duty = if duty.is_finite() {
+            duty.clamp(0.01, 1.0)
+        } else {
+            1.0
+        };
         let (jobs, job_rx) = unbounded::<Job>();
         let (result_tx, results) = unbounded();
         let pool = rayon::ThreadPoolBuilder::new()
@@ -95,8 +98,12 @@ impl Worker {
                         Some(pool) => pool.install(|| run(job)),
                         None => run(job),
                     };
+                    let rest = out.seconds * (1.0 - duty) / duty;
                     if result_tx.send(out).is_err() {
                         break;
+                    }
+                    if rest > 0.0 {
+                        thread::sleep(std::time::Duration::from_secs_f64(rest));
                     }
                 }
             })
@@ -261,7 +268,6 @@ fn run(job: Job) -> JobResult {
                 improved: improved[i],
                 settled: settled[i],
                 window: b.observations.len(),
-                received: b.received,
             }
         })
         .collect();

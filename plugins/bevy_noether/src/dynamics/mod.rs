@@ -31,7 +31,7 @@ mod plugin;
 #[cfg(feature = "render")]
 mod render_device;
 
-pub use backend::{ActiveBackend, GpuStepper, NoetherBackend};
+pub use backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu};
 pub use plugin::{DynamicsPlugin, EnergySystems, MAX_SUBSTEP, StepDiagnostics, gather_and_step};
 
 use bevy::prelude::{
