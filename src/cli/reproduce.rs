@@ -441,7 +441,9 @@ fn write_report(
         .filter(|c| families.contains(&c.family) && profile.seeds().contains(&c.seed))
         .count();
     md.push_str(&format!(
-        "**Status:** {done} of {grid_cells} grid cells (families × methods × seeds {:?}) finished.          Cells not finished yet read \"not yet run\"; the same command resumes the grid where it          stopped, without redoing finished cells.\n\n",
+        "**Status:** {done} of {grid_cells} grid cells (families × methods × seeds {:?}) finished. \
+         Cells not finished yet read \"not yet run\"; the same command resumes the grid where it \
+         stopped, without redoing finished cells.\n\n",
         profile.seeds()
     ));
     // Main table: methods × families, "ε_field / ε_traj".

@@ -13,6 +13,9 @@
 //! positions are observed, its unobserved part u (momenta, and entropies for GENERIC
 //! models) is unknown and is fitted together with z, starting from the momentum whose
 //! learned velocity ∂H/∂p matches the finite-difference velocity of the first samples.
+//! Positions alone may not pin every parameter: a pendulum's q(t) depends on its length
+//! only, its mass just scales p = m l² q̇, so (z, u) are then determined up to that scale —
+//! and the predicted positions, which is what was observed, are not affected.
 //!
 //! L is a sum of squares of a residual r(θ), θ = (z, u), so it is minimised by
 //! Levenberg–Marquardt: δ = −(JᵀJ + μ(diag JᵀJ + εI))⁻¹ Jᵀr with the Jacobian J from

@@ -352,6 +352,10 @@ pub struct AdaptSettings {
     /// A settled fit converges the body once it covers the whole buffer and the buffer is
     /// full or spans at least this many seconds.
     pub converge_span: f64,
+    /// When a body observing its hidden truth converges, move its state to the truth's
+    /// present as the fit estimates it (the fitted start carried along the learned flow),
+    /// so body and truth move in step from then on. The energy bookkeeping restarts there.
+    pub sync_on_converge: bool,
     /// Per-frame budget: bodies sent in one job, at most.
     pub max_bodies_per_job: usize,
     /// Jobs at the worker at once, at most (one job per model).
@@ -380,6 +384,7 @@ impl Default for AdaptSettings {
             settle_tol: 0.02,
             settle_misfit: 0.02,
             converge_span: 2.0,
+            sync_on_converge: true,
             max_bodies_per_job: 256,
             max_jobs_in_flight: 1,
             min_observations: noether::meta::observed::FIRST_HORIZON,

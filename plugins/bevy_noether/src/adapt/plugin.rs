@@ -11,7 +11,7 @@ use bevy::{
 };
 use noether::{
     integrate::{Integrator, Stepper},
-    meta::FitConfig,
+    meta::{FitConfig, observed::predict},
 };
 
 use super::{
@@ -356,6 +356,9 @@ type CollectQuery<'w, 's> = Query<
         &'static mut LatentCode,
         &'static ObservationBuffer,
         &'static mut Adaptation,
+        &'static NoetherBody,
+        &'static mut PhaseState,
+        Option<&'static TruthSimulator>,
     ),
 >;
 
@@ -364,6 +367,7 @@ type CollectQuery<'w, 's> = Query<
 fn collect(
     settings: Res<AdaptSettings>,
     worker: Res<AdaptWorker>,
+    models: Res<Assets<NoetherModel>>,
     mut stats: ResMut<AdaptationStats>,
     mut bodies: CollectQuery,
     mut converged: MessageWriter<AdaptationConverged>,
@@ -376,13 +380,14 @@ fn collect(
         stats.jobs_done += 1;
         stats.worker_seconds += result.seconds;
         for (entity, reason) in result.invalid {
-            if let Ok((_, _, mut a)) = bodies.get_mut(entity) {
+            if let Ok((_, _, mut a, ..)) = bodies.get_mut(entity) {
                 a.in_flight = false;
                 warn!("noether: {entity}: observations cannot be fitted: {reason}");
             }
         }
         for r in result.bodies {
-            let Ok((mut latent, buffer, mut a)) = bodies.get_mut(r.entity) else {
+            let Ok((mut latent, buffer, mut a, body, mut state, truth)) = bodies.get_mut(r.entity)
+            else {
                 stats.dropped += 1;
                 continue;
             };
@@ -431,6 +436,25 @@ fn collect(
                         if !covers_buffer || !enough {
                             a.horizon = (a.horizon * 2).min(buffer.capacity());
                         } else if a.phase != AdaptationPhase::Converged {
+                            // In step with the truth: the fitted start, carried along the
+                            // learned flow to the truth's present.
+                            if settings.sync_on_converge
+                                && let (Some(truth), Some(model), Some(fit)) =
+                                    (truth, models.get(&body.model), a.fit.as_ref())
+                                && truth.t >= fit.t0
+                                && fit.start.len() == state.len()
+                            {
+                                let now = predict(
+                                    &model.cpu,
+                                    &latent.0,
+                                    &fit.start,
+                                    &[fit.t0, truth.t],
+                                    FitConfig::default().max_substep,
+                                );
+                                if now[1].iter().all(|v| v.is_finite()) {
+                                    state.0.clone_from(&now[1]);
+                                }
+                            }
                             a.phase = AdaptationPhase::Converged;
                             converged.write(AdaptationConverged {
                                 entity: r.entity,

@@ -11,7 +11,8 @@
 //!
 //! Every body also gets an energy bar (green while the learned energy holds, red when it
 //! drifts) and, for GENERIC families, an entropy bar; each population gets a gizmo phase
-//! portrait of its members' (q, p) and a label.
+//! portrait of its members' (q, p) and a label. Bodies that adapt online show their hidden
+//! truth as a faint ghost and their adaptation phase as a coloured dot.
 
 mod plugin;
 

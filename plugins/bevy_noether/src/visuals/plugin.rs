@@ -9,6 +9,7 @@ use bevy::{
 };
 
 use crate::{
+    adapt::{Adaptation, AdaptationPhase, TruthSimulator},
     dynamics::{BodyEnergy, NoetherBody, PhaseState},
     scene::Population,
     schedule::NoetherSystems,
@@ -427,6 +428,55 @@ fn label_populations(
     }
 }
 
+/// Observed bodies: the hidden truth as a faint ghost beside the learned body (the two
+/// fall into step as the latent converges), and a dot coloured by the adaptation phase
+/// (grey observing, amber adapting, green converged, red diverged).
+fn draw_truth_ghosts(
+    mut gizmos: Gizmos,
+    settings: Res<VisualSettings>,
+    bodies: Query<(&Transform, &TruthSimulator, &Adaptation, &Population)>,
+) {
+    let ghost = Color::srgba(0.5, 0.9, 1.0, 0.55);
+    let mut drawn: BTreeMap<usize, usize> = BTreeMap::new();
+    for (transform, truth, adaptation, pop) in &bodies {
+        let n = drawn.entry(pop.index).or_default();
+        if *n >= settings.max_drawn_per_population {
+            continue;
+        }
+        *n += 1;
+        let o = transform.translation.truncate();
+        let q = truth.x.first().copied().unwrap_or(0.0) as f32;
+        match pop.family.as_str() {
+            "pendulum" | "dno" => {
+                let pivot = o + Vec2::new(0.0, 14.0);
+                let bob = pivot + 22.0 * Vec2::new(q.sin(), -q.cos());
+                gizmos.line_2d(pivot, bob, ghost);
+                gizmos
+                    .circle_2d(Isometry2d::from_translation(bob), 5.5, ghost)
+                    .resolution(12);
+            }
+            "mass_spring" | "duffing" => {
+                let at = o + Vec2::new(q * settings.scale, 0.0);
+                gizmos.rect_2d(Isometry2d::from_translation(at), Vec2::splat(13.0), ghost);
+            }
+            _ => {}
+        }
+        let phase = match adaptation.phase {
+            AdaptationPhase::Observing => Color::srgb(0.6, 0.6, 0.6),
+            AdaptationPhase::Adapting => Color::srgb(1.0, 0.7, 0.2),
+            AdaptationPhase::Converged => Color::srgb(0.3, 0.9, 0.4),
+            AdaptationPhase::Diverged => Color::srgb(1.0, 0.25, 0.25),
+        };
+        gizmos
+            .circle_2d(
+                Isometry2d::from_translation(o + Vec2::new(-20.0, 20.0)),
+                2.5,
+                phase,
+            )
+            .resolution(8);
+    }
+}
+
 /// Draws every body and population (see the module docs).
 pub struct VisualsPlugin {
     /// The schedule of [`NoetherSystems`] (for remembering the pre-step state).
@@ -449,7 +499,12 @@ impl Plugin for VisualsPlugin {
                 Update,
                 (
                     measure_populations,
-                    (draw_bodies, label_populations, frame_camera),
+                    (
+                        draw_bodies,
+                        draw_truth_ghosts,
+                        label_populations,
+                        frame_camera,
+                    ),
                 )
                     .chain()
                     .in_set(VisualsSystems::Draw),
