@@ -373,6 +373,9 @@ pub struct AdaptSettings {
     /// cores the worker competes with the frame's own threads; a lower duty trades
     /// convergence speed for frame time. Read when the plugin is built.
     pub worker_duty: f64,
+    /// Run the worker's threads at the lowest scheduling priority (nice 19 on Linux), so
+    /// they use only CPU time the frame leaves idle. Read when the plugin is built.
+    pub worker_background: bool,
 }
 
 impl Default for AdaptSettings {
@@ -394,6 +397,7 @@ impl Default for AdaptSettings {
                 .map_or(1, |n| n.get().saturating_sub(1))
                 .max(1),
             worker_duty: 1.0,
+            worker_background: true,
         }
     }
 }

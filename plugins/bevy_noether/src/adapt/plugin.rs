@@ -153,6 +153,7 @@ impl Plugin for AdaptPlugin {
             .insert_resource(AdaptWorker(Worker::spawn(
                 settings.worker_threads,
                 settings.worker_duty,
+                settings.worker_background,
             )))
             .add_message::<AdaptationConverged>()
             .add_message::<AdaptationDiverged>()

@@ -76,23 +76,35 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts the worker with a rayon pool of `threads` threads, busy at most a fraction
-    /// `duty` of the time (after a job of t seconds it rests t·(1 − duty)/duty).
-    pub(crate) fn spawn(threads: usize, duty: f64) -> Self {
+    /// `duty` of the time (after a job of t seconds it rests t·(1 − duty)/duty), its
+    /// threads at the lowest scheduling priority when `background` (so they take only the
+    /// CPU time the frame leaves idle).
+    pub(crate) fn spawn(threads: usize, duty: f64, background: bool) -> Self {
         let duty = if duty.is_finite() {
             duty.clamp(0.01, 1.0)
         } else {
             1.0
+        };
+        let lower = move || {
+            if background {
+                // Best effort: a platform that refuses keeps the normal priority.
+                let _ = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                );
+            }
         };
         let (jobs, job_rx) = unbounded::<Job>();
         let (result_tx, results) = unbounded();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("noether-adapt-{i}"))
+            .start_handler(move |_| lower())
             .build()
             .ok();
         thread::Builder::new()
             .name("noether-adapt".into())
             .spawn(move || {
+                lower();
                 while let Ok(job) = job_rx.recv() {
                     let out = match &pool {
                         Some(pool) => pool.install(|| run(job)),
