@@ -14,7 +14,7 @@ use noether::{
         AdaptConfig, Baseline, BaselineConfig, MetaConfig, Method, Profile, TaskSet,
         adapt_baseline, adapt_latents, meta_train, train_baseline,
     },
-    nn::cpu::ModelParams,
+    nn::cpu::{BASE_FLOPS_PER_ROW, ModelParams},
     nn::{LatentField, ModelConfig, Modulation, cpu::CpuModel},
     systems::Family,
 };
@@ -206,10 +206,6 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
         .collect()
 }
-
-/// FLOPs per row of forward + ∇ₓ of the unmodulated 2 → 3×100 → 1 network (GEMM work only).
-const BASE_FLOPS_PER_ROW: f64 =
-    2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
 
 fn network(args: &NetworkArgs) -> CliResult {
     let budget = Duration::from_secs_f64(args.seconds);

@@ -587,7 +587,7 @@ pub fn fit_latent(
     };
     let mut state = FitState::new(model, first, latent, config);
     let initial_loss = trajectory_loss(model, &[track], std::slice::from_ref(&state), config)[0];
-    let (mut steps, mut horizon) = (0, FIRST_HORIZON);
+    let (mut steps, mut horizon, mut loss) = (0, FIRST_HORIZON, initial_loss);
     let mut converged;
     loop {
         let part = Track {
@@ -598,6 +598,7 @@ pub fn fit_latent(
         for _ in 0..max_steps {
             let step = fit_step(model, &[part], std::slice::from_mut(&mut state), config)[0];
             steps += 1;
+            loss = step.loss;
             // Converged: a small accepted improvement, or no descent left at any damping.
             converged = (step.accepted && config.converged(step.loss_before, step.loss))
                 || (!step.accepted && state.damping >= 1e6);
@@ -611,7 +612,7 @@ pub fn fit_latent(
         horizon *= 2;
         state.damping = config.initial_damping;
     }
-    let loss = trajectory_loss(model, &[track], std::slice::from_ref(&state), config)[0];
+    // The last horizon is the whole track, so its last step's loss is the track's loss.
     Ok(FitOutcome {
         state,
         initial_loss,

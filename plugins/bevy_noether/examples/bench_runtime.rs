@@ -36,15 +36,10 @@ use noether::{
     integrate::{Flow, ImplicitMidpoint, ImplicitSolver, Integrator, simulate},
     io::load_model,
     meta::{FitConfig, FitState, Observation, ObservedPart, Track, fit_step},
-    nn::cpu::{CpuFlow, ModelParams, bench_gemm},
+    nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, ModelParams, bench_gemm},
     systems::Family,
 };
 use rand::RngExt;
-
-/// FLOPs per row of forward + ∇ₓ of the unmodulated 2 → 3×100 → 1 network (GEMM work only;
-/// the same count as `noether bench network`).
-const FLOPS_PER_ROW: f64 =
-    2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
 
 const HZ: f64 = 64.0;
 
@@ -159,7 +154,10 @@ fn stepping(sizes: &[usize], budget: Duration) {
             let (evals_s, gflops) = evals.map_or(("—".into(), "—".into()), |e| {
                 (
                     format!("{e:.1}"),
-                    format!("{:.1}", e * count as f64 * FLOPS_PER_ROW / seconds / 1e9),
+                    format!(
+                        "{:.1}",
+                        e * count as f64 * BASE_FLOPS_PER_ROW / seconds / 1e9
+                    ),
                 )
             });
             println!(

@@ -63,6 +63,11 @@ pub fn bench_gemm(a: &[f32], w: &[f32], rows: usize) {
         });
 }
 
+/// FLOPs per row of forward + ∇ₓ of the unmodulated 2 → 3×100 tanh → 1 network (GEMM
+/// work only): the count every benchmark's GFLOP/s uses.
+pub const BASE_FLOPS_PER_ROW: f64 =
+    2.0 * ((2 * 100 + 2 * 100 * 100 + 100) + (2 * 100 * 100 + 100 * 2)) as f64;
+
 /// Most rows per tile: large enough to amortise each GEMM call's fixed cost (a few µs of
 /// packing and dispatch), small enough that a tile's activations (4 × 1024 × 110 floats
 /// ≈ 1.8 MB) stay in L2/L3.
@@ -229,26 +234,7 @@ impl CpuModel {
             }),
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let dof = n / 2;
-                let (q, p) = split_rows(x, rows, dof);
-                let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
-                t.eval_tile(
-                    &p,
-                    z,
-                    rows,
-                    TileOut {
-                        value: None,
-                        grad: Some(&mut gt),
-                    },
-                );
-                v.eval_tile(
-                    &q,
-                    z,
-                    rows,
-                    TileOut {
-                        value: None,
-                        grad: Some(&mut gv),
-                    },
-                );
+                let (gt, gv) = separable_grads(t, v, x, z, rows, dof);
                 for r in 0..rows {
                     for i in 0..dof {
                         out[r * n + i] = gt[r * dof + i];
@@ -375,26 +361,7 @@ impl CpuModel {
             }),
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let dof = n / 2;
-                let (q, p) = split_rows(x, rows, dof);
-                let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
-                t.eval_tile(
-                    &p,
-                    z,
-                    rows,
-                    TileOut {
-                        value: None,
-                        grad: Some(&mut gt),
-                    },
-                );
-                v.eval_tile(
-                    &q,
-                    z,
-                    rows,
-                    TileOut {
-                        value: None,
-                        grad: Some(&mut gv),
-                    },
-                );
+                let (gt, gv) = separable_grads(t, v, x, z, rows, dof);
                 for r in 0..rows {
                     out[r * n..r * n + dof].copy_from_slice(&gv[r * dof..(r + 1) * dof]);
                     out[r * n + dof..(r + 1) * n].copy_from_slice(&gt[r * dof..(r + 1) * dof]);
@@ -665,6 +632,31 @@ fn j_grad(g: &[f32], out: &mut [f32], dof: usize) {
 }
 
 /// Splits rows (q, p) into two contiguous `[rows, dof]` blocks.
+/// ∇ₚT(p) and ∇_qV(q) of a tile of a separable model, each `[rows·dof]`.
+fn separable_grads(
+    t: &CpuMlp,
+    v: &CpuMlp,
+    x: &[f32],
+    z: &[f32],
+    rows: usize,
+    dof: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (q, p) = split_rows(x, rows, dof);
+    let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
+    for (net, input, grad) in [(t, &p, &mut gt), (v, &q, &mut gv)] {
+        net.eval_tile(
+            input,
+            z,
+            rows,
+            TileOut {
+                value: None,
+                grad: Some(grad),
+            },
+        );
+    }
+    (gt, gv)
+}
+
 fn split_rows(x: &[f32], rows: usize, dof: usize) -> (Vec<f32>, Vec<f32>) {
     let mut q = Vec::with_capacity(rows * dof);
     let mut p = Vec::with_capacity(rows * dof);

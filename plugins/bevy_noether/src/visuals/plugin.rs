@@ -206,6 +206,12 @@ type Drawn<'a> = (
     Option<&'a Population>,
 );
 
+/// Pivot and bob of a pendulum drawn at `o` with angle `q` (bodies and their ghosts).
+fn pendulum(o: Vec2, q: f32) -> (Vec2, Vec2) {
+    let pivot = o + Vec2::new(0.0, 14.0);
+    (pivot, pivot + 22.0 * Vec2::new(q.sin(), -q.cos()))
+}
+
 fn draw_bodies(
     mut gizmos: Gizmos,
     settings: Res<VisualSettings>,
@@ -279,8 +285,7 @@ fn draw_bodies(
                 );
             }
             "pendulum" | "dno" => {
-                let pivot = o + Vec2::new(0.0, 14.0);
-                let bob = pivot + 22.0 * Vec2::new(x[0].sin(), -x[0].cos());
+                let (pivot, bob) = pendulum(o, x[0]);
                 gizmos.line_2d(pivot, bob, ink);
                 gizmos
                     .circle_2d(
@@ -448,8 +453,7 @@ fn draw_truth_ghosts(
         let q = truth.x.first().copied().unwrap_or(0.0) as f32;
         match pop.family.as_str() {
             "pendulum" | "dno" => {
-                let pivot = o + Vec2::new(0.0, 14.0);
-                let bob = pivot + 22.0 * Vec2::new(q.sin(), -q.cos());
+                let (pivot, bob) = pendulum(o, q);
                 gizmos.line_2d(pivot, bob, ghost);
                 gizmos
                     .circle_2d(Isometry2d::from_translation(bob), 5.5, ghost)
