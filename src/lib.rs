@@ -9,11 +9,12 @@ pub mod io;
 pub mod meta;
 pub mod metrics;
 pub mod nn;
+pub mod runtime;
 pub mod systems;
 
 pub use error::Error;
 
-/// Protocol version of DESIGN.md: every dataset, model file and results table carries it.
+/// Protocol version of docs/protocol.md: every dataset, model file and results table carries it.
 ///
 /// Change it only together with the tables that depend on a protocol value.
 pub const PROTOCOL_VERSION: u32 = 1;

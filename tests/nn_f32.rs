@@ -135,7 +135,7 @@ fn damaged_and_mismatched_files_are_clear_errors() {
         matches!(err, ModelFileError::Syntax { line, .. } if line > 1),
         "{err}"
     );
-    assert!(err.to_string().contains("syntax.ron:"), "{err}");
+    assert!(err.to_string().contains("syntax.model.ron:"), "{err}");
 
     // Unknown field.
     let (ron, _) = saved("unknown", config.clone());

@@ -68,7 +68,7 @@ fn ten_second_error(model: &CpuModel, latent: &[f32], params: &[f64], x0: &[f64]
 
 #[test]
 fn a_new_pendulum_is_learned_from_three_seconds_of_positions() {
-    let model = shipped("pendulum-svd5.ron");
+    let model = shipped("pendulum-svd5.model.ron");
     for (params, x0) in [([1.8, 0.6], [1.0, 0.0]), ([0.7, 1.9], [0.8, 0.5])] {
         let obs = observe(&params, &x0, 0.05, 60, ObservedPart::Positions);
         let track = Track {
@@ -108,7 +108,7 @@ fn a_new_pendulum_is_learned_from_three_seconds_of_positions() {
 
 #[test]
 fn a_model_recovers_its_own_latent_from_full_states() {
-    let model = shipped("mass_spring-svd5.ron");
+    let model = shipped("mass_spring-svd5.model.ron");
     let mean = mean_latent(&model);
     let target: Vec<f32> = mean
         .iter()
@@ -153,7 +153,7 @@ fn a_model_recovers_its_own_latent_from_full_states() {
 
 #[test]
 fn observations_that_cannot_be_fitted_are_named() {
-    let model = shipped("pendulum-svd5.ron");
+    let model = shipped("pendulum-svd5.model.ron");
     let o = |t: f64, v: Vec<f32>| Observation { t, values: v };
     let check = |obs: Vec<Observation>, part| {
         validate(
@@ -216,7 +216,7 @@ fn the_cli_fits_a_recording_and_names_a_bad_line() {
     assert!(sim.status.success());
     let csv = dir.join("obs.csv");
     std::fs::write(&csv, &sim.stdout).unwrap();
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/pendulum-svd5.ron");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/pendulum-svd5.model.ron");
     let out = noether(&[
         "adapt",
         "--model",

@@ -22,7 +22,7 @@ use super::{CliResult, outln, parse_key_value};
 /// Arguments of `noether adapt`.
 #[derive(Args, Debug)]
 pub struct AdaptArgs {
-    /// Model file (PATH.ron beside PATH.safetensors).
+    /// Model file (PATH.model.ron beside PATH.safetensors; PATH alone works too).
     #[arg(long)]
     model: PathBuf,
     /// A parameter of the system to adapt to, `name=value` (repeatable; unset: default).

@@ -19,7 +19,7 @@ use super::{CliResult, outln};
 /// Arguments of `noether eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model file (PATH.ron beside PATH.safetensors).
+    /// Model file (PATH.model.ron beside PATH.safetensors; PATH alone works too).
     #[arg(long)]
     model: PathBuf,
     /// Shots per test instance.

@@ -371,7 +371,7 @@ fn run_extras(
     Ok(())
 }
 
-/// Published numbers (DESIGN.md §7), ×10⁻², (field, traj).
+/// Published numbers (docs/protocol.md §7), ×10⁻², (field, traj).
 fn paper_numbers(family: Family, method: &str) -> Option<(Option<f64>, Option<f64>)> {
     let t = |f: f64, tr: f64| Some((Some(f), Some(tr)));
     match (family, method) {
@@ -425,10 +425,10 @@ fn write_report(
         Profile::Paper => "reproduce --profile paper --report RESULTS.md".to_owned(),
     };
     md.push_str(&format!(
-        "# Results ({profile} profile)\n\nProduced by `cargo run --release -- {}` (protocol v1, DESIGN.md §3–§6). \
+        "# Results ({profile} profile)\n\nProduced by `cargo run --release -- {}` (protocol v1, docs/protocol.md §3–§6). \
          Errors are ×10⁻², mean ± std over seeds of the mean over the 10 meta-test instances; 10 shots, test-time \
          adaptation of 100 Adam steps from the mean training latent. ε_field is on the 50×50 grid over [−3, 3]² \
-         (DESIGN.md §6), which reaches beyond the training data for mass_spring (|q| ≤ 1) and duffing (|q| ≤ 1.5).\n\n",
+         (docs/protocol.md §6), which reaches beyond the training data for mass_spring (|q| ≤ 1) and duffing (|q| ≤ 1.5).\n\n",
         command
     ));
     // How much of the grid is done (the paper profile runs for days on 2 cores).
@@ -518,7 +518,7 @@ fn write_report(
         }
         md.push('\n');
     }
-    md.push_str("\nPublished (ICML version, DESIGN.md §7), same layout:\n\n| method |");
+    md.push_str("\nPublished (ICML version, docs/protocol.md §7), same layout:\n\n| method |");
     for f in families {
         md.push_str(&format!(" {f} |"));
     }

@@ -29,7 +29,7 @@ pub struct SimulateArgs {
     /// Number of steps (default: one dataset trajectory).
     #[arg(long)]
     steps: Option<usize>,
-    /// euler, rk4, dopri, symplectic-euler, verlet, yoshida4 or midpoint.
+    /// euler, rk4, dopri, symplectic-euler, verlet, yoshida4 or midpoint (auto: dopri).
     #[arg(long, default_value = "dopri")]
     integrator: Integrator,
 }

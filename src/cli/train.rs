@@ -41,7 +41,7 @@ pub struct TrainArgs {
     /// λ_φ, hypernetwork penalty (default: the protocol's).
     #[arg(long)]
     lambda_phi: Option<f64>,
-    /// Output model path (writes PATH.ron and PATH.safetensors).
+    /// Output model path (writes PATH.model.ron and PATH.safetensors).
     #[arg(long)]
     out: PathBuf,
     /// Dataset cache directory.

@@ -1,4 +1,4 @@
-//! Datasets of protocol v1 (DESIGN.md §3): parameters, initial states, exact trajectories and
+//! Datasets of protocol v1 (docs/protocol.md §3): parameters, initial states, exact trajectories and
 //! exact derivative targets, as a pure function of (family, seed, split).
 //!
 //! A [`Dataset`] holds [`INSTANCES`] instances (the first [`TRAIN_INSTANCES`] for
@@ -34,7 +34,7 @@ use crate::{
     systems::{Family, Interval},
 };
 
-/// Instances per dataset (DESIGN.md §3).
+/// Instances per dataset (docs/protocol.md §3).
 pub const INSTANCES: usize = 80;
 /// Meta-training instances: indices `0..TRAIN_INSTANCES`; the rest are meta-test.
 pub const TRAIN_INSTANCES: usize = 70;
@@ -48,7 +48,7 @@ pub enum Split {
     /// The meta-training ranges of [`crate::systems::ParamSpec::train`].
     #[default]
     Standard,
-    /// Out of distribution: mass_spring with m, k ∈ [5, 7] (DESIGN.md §3).
+    /// Out of distribution: mass_spring with m, k ∈ [5, 7] (docs/protocol.md §3).
     Ood,
 }
 
@@ -330,7 +330,7 @@ mod tests {
     }
 
     /// Layout, ranges and targets of every family's dataset: parameters in the split's
-    /// ranges, initial states in DESIGN.md §3's domains, ẋ equal to the exact field, and the
+    /// ranges, initial states in docs/protocol.md §3's domains, ẋ equal to the exact field, and the
     /// trajectories on the reference solution (energy constant for Hamiltonian families).
     #[test]
     fn every_family_follows_protocol_v1() {

@@ -1,4 +1,4 @@
-//! Parameter and initial-state sampling of protocol v1 (DESIGN.md §3).
+//! Parameter and initial-state sampling of protocol v1 (docs/protocol.md §3).
 
 use std::f64::consts::TAU;
 

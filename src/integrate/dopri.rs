@@ -1,4 +1,4 @@
-//! Adaptive Dormand–Prince 5(4), the reference integrator (DESIGN.md §3).
+//! Adaptive Dormand–Prince 5(4), the reference integrator (docs/protocol.md §3).
 
 use super::{IntegrateError, VectorField};
 

@@ -9,9 +9,10 @@
 //! | Störmer–Verlet (leapfrog) | `verlet` | 2 | yes | separable H | a modified energy (bounded error) |
 //! | Yoshida 4th order | `yoshida4` | 4 | yes | separable H | a modified energy (bounded error) |
 //! | implicit midpoint | `midpoint` | 2 | yes | any field | quadratic invariants exactly, any H to bounded error |
-//! | discrete gradient ([`DiscreteGradient`]) | — | 2 | — | a GENERIC batch | E to solver tolerance, S never decreases |
+//! | discrete gradient ([`DiscreteGradient`]) | `discrete-gradient` | 2 | — | a learned GENERIC batch | E to solver tolerance, S never decreases |
+//! | chosen for what is stepped | `auto` | — | — | — | see [`Integrator::Auto`] |
 //!
-//! The reference for datasets and tests is [`Dopri5`] at rtol = atol = 1e-10 (DESIGN.md §3).
+//! The reference for datasets and tests is [`Dopri5`] at rtol = atol = 1e-10 (docs/protocol.md §3).
 //! Every fixed-step method is written once, generic over the state representation
 //! ([`space`]): the same function steps one f64 system, an f32 batch on the CPU and a burn
 //! tensor batch on a GPU. For ground-truth systems the [`Stepper`] front end checks that a
@@ -79,16 +80,23 @@ pub trait SeparableField {
     fn force(&self, q: &[f64], pdot: &mut [f64]);
 }
 
-/// The integrators, by name (`--integrator` on the command line, `integrator:` in scenes).
+/// The integrators, by name: `--integrator` on the command line, `integrator:` in scenes,
+/// the method of a runtime batch ([`crate::runtime`]). One enum for every place a method is
+/// chosen; not every method applies everywhere (see [`Integrator::applies_to_systems`] and
+/// [`crate::runtime::resolve`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum Integrator {
+    /// Chosen for what is stepped: for a learned model, from its structure (discrete
+    /// gradient for GENERIC, Yoshida-4 for a separable H, implicit midpoint otherwise; see
+    /// [`crate::runtime::resolve`]); for a ground-truth system, the reference [`Dopri5`].
+    #[default]
+    Auto,
     /// Explicit Euler, order 1.
     Euler,
     /// Classic Runge–Kutta, order 4.
     Rk4,
     /// Adaptive Dormand–Prince 5(4) at rtol = atol = 1e-10 between output times.
-    #[default]
     Dopri,
     /// Symplectic Euler (p first), order 1, separable H only.
     SymplecticEuler,
@@ -98,11 +106,15 @@ pub enum Integrator {
     Yoshida4,
     /// Implicit midpoint, order 2, symplectic for any H.
     Midpoint,
+    /// The average-vector-field discrete gradient of a learned GENERIC batch
+    /// ([`DiscreteGradient`]): E conserved to solver tolerance, S never decreases.
+    DiscreteGradient,
 }
 
 impl Integrator {
     /// Every integrator.
-    pub const ALL: [Integrator; 7] = [
+    pub const ALL: [Integrator; 9] = [
+        Integrator::Auto,
         Integrator::Euler,
         Integrator::Rk4,
         Integrator::Dopri,
@@ -110,11 +122,13 @@ impl Integrator {
         Integrator::Verlet,
         Integrator::Yoshida4,
         Integrator::Midpoint,
+        Integrator::DiscreteGradient,
     ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Integrator::Auto => "auto",
             Integrator::Euler => "euler",
             Integrator::Rk4 => "rk4",
             Integrator::Dopri => "dopri",
@@ -122,14 +136,17 @@ impl Integrator {
             Integrator::Verlet => "verlet",
             Integrator::Yoshida4 => "yoshida4",
             Integrator::Midpoint => "midpoint",
+            Integrator::DiscreteGradient => "discrete-gradient",
         }
     }
 
-    /// Order of accuracy (global error O(hᵖ)).
+    /// Order of accuracy (global error O(hᵖ)); 0 for [`Integrator::Auto`], which is not
+    /// one method.
     pub fn order(self) -> u32 {
         match self {
+            Integrator::Auto => 0,
             Integrator::Euler | Integrator::SymplecticEuler => 1,
-            Integrator::Verlet | Integrator::Midpoint => 2,
+            Integrator::Verlet | Integrator::Midpoint | Integrator::DiscreteGradient => 2,
             Integrator::Rk4 | Integrator::Yoshida4 => 4,
             Integrator::Dopri => 5,
         }
@@ -153,6 +170,12 @@ impl Integrator {
             Integrator::SymplecticEuler | Integrator::Verlet | Integrator::Yoshida4
         )
     }
+
+    /// Whether [`Stepper`] can step a ground-truth [`System`] with it (every method but the
+    /// discrete gradient, which needs a learned GENERIC batch).
+    pub fn applies_to_systems(self) -> bool {
+        self != Integrator::DiscreteGradient
+    }
 }
 
 impl fmt::Display for Integrator {
@@ -171,6 +194,7 @@ impl FromStr for Integrator {
             "leapfrog" | "stormer-verlet" => "verlet",
             "implicit-midpoint" => "midpoint",
             "yoshida" => "yoshida4",
+            "dg" | "avf" => "discrete-gradient",
             other => other,
         };
         Integrator::ALL
@@ -186,7 +210,7 @@ impl FromStr for Integrator {
 pub enum IntegrateError {
     /// The name is not one of [`Integrator::ALL`].
     #[error(
-        "unknown integrator `{name}`; known integrators: euler, rk4, dopri, symplectic-euler, verlet, yoshida4, midpoint"
+        "unknown integrator `{name}`; known integrators: auto, euler, rk4, dopri, symplectic-euler, verlet, yoshida4, midpoint, discrete-gradient"
     )]
     UnknownIntegrator {
         /// The name given.
@@ -236,6 +260,15 @@ pub enum IntegrateError {
         /// End time.
         to: f64,
     },
+    /// A method that cannot step this kind of field (the discrete gradient asked of a
+    /// ground-truth system).
+    #[error("{integrator} cannot step {what}")]
+    NotApplicable {
+        /// The method asked for.
+        integrator: Integrator,
+        /// What it was asked to step.
+        what: String,
+    },
     /// The state became NaN or infinite.
     #[error("the state became non-finite after step {step} (t = {time}): {state:?}")]
     NonFinite {
@@ -274,8 +307,13 @@ pub struct Stepper {
 }
 
 impl Stepper {
-    /// A stepper for states of dimension `dim`, with each method's default settings.
+    /// A stepper for states of dimension `dim`, with each method's default settings
+    /// ([`Integrator::Auto`] is the reference Dormand–Prince).
     pub fn new(method: Integrator, dim: usize) -> Self {
+        let method = match method {
+            Integrator::Auto => Integrator::Dopri,
+            m => m,
+        };
         Self {
             method,
             dopri: Dopri5::new(dim),
@@ -296,7 +334,8 @@ impl Stepper {
     /// Checks that the method applies to `system`.
     ///
     /// # Errors
-    /// [`IntegrateError::NotSeparable`] for Verlet-type methods on a non-separable system.
+    /// [`IntegrateError::NotSeparable`] for Verlet-type methods on a non-separable system,
+    /// [`IntegrateError::NotApplicable`] for the discrete gradient.
     pub fn check(&self, system: &dyn System) -> Result<(), IntegrateError> {
         self.separable_of(system).map(|_| ())
     }
@@ -305,6 +344,12 @@ impl Stepper {
         &self,
         system: &'a dyn System,
     ) -> Result<Option<&'a dyn SeparableField>, IntegrateError> {
+        if !self.method.applies_to_systems() {
+            return Err(IntegrateError::NotApplicable {
+                integrator: self.method,
+                what: format!("the ground-truth {} system", system.family()),
+            });
+        }
         if !self.method.needs_separable() {
             return Ok(None);
         }
@@ -321,8 +366,9 @@ impl Stepper {
     /// Advances `x` by one step of size `h` (for `dopri`: adaptively from 0 to `h`).
     ///
     /// # Errors
-    /// [`IntegrateError::NotSeparable`], [`IntegrateError::NotConverged`] and the adaptive
-    /// step errors; `x` is unchanged after a failed implicit solve.
+    /// [`IntegrateError::NotSeparable`], [`IntegrateError::NotApplicable`],
+    /// [`IntegrateError::NotConverged`] and the adaptive step errors; `x` is unchanged after
+    /// a failed implicit solve.
     pub fn step(
         &mut self,
         system: &dyn System,
@@ -387,7 +433,7 @@ impl Trajectory {
     }
 }
 
-/// Integrates `system` from `x0` for `steps` steps of size `dt` (DESIGN.md §3 sampling),
+/// Integrates `system` from `x0` for `steps` steps of size `dt` (docs/protocol.md §3 sampling),
 /// recording every step (so `steps + 1` samples).
 ///
 /// # Errors

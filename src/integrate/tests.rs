@@ -293,6 +293,17 @@ fn verlet_on_generic_family_is_an_error_and_names_parse() {
         assert_eq!(m.name().parse::<Integrator>().unwrap(), m);
     }
     assert_eq!("RK45".parse::<Integrator>().unwrap(), Integrator::Dopri);
+    assert_eq!(
+        "discrete_gradient".parse::<Integrator>().unwrap(),
+        Integrator::DiscreteGradient
+    );
+    // `auto` on a ground-truth system is the reference; the discrete gradient needs a
+    // learned GENERIC batch and says so.
+    assert_eq!(Stepper::new(Integrator::Auto, 3).method(), Integrator::Dopri);
+    assert!(matches!(
+        simulate(dno.as_ref(), Integrator::DiscreteGradient, &[0.0, 1.0, 0.0], 0.1, 10),
+        Err(IntegrateError::NotApplicable { .. })
+    ));
     assert!("rk5".parse::<Integrator>().is_err());
     assert!(matches!(
         simulate(dno.as_ref(), Integrator::Rk4, &[0.0, 1.0, 0.0], -0.1, 10),

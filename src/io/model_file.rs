@@ -1,5 +1,7 @@
-//! Model files: `NAME.ron` (the [`ModelConfig`], human-readable) beside
-//! `NAME.safetensors` (the weights, written by burn-store).
+//! Model files: `NAME.model.ron` (the [`ModelConfig`], human-readable) beside
+//! `NAME.safetensors` (the weights, written by burn-store). The double extension lets an
+//! asset loader claim model configs without claiming every `.ron` file; configs written
+//! before it (`NAME.ron`) still load.
 //!
 //! The weights file also carries the config it was saved with (header key
 //! `noether.config`), so a `.ron` edited into a different architecture, or a weights file
@@ -9,7 +11,7 @@
 //!
 //! ```no_run
 //! use burn::backend::Flex;
-//! let model = noether::io::load_model::<Flex>("assets/models/pendulum-svd5.ron".as_ref(), &Default::default())?;
+//! let model = noether::io::load_model::<Flex>("assets/models/pendulum-svd5.model.ron".as_ref(), &Default::default())?;
 //! # Ok::<(), noether::io::ModelFileError>(())
 //! ```
 
@@ -124,19 +126,33 @@ pub enum ModelFileError {
     },
 }
 
-/// `NAME.ron` and `NAME.safetensors` for a path given with either extension or none.
+/// Extension of a model config file.
+pub const CONFIG_EXTENSION: &str = "model.ron";
+
+/// `NAME.model.ron` and `NAME.safetensors` for a path given as `NAME`, `NAME.model.ron`,
+/// `NAME.ron` or `NAME.safetensors`. When `NAME.model.ron` does not exist but a config of
+/// the older naming `NAME.ron` does, that one is returned (it loads as before).
 pub fn model_paths(path: &Path) -> (PathBuf, PathBuf) {
-    let stem = match path.extension().and_then(|e| e.to_str()) {
-        Some("ron" | "safetensors") => path.with_extension(""),
-        _ => path.to_owned(),
+    let (config, legacy) = (named(path, CONFIG_EXTENSION), named(path, "ron"));
+    let config = if !config.exists() && legacy.exists() {
+        legacy
+    } else {
+        config
     };
-    let with = |ext: &str| {
-        let mut s = stem.clone().into_os_string();
-        s.push(".");
-        s.push(ext);
-        PathBuf::from(s)
-    };
-    (with("ron"), with("safetensors"))
+    (config, named(path, "safetensors"))
+}
+
+/// `NAME.ext` for a model path given with any of its extensions or none.
+fn named(path: &Path, ext: &str) -> PathBuf {
+    let text = path.as_os_str().to_string_lossy();
+    let stem = [".model.ron", ".ron", ".safetensors"]
+        .iter()
+        .find_map(|e| text.strip_suffix(e))
+        .map_or_else(|| path.as_os_str().to_owned(), Into::into);
+    let mut s = stem;
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
 }
 
 /// The config as RON.
@@ -249,12 +265,12 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
     Ok(())
 }
 
-/// Writes `NAME.ron` and `NAME.safetensors`.
+/// Writes `NAME.model.ron` and `NAME.safetensors`.
 ///
 /// # Errors
 /// [`ModelFileError::Io`].
 pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), ModelFileError> {
-    let (ron_path, weights_path) = model_paths(path);
+    let (ron_path, weights_path) = (named(path, CONFIG_EXTENSION), named(path, "safetensors"));
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ModelFileError::Io { path, source }
@@ -281,13 +297,14 @@ pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), Model
     fs::write(
         &ron_path,
         format!(
-            "// noether model config (DESIGN.md §4); weights in the .safetensors beside it\n{ron}\n"
+            "// noether model config (docs/protocol.md §4); weights in the .safetensors beside it\n{ron}\n"
         ),
     )
     .map_err(io(&ron_path))
 }
 
-/// Reads `NAME.ron` and `NAME.safetensors` and rebuilds the model on `device`.
+/// Reads `NAME.model.ron` (or an older `NAME.ron`) and `NAME.safetensors` and rebuilds
+/// the model on `device`.
 ///
 /// # Errors
 /// Every [`ModelFileError`] variant but `Io` on write.

@@ -1,4 +1,4 @@
-//! Test-time adaptation: fit latent codes to shots with the network frozen (DESIGN.md §5).
+//! Test-time adaptation: fit latent codes to shots with the network frozen (docs/protocol.md §5).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ pub enum LatentStart {
     Zero,
 }
 
-/// Test-time adaptation settings (DESIGN.md §5: 100 Adam steps at lr 1e-2 from the mean
+/// Test-time adaptation settings (docs/protocol.md §5: 100 Adam steps at lr 1e-2 from the mean
 /// latent; λ_z as in training).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptConfig {

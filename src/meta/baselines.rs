@@ -1,4 +1,4 @@
-//! Baselines on the same data interface (DESIGN.md §4, §5): a network trained from scratch
+//! Baselines on the same data interface (docs/protocol.md §4, §5): a network trained from scratch
 //! on the shots, first-order MAML, ANIL and Reptile. All use the unmodulated network of
 //! the family's architecture and adapt *weights* instead of a latent.
 //!

@@ -1,4 +1,4 @@
-//! Evaluation of adapted models on the meta-test instances (DESIGN.md §6).
+//! Evaluation of adapted models on the meta-test instances (docs/protocol.md §6).
 //!
 //! For each test instance, an adapted learned field (a model with the instance's latent, or
 //! a baseline's per-instance weights) is scored by

@@ -1,4 +1,4 @@
-//! Meta-learning (DESIGN.md §5): auto-decoding meta-training, test-time adaptation,
+//! Meta-learning (docs/protocol.md §5): auto-decoding meta-training, test-time adaptation,
 //! optimisation-based baselines, and evaluation.
 
 pub mod adapt;

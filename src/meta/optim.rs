@@ -74,7 +74,7 @@ impl ParamsAdam {
 }
 
 /// Adam over the rows of a latent table: a row's moments and step count advance only when
-/// it is in the batch (one `Param` per latent, DESIGN.md §5).
+/// it is in the batch (one `Param` per latent, docs/protocol.md §5).
 #[derive(Clone, Debug)]
 pub struct RowsAdam {
     states: Vec<AdamState>,

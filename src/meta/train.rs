@@ -1,4 +1,4 @@
-//! Meta-training by auto-decoding (Algorithm 1 of the paper, first order; DESIGN.md §5).
+//! Meta-training by auto-decoding (Algorithm 1 of the paper, first order; docs/protocol.md §5).
 //!
 //! ```text
 //! for each outer iteration:
@@ -36,7 +36,7 @@ use crate::{
     },
 };
 
-/// Hyper-parameters of meta-training (defaults: protocol v1, DESIGN.md §5).
+/// Hyper-parameters of meta-training (defaults: protocol v1, docs/protocol.md §5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaConfig {
     /// Outer iterations.

@@ -1,6 +1,6 @@
 //! Conservation checks along rollouts: energy drift and GENERIC residuals.
 
-/// maxₜ |H(x̂ₜ) − H(x̂₀)| / |H(x̂₀)| over an energy series (DESIGN.md §6); ∞ when a value is
+/// maxₜ |H(x̂ₜ) − H(x̂₀)| / |H(x̂₀)| over an energy series (docs/protocol.md §6); ∞ when a value is
 /// not finite.
 pub fn energy_drift(energies: &[f64]) -> f64 {
     let Some(&e0) = energies.first() else {
@@ -17,7 +17,7 @@ pub fn energy_drift(energies: &[f64]) -> f64 {
     drift
 }
 
-/// GENERIC degeneracy and thermodynamics residuals over a set of states (DESIGN.md §6):
+/// GENERIC degeneracy and thermodynamics residuals over a set of states (docs/protocol.md §6):
 /// ẋ = L∇E + M∇S with dE/dt = ∇Eᵀẋ and dS/dt = ∇Sᵀẋ.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GenericResiduals {

@@ -1,4 +1,4 @@
-//! ε_field and field SSIM on the evaluation grid of DESIGN.md §6.
+//! ε_field and field SSIM on the evaluation grid of docs/protocol.md §6.
 
 use rand::RngExt;
 
@@ -24,7 +24,7 @@ pub struct FieldGrid {
 }
 
 impl FieldGrid {
-    /// The grid of DESIGN.md §6: a 50×50 grid over [−3, 3]² in (q, p) for the Hamiltonian
+    /// The grid of docs/protocol.md §6: a 50×50 grid over [−3, 3]² in (q, p) for the Hamiltonian
     /// families and dno (at S = 0); 4096 uniform samples of the tgc box q ∈ [0.2, 1.8],
     /// p ∈ [−1, 1], S₁, S₂ ∈ [1, 3] (stream `metrics/tgc-grid`, seed 0).
     pub fn for_family(family: Family) -> Self {

@@ -1,4 +1,4 @@
-//! Evaluation metrics of DESIGN.md §6, as functions over plain arrays so that the same code
+//! Evaluation metrics of docs/protocol.md §6, as functions over plain arrays so that the same code
 //! scores ground truth, learned fields and rollouts.
 //!
 //! | metric | function | definition |

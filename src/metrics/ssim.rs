@@ -1,6 +1,6 @@
 //! Structural similarity (Wang, Bovik, Sheikh, Simoncelli 2004, IEEE TIP 13(4), 600).
 
-/// Side of the Gaussian window (DESIGN.md §6).
+/// Side of the Gaussian window (docs/protocol.md §6).
 pub const SSIM_WINDOW: usize = 7;
 /// Standard deviation of the Gaussian window, in pixels (Wang et al.'s 1.5).
 pub const SSIM_SIGMA: f64 = 1.5;

@@ -2,7 +2,7 @@
 
 use crate::integrate::{FieldFlow, VectorField, rk4_step};
 
-/// RK4 sub-steps per sample interval in [`rollout`] (RK4 at Δt/10, DESIGN.md §6).
+/// RK4 sub-steps per sample interval in [`rollout`] (RK4 at Δt/10, docs/protocol.md §6).
 pub const ROLLOUT_SUBSTEPS: usize = 10;
 
 /// ‖a − b‖₂ / ‖b‖₂ over all entries (b is the truth). NaN or ∞ in `a` gives ∞: a diverged

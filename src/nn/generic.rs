@@ -1,4 +1,4 @@
-//! GENERIC (metriplectic) networks with the degeneracy conditions built in (DESIGN.md §4).
+//! GENERIC (metriplectic) networks with the degeneracy conditions built in (docs/protocol.md §4).
 
 use burn::{
     module::{Module, Param},

@@ -1,4 +1,4 @@
-//! Hamiltonian neural networks: ẋ = J ∇H(x; z) (DESIGN.md §4).
+//! Hamiltonian neural networks: ẋ = J ∇H(x; z) (docs/protocol.md §4).
 
 use burn::{
     module::Module,

@@ -1,4 +1,4 @@
-//! The scalar-valued modulated MLP with its explicit input gradient (DESIGN.md §4).
+//! The scalar-valued modulated MLP with its explicit input gradient (docs/protocol.md §4).
 
 use burn::{
     config::Config,
@@ -18,10 +18,10 @@ use super::{
 pub struct MlpConfig {
     /// Input width n.
     pub d_input: usize,
-    /// Hidden widths (DESIGN.md §4: three layers of 100).
+    /// Hidden widths (docs/protocol.md §4: three layers of 100).
     #[config(default = "vec![100, 100, 100]")]
     pub hidden: Vec<usize>,
-    /// Latent dimension d_z (DESIGN.md §4: 10).
+    /// Latent dimension d_z (docs/protocol.md §4: 10).
     #[config(default = 10)]
     pub d_latent: usize,
     /// How the hidden layers are modulated.

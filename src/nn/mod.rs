@@ -1,4 +1,4 @@
-//! Structure-preserving networks with latent modulation (DESIGN.md §4), generic over
+//! Structure-preserving networks with latent modulation (docs/protocol.md §4), generic over
 //! `B: Backend` (Flex on the CPU, burn-wgpu on a GPU).
 //!
 //! | piece | type | role |

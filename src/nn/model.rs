@@ -23,13 +23,13 @@ pub enum Architecture {
     SeparableHnn,
     /// ẋ = L∇E + M∇S (GFINN assembly of rank `k`).
     Generic {
-        /// Rank K of the L and M assembly (DESIGN.md §4: 4).
+        /// Rank K of the L and M assembly (docs/protocol.md §4: 4).
         k: usize,
     },
 }
 
 /// Statistics of the meta-training latents, stored with a trained model: test-time
-/// adaptation starts from `mean` (DESIGN.md §5).
+/// adaptation starts from `mean` (docs/protocol.md §5).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatentStats {
     /// Mean training latent (empty: zero).
@@ -71,7 +71,7 @@ pub struct TrainingRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Protocol version of DESIGN.md the model was made under.
+    /// Protocol version of docs/protocol.md the model was made under.
     pub protocol: u32,
     /// The family it models.
     pub family: Family,
@@ -79,9 +79,9 @@ pub struct ModelConfig {
     pub architecture: Architecture,
     /// Latent modulation of the scalar networks.
     pub modulation: Modulation,
-    /// Latent dimension d_z (DESIGN.md §4: 10).
+    /// Latent dimension d_z (docs/protocol.md §4: 10).
     pub d_latent: usize,
-    /// Hidden widths of each scalar network (DESIGN.md §4: 3 × 100).
+    /// Hidden widths of each scalar network (docs/protocol.md §4: 3 × 100).
     pub hidden: Vec<usize>,
     /// Hidden widths of the GENERIC A(x), C(x) networks.
     pub assembly_hidden: Vec<usize>,

@@ -1,4 +1,4 @@
-//! Latent modulation of a dense layer by a linear hypernetwork (DESIGN.md §4).
+//! Latent modulation of a dense layer by a linear hypernetwork (docs/protocol.md §4).
 //!
 //! A [`ModulatedLinear`] maps `h ↦ h W̃(z) + b̃(z)` where each batch row carries its own
 //! latent code z ∈ ℝ^{d_z}. With z̃ = (z, 1) ∈ ℝ^K, K = d_z + 1:
@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{uniform, uniform_param};
 
-/// How a layer's weights depend on the latent code (DESIGN.md §4).
+/// How a layer's weights depend on the latent code (docs/protocol.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Modulation {
@@ -62,7 +62,7 @@ impl Modulation {
     /// Rank-one modulation (RO = MR(1)).
     pub const RO: Modulation = Modulation::Mr { rank: 1 };
 
-    /// The methods of the paper's tables with protocol-v1 ranks (DESIGN.md §5).
+    /// The methods of the paper's tables with protocol-v1 ranks (docs/protocol.md §5).
     pub const PAPER: [Modulation; 5] = [
         Modulation::Shift,
         Modulation::Fw,

@@ -5,9 +5,9 @@ use nalgebra::DMatrix;
 use super::{Family, FamilySpec, Interval, Metriplectic, ParamSpec, Structure, System};
 use crate::integrate::VectorField;
 
-/// Mass m of protocol v1 (DESIGN.md §3).
+/// Mass m of protocol v1 (docs/protocol.md §3).
 pub const MASS: f64 = 1.0;
-/// Bath temperature T of protocol v1 (DESIGN.md §3).
+/// Bath temperature T of protocol v1 (docs/protocol.md §3).
 pub const TEMPERATURE: f64 = 1.0;
 
 pub(super) static SPEC: FamilySpec = FamilySpec {

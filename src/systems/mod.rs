@@ -1,4 +1,4 @@
-//! Ground-truth parametric families (DESIGN.md §3), exact and in `f64`.
+//! Ground-truth parametric families (docs/protocol.md §3), exact and in `f64`.
 //!
 //! A [`Family`] names a parametric family and knows its [`FamilySpec`]: state layout, the
 //! parameters μ with their meta-training ranges, and the sampling grid of protocol v1.
@@ -85,7 +85,7 @@ pub struct ParamSpec {
     pub name: &'static str,
     /// What it is, with its unit.
     pub doc: &'static str,
-    /// Meta-training range of protocol v1 (DESIGN.md §3).
+    /// Meta-training range of protocol v1 (docs/protocol.md §3).
     pub train: Interval,
     /// Range in which the ground truth is physically meaningful; [`Family::build`] rejects
     /// values outside it.
@@ -106,7 +106,7 @@ pub enum Structure {
     Generic,
 }
 
-/// Everything protocol v1 fixes about a family (DESIGN.md §3).
+/// Everything protocol v1 fixes about a family (docs/protocol.md §3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FamilySpec {
     /// Names of the state components, in order.
@@ -123,7 +123,7 @@ pub struct FamilySpec {
     pub default_state: &'static [f64],
 }
 
-/// The ground-truth parametric families of DESIGN.md §3.
+/// The ground-truth parametric families of docs/protocol.md §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
@@ -140,7 +140,7 @@ pub enum Family {
 }
 
 impl Family {
-    /// Every family, in DESIGN.md order.
+    /// Every family, in docs/protocol.md order.
     pub const ALL: [Family; 5] = [
         Family::MassSpring,
         Family::Pendulum,
@@ -371,7 +371,7 @@ pub enum SystemError {
     },
 }
 
-/// Hamiltonian structure: ẋ = J ∇H with x = (q, p), J = [[0, I], [−I, 0]] (DESIGN.md §3).
+/// Hamiltonian structure: ẋ = J ∇H with x = (q, p), J = [[0, I], [−I, 0]] (docs/protocol.md §3).
 pub trait Hamiltonian: VectorField {
     /// ∇ₓH at `x = (q, p)`, written to `grad`.
     fn grad_h(&self, x: &[f64], grad: &mut [f64]);
@@ -380,7 +380,7 @@ pub trait Hamiltonian: VectorField {
     fn separable(&self) -> Option<&dyn SeparableField>;
 }
 
-/// GENERIC (metriplectic) structure: ẋ = L(x) ∇E + M(x) ∇S (DESIGN.md §3).
+/// GENERIC (metriplectic) structure: ẋ = L(x) ∇E + M(x) ∇S (docs/protocol.md §3).
 ///
 /// Degeneracy: L skew with L∇S = 0, M symmetric positive semi-definite with M∇E = 0, so
 /// dE/dt = ∇Eᵀ L ∇E + ∇Eᵀ M ∇S = 0 and dS/dt = ∇Sᵀ M ∇S ≥ 0.
@@ -468,7 +468,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// States in each family's sampling domain (DESIGN.md §3), for the checks below.
+    /// States in each family's sampling domain (docs/protocol.md §3), for the checks below.
     pub(crate) fn sample_states(family: Family) -> Vec<Vec<f64>> {
         match family {
             Family::Tgc => vec![

@@ -3,7 +3,7 @@
 use super::{Family, FamilySpec, Hamiltonian, Interval, ParamSpec, Structure, System};
 use crate::integrate::{SeparableField, VectorField};
 
-/// Gravitational acceleration g [m/s²] of protocol v1 (DESIGN.md §3).
+/// Gravitational acceleration g [m/s²] of protocol v1 (docs/protocol.md §3).
 pub const GRAVITY: f64 = 9.81;
 
 pub(super) static SPEC: FamilySpec = FamilySpec {

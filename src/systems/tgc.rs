@@ -7,9 +7,9 @@ use super::{
 };
 use crate::integrate::VectorField;
 
-/// Box length: the wall at q splits it into volumes q and 2 − q (DESIGN.md §3).
+/// Box length: the wall at q splits it into volumes q and 2 − q (docs/protocol.md §3).
 pub const BOX_LENGTH: f64 = 2.0;
-/// Gas constant ĉ of protocol v1 (DESIGN.md §3).
+/// Gas constant ĉ of protocol v1 (docs/protocol.md §3).
 pub const GAS_CONSTANT: f64 = 1.0;
 
 pub(super) static SPEC: FamilySpec = FamilySpec {

@@ -1,5 +1,5 @@
 //! GPU stepping benchmark: the runtime's resident burn-wgpu batch (`GpuStepper`, the path
-//! `NoetherBackend::Gpu` takes) against the CPU kernel (`gather_and_step`) for growing
+//! `NoetherBackend::Gpu` takes) against the CPU kernel (`noether::runtime::advance`) for growing
 //! populations of pendulums, every body its own latent. One command on a machine with a GPU:
 //!
 //! ```text
@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 
 use bevy::{asset::AssetId, prelude::*};
 use bevy_noether::{
-    dynamics::{GpuStepper, StepMethod, gather_and_step, standalone_gpu},
+    dynamics::{GpuStepper, standalone_gpu},
     model::NoetherModel,
 };
-use burn::backend::Flex;
-use noether::{data::stream_rng, io::load_model, nn::cpu::ModelParams};
+use noether::{
+    data::stream_rng,
+    integrate::Integrator,
+    nn::cpu::CpuFlow,
+    runtime::{LearnedModel, StepSettings, advance},
+};
 use rand::RngExt;
 
 fn main() {
@@ -34,12 +38,10 @@ fn main() {
         std::process::exit(1);
     };
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let m = load_model::<Flex>(
-        &root.join("assets/models/pendulum-svd5"),
-        &Default::default(),
-    )
-    .expect("shipped model");
-    let model = NoetherModel::new(m.config.clone(), ModelParams::from_model(&m));
+    let model = NoetherModel(
+        LearnedModel::load(&root.join("assets/models/pendulum-svd5")).expect("shipped model"),
+    );
+    let settings = StepSettings::default();
     let mut gpu = GpuStepper::new(device);
     let id = AssetId::<NoetherModel>::default();
     let dz = model.config.d_latent;
@@ -58,7 +60,7 @@ fn main() {
             .map(|i| mean[i % dz] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
             .collect();
         let entities: Vec<Entity> = (0..rows).map(|_| world.spawn_empty().id()).collect();
-        for method in [StepMethod::Midpoint, StepMethod::Rk4] {
+        for method in [Integrator::Midpoint, Integrator::Rk4] {
             // First step uploads; the timed steps reuse the resident batch (as the runtime
             // does) and read the states back each step.
             let mut state = gpu
@@ -70,9 +72,10 @@ fn main() {
                     x.clone(),
                     z.clone(),
                     1.0 / 64.0,
-                    1,
+                    &settings,
                 )
-                .expect("GPU step");
+                .expect("GPU step")
+                .0;
             let (start, mut steps) = (Instant::now(), 0);
             while start.elapsed() < Duration::from_secs(2) || steps < 3 {
                 state = gpu
@@ -84,16 +87,21 @@ fn main() {
                         state,
                         z.clone(),
                         1.0 / 64.0,
-                        1,
+                        &settings,
                     )
-                    .expect("GPU step");
+                    .expect("GPU step")
+                    .0;
                 steps += 1;
             }
             let gpu_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
             let (start, mut steps) = (Instant::now(), 0);
             let mut xc = x.clone();
             while start.elapsed() < Duration::from_secs(2) || steps < 3 {
-                xc = gather_and_step(&model, method, xc, &z, 1.0 / 64.0, 1)
+                let flow = CpuFlow {
+                    model: &model.cpu,
+                    latents: &z,
+                };
+                xc = advance(&flow, method, xc, 1.0 / 64.0, &settings)
                     .expect("CPU step")
                     .0;
                 steps += 1;

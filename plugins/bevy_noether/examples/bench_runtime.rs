@@ -1,6 +1,6 @@
 //! Runtime benchmarks of the plugin set, printed as Markdown tables for BENCHMARKS.md:
 //!
-//! 1. batched stepping (the runtime's `gather_and_step` on the CPU kernel): body-steps/s
+//! 1. batched stepping (`noether::runtime::advance` on the CPU kernel): body-steps/s
 //!    for 1k / 10k / 100k bodies, each with its own latent, per integrator, with the
 //!    achieved network GFLOP/s next to a plain GEMM of the same rows in the same run;
 //! 2. heterogeneous vs shared latents: the same implicit-midpoint step with every row its
@@ -25,35 +25,29 @@ use std::{
 
 use bevy::prelude::*;
 use bevy_noether::{
-    adapt::{AdaptSettings, AdaptationStats},
-    dynamics::{StepDiagnostics, gather_and_step},
-    headless::headless_app,
+    NoetherPlugins,
+    adapt::{AdaptSettings, AdaptWorkerConfig, AdaptationStats},
+    dynamics::StepDiagnostics,
+    headless::{headless_app, headless_app_with},
     prelude::*,
 };
-use burn::backend::Flex;
 use noether::{
     data::stream_rng,
-    integrate::{Flow, ImplicitMidpoint, ImplicitSolver, Integrator, simulate},
-    io::load_model,
-    meta::{FitConfig, FitState, Observation, ObservedPart, Track, fit_step},
-    nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, ModelParams, bench_gemm},
-    systems::Family,
+    integrate::{Flow, ImplicitMidpoint, ImplicitSolver, simulate},
+    meta::{FitConfig, FitState, Observation, Track, fit_step},
+    nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, bench_gemm},
+    runtime::{LearnedModel, StepSettings, advance},
 };
 use rand::RngExt;
 
 const HZ: f64 = 64.0;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets")
 }
 
 fn model(name: &str) -> NoetherModel {
-    let m = load_model::<Flex>(
-        &repo().join("assets/models").join(name),
-        &Default::default(),
-    )
-    .expect("shipped model");
-    NoetherModel::new(m.config.clone(), ModelParams::from_model(&m))
+    NoetherModel(LearnedModel::load(&assets().join("models").join(name)).expect("shipped model"))
 }
 
 fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f32> {
@@ -115,22 +109,27 @@ fn stepping(sizes: &[usize], budget: Duration) {
     );
     println!("|---|---|---|---|---|---|---|");
     let cases = [
-        ("pendulum-svd5.ron", StepMethod::Midpoint),
-        ("pendulum-svd5.ron", StepMethod::Rk4),
-        ("dno-svd3.ron", StepMethod::DiscreteGradient),
+        ("pendulum-svd5", Integrator::Midpoint),
+        ("pendulum-svd5", Integrator::Rk4),
+        ("dno-svd3", Integrator::DiscreteGradient),
     ];
     for (name, method) in cases {
         let m = model(name);
         for &count in sizes {
             let (x, z) = population(&m, count, 7);
+            let settings = StepSettings::default();
             let seconds = time_per_call(budget, 3, || {
-                let _ = gather_and_step(&m, method, x.clone(), &z, 1.0 / HZ, 1);
+                let flow = CpuFlow {
+                    model: &m.cpu,
+                    latents: &z,
+                };
+                let _ = advance(&flow, method, x.clone(), 1.0 / HZ, &settings);
             });
             // Field evaluations of one step, counted through the same integrator (Hamiltonian
             // models; the discrete gradient evaluates E and S separately).
             let evals = match method {
-                StepMethod::Rk4 => Some(4.0),
-                StepMethod::Midpoint => {
+                Integrator::Rk4 => Some(4.0),
+                Integrator::Midpoint => {
                     let rows = Cell::new(0);
                     let flow = Counting {
                         flow: CpuFlow {
@@ -174,7 +173,7 @@ fn heterogeneity(count: usize, budget: Duration) {
     println!(
         "### Heterogeneous vs shared latents (pendulum SVD(5), implicit midpoint, {count} bodies)\n"
     );
-    let m = model("pendulum-svd5.ron");
+    let m = model("pendulum-svd5");
     let (x, z) = population(&m, count, 9);
     let folded = m.cpu.fold(&m.mean_latent());
     let midpoint = ImplicitMidpoint::default()
@@ -266,8 +265,8 @@ fn frames(app: &mut App, frames: usize, realtime: bool) -> f64 {
 }
 
 fn frame_time(count: usize) {
-    let m = model("pendulum-svd5.ron");
-    let mut app = headless_app(repo(), HZ);
+    let m = model("pendulum-svd5");
+    let mut app = headless_app(assets(), HZ);
     let handle = app
         .world_mut()
         .resource_mut::<Assets<NoetherModel>>()
@@ -286,7 +285,7 @@ fn frame_time(count: usize) {
 }
 
 fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
-    let m = model("pendulum-svd5.ron");
+    let m = model("pendulum-svd5");
     println!(
         "### Online adaptation (pendulum SVD(5), positions every 0.05 s, 3-s window, worker: 1 thread)\n"
     );
@@ -343,7 +342,7 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     );
     println!("|---|---|---|---|---|");
     for &count in sizes {
-        let mut app = headless_app(repo(), HZ);
+        let mut app = headless_app(assets(), HZ);
         let handle = app
             .world_mut()
             .resource_mut::<Assets<NoetherModel>>()
@@ -381,14 +380,18 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
 
 /// Frame time with and without adaptation, same observed bodies, real-time pacing.
 fn adaptation_overhead(overhead_bodies: usize) {
-    let m = model("pendulum-svd5.ron");
-    let measure = |enabled: bool, worker_background: bool| {
-        let mut app = headless_app(repo(), HZ);
-        app.insert_resource(AdaptSettings {
-            enabled,
-            worker_background,
+    let m = model("pendulum-svd5");
+    let measure = |enabled: bool, background: bool| {
+        let worker = AdaptWorkerConfig {
+            background,
             ..default()
-        });
+        };
+        let mut app = headless_app_with(
+            assets(),
+            HZ,
+            NoetherPlugins::default().with_adaptation_worker(worker),
+        );
+        app.world_mut().resource_mut::<AdaptSettings>().enabled = enabled;
         let handle = app
             .world_mut()
             .resource_mut::<Assets<NoetherModel>>()

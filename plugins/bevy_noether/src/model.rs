@@ -1,67 +1,46 @@
 //! Trained models as Bevy assets.
 //!
-//! A model is `NAME.ron` (its config) beside `NAME.safetensors` (its weights), as written
-//! by `noether train`. Loading the `.ron` through the asset server reads both, checks them
-//! (see [`noether::io`]) and lays the weights out for the CPU kernel.
+//! A model is `NAME.model.ron` (its config) beside `NAME.safetensors` (its weights), as
+//! written by `noether train`. [`NoetherModelLoader`] claims the `model.ron` extension only
+//! (other `.ron` files are left to their own loaders); loading reads both files, checks them
+//! (see [`noether::io`]: every tensor present, used, of the right shape and finite) and lays
+//! the weights out for the CPU kernel.
 //!
 //! ```no_run
 //! # use bevy::prelude::*;
 //! # use bevy_noether::prelude::*;
 //! fn load(server: Res<AssetServer>) {
-//!     let model: Handle<NoetherModel> = server.load("assets/models/pendulum-svd5.ron");
+//!     let model: Handle<NoetherModel> = server.load("models/pendulum-svd5.model.ron");
 //! }
+//! # bevy::ecs::system::assert_is_system(load);
 //! ```
-
-use std::sync::Arc;
 
 use bevy::{
     app::{App, Plugin},
     asset::{Asset, AssetApp, AssetLoader, LoadContext, io::Reader},
+    prelude::{Deref, DerefMut},
     reflect::TypePath,
 };
-use burn::backend::Flex;
 use noether::{
-    io::{ModelFileError, load_weights, parse_config},
-    nn::{
-        ModelConfig,
-        cpu::{CpuModel, ModelParams},
-    },
+    io::{MODEL_CONFIG_EXTENSION, ModelFileError},
+    nn::{ModelConfig, cpu::ModelParams},
+    runtime::LearnedModel,
 };
 
-/// A trained model: its config, its weights, and the CPU kernel built from them.
-#[derive(Asset, TypePath, Debug, Clone)]
-pub struct NoetherModel {
-    /// What it is (family, architecture, modulation, latent statistics, training record).
-    pub config: ModelConfig,
-    /// Its weights on the host.
-    pub params: Arc<ModelParams>,
-    /// The CPU inference kernel.
-    pub cpu: Arc<CpuModel>,
-}
+/// A trained model ([`LearnedModel`]: config, host weights, CPU kernel) as an asset.
+#[derive(Asset, TypePath, Debug, Clone, Deref, DerefMut)]
+pub struct NoetherModel(pub LearnedModel);
 
 impl NoetherModel {
     /// Wraps host parameters of a model of `config`.
     pub fn new(config: ModelConfig, params: ModelParams) -> Self {
-        let cpu = Arc::new(CpuModel::from_params(&params, &config));
-        Self {
-            config,
-            params: Arc::new(params),
-            cpu,
-        }
+        Self(LearnedModel::new(config, params))
     }
+}
 
-    /// State dimension.
-    pub fn dim(&self) -> usize {
-        self.config.family.dim()
-    }
-
-    /// The mean training latent as f32.
-    pub fn mean_latent(&self) -> Vec<f32> {
-        self.config
-            .mean_latent()
-            .iter()
-            .map(|v| *v as f32)
-            .collect()
+impl From<LearnedModel> for NoetherModel {
+    fn from(model: LearnedModel) -> Self {
+        Self(model)
     }
 }
 
@@ -90,7 +69,7 @@ pub enum ModelLoadError {
     Model(#[from] ModelFileError),
 }
 
-/// Loads [`NoetherModel`]s from `.ron` configs.
+/// Loads [`NoetherModel`]s from `*.model.ron` configs and the weights beside them.
 #[derive(Default, TypePath)]
 pub struct NoetherModelLoader;
 
@@ -116,8 +95,7 @@ impl AssetLoader for NoetherModelLoader {
                 source,
             })?;
         let text = String::from_utf8_lossy(&bytes);
-        let config = parse_config(&text, path.path())?;
-        let weights_path = path.path().with_extension("safetensors");
+        let (_, weights_path) = noether::io::model_paths(path.path());
         let weights = load_context
             .read_asset_bytes(weights_path.clone())
             .await
@@ -125,15 +103,11 @@ impl AssetLoader for NoetherModelLoader {
                 path: shown.clone(),
                 message: e.to_string(),
             })?;
-        let model = load_weights::<Flex>(config, weights, &weights_path, &Default::default())?;
-        Ok(NoetherModel::new(
-            model.config.clone(),
-            ModelParams::from_model(&model),
-        ))
+        Ok(LearnedModel::from_parts(&text, path.path(), weights, &weights_path)?.into())
     }
 
     fn extensions(&self) -> &[&str] {
-        &["ron"]
+        &[MODEL_CONFIG_EXTENSION]
     }
 }
 

@@ -1,4 +1,5 @@
-//! Visual regression tests of energy conservation, for your own `tests/`.
+//! Visual regression tests of energy conservation, for your own `tests/` (feature
+//! `regression`).
 //!
 //! Run a scene headless for a fixed number of steps, record every population's energy
 //! (and entropy) series, assert numeric bounds, and render a PNG report — relative energy
@@ -18,7 +19,7 @@
 //!
 //! let report = RegressionRun::scene("scenes/oscillator_zoo.noether.ron")
 //!     .steps(192)
-//!     .run(env!("CARGO_MANIFEST_DIR"))
+//!     .run("assets")
 //!     .expect("the scene runs");
 //! report
 //!     .check(&Bounds::drift(0.05), "tests/golden/oscillator_zoo.png")
@@ -34,11 +35,12 @@ use std::{
 
 use bevy::prelude::*;
 use image::RgbImage;
+use noether::integrate::Integrator;
 use plotters::{prelude::*, style::Color as _};
 
 use crate::{
     adapt::AdaptSettings,
-    dynamics::{BodyEnergy, PhaseState, StepMethod},
+    dynamics::{BodyEnergy, BodyIntegrator, PhaseState},
     headless::{headless_app, load_scene},
     scene::Population,
 };
@@ -55,7 +57,7 @@ pub struct RegressionRun {
     scene: String,
     steps: usize,
     hz: f64,
-    integrator: Option<StepMethod>,
+    integrator: Option<Integrator>,
 }
 
 impl RegressionRun {
@@ -82,7 +84,7 @@ impl RegressionRun {
     }
 
     /// Steps every body with `method` instead of the scene's integrators.
-    pub fn integrator(mut self, method: StepMethod) -> Self {
+    pub fn integrator(mut self, method: Integrator) -> Self {
         self.integrator = Some(method);
         self
     }
@@ -93,15 +95,12 @@ impl RegressionRun {
     /// The scene's own error (file, line, field), or a timeout while loading.
     pub fn run(&self, asset_root: impl AsRef<Path>) -> Result<Recording, String> {
         let mut app = headless_app(asset_root, self.hz);
-        app.insert_resource(AdaptSettings {
-            enabled: false,
-            ..default()
-        });
+        app.world_mut().resource_mut::<AdaptSettings>().enabled = false;
         load_scene(&mut app, &self.scene, Duration::from_secs(120))?;
         if let Some(method) = self.integrator {
-            let mut q = app.world_mut().query::<&mut StepMethod>();
+            let mut q = app.world_mut().query::<&mut BodyIntegrator>();
             for mut m in q.iter_mut(app.world_mut()) {
-                *m = method;
+                m.0 = method;
             }
         }
         let mut q = app
@@ -215,7 +214,7 @@ impl PopulationSeries {
     fn new(pop: &Population) -> Self {
         Self {
             name: pop.name.clone(),
-            family: pop.family.clone(),
+            family: pop.family.to_string(),
             bodies: 0,
             generic: false,
             max_drift: Vec::new(),

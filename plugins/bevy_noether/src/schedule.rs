@@ -10,9 +10,14 @@
 //!
 //! | set | what runs there |
 //! |---|---|
-//! | [`NoetherSystems::Prepare`] | the simulation clock advances; scenes spawn and respawn populations |
-//! | [`NoetherSystems::Step`] | every population is gathered, stepped in one batched call per model, and scattered back |
-//! | [`NoetherSystems::Writeback`] | energies, entropies and transforms are updated for views and diagnostics |
+//! | [`NoetherSystems::Prepare`] | the simulation clock advances; scenes spawn and respawn populations and apply finished fits; adaptation results are applied; bodies are checked against their models (an empty latent becomes the model's mean) |
+//! | [`NoetherSystems::Step`] | every population is gathered, stepped in one batched call per model and method, and scattered back |
+//! | [`NoetherSystems::Writeback`] | hidden truths advance and are observed, energies and entropies are measured, adaptation jobs are sent, diagnostics are published |
+//!
+//! Every system that changes simulation state runs here, in the fixed schedule. What runs
+//! in `Update` only reads: asset-change tracking ([`crate::scene::SceneSystems`]), and the
+//! optional views ([`crate::transform::TransformSystems`], the visuals, the inspector),
+//! which interpolate between the last two fixed steps.
 //!
 //! Order your own systems against these sets, never against noether's functions.
 //!
@@ -55,21 +60,22 @@ pub enum NoetherSystems {
     Writeback,
 }
 
+/// The simulation clock's system, first in [`NoetherSystems::Prepare`]: order systems that
+/// read this tick's [`Simulation::tick`] after it.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClockSystems;
+
 /// The context of [`Time<Simulation>`]: pause, speed and single steps of the learned
 /// dynamics. Each fixed tick advances the simulation by `speed ×` the fixed timestep (or
-/// by one fixed timestep per requested single step while paused).
+/// by one fixed timestep per requested single step while paused). Change it through
+/// [`SimulationControl`]; read it through the accessors.
 #[derive(Clone, Debug, PartialEq, Reflect)]
 pub struct Simulation {
-    /// Whether the dynamics are frozen.
-    pub paused: bool,
-    /// Simulated seconds per fixed-timestep second (1 = real time).
-    pub speed: f64,
-    /// Single steps requested while paused.
-    pub pending_steps: u32,
-    /// Simulated seconds to advance in the current tick (0 when nothing steps).
-    pub tick: f64,
-    /// Ticks in which the dynamics advanced.
-    pub steps: u64,
+    paused: bool,
+    speed: f64,
+    pending_steps: u32,
+    tick: f64,
+    steps: u64,
 }
 
 impl Default for Simulation {
@@ -81,6 +87,34 @@ impl Default for Simulation {
             tick: 0.0,
             steps: 0,
         }
+    }
+}
+
+impl Simulation {
+    /// Simulated seconds the current tick advances (0 when nothing steps: paused, or
+    /// before the first tick).
+    pub fn tick(&self) -> f64 {
+        self.tick
+    }
+
+    /// Ticks in which the dynamics advanced since startup.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Simulated seconds per fixed-timestep second (1 = real time).
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    /// Whether the dynamics are frozen.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Single steps requested while paused and not yet taken.
+    pub fn pending_steps(&self) -> u32 {
+        self.pending_steps
     }
 }
 
@@ -170,9 +204,7 @@ impl Plugin for NoetherSchedulePlugin {
                     .chain()
                     .before(TransformSystems::Propagate),
             )
-            .add_systems(
-                self.schedule,
-                advance_simulation_clock.in_set(NoetherSystems::Prepare),
-            );
+            .configure_sets(self.schedule, ClockSystems.in_set(NoetherSystems::Prepare))
+            .add_systems(self.schedule, advance_simulation_clock.in_set(ClockSystems));
     }
 }

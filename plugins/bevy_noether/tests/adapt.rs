@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bevy::{asset::Assets, prelude::*};
 use bevy_noether::{
-    adapt::{AdaptSettings, AdaptationStats, ObservedComponents},
+    adapt::{AdaptSettings, AdaptationStats},
     prelude::*,
 };
 use common::{add_model, create_app};
@@ -18,26 +18,22 @@ use noether::{
     systems::Family,
 };
 
-/// Messages seen by the test.
+/// Events seen by the test (observed globally, as a game would).
 #[derive(Resource, Default)]
 struct Seen {
     converged: Vec<Entity>,
     diverged: Vec<(Entity, String)>,
 }
 
-fn record(
-    mut converged: MessageReader<AdaptationConverged>,
-    mut diverged: MessageReader<AdaptationDiverged>,
-    mut seen: ResMut<Seen>,
-) {
-    seen.converged.extend(converged.read().map(|m| m.entity));
-    seen.diverged
-        .extend(diverged.read().map(|m| (m.entity, m.reason.clone())));
-}
-
 fn app() -> App {
     let mut app = create_app();
-    app.init_resource::<Seen>().add_systems(Update, record);
+    app.init_resource::<Seen>()
+        .add_observer(|e: On<AdaptationConverged>, mut seen: ResMut<Seen>| {
+            seen.converged.push(e.entity);
+        })
+        .add_observer(|e: On<AdaptationDiverged>, mut seen: ResMut<Seen>| {
+            seen.diverged.push((e.entity, e.reason.clone()));
+        });
     app
 }
 
@@ -95,7 +91,7 @@ fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usiz
         let settled = bodies.iter().all(|e| {
             matches!(
                 app.world().get::<Adaptation>(*e).map(|a| a.phase),
-                Some(AdaptationPhase::Converged | AdaptationPhase::Diverged)
+                Some(AdaptPhase::Converged | AdaptPhase::Diverged)
             )
         });
         if settled {
@@ -145,7 +141,7 @@ fn errors(app: &App, model: &Handle<NoetherModel>, bodies: &[Entity]) -> (f64, f
 #[test]
 fn twenty_pendulums_learn_their_hidden_physics_from_positions() {
     let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5.ron");
+    let model = add_model(&mut app, "pendulum-svd5");
     let bodies = spawn_observed(&mut app, &model, 20, &Observed::hidden_truth(0.05));
     let (frames, busy) = run_until_settled(&mut app, &bodies, Duration::from_secs(90));
     let (before, after) = errors(&app, &model, &bodies);
@@ -189,9 +185,9 @@ fn twenty_pendulums_learn_their_hidden_physics_from_positions() {
 #[test]
 fn noisy_positions_still_converge() {
     let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5.ron");
+    let model = add_model(&mut app, "pendulum-svd5");
     let observed = Observed {
-        components: ObservedComponents::Positions,
+        components: ObservedPart::Positions,
         source: bevy_noether::adapt::ObservationSource::HiddenTruth {
             interval: 0.05,
             noise: 0.01,
@@ -209,12 +205,12 @@ fn noisy_positions_still_converge() {
 #[test]
 fn pushed_full_states_at_irregular_times_are_fitted() {
     let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5.ron");
+    let model = add_model(&mut app, "pendulum-svd5");
     let bodies = spawn_observed(
         &mut app,
         &model,
         4,
-        &Observed::pushed(ObservedComponents::States),
+        &Observed::pushed(ObservedPart::States),
     );
     // The game pushes what it saw: irregular times over 3 s, full states.
     for (i, e) in bodies.iter().enumerate() {
@@ -246,7 +242,7 @@ fn pushed_full_states_at_irregular_times_are_fitted() {
 #[test]
 fn despawning_a_body_mid_adaptation_is_safe() {
     let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5.ron");
+    let model = add_model(&mut app, "pendulum-svd5");
     let bodies = spawn_observed(&mut app, &model, 12, &Observed::hidden_truth(0.05));
     let started = Instant::now();
     // Run until jobs are at the worker, then despawn every other body.
@@ -275,7 +271,7 @@ fn despawning_a_body_mid_adaptation_is_safe() {
 fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
     let mut app = app();
     // A model whose field is NaN: every rollout of the fit explodes.
-    let good = add_model(&mut app, "pendulum-svd5.ron");
+    let good = add_model(&mut app, "pendulum-svd5");
     let broken = {
         let assets = app.world().resource::<Assets<NoetherModel>>();
         let m = assets.get(&good).unwrap();
@@ -295,7 +291,7 @@ fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
         &mut app,
         &broken,
         2,
-        &Observed::pushed(ObservedComponents::Positions),
+        &Observed::pushed(ObservedPart::Positions),
     );
     let before: Vec<Vec<f32>> = bodies
         .iter()
@@ -308,7 +304,7 @@ fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
             buffer.push(t, vec![(t * 3.0).cos() as f32]).unwrap();
         }
     }
-    // Pause the (equally broken) dynamics; adaptation runs in `Update` regardless.
+    // Pause the (equally broken) dynamics; adaptation runs every fixed tick regardless.
     app.world_mut()
         .resource_mut::<Time<Simulation>>()
         .toggle_pause();
@@ -316,7 +312,7 @@ fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
     let max = app.world().resource::<AdaptSettings>().max_rejections;
     for (e, z) in bodies.iter().zip(&before) {
         let a = app.world().get::<Adaptation>(*e).unwrap();
-        assert_eq!(a.phase, AdaptationPhase::Diverged);
+        assert_eq!(a.phase, AdaptPhase::Diverged);
         assert!(a.rejected >= max);
         assert_eq!(a.updates, 0);
         assert_eq!(

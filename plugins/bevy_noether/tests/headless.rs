@@ -1,6 +1,8 @@
 //! The plugins in a headless app (`MinimalPlugins`, no render): stepping matches the core
 //! integrators bit for bit, Hamiltonian energy holds, GENERIC entropy never decreases,
-//! latents matter, pause/step work, scenes spawn and hot-reload, malformed scenes are
+//! latents matter, pause/step work, scenes load from a game's `assets/` folder, spawn and
+//! hot-reload, bodies spawned in code take the mean latent and follow with their
+//! transforms, bodies that do not fit their model are marked, malformed scenes are
 //! reported without a panic, the schedule has no ambiguities, and every member of the group
 //! can be disabled.
 
@@ -13,22 +15,24 @@ use bevy::{
     prelude::*,
 };
 use bevy_noether::{
+    adapt::AdaptPlugin,
     diagnostics::NoetherDiagnosticsPlugin,
-    dynamics::{DynamicsPlugin, MAX_SUBSTEP},
-    headless::wait_for_scene,
+    dynamics::{DynamicsPlugin, StepDiagnostics},
+    headless::{headless_app, load_scene, wait_for_scene},
     model::ModelPlugin,
     prelude::*,
-    scene::{NoetherScene, ScenePlugin, SceneStatus},
+    scene::ScenePlugin,
     schedule::NoetherSchedulePlugin,
 };
 use noether::{
     integrate::{DiscreteGradient, ImplicitMidpoint, ImplicitSolver},
     nn::cpu::CpuFlow,
+    runtime::MAX_SUBSTEP,
 };
 
 mod common;
 
-use common::{HZ, add_model, create_app, spawn_bodies, states};
+use common::{HZ, add_model, assets, create_app, repo, spawn_bodies, states};
 
 #[test]
 fn stepping_matches_the_core_integrator_bit_for_bit() {
@@ -177,11 +181,11 @@ fn pause_holds_and_single_step_advances_one_tick() {
     assert_ne!(once, frozen, "a single step moves");
     app.update();
     assert_eq!(states(&mut app, &e), once, "and only one");
-    let steps = app.world().resource::<Time<Simulation>>().context().steps;
+    let steps = app.world().resource::<Time<Simulation>>().context().steps();
     app.world_mut().resource_mut::<Time<Simulation>>().unpause();
     app.update();
     assert_eq!(
-        app.world().resource::<Time<Simulation>>().context().steps,
+        app.world().resource::<Time<Simulation>>().context().steps(),
         steps + 1
     );
 }
@@ -203,6 +207,7 @@ fn scenes_spawn_and_hot_reload_respawns_only_their_populations() {
             LatentCode(vec![0.0; 10]),
         ))
         .id();
+    // The README's path under a game's `assets/` folder (the asset root of `DefaultPlugins`).
     let scene = app
         .world()
         .resource::<AssetServer>()
@@ -229,10 +234,30 @@ fn scenes_spawn_and_hot_reload_respawns_only_their_populations() {
     );
 }
 
+/// A game's asset folder for the malformed scenes: the scenes under `scenes/`, the
+/// shipped models linked in as `models/` (the scenes name `../models/…`).
+fn bad_scene_assets() -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("noether-bad-scenes-{}", std::process::id()));
+    let scenes = root.join("scenes");
+    std::fs::create_dir_all(&scenes).unwrap();
+    for entry in std::fs::read_dir(repo().join("plugins/bevy_noether/tests/scenes/bad")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, scenes.join(path.file_name().unwrap())).unwrap();
+    }
+    let models = root.join("models");
+    if !models.exists() {
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(assets().join("models"), &models).unwrap();
+        #[cfg(not(unix))]
+        panic!("this test links the shipped models into a temporary asset folder (unix only)");
+    }
+    root
+}
+
 #[test]
 fn malformed_scenes_are_reported_and_the_app_keeps_running() {
     let expected = [
-        ("syntax", "syntax.noether.ron:3:90"),
+        ("syntax", "syntax.noether.ron:3:92"),
         ("unknown_field", "colour"),
         ("unknown_family", "spring_mass"),
         ("unknown_param", "params.g"),
@@ -249,16 +274,15 @@ fn malformed_scenes_are_reported_and_the_app_keeps_running() {
             "observe: observes the hidden truth",
         ),
     ];
-    let mut app = create_app();
+    let root = bad_scene_assets();
+    let mut app = headless_app(&root, HZ);
     let roots: Vec<(Entity, &str, &str)> = expected
         .iter()
         .map(|(name, needle)| {
             let handle = app
                 .world()
                 .resource::<AssetServer>()
-                .load::<NoetherScene>(format!(
-                    "plugins/bevy_noether/tests/scenes/bad/{name}.noether.ron"
-                ));
+                .load::<NoetherScene>(format!("scenes/{name}.noether.ron"));
             (
                 app.world_mut().spawn(NoetherSceneRoot(handle)).id(),
                 *name,
@@ -292,6 +316,7 @@ fn malformed_scenes_are_reported_and_the_app_keeps_running() {
         assert_eq!(status.bodies, 0, "{name}: nothing spawned");
     }
     assert_ne!(states(&mut app, &alive), before, "the app kept stepping");
+    let _ = std::fs::remove_dir_all(root);
 }
 
 #[test]
@@ -311,23 +336,39 @@ fn the_fixed_schedule_has_no_ambiguities() {
 
 #[test]
 fn every_member_can_be_disabled() {
-    fn with<T: Plugin>() {
+    /// Whether a body moves in an app whose group has `T` disabled.
+    fn moves_without<T: Plugin>() -> bool {
         let mut app = App::new();
         app.add_plugins((
             MinimalPlugins,
             AssetPlugin::default(),
             DiagnosticsPlugin,
             bevy::transform::TransformPlugin,
+        ))
+        .insert_resource(Time::<Fixed>::from_hz(HZ))
+        .insert_resource(bevy::time::TimeUpdateStrategy::ManualDuration(
+            Duration::from_secs_f64(1.0 / HZ),
         ));
-        app.add_plugins(NoetherPlugins::default().headless().disable::<T>());
-        app.update();
+        app.add_plugins(NoetherPlugins::default().build().disable::<T>());
+        let model = add_model(&mut app, "pendulum-svd5");
+        let body = app
+            .world_mut()
+            .spawn((NoetherBody::new(model), PhaseState(vec![1.0, 0.0])))
+            .id();
+        for _ in 0..4 {
+            app.update();
+        }
+        app.world().get::<PhaseState>(body).unwrap().0 != vec![1.0, 0.0]
     }
-    with::<NoetherDiagnosticsPlugin>();
-    with::<ScenePlugin>();
-    with::<DynamicsPlugin>();
-    with::<ModelPlugin>();
-    // The schedule plugin owns the clock the others read; without it nothing steps.
-    with::<NoetherSchedulePlugin>();
+    // Every member but the stepping and the clock it reads can go: bodies still move.
+    assert!(moves_without::<NoetherDiagnosticsPlugin>());
+    assert!(moves_without::<ScenePlugin>());
+    assert!(moves_without::<ModelPlugin>());
+    assert!(moves_without::<AdaptPlugin>());
+    // Without the dynamics nothing steps; without the schedule plugin there is no clock,
+    // so nothing advances either (and nothing panics).
+    assert!(!moves_without::<DynamicsPlugin>());
+    assert!(!moves_without::<NoetherSchedulePlugin>());
 }
 
 #[test]
@@ -362,4 +403,148 @@ fn a_discrete_gradient_batch_matches_the_core_step() {
             .0;
     }
     assert_eq!(states(&mut app, &e), expected);
+}
+
+#[test]
+fn a_body_spawned_in_code_takes_the_mean_latent_once_its_model_loads() {
+    let mut app = create_app();
+    // Loaded through the asset server, as a game would: not there on the first frames.
+    let model: Handle<NoetherModel> = app
+        .world()
+        .resource::<AssetServer>()
+        .load("models/pendulum-svd5.model.ron");
+    let body = app
+        .world_mut()
+        .spawn((NoetherBody::new(model.clone()), PhaseState(vec![1.0, 0.0])))
+        .id();
+    let started = std::time::Instant::now();
+    while app.world().resource::<Assets<NoetherModel>>().get(&model).is_none() {
+        app.update();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the model did not load"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for _ in 0..32 {
+        app.update();
+    }
+    let mean = app
+        .world()
+        .resource::<Assets<NoetherModel>>()
+        .get(&model)
+        .unwrap()
+        .mean_latent();
+    assert_eq!(app.world().get::<LatentCode>(body).unwrap().0, mean);
+    assert_ne!(
+        app.world().get::<PhaseState>(body).unwrap().0,
+        vec![1.0, 0.0],
+        "the body moves"
+    );
+    assert!(app.world().get::<InvalidBody>(body).is_none());
+    let energy = app.world().get::<BodyEnergy>(body).unwrap();
+    assert!(energy.initial.is_finite() && energy.max_drift < 1e-3);
+}
+
+#[test]
+fn a_body_that_does_not_fit_its_model_is_marked_and_not_stepped() {
+    let mut app = create_app();
+    let model = add_model(&mut app, "pendulum-svd5");
+    let wrong_latent = app
+        .world_mut()
+        .spawn((
+            NoetherBody::new(model.clone()),
+            PhaseState(vec![1.0, 0.0]),
+            LatentCode(vec![0.0; 3]),
+        ))
+        .id();
+    let wrong_state = app
+        .world_mut()
+        .spawn((NoetherBody::new(model.clone()), PhaseState(vec![1.0, 0.0, 0.0])))
+        .id();
+    let fine = spawn_bodies(&mut app, &model, 2, 12);
+    let before = states(&mut app, &fine);
+    for _ in 0..8 {
+        app.update();
+    }
+    let reason = |e| {
+        app.world()
+            .get::<InvalidBody>(e)
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(reason(wrong_latent).contains("LatentCode has 3 values"), "{}", reason(wrong_latent));
+    assert!(reason(wrong_state).contains("PhaseState has 3 values"), "{}", reason(wrong_state));
+    assert_eq!(app.world().get::<PhaseState>(wrong_latent).unwrap().0, vec![1.0, 0.0]);
+    assert_eq!(app.world().resource::<StepDiagnostics>().invalid, 2);
+    assert_ne!(states(&mut app, &fine), before, "the others step on");
+    // Fixed by the game: the mark goes and the body steps.
+    app.world_mut().get_mut::<LatentCode>(wrong_latent).unwrap().0.clear();
+    for _ in 0..4 {
+        app.update();
+    }
+    assert!(app.world().get::<InvalidBody>(wrong_latent).is_none());
+    assert_ne!(app.world().get::<PhaseState>(wrong_latent).unwrap().0, vec![1.0, 0.0]);
+}
+
+#[test]
+fn the_transform_follows_the_configuration() {
+    let mut app = create_app();
+    app.add_plugins(StateTransformPlugin);
+    let model = add_model(&mut app, "pendulum-svd5");
+    let origin = Vec3::new(10.0, 20.0, 0.0);
+    let body = app
+        .world_mut()
+        .spawn((
+            NoetherBody::new(model),
+            PhaseState(vec![0.8, 0.0]),
+            StateTransform {
+                interpolate: false,
+                ..StateTransform::new(origin, ConfigurationMap::Swing { length: 50.0 })
+            },
+        ))
+        .id();
+    for _ in 0..40 {
+        app.update();
+        let q = app.world().get::<PhaseState>(body).unwrap().0[0];
+        let t = app.world().get::<Transform>(body).unwrap();
+        let expected = origin + 50.0 * Vec3::new(q.sin(), -q.cos(), 0.0);
+        assert!(
+            (t.translation - expected).length() < 1e-3,
+            "q = {q}: {} vs {expected}",
+            t.translation
+        );
+        assert!((t.rotation.to_euler(EulerRot::XYZ).2 - q).abs() < 1e-4);
+    }
+    let q = app.world().get::<PhaseState>(body).unwrap().0[0];
+    assert!((q - 0.8).abs() > 1e-2, "the pendulum swung (q = {q})");
+}
+
+#[test]
+fn scene_ready_fires_on_the_root_when_every_fit_has_landed() {
+    #[derive(Resource, Default)]
+    struct Ready(Vec<(Entity, usize, u32)>);
+    let mut app = create_app();
+    app.init_resource::<Ready>()
+        .add_observer(|e: On<SceneReady>, mut ready: ResMut<Ready>| {
+            ready.0.push((e.entity, e.bodies, e.generation));
+        });
+    let root = load_scene(
+        &mut app,
+        "scenes/thermodynamics.noether.ron",
+        Duration::from_secs(120),
+    )
+    .expect("the shipped scene loads");
+    assert_eq!(app.world().resource::<Ready>().0, vec![(root, 96, 1)]);
+    let status = app.world().get::<SceneStatus>(root).unwrap();
+    assert_eq!((status.bodies, status.pending_fits), (96, 0));
+    // Fitted, not the mean: the bodies of one population carry different latents.
+    let mut q = app.world_mut().query::<(&Population, &LatentCode)>();
+    let latents: Vec<Vec<f32>> = q
+        .iter(app.world())
+        .filter(|(p, _)| p.index == 0)
+        .map(|(_, z)| z.0.clone())
+        .collect();
+    assert_eq!(latents.len(), 48);
+    assert!(latents.iter().any(|z| z != &latents[0]));
 }

@@ -6,11 +6,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use bevy_noether::{
-    dynamics::StepMethod,
-    regression::{Bounds, Recording, RegressionRun},
-};
-use common::repo;
+use bevy_noether::regression::{Bounds, Recording, RegressionRun};
+use common::assets;
+use noether::integrate::Integrator;
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,7 +18,7 @@ fn golden(name: &str) -> PathBuf {
 
 fn record(scene: &str, steps: usize) -> Recording {
     let run = RegressionRun::scene(format!("scenes/{scene}.noether.ron")).steps(steps);
-    let recording = run.run(repo()).expect("the shipped scene runs");
+    let recording = run.run(assets()).expect("the shipped scene runs");
     for p in &recording.populations {
         eprintln!(
             "{scene}: `{}` ({} bodies): max drift {:.3e}, min dS per step {:.3e}",
@@ -68,8 +66,8 @@ fn a_broken_integrator_fails_and_writes_the_diff_image() {
     std::fs::copy(golden("oscillator_zoo"), &copy).unwrap();
     let recording = RegressionRun::scene("scenes/oscillator_zoo.noether.ron")
         .steps(192)
-        .integrator(StepMethod::Euler)
-        .run(repo())
+        .integrator(Integrator::Euler)
+        .run(assets())
         .unwrap();
     let failure = recording
         .check(&Bounds::drift(5e-2), &copy)

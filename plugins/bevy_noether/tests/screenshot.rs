@@ -32,7 +32,7 @@ fn the_window_draws_the_scene_and_it_moves() {
         .arg(env!("CARGO_BIN_EXE_noether-play"))
         .arg("scenes/oscillator_zoo.noether.ron")
         .arg("--root")
-        .arg(&repo)
+        .arg(repo.join("assets"))
         .arg("--screenshot")
         .arg(&a)
         .arg("--screenshot")

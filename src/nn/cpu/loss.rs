@@ -1,6 +1,6 @@
 //! The training objective on the CPU kernel: the derivative-matching loss
 //! L = mean ‖f(x; θ, z) − ẋ‖² of a whole model with its gradient with respect to every
-//! parameter and every latent, plus the regularisers of DESIGN.md §5.
+//! parameter and every latent, plus the regularisers of docs/protocol.md §5.
 
 use rayon::prelude::*;
 
@@ -298,7 +298,7 @@ fn add_skew_grad(raw_grad: &mut [f32], skew_grad: &[f32], k: usize, n: usize) {
     }
 }
 
-/// Regulariser terms of DESIGN.md §5 and their gradients, added to `grads`:
+/// Regulariser terms of docs/protocol.md §5 and their gradients, added to `grads`:
 /// λ_φ‖φ‖² over [`ParamRole::Hyper`] tensors and λ_⊥ Σ(‖U_sᵀU_s − I‖² + ‖V_sᵀV_s − I‖²) over
 /// each SVD layer's bases. Returns the penalty.
 pub fn add_regularizers(

@@ -1,104 +1,75 @@
-//! [`AdaptPlugin`]: ground-truth observation, job dispatch, result review.
+//! [`AdaptPlugin`]: ground-truth observation, job dispatch, result review — the core's
+//! adaptation state machine ([`noether::runtime::AdaptState`]) on ECS data.
 
 use std::{collections::BTreeMap, time::Instant};
 
 use bevy::{
-    app::{App, Plugin, Update},
+    app::{App, Plugin},
     asset::{AssetId, Assets},
     ecs::{intern::Interned, schedule::ScheduleLabel},
     log::warn,
     prelude::*,
 };
-use noether::{
-    integrate::{Integrator, Stepper},
-    meta::{FitConfig, observed::predict},
-};
+use noether::runtime::{AdaptEvent, Applied, Job};
 
 use super::{
-    AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, AdaptationPhase, HISTORY,
-    ObservationBuffer, ObservationSource, Observed, ObservedComponents, Verdict, review,
-    worker::{Job, JobBody, Worker},
+    AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, ObservationBuffer,
+    ObservationSource, Observed,
+    worker::{WorkItem, WorkOutcome, Worker},
 };
 use crate::{
     dynamics::{EnergySystems, HiddenTruth, LatentCode, NoetherBody, PhaseState},
     model::NoetherModel,
-    schedule::{NoetherSystems, Simulation},
+    scene::SceneSystems,
+    schedule::{ClockSystems, NoetherSystems, Simulation},
 };
 
-/// The adaptation systems. `Observe` runs in the noether schedule after the step; the
-/// others run in `Update`, every frame, `Collect` before `Dispatch`.
+/// The adaptation systems, all in the noether schedule: `Apply` in
+/// [`NoetherSystems::Prepare`], `Observe` then `Dispatch` in [`NoetherSystems::Writeback`]
+/// (after the step, so observations and jobs see this tick's states).
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AdaptSystems {
+    /// Finished jobs are reviewed and applied.
+    Apply,
     /// Ground-truth simulators advance and are sampled.
     Observe,
-    /// Finished jobs are reviewed and applied.
-    Collect,
     /// Observed bodies are sent to the worker.
     Dispatch,
 }
 
-/// The ground truth beside a body observed through [`ObservationSource::HiddenTruth`]:
-/// the true system, started from the body's state when observation began.
-#[derive(Component, Clone, Debug, PartialEq, Reflect)]
-#[reflect(Component, Debug)]
-pub struct TruthSimulator {
-    /// True state.
-    pub x: Vec<f64>,
-    /// Simulated seconds since observation began.
-    pub t: f64,
-    /// Time of the next sample.
-    pub next_sample: f64,
-    /// Largest |value| each component has shown (the noise scale).
-    pub amplitude: Vec<f64>,
-    rng: u64,
+/// The ground truth beside a body observed through [`ObservationSource::HiddenTruth`]
+/// ([`noether::runtime::TruthSimulator`]: the true system, started from the body's state
+/// when observation began).
+#[derive(Component, Reflect, Deref, DerefMut)]
+#[reflect(Component, from_reflect = false)]
+pub struct TruthSimulator(#[reflect(ignore)] pub noether::runtime::TruthSimulator);
+
+/// The adaptation worker's threads: a build-time knob of [`AdaptPlugin`] (and of
+/// [`crate::NoetherPlugins::with_adaptation_worker`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptWorkerConfig {
+    /// Rayon threads of the worker (default: all logical CPUs but one, at least 1).
+    pub threads: usize,
+    /// Fraction of the time the worker may be busy (1: always). On a machine with few
+    /// cores the worker competes with the frame's own threads; a lower duty trades
+    /// convergence speed for frame time.
+    pub duty: f64,
+    /// Run the worker's threads at the lowest scheduling priority (nice 19 on Linux), so
+    /// they use only CPU time the frame leaves idle.
+    pub background: bool,
 }
 
-impl TruthSimulator {
-    /// Starts at `x` with noise stream `seed`.
-    pub fn new(x: Vec<f64>, seed: u64) -> Self {
+impl Default for AdaptWorkerConfig {
+    fn default() -> Self {
         Self {
-            amplitude: x.iter().map(|v| v.abs()).collect(),
-            x,
-            t: 0.0,
-            next_sample: 0.0,
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            duty: 1.0,
+            background: true,
         }
-    }
-
-    /// A standard normal sample (Box–Muller on a splitmix64 stream).
-    fn gaussian(&mut self) -> f64 {
-        let mut uniform = || {
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        let (u1, u2) = (uniform(), uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// The observed values now, with noise of `noise ×` each component's amplitude.
-    fn sample(&mut self, width: usize, noise: f32) -> Vec<f32> {
-        for (a, v) in self.amplitude.iter_mut().zip(&self.x) {
-            *a = a.max(v.abs());
-        }
-        (0..width)
-            .map(|i| {
-                let n = if noise > 0.0 {
-                    f64::from(noise) * self.amplitude[i] * self.gaussian()
-                } else {
-                    0.0
-                };
-                (self.x[i] + n) as f32
-            })
-            .collect()
     }
 }
-
-/// Longest ground-truth RK4 substep, seconds.
-const TRUTH_SUBSTEP: f64 = 0.005;
 
 /// Counters and timings of adaptation, for diagnostics, the inspector and benchmarks.
 #[derive(Resource, Reflect, Clone, Debug, Default)]
@@ -108,6 +79,8 @@ pub struct AdaptationStats {
     pub jobs_sent: u64,
     /// Jobs finished.
     pub jobs_done: u64,
+    /// Jobs that failed at the worker (a panic; their bodies' updates were rejected).
+    pub jobs_failed: u64,
     /// Jobs at the worker now.
     pub in_flight: usize,
     /// Latent updates accepted.
@@ -118,7 +91,7 @@ pub struct AdaptationStats {
     pub dropped: u64,
     /// Worker seconds spent on jobs.
     pub worker_seconds: f64,
-    /// Frame-loop milliseconds spent in the adaptation systems in the last frame.
+    /// Frame-loop milliseconds spent in the adaptation systems in the last tick.
     pub frame_ms: f64,
     /// Bodies in each phase: observing, adapting, converged, diverged.
     pub phases: [usize; 4],
@@ -132,44 +105,45 @@ struct AdaptWorker(Worker);
 pub struct AdaptPlugin {
     /// The schedule of [`NoetherSystems`] (ground truth advances with the dynamics).
     pub schedule: Interned<dyn ScheduleLabel>,
+    /// The worker's threads.
+    pub worker: AdaptWorkerConfig,
 }
 
 impl Plugin for AdaptPlugin {
     fn build(&self, app: &mut App) {
         crate::model::init_model_assets(app);
-        let settings = app
-            .world()
-            .get_resource::<AdaptSettings>()
-            .cloned()
-            .unwrap_or_default();
+        // The clock the systems read; it advances only with the schedule plugin.
+        app.init_resource::<Time<Simulation>>();
         app.register_type::<Observed>()
             .register_type::<ObservationBuffer>()
             .register_type::<Adaptation>()
             .register_type::<TruthSimulator>()
             .register_type::<AdaptSettings>()
             .register_type::<AdaptationStats>()
-            .insert_resource(settings.clone())
+            .init_resource::<AdaptSettings>()
             .init_resource::<AdaptationStats>()
-            .insert_resource(AdaptWorker(Worker::spawn(
-                settings.worker_threads,
-                settings.worker_duty,
-                settings.worker_background,
-            )))
-            .add_message::<AdaptationConverged>()
-            .add_message::<AdaptationDiverged>()
+            .insert_resource(AdaptWorker(Worker::spawn(&self.worker)))
             .configure_sets(
                 self.schedule,
-                AdaptSystems::Observe
-                    .in_set(NoetherSystems::Writeback)
-                    .before(EnergySystems),
+                (
+                    AdaptSystems::Apply
+                        .in_set(NoetherSystems::Prepare)
+                        .after(ClockSystems)
+                        .after(SceneSystems::Spawn),
+                    (AdaptSystems::Observe, AdaptSystems::Dispatch)
+                        .chain()
+                        .in_set(NoetherSystems::Writeback)
+                        .before(EnergySystems),
+                ),
             )
-            .add_systems(self.schedule, observe_truth.in_set(AdaptSystems::Observe))
-            .configure_sets(
-                Update,
-                (AdaptSystems::Collect, AdaptSystems::Dispatch).chain(),
-            )
-            .add_systems(Update, collect.in_set(AdaptSystems::Collect))
-            .add_systems(Update, dispatch.in_set(AdaptSystems::Dispatch));
+            .add_systems(
+                self.schedule,
+                (
+                    apply_results.in_set(AdaptSystems::Apply),
+                    observe_truth.in_set(AdaptSystems::Observe),
+                    dispatch.in_set(AdaptSystems::Dispatch),
+                ),
+            );
     }
 }
 
@@ -195,7 +169,7 @@ fn observe_truth(
     mut bodies: TruthQuery,
     mut commands: Commands,
 ) {
-    let tick = sim.context().tick;
+    let tick = sim.context().tick();
     for (entity, body, state, truth, observed, mut buffer, simulator) in &mut bodies {
         let ObservationSource::HiddenTruth { interval, noise } = observed.source else {
             continue;
@@ -203,48 +177,37 @@ fn observe_truth(
         let Some(model) = models.get(&body.model) else {
             continue;
         };
-        let family = model.config.family;
-        let width = match observed.components {
-            ObservedComponents::Positions => family.dof(),
-            ObservedComponents::States => family.dim(),
-        };
-        let Some(mut simulator) = simulator else {
-            let mut s = TruthSimulator::new(
-                state.iter().map(|v| f64::from(*v)).collect(),
-                entity.to_bits(),
-            );
-            let _ = buffer.push(0.0, s.sample(width, noise));
-            s.next_sample = interval;
-            commands.entity(entity).insert(s);
-            continue;
-        };
-        if tick <= 0.0 {
-            continue;
-        }
-        let system = match family.build(&truth.params) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("noether: {entity}: hidden truth cannot be simulated: {e}");
-                commands.entity(entity).remove::<Observed>();
-                continue;
+        let observation = match simulator {
+            Some(mut s) if tick > 0.0 => s.advance(tick),
+            Some(_) => None,
+            None => {
+                let started = noether::runtime::TruthSimulator::new(
+                    model.family(),
+                    &truth.params,
+                    state.iter().map(|v| f64::from(*v)).collect(),
+                    observed.components,
+                    interval,
+                    noise,
+                    entity.to_bits(),
+                );
+                match started {
+                    Ok(mut s) => {
+                        let first = s.advance(0.0);
+                        commands.entity(entity).insert(TruthSimulator(s));
+                        first
+                    }
+                    Err(e) => {
+                        warn!("noether: {entity}: its hidden truth cannot be simulated, it stops observing: {e}");
+                        commands.entity(entity).remove::<Observed>();
+                        None
+                    }
+                }
             }
         };
-        let substeps = (tick / TRUTH_SUBSTEP).ceil().max(1.0) as usize;
-        let h = tick / substeps as f64;
-        let mut stepper = Stepper::new(Integrator::Rk4, family.dim());
-        let s = simulator.as_mut();
-        for _ in 0..substeps {
-            if stepper.step(system.as_ref(), &mut s.x, h).is_err() {
-                break;
-            }
-        }
-        s.t += tick;
-        if s.t + 1e-9 >= s.next_sample && s.x.iter().all(|v| v.is_finite()) {
-            let t = s.t;
-            let values = s.sample(width, noise);
-            if buffer.push(t, values).is_ok() {
-                s.next_sample = (s.next_sample + interval).max(t + 0.5 * interval);
-            }
+        if let Some(o) = observation
+            && let Err(e) = buffer.push(o.t, o.values)
+        {
+            warn!("noether: {entity}: an observation of its hidden truth was refused: {e}");
         }
     }
 }
@@ -263,7 +226,7 @@ type DispatchQuery<'w, 's> = Query<
 >;
 
 /// Sends observed bodies with enough observations to the worker, one job per model, the
-/// least-updated bodies first, within the per-frame budget.
+/// least-updated bodies first, within the per-tick budget.
 fn dispatch(
     settings: Res<AdaptSettings>,
     worker: Res<AdaptWorker>,
@@ -276,11 +239,7 @@ fn dispatch(
     let mut groups: BTreeMap<AssetId<NoetherModel>, Vec<(u32, Entity)>> = BTreeMap::new();
     for (entity, body, _, _, buffer, adaptation) in &bodies {
         phases[adaptation.phase as usize] += 1;
-        let waiting = matches!(
-            adaptation.phase,
-            AdaptationPhase::Observing | AdaptationPhase::Adapting
-        );
-        if waiting && !adaptation.in_flight && buffer.len() >= settings.min_observations.max(3) {
+        if adaptation.wants_job(buffer.len(), &settings) {
             groups
                 .entry(body.model.id())
                 .or_default()
@@ -289,10 +248,6 @@ fn dispatch(
     }
     stats.phases = phases;
     if settings.enabled {
-        let config = FitConfig {
-            lambda_z: settings.lambda_z,
-            ..FitConfig::default()
-        };
         // Models whose bodies have had the fewest updates go first, so no population
         // starves while another adapts.
         let mut groups: Vec<_> = groups.into_iter().collect();
@@ -305,32 +260,21 @@ fn dispatch(
                 continue;
             };
             group.sort_unstable();
-            let mut job = Job {
-                model: model.cpu.clone(),
-                bodies: Vec::new(),
-                config,
-                steps: settings.steps_per_job,
-                settle_tol: settings.settle_tol,
-                settle_misfit: settings.settle_misfit,
-            };
+            let mut job = Job::new(&settings);
             for (_, entity) in group.into_iter().take(settings.max_bodies_per_job.max(1)) {
                 let Ok((_, _, latent, observed, buffer, mut adaptation)) = bodies.get_mut(entity)
                 else {
                     continue;
                 };
-                let window = adaptation.horizon.clamp(3, buffer.len());
-                job.bodies.push(JobBody {
-                    entity,
-                    observations: buffer.window(window),
-                    part: observed.components.into(),
-                    latent: latent.0.clone(),
-                    carried: adaptation.fit.clone(),
-                });
-                adaptation.in_flight = true;
-                adaptation.phase = AdaptationPhase::Adapting;
+                job.bodies
+                    .push(adaptation.begin_job(entity, buffer, observed.components, latent));
             }
-            let entities: Vec<Entity> = job.bodies.iter().map(|b| b.entity).collect();
-            match worker.0.send(job) {
+            let entities: Vec<Entity> = job.bodies.iter().map(|b| b.key).collect();
+            let item = WorkItem {
+                model: model.cpu.clone(),
+                job,
+            };
+            match worker.0.send(item) {
                 Ok(()) => {
                     stats.jobs_sent += 1;
                     stats.in_flight += 1;
@@ -339,7 +283,7 @@ fn dispatch(
                     warn!("noether: the adaptation worker has stopped");
                     for e in entities {
                         if let Ok(mut b) = bodies.get_mut(e) {
-                            b.5.in_flight = false;
+                            b.5.cancel_job();
                         }
                     }
                     break;
@@ -350,7 +294,7 @@ fn dispatch(
     stats.frame_ms += clock.elapsed().as_secs_f64() * 1e3;
 }
 
-type CollectQuery<'w, 's> = Query<
+type ApplyQuery<'w, 's> = Query<
     'w,
     's,
     (
@@ -363,110 +307,102 @@ type CollectQuery<'w, 's> = Query<
     ),
 >;
 
-/// Takes every finished job, drops results of despawned bodies, reviews each update and
-/// applies it or keeps the last good latent, and moves bodies between phases.
-fn collect(
+/// Takes every finished job, drops results of despawned bodies, and applies each body's
+/// result through its state machine: a new latent, a phase change, an event.
+fn apply_results(
+    mut commands: Commands,
+    sim: Res<Time<Simulation>>,
     settings: Res<AdaptSettings>,
     worker: Res<AdaptWorker>,
     models: Res<Assets<NoetherModel>>,
     mut stats: ResMut<AdaptationStats>,
-    mut bodies: CollectQuery,
-    mut converged: MessageWriter<AdaptationConverged>,
-    mut diverged: MessageWriter<AdaptationDiverged>,
+    mut bodies: ApplyQuery,
 ) {
     let clock = Instant::now();
     stats.frame_ms = 0.0;
-    while let Some(result) = worker.0.try_recv() {
+    while let Some(outcome) = worker.0.try_recv() {
         stats.in_flight = stats.in_flight.saturating_sub(1);
         stats.jobs_done += 1;
-        stats.worker_seconds += result.seconds;
-        for (entity, reason) in result.invalid {
+        let (results, refused) = match outcome {
+            WorkOutcome::Done(result) => {
+                stats.worker_seconds += result.seconds;
+                (result.bodies, result.invalid)
+            }
+            WorkOutcome::Failed(entities, message) => {
+                stats.jobs_failed += 1;
+                warn!("noether: an adaptation job failed at the worker: {message}");
+                let reason = format!("the adaptation job failed: {message}");
+                (
+                    Vec::new(),
+                    entities.into_iter().map(|e| (e, reason.clone())).collect(),
+                )
+            }
+        };
+        for (entity, reason) in refused {
             if let Ok((_, _, mut a, ..)) = bodies.get_mut(entity) {
-                a.in_flight = false;
                 warn!("noether: {entity}: observations cannot be fitted: {reason}");
+                stats.rejected += 1;
+                let applied = a.0.refuse(reason, &settings);
+                report(&mut commands, entity, &a, applied);
             }
         }
-        for r in result.bodies {
-            let Ok((mut latent, buffer, mut a, body, mut state, truth)) = bodies.get_mut(r.entity)
+        for r in results {
+            let entity = r.key;
+            let Ok((mut latent, buffer, mut a, body, mut state, truth)) = bodies.get_mut(entity)
             else {
                 stats.dropped += 1;
                 continue;
             };
-            a.in_flight = false;
-            if a.initial_loss.is_nan() {
-                a.initial_loss = r.loss_before as f32;
+            let (updates, rejected) = (a.updates, a.rejected);
+            let applied = a.0.apply(r, buffer, &settings);
+            stats.updates += u64::from(a.updates - updates);
+            stats.rejected += u64::from(a.rejected - rejected);
+            if let Some(z) = &applied.latent {
+                latent.0.clone_from(z);
             }
-            let verdict = review(
-                &r.fit.state.latent,
-                r.loss_before,
-                r.loss,
-                settings.explode_factor,
-            );
-            match verdict {
-                Verdict::Reject(reason) => {
-                    stats.rejected += 1;
-                    a.rejected += 1;
-                    a.rejected_in_a_row += 1;
-                    if a.rejected_in_a_row >= settings.max_rejections
-                        && a.phase != AdaptationPhase::Diverged
-                    {
-                        a.phase = AdaptationPhase::Diverged;
-                        diverged.write(AdaptationDiverged {
-                            entity: r.entity,
-                            reason,
-                        });
-                    }
-                }
-                Verdict::Accept => {
-                    a.rejected_in_a_row = 0;
-                    a.loss = r.loss as f32;
-                    if r.improved {
-                        stats.updates += 1;
-                        a.updates += 1;
-                        if a.history.len() == HISTORY {
-                            a.history.remove(0);
-                        }
-                        a.history.push(r.loss as f32);
-                    }
-                    latent.0.clone_from(&r.fit.state.latent);
-                    let span = r.fit.t_end - r.fit.t0;
-                    a.fit = Some(r.fit);
-                    if r.settled {
-                        let covers_buffer = r.window >= buffer.len();
-                        let enough = buffer.is_full() || span >= settings.converge_span;
-                        if !covers_buffer || !enough {
-                            a.horizon = (a.horizon * 2).min(buffer.capacity());
-                        } else if a.phase != AdaptationPhase::Converged {
-                            // In step with the truth: the fitted start, carried along the
-                            // learned flow to the truth's present.
-                            if settings.sync_on_converge
-                                && let (Some(truth), Some(model), Some(fit)) =
-                                    (truth, models.get(&body.model), a.fit.as_ref())
-                                && truth.t >= fit.t0
-                                && fit.start.len() == state.len()
-                            {
-                                let now = predict(
-                                    &model.cpu,
-                                    &latent.0,
-                                    &fit.start,
-                                    &[fit.t0, truth.t],
-                                    FitConfig::default().max_substep,
-                                );
-                                if now[1].iter().all(|v| v.is_finite()) {
-                                    state.0.clone_from(&now[1]);
-                                }
-                            }
-                            a.phase = AdaptationPhase::Converged;
-                            converged.write(AdaptationConverged {
-                                entity: r.entity,
-                                loss: a.loss,
-                                updates: a.updates,
-                            });
-                        }
-                    }
-                }
+            // In step with what it observes: the fitted start, carried along the learned
+            // flow to the present — the hidden truth's clock, or for pushed observations the
+            // simulation clock when their times are on it (the last one at most one window
+            // span ago).
+            let present = match truth {
+                Some(truth) => Some(truth.time()),
+                None => a.fit.as_ref().and_then(|fit| {
+                    let now = sim.elapsed_secs_f64();
+                    (now >= fit.t_end && now - fit.t_end <= (fit.t_end - fit.t0).max(1.0))
+                        .then_some(now)
+                }),
+            };
+            if matches!(applied.event, Some(AdaptEvent::Converged { .. }))
+                && settings.sync_on_converge
+                && let (Some(present), Some(model), Some(fit)) =
+                    (present, models.get(&body.model), a.fit.as_ref())
+                && let Some(now) = fit.state_at(&model.cpu, &latent.0, present)
+            {
+                state.0 = now;
             }
+            report(&mut commands, entity, &a, applied);
         }
     }
     stats.frame_ms += clock.elapsed().as_secs_f64() * 1e3;
+}
+
+/// Fires the event a state change asks for on its body.
+fn report(commands: &mut Commands, entity: Entity, a: &Adaptation, applied: Applied) {
+    match applied.event {
+        Some(AdaptEvent::Converged { loss, updates }) => {
+            commands.trigger(AdaptationConverged {
+                entity,
+                loss,
+                updates,
+            });
+        }
+        Some(AdaptEvent::Diverged { reason }) => {
+            warn!(
+                "noether: {entity}: adaptation diverged after {} rejected updates: {reason}",
+                a.rejected
+            );
+            commands.trigger(AdaptationDiverged { entity, reason });
+        }
+        None => {}
+    }
 }

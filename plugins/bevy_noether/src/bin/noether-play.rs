@@ -3,6 +3,7 @@
 //! ```text
 //! noether-play scenes/oscillator_zoo.noether.ron                      # window
 //! noether-play scenes/oscillator_zoo.noether.ron --headless --seconds 10
+//! noether-play assets/scenes/thermodynamics.noether.ron               # a path from here works too
 //! ```
 //!
 //! | key | action |
@@ -12,8 +13,8 @@
 //! | + / − | double / halve the simulation speed |
 //! | Esc | quit |
 //!
-//! Paths are relative to `--root` (default: the current directory), which must hold the
-//! scene and the models it names (`assets/models/…`).
+//! The scene is an asset path under `--root` (default `assets`, as Bevy's `DefaultPlugins`
+//! read it), or a file path that lies inside the root; its models are named relative to it.
 
 use std::{
     path::PathBuf,
@@ -35,7 +36,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "noether-play", version, about)]
 struct Args {
-    /// Scene file (`*.noether.ron`), relative to `--root`.
+    /// Scene file (`*.noether.ron`): an asset path under `--root`, or a file path inside it.
     #[arg(default_value = "scenes/oscillator_zoo.noether.ron")]
     scene: String,
     /// Step without a window and print a summary.
@@ -51,8 +52,8 @@ struct Args {
     /// Fixed timestep rate, Hz.
     #[arg(long, default_value_t = 64.0)]
     hz: f64,
-    /// Asset root holding `scenes/` and `assets/`.
-    #[arg(long, default_value = ".")]
+    /// Asset root holding the scene and its models.
+    #[arg(long, default_value = "assets")]
     root: PathBuf,
     /// With a window: save a screenshot to this PNG after `--frames` frames (repeat the flag
     /// for more shots, `--frames` apart), then quit.
@@ -72,23 +73,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !root.join(&args.scene).is_file() {
-        eprintln!(
-            "error: scene {} not found under {}",
-            args.scene,
-            root.display()
-        );
-        return ExitCode::FAILURE;
-    }
+    let scene = match scene_asset_path(&root, &args.scene) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !(args.hz.is_finite() && args.hz > 0.0 && args.seconds.is_finite() && args.seconds >= 0.0) {
         eprintln!("error: --hz must be positive and --seconds non-negative");
         return ExitCode::FAILURE;
     }
     if args.headless {
-        headless(&args, root)
+        headless(&args, root, &scene)
     } else {
-        windowed(&args, root)
+        windowed(&args, root, &scene)
     }
+}
+
+/// The scene's asset path under `root`: `scene` itself when it names a file there, or, when
+/// it is a file path (relative to the working directory, or absolute) inside the root, the
+/// part below the root.
+fn scene_asset_path(root: &std::path::Path, scene: &str) -> Result<String, String> {
+    if std::path::Path::new(scene).is_relative() && root.join(scene).is_file() {
+        return Ok(scene.replace('\\', "/"));
+    }
+    let file = std::fs::canonicalize(scene)
+        .map_err(|_| format!("scene {scene} not found under {} or here", root.display()))?;
+    let inside = file.strip_prefix(root).map_err(|_| {
+        format!(
+            "scene {} lies outside the asset root {}; pass --root with a folder that holds it and its models",
+            file.display(),
+            root.display()
+        )
+    })?;
+    Ok(inside.to_string_lossy().replace('\\', "/"))
 }
 
 fn asset_plugin(root: &std::path::Path, watch: bool) -> AssetPlugin {
@@ -99,15 +118,15 @@ fn asset_plugin(root: &std::path::Path, watch: bool) -> AssetPlugin {
     }
 }
 
-fn headless(args: &Args, root: PathBuf) -> ExitCode {
+fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
     let mut app = headless_app(&root, args.hz);
     let loading = Instant::now();
-    if let Err(e) = load_scene(&mut app, &args.scene, Duration::from_secs(120)) {
+    if let Err(e) = load_scene(&mut app, scene, Duration::from_secs(120)) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let load_seconds = loading.elapsed().as_secs_f64();
-    let start_steps = app.world().resource::<Time<Simulation>>().context().steps;
+    let start_steps = app.world().resource::<Time<Simulation>>().context().steps();
     let started = Instant::now();
     let ticks = (args.seconds * args.hz).round() as u64;
     for tick in 1..=ticks {
@@ -119,23 +138,26 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
     }
     let wall = started.elapsed().as_secs_f64();
     let world = app.world_mut();
-    let steps = world.resource::<Time<Simulation>>().context().steps - start_steps;
+    let steps = world.resource::<Time<Simulation>>().context().steps() - start_steps;
     let simulated = world.resource::<Time<Simulation>>().elapsed_secs_f64();
     let diag = world.resource::<StepDiagnostics>().clone();
     let adapt = world.get_resource::<AdaptationStats>().cloned();
     let mut q = world.query::<(Entity, &Population, &BodyEnergy)>();
     let summary = summarize_populations(q.iter(world));
     let bodies: usize = summary.iter().map(|p| p.bodies).sum();
-    println!(
-        "scene {} — {bodies} bodies, loaded in {load_seconds:.2} s",
-        args.scene
-    );
+    println!("scene {scene} — {bodies} bodies, loaded in {load_seconds:.2} s");
     println!(
         "{steps} fixed steps ({simulated:.2} s simulated) in {wall:.2} s wall: {:.0} body-steps/s, last step {:.2} ms, unconverged solves {}",
         bodies as f64 * steps as f64 / wall.max(1e-9),
         diag.step_ms,
         diag.non_converged
     );
+    if diag.invalid > 0 {
+        println!(
+            "{} bodies were not stepped: they do not fit their model (see the log)",
+            diag.invalid
+        );
+    }
     println!("| population | bodies | relative energy drift: median | max | min per-step dS |");
     println!("|---|---|---|---|---|");
     for p in summary {
@@ -163,33 +185,6 @@ fn headless(args: &Args, root: PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
-}
-
-/// Keyboard controls of the window.
-#[cfg(feature = "render")]
-fn controls(
-    keys: Res<ButtonInput<KeyCode>>,
-    mut time: ResMut<Time<Simulation>>,
-    mut exit: MessageWriter<AppExit>,
-) {
-    if keys.just_pressed(KeyCode::Space) {
-        time.toggle_pause();
-    }
-    if keys.just_pressed(KeyCode::KeyS) {
-        time.pause();
-        time.step_once();
-    }
-    if keys.just_pressed(KeyCode::Equal) || keys.just_pressed(KeyCode::NumpadAdd) {
-        let s = time.context().speed;
-        time.set_speed(s * 2.0);
-    }
-    if keys.just_pressed(KeyCode::Minus) || keys.just_pressed(KeyCode::NumpadSubtract) {
-        let s = time.context().speed;
-        time.set_speed(s / 2.0);
-    }
-    if keys.just_pressed(KeyCode::Escape) {
-        exit.write(AppExit::Success);
-    }
 }
 
 /// Screenshots to take, one every `every` frames, then quit.
@@ -237,14 +232,14 @@ fn screenshot(
 }
 
 #[cfg(feature = "render")]
-fn windowed(args: &Args, root: PathBuf) -> ExitCode {
+fn windowed(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
             .set(asset_plugin(&root, true))
             .set(WindowPlugin {
                 primary_window: Some(Window {
-                    title: format!("noether — {}", args.scene),
+                    title: format!("noether — {scene}"),
                     resolution: (1280, 800).into(),
                     ..default()
                 }),
@@ -253,8 +248,13 @@ fn windowed(args: &Args, root: PathBuf) -> ExitCode {
     )
     .insert_resource(Time::<Fixed>::from_hz(args.hz))
     .insert_resource(ClearColor(Color::srgb(0.06, 0.07, 0.09)))
-    .add_plugins(NoetherPlugins::default())
-    .add_systems(Update, controls);
+    .add_plugins((
+        NoetherPlugins::default(),
+        VisualsPlugin,
+        SimulationControlsPlugin,
+    ));
+    #[cfg(feature = "egui")]
+    app.add_plugins(InspectorPlugin);
     if !args.screenshot.is_empty() {
         for path in &args.screenshot {
             let _ = std::fs::remove_file(path);
@@ -271,7 +271,7 @@ fn windowed(args: &Args, root: PathBuf) -> ExitCode {
     let scene = app
         .world()
         .resource::<AssetServer>()
-        .load(args.scene.clone());
+        .load(scene.to_owned());
     app.world_mut().spawn(NoetherSceneRoot(scene));
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,
@@ -280,7 +280,7 @@ fn windowed(args: &Args, root: PathBuf) -> ExitCode {
 }
 
 #[cfg(not(feature = "render"))]
-fn windowed(_args: &Args, _root: PathBuf) -> ExitCode {
+fn windowed(_args: &Args, _root: PathBuf, _scene: &str) -> ExitCode {
     eprintln!("error: this build has no window (feature `render` is off); use --headless");
     ExitCode::FAILURE
 }

@@ -29,8 +29,8 @@ pub struct PopulationSummary {
     pub index: usize,
     /// Population name.
     pub name: String,
-    /// Family name.
-    pub family: String,
+    /// Family.
+    pub family: noether::systems::Family,
     /// Bodies.
     pub bodies: usize,
     /// Median over bodies of the largest relative drift of the learned energy.
@@ -58,7 +58,7 @@ pub fn summarize_populations<'a>(
             let s = PopulationSummary {
                 index: p.index,
                 name: p.name.clone(),
-                family: p.family.clone(),
+                family: p.family,
                 bodies: 0,
                 median_drift: 0.0,
                 max_drift: 0.0,
@@ -103,9 +103,17 @@ impl NoetherDiagnosticsPlugin {
         DiagnosticPath::const_new("noether/min_entropy_change");
 }
 
-fn measure(mut diagnostics: Diagnostics, step: Res<StepDiagnostics>, bodies: Query<&BodyEnergy>) {
-    diagnostics.add_measurement(&NoetherDiagnosticsPlugin::BODIES, || step.bodies as f64);
-    diagnostics.add_measurement(&NoetherDiagnosticsPlugin::STEP_MS, || step.step_ms);
+/// Publishes this tick's values; the stepping counters exist only with the
+/// [`DynamicsPlugin`](crate::dynamics::DynamicsPlugin).
+fn measure(
+    mut diagnostics: Diagnostics,
+    step: Option<Res<StepDiagnostics>>,
+    bodies: Query<&BodyEnergy>,
+) {
+    if let Some(step) = step {
+        diagnostics.add_measurement(&NoetherDiagnosticsPlugin::BODIES, || step.bodies as f64);
+        diagnostics.add_measurement(&NoetherDiagnosticsPlugin::STEP_MS, || step.step_ms);
+    }
     let (mut drift, mut ds) = (0.0f32, f32::INFINITY);
     for e in &bodies {
         drift = drift.max(e.max_drift);

@@ -25,17 +25,16 @@ use burn::{
     tensor::{Tensor, TensorData},
 };
 use noether::{
-    integrate::{
-        ImplicitMidpoint, ImplicitSolver, IntegrateError, euler_step, rk4_step, verlet_step,
-        yoshida4_step,
-    },
+    integrate::{IntegrateError, Integrator},
     nn::{BurnFlow, Model},
+    runtime::{StepSettings, advance},
 };
 
-use super::StepMethod;
 use crate::model::NoetherModel;
 
-/// Which device steps the bodies.
+/// Which device steps the bodies: a build-time knob of [`crate::NoetherPlugins`]
+/// ([`crate::NoetherPlugins::with_backend`]); a resource of this type inserted before the
+/// plugins are finished overrides it.
 #[derive(Resource, Reflect, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[reflect(Resource, Default, Debug)]
 pub enum NoetherBackend {
@@ -87,7 +86,7 @@ struct GpuBatch {
 pub struct GpuStepper {
     device: WgpuDevice,
     models: HashMap<AssetId<NoetherModel>, Model<Wgpu>>,
-    batches: HashMap<(AssetId<NoetherModel>, StepMethod), GpuBatch>,
+    batches: HashMap<(AssetId<NoetherModel>, Integrator), GpuBatch>,
     /// Host→device uploads of batches (for tests and the inspector).
     pub uploads: u64,
 }
@@ -103,9 +102,10 @@ impl GpuStepper {
         }
     }
 
-    /// Advances the batch of `entities` by `dt` in `substeps`: `x`, `z` are the ECS's
-    /// current values (compared with the resident copy, uploaded only if they differ).
-    /// Returns the new states, read back.
+    /// Advances the batch of `entities` by `dt` with `method` ([`advance`] on burn
+    /// tensors): `x`, `z` are the ECS's current values (compared with the resident copy,
+    /// uploaded only if they differ). Returns the new states, read back, and the Newton
+    /// retries (none: the GPU path has no Newton solve).
     ///
     /// # Errors
     /// A non-converged implicit solve.
@@ -114,19 +114,19 @@ impl GpuStepper {
         &mut self,
         id: AssetId<NoetherModel>,
         model: &NoetherModel,
-        method: StepMethod,
+        method: Integrator,
         entities: &[Entity],
         x: Vec<f32>,
         z: Vec<f32>,
         dt: f64,
-        substeps: usize,
-    ) -> Result<Vec<f32>, IntegrateError> {
+        settings: &StepSettings,
+    ) -> Result<(Vec<f32>, u64), IntegrateError> {
         let device = self.device.clone();
         let gpu_model = self
             .models
             .entry(id)
             .or_insert_with(|| model.params.to_model::<Wgpu>(&model.config, &device));
-        let (n, dz, rows) = (model.dim(), model.config.d_latent, entities.len());
+        let (n, dz, rows) = (model.dim(), model.d_latent(), entities.len());
         let batch = self.batches.get(&(id, method));
         let fresh =
             batch.is_none_or(|b| b.entities != entities || b.host_state != x || b.host_latent != z);
@@ -150,24 +150,7 @@ impl GpuStepper {
             model: gpu_model,
             latents: batch.z.clone(),
         };
-        let h = dt / substeps as f64;
-        let mut xt = batch.x.clone();
-        let midpoint = ImplicitMidpoint::default()
-            .with_tolerance(1e-6)
-            .with_solver(ImplicitSolver::FixedPoint);
-        for _ in 0..substeps {
-            xt = match method {
-                StepMethod::Rk4 => rk4_step(&flow, &xt, h),
-                StepMethod::Euler => euler_step(&flow, &xt, h),
-                StepMethod::Verlet => verlet_step(&flow, &xt, h),
-                StepMethod::Yoshida4 => yoshida4_step(&flow, &xt, h),
-                // GENERIC models step with the fixed-point midpoint rule on the GPU (the
-                // discrete gradient runs on the CPU kernel).
-                StepMethod::Midpoint | StepMethod::DiscreteGradient | StepMethod::Auto => {
-                    midpoint.step_fixed_point(&flow, &xt, h)?.0
-                }
-            };
-        }
+        let (xt, report) = advance(&flow, method, batch.x.clone(), dt, settings)?;
         let out = xt
             .clone()
             .into_data()
@@ -176,7 +159,7 @@ impl GpuStepper {
             .expect("f32 states");
         batch.x = xt;
         batch.host_state.clone_from(&out);
-        Ok(out)
+        Ok((out, report.retries))
     }
 }
 

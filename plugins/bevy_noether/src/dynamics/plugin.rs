@@ -1,30 +1,40 @@
-//! [`DynamicsPlugin`]: batched stepping of every population, and energy bookkeeping.
+//! [`DynamicsPlugin`]: body checks, batched stepping of every population, and energy
+//! bookkeeping — ECS data mapped to [`noether::runtime`] and back.
 
 use std::{collections::HashMap, time::Instant};
 
 use bevy::{
     app::{App, Plugin},
-    asset::{AssetId, Assets},
+    asset::{AssetId, AssetServer, Assets, LoadState},
     ecs::{intern::Interned, schedule::ScheduleLabel},
     log::{info, warn},
     prelude::*,
 };
 use noether::{
-    integrate::{
-        DiscreteGradient, ImplicitMidpoint, ImplicitSolver, IntegrateError, euler_step, rk4_step,
-        verlet_step, yoshida4_step,
-    },
-    nn::{Architecture, cpu::CpuFlow},
+    integrate::Integrator,
+    nn::cpu::CpuFlow,
+    runtime::{StepSettings, advance, measure, resolve},
 };
 
 use super::{
-    BodyEnergy, HiddenTruth, LatentCode, NoetherBody, PhaseState, StepMethod,
+    BodyEnergy, BodyIntegrator, HiddenTruth, InvalidBody, LatentCode, NoetherBody, PhaseState,
+    PreviousState,
     backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu},
 };
 use crate::{
     model::NoetherModel,
     schedule::{NoetherSystems, Simulation},
 };
+
+/// The dynamics systems: `Check` in [`NoetherSystems::Prepare`] (after scenes and
+/// adaptation have written this tick's latents), `Step` in [`NoetherSystems::Step`].
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynamicsSystems {
+    /// Bodies are checked against their models; empty latents become the mean.
+    Check,
+    /// Every batch is stepped.
+    Step,
+}
 
 /// The energy bookkeeping system, inside [`NoetherSystems::Writeback`]: order readers of
 /// [`BodyEnergy`] after it.
@@ -37,6 +47,8 @@ pub struct EnergySystems;
 pub struct StepDiagnostics {
     /// Bodies stepped in the last tick.
     pub bodies: usize,
+    /// Bodies not stepped because they do not fit their model ([`InvalidBody`]).
+    pub invalid: usize,
     /// Batches (model × method) in the last tick.
     pub batches: usize,
     /// Wall time of the last tick's stepping, milliseconds.
@@ -48,78 +60,89 @@ pub struct StepDiagnostics {
     pub ticks: u64,
 }
 
-/// Longest integrator substep, seconds: a tick longer than this (high speed, slow
-/// frames) is split into equal substeps.
-pub const MAX_SUBSTEP: f64 = 1.0 / 60.0;
+/// How the plugin steps batches (substeps, solver tolerances): see [`StepSettings`].
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Deref, DerefMut)]
+pub struct DynamicsSettings(pub StepSettings);
 
-/// The integrator a body will use.
-fn resolve(method: StepMethod, model: &NoetherModel) -> StepMethod {
-    match (method, model.config.architecture) {
-        (StepMethod::Auto, Architecture::Generic { .. }) => StepMethod::DiscreteGradient,
-        (StepMethod::Auto, Architecture::SeparableHnn) => StepMethod::Yoshida4,
-        (StepMethod::Auto, Architecture::Hnn) => StepMethod::Midpoint,
-        // Methods that do not apply to the model fall back to what does.
-        (StepMethod::Verlet | StepMethod::Yoshida4, Architecture::Hnn) => StepMethod::Midpoint,
-        (
-            StepMethod::Verlet | StepMethod::Yoshida4 | StepMethod::Midpoint,
-            Architecture::Generic { .. },
-        ) => StepMethod::DiscreteGradient,
-        (StepMethod::DiscreteGradient, Architecture::Hnn | Architecture::SeparableHnn) => {
-            StepMethod::Midpoint
-        }
-        (m, _) => m,
+/// What is wrong with a body, if anything, against its loaded model.
+fn misfit(state: &[f32], latent: &[f32], model: &NoetherModel) -> Option<String> {
+    let (n, dz) = (model.dim(), model.d_latent());
+    if state.len() != n {
+        Some(format!(
+            "its PhaseState has {} values; {} states have {n} ({})",
+            state.len(),
+            model.family(),
+            model.family().spec().state.join(", ")
+        ))
+    } else if latent.len() != dz {
+        Some(format!(
+            "its LatentCode has {} values; the model's latent has {dz}",
+            latent.len()
+        ))
+    } else {
+        None
     }
 }
 
-/// Advances a batch `x` `[B·n]` with latents `z` `[B·d_z]` by `dt` in `substeps` equal
-/// substeps of `method` (already resolved). This is the function the runtime calls; tests
-/// compare it with the core integrators directly.
-///
-/// # Errors
-/// The integrator's, when an implicit solve fails even with Newton.
-pub fn gather_and_step(
-    model: &NoetherModel,
-    method: StepMethod,
-    x: Vec<f32>,
-    z: &[f32],
-    dt: f64,
-    substeps: usize,
-) -> Result<(Vec<f32>, u64), IntegrateError> {
-    let flow = CpuFlow {
-        model: &model.cpu,
-        latents: z,
-    };
-    let h = dt / substeps as f64;
-    let mut x = x;
-    let mut retries = 0;
-    let midpoint = ImplicitMidpoint::default()
-        .with_tolerance(1e-6)
-        .with_solver(ImplicitSolver::FixedPoint);
-    for _ in 0..substeps {
-        x = match method {
-            StepMethod::Rk4 => rk4_step(&flow, &x, h),
-            StepMethod::Euler => euler_step(&flow, &x, h),
-            StepMethod::Verlet => verlet_step(&flow, &x, h),
-            StepMethod::Yoshida4 => yoshida4_step(&flow, &x, h),
-            StepMethod::Midpoint | StepMethod::Auto => {
-                match midpoint.step_fixed_point(&flow, &x, h) {
-                    Ok((x1, _)) => x1,
-                    Err(_) => {
-                        retries += 1;
-                        midpoint
-                            .with_solver(ImplicitSolver::Newton)
-                            .step(&flow, &x, h)?
-                            .0
-                    }
+type CheckQuery<'w, 's> = Query<
+    'w,
+    's,
+    (
+        Entity,
+        &'static NoetherBody,
+        &'static PhaseState,
+        &'static mut LatentCode,
+        Option<&'static InvalidBody>,
+    ),
+>;
+
+/// Fills empty latents with the model's mean once it has loaded; marks bodies that do not
+/// fit their model (or whose model failed to load) with [`InvalidBody`], warning once, and
+/// clears the mark when they are fixed.
+fn check_bodies(
+    mut commands: Commands,
+    models: Res<Assets<NoetherModel>>,
+    server: Option<Res<AssetServer>>,
+    mut bodies: CheckQuery,
+) {
+    for (entity, body, state, mut latent, invalid) in &mut bodies {
+        let reason = match models.get(&body.model) {
+            Some(model) => {
+                if latent.is_empty() {
+                    latent.0 = model.mean_latent();
                 }
+                misfit(state, &latent, model)
             }
-            StepMethod::DiscreteGradient => DiscreteGradient::default().step(&flow, &x, h)?.0,
+            None => match server.as_ref().map(|s| s.load_state(body.model.id())) {
+                Some(LoadState::Failed(e)) => Some(format!("its model failed to load: {e}")),
+                _ => continue,
+            },
         };
+        match (reason, invalid) {
+            (Some(reason), Some(old)) if old.reason == reason => {}
+            (Some(reason), _) => {
+                warn!("noether: body {entity} is not stepped: {reason}");
+                commands.entity(entity).insert(InvalidBody { reason });
+            }
+            (None, Some(_)) => {
+                info!("noether: body {entity} fits its model again and steps");
+                commands.entity(entity).remove::<InvalidBody>();
+            }
+            (None, None) => {}
+        }
     }
-    Ok((x, retries))
 }
 
-type BodyQuery<'w, 's> = Query<
+/// Keeps [`PreviousState`] (where a view asked for it) at the state before this tick's step.
+fn remember_previous(mut bodies: Query<(&PhaseState, &mut PreviousState), With<NoetherBody>>) {
+    for (state, mut previous) in &mut bodies {
+        if previous.0 != state.0 {
+            previous.0.clone_from(&state.0);
+        }
+    }
+}
+
+type StepQuery<'w, 's> = Query<
     'w,
     's,
     (
@@ -127,45 +150,50 @@ type BodyQuery<'w, 's> = Query<
         &'static NoetherBody,
         &'static mut PhaseState,
         &'static LatentCode,
-        &'static StepMethod,
+        &'static BodyIntegrator,
     ),
+    Without<InvalidBody>,
 >;
 
 /// Groups bodies by (model, resolved method), steps each group as one batch (on the GPU
-/// for Hamiltonian batches when [`ActiveBackend::gpu`]; GENERIC batches always take the
+/// for Hamiltonian batches when [`ActiveBackend::gpu`]; GENERIC batches take the
 /// discrete-gradient step on the CPU kernel), scatters back.
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,
     active: Res<ActiveBackend>,
+    settings: Res<DynamicsSettings>,
     mut gpu: Option<ResMut<GpuStepper>>,
-    mut bodies: BodyQuery,
+    mut bodies: StepQuery,
+    invalid: Query<(), (With<NoetherBody>, With<InvalidBody>)>,
     mut diag: ResMut<StepDiagnostics>,
 ) {
-    let dt = sim.context().tick;
+    let dt = sim.context().tick();
+    diag.invalid = invalid.iter().count();
     if dt <= 0.0 {
         diag.bodies = 0;
         return;
     }
     let started = Instant::now();
-    let substeps = (dt / MAX_SUBSTEP).ceil().max(1.0) as usize;
-    let mut groups: HashMap<(AssetId<NoetherModel>, StepMethod), Vec<Entity>> = HashMap::new();
+    let mut groups: HashMap<(AssetId<NoetherModel>, Integrator), Vec<Entity>> = HashMap::new();
     for (entity, body, state, latent, method) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;
         };
-        if state.len() != model.dim() || latent.len() != model.config.d_latent {
+        // Checked in `check_bodies`; a body edited since then waits for the next check.
+        if misfit(state, latent, model).is_some() {
             continue;
         }
+        let method = resolve(method.0, model.config.architecture, model.cpu.is_generic());
         groups
-            .entry((body.model.id(), resolve(*method, model)))
+            .entry((body.model.id(), method))
             .or_default()
             .push(entity);
     }
     let (mut count, batches) = (0, groups.len());
     for ((id, method), entities) in groups {
         let model = models.get(id).expect("checked above");
-        let (n, dz) = (model.dim(), model.config.d_latent);
+        let (n, dz) = (model.dim(), model.d_latent());
         let mut x = Vec::with_capacity(entities.len() * n);
         let mut z = Vec::with_capacity(entities.len() * dz);
         for &e in &entities {
@@ -173,12 +201,17 @@ fn step_bodies(
             x.extend_from_slice(&state.0);
             z.extend_from_slice(&latent.0);
         }
-        let on_gpu = active.gpu && method != StepMethod::DiscreteGradient;
+        // The discrete gradient (GENERIC models) runs on the CPU kernel only.
+        let on_gpu = active.gpu && method != Integrator::DiscreteGradient;
         let result = match (on_gpu, gpu.as_deref_mut()) {
-            (true, Some(g)) => g
-                .step(id, model, method, &entities, x, z, dt, substeps)
-                .map(|x1| (x1, 0)),
-            _ => gather_and_step(model, method, x, &z, dt, substeps),
+            (true, Some(g)) => g.step(id, model, method, &entities, x, z, dt, &settings),
+            _ => {
+                let flow = CpuFlow {
+                    model: &model.cpu,
+                    latents: &z,
+                };
+                advance(&flow, method, x, dt, &settings).map(|(x1, r)| (x1, r.retries))
+            }
         };
         match result {
             Ok((x1, retries)) => {
@@ -194,7 +227,7 @@ fn step_bodies(
                 warn!(
                     "noether: a batch of {} {} bodies was not stepped this tick: {err}",
                     entities.len(),
-                    model.config.family
+                    model.family()
                 );
             }
         }
@@ -205,30 +238,34 @@ fn step_bodies(
     diag.ticks += 1;
 }
 
-/// Recomputes [`BodyEnergy`] in one batched call per model. A body whose latent code
-/// changed (adaptation, the inspector, game code) has different learned physics from then
-/// on: its energy bookkeeping starts over from the new E₀.
-fn update_energies(
-    models: Res<Assets<NoetherModel>>,
-    mut bodies: Query<(
+type EnergyQuery<'w, 's> = Query<
+    'w,
+    's,
+    (
         Entity,
-        &NoetherBody,
-        &PhaseState,
-        Ref<LatentCode>,
-        &mut BodyEnergy,
-    )>,
-) {
+        &'static NoetherBody,
+        &'static PhaseState,
+        Ref<'static, LatentCode>,
+        &'static mut BodyEnergy,
+    ),
+    Without<InvalidBody>,
+>;
+
+/// Measures [`BodyEnergy`] in one batched call per model ([`noether::runtime::measure`]).
+/// A body whose latent code changed (adaptation, the inspector, game code) has different
+/// learned physics from then on: its energy bookkeeping starts over from the new E₀.
+fn update_energies(models: Res<Assets<NoetherModel>>, mut bodies: EnergyQuery) {
     let mut groups: HashMap<AssetId<NoetherModel>, Vec<Entity>> = HashMap::new();
     for (_, _, _, latent, mut energy) in &mut bodies {
         if latent.is_changed() && !latent.is_added() {
-            *energy = BodyEnergy::default();
+            energy.restart();
         }
     }
     for (entity, body, state, latent, _) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;
         };
-        if state.len() == model.dim() && latent.len() == model.config.d_latent {
+        if misfit(state, &latent, model).is_none() {
             groups.entry(body.model.id()).or_default().push(entity);
         }
     }
@@ -240,36 +277,9 @@ fn update_energies(
             x.extend_from_slice(&s.0);
             z.extend_from_slice(&l.0);
         }
-        let mut e = vec![0.0; entities.len()];
-        model.cpu.energy(&x, &z, &mut e);
-        let mut s = vec![f32::NAN; entities.len()];
-        let has_entropy = model.cpu.entropy(&x, &z, &mut s);
-        let n = model.dim();
-        let mut grad = Vec::new();
-        if has_entropy {
-            grad = vec![0.0; x.len()];
-            model.cpu.energy_grad(&x, &z, &mut grad);
-        }
-        for (k, &entity) in entities.iter().enumerate() {
+        for (sample, &entity) in measure(&model.cpu, &x, &z).into_iter().zip(&entities) {
             let (_, _, _, _, mut be) = bodies.get_mut(entity).expect("grouped above");
-            if be.initial.is_nan() {
-                be.initial = e[k];
-                be.initial_entropy = s[k];
-            } else if has_entropy {
-                let change = s[k] - be.entropy;
-                be.min_entropy_change = be.min_entropy_change.min(change);
-            }
-            be.energy = e[k];
-            be.entropy = s[k];
-            if has_entropy {
-                // The entropy components follow (q, p): dno's S is x[2], tgc's S₁, S₂ are x[2], x[3].
-                let g = &grad[k * n..(k + 1) * n];
-                be.temperatures = [g[2], g.get(3).copied().unwrap_or(f32::NAN)];
-            }
-            let drift = be.drift();
-            if drift.is_finite() {
-                be.max_drift = be.max_drift.max(drift);
-            }
+            be.record(sample);
         }
     }
 }
@@ -279,28 +289,49 @@ fn update_energies(
 pub struct DynamicsPlugin {
     /// The schedule of [`NoetherSystems`].
     pub schedule: Interned<dyn ScheduleLabel>,
+    /// Which device steps the bodies (chosen once, when the app is finished).
+    pub backend: NoetherBackend,
 }
 
 impl Plugin for DynamicsPlugin {
     fn build(&self, app: &mut App) {
         crate::model::init_model_assets(app);
+        // The clock the systems read; it advances only with the schedule plugin.
+        app.init_resource::<Time<Simulation>>();
         app.register_type::<NoetherBackend>()
             .register_type::<ActiveBackend>()
             .register_type::<NoetherBody>()
             .register_type::<PhaseState>()
             .register_type::<LatentCode>()
-            .register_type::<StepMethod>()
+            .register_type::<BodyIntegrator>()
             .register_type::<HiddenTruth>()
             .register_type::<BodyEnergy>()
+            .register_type::<InvalidBody>()
+            .register_type::<PreviousState>()
             .register_type::<StepDiagnostics>()
             .init_resource::<StepDiagnostics>()
+            .init_resource::<DynamicsSettings>()
             .init_resource::<ActiveBackend>()
-            .add_systems(self.schedule, step_bodies.in_set(NoetherSystems::Step))
             .configure_sets(
                 self.schedule,
-                EnergySystems.in_set(NoetherSystems::Writeback),
+                (
+                    DynamicsSystems::Check
+                        .in_set(NoetherSystems::Prepare)
+                        .after(crate::schedule::ClockSystems)
+                        .after(crate::scene::SceneSystems::Spawn)
+                        .after(crate::adapt::AdaptSystems::Apply),
+                    DynamicsSystems::Step.in_set(NoetherSystems::Step),
+                    EnergySystems.in_set(NoetherSystems::Writeback),
+                ),
             )
-            .add_systems(self.schedule, update_energies.in_set(EnergySystems));
+            .add_systems(
+                self.schedule,
+                (
+                    (check_bodies, remember_previous).in_set(DynamicsSystems::Check),
+                    step_bodies.in_set(DynamicsSystems::Step),
+                    update_energies.in_set(EnergySystems),
+                ),
+            );
     }
 
     /// Chooses the backend once the render app (if any) exists, and reports the choice.
@@ -309,7 +340,7 @@ impl Plugin for DynamicsPlugin {
             .world()
             .get_resource::<NoetherBackend>()
             .copied()
-            .unwrap_or_default();
+            .unwrap_or(self.backend);
         let cpu = ActiveBackend::default();
         #[cfg(feature = "render")]
         let shared = if wanted == NoetherBackend::Cpu {

@@ -14,7 +14,7 @@ use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 use crate::{
     adapt::{Adaptation, AdaptationStats},
     diagnostics::summarize_populations,
-    dynamics::{BodyEnergy, LatentCode, PhaseState, StepDiagnostics},
+    dynamics::{ActiveBackend, BodyEnergy, LatentCode, PhaseState, StepDiagnostics},
     scene::Population,
     schedule::{Simulation, SimulationControl},
 };
@@ -123,6 +123,7 @@ fn ui(
     mut contexts: EguiContexts,
     mut time: ResMut<Time<Simulation>>,
     step: Res<StepDiagnostics>,
+    backend: Res<ActiveBackend>,
     mut settings: ResMut<InspectorSettings>,
     trace: Res<Trace>,
     populations: Query<(Entity, &Population, &BodyEnergy)>,
@@ -156,7 +157,7 @@ fn ui(
                     time.step_once();
                 }
             });
-            let mut speed = time.context().speed;
+            let mut speed = time.context().speed();
             if ui
                 .add(egui::Slider::new(&mut speed, 0.0..=8.0).text("speed"))
                 .changed()
@@ -164,9 +165,15 @@ fn ui(
                 time.set_speed(speed);
             }
             ui.label(format!(
-                "backend: CPU kernel · {} bodies · {} batches",
-                step.bodies, step.batches
+                "{} · {} bodies · {} batches",
+                backend.description, step.bodies, step.batches
             ));
+            if step.invalid > 0 {
+                ui.colored_label(
+                    egui::Color32::from_rgb(255, 120, 90),
+                    format!("{} bodies not stepped (see InvalidBody)", step.invalid),
+                );
+            }
             ui.label(format!(
                 "step {:.2} ms · ticks {} · unconverged solves {}",
                 step.step_ms, step.ticks, step.non_converged
@@ -266,7 +273,18 @@ fn ui(
     Ok(())
 }
 
-/// The egui inspector panel (adds bevy_egui's [`EguiPlugin`] when absent).
+/// The inspector's systems: `Record` in `Update`, `Panel` in egui's
+/// `EguiPrimaryContextPass`.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InspectorSystems {
+    /// The selected body's energy and entropy are sampled.
+    Record,
+    /// The panel is drawn (and its edits applied).
+    Panel,
+}
+
+/// The egui inspector panel (adds bevy_egui's [`EguiPlugin`] when absent). Not part of
+/// [`crate::NoetherPlugins`]: add it to an app with a window.
 #[derive(Default)]
 pub struct InspectorPlugin;
 
@@ -278,7 +296,7 @@ impl Plugin for InspectorPlugin {
         app.register_type::<InspectorSettings>()
             .init_resource::<InspectorSettings>()
             .init_resource::<Trace>()
-            .add_systems(Update, record)
-            .add_systems(EguiPrimaryContextPass, ui);
+            .add_systems(Update, record.in_set(InspectorSystems::Record))
+            .add_systems(EguiPrimaryContextPass, ui.in_set(InspectorSystems::Panel));
     }
 }

@@ -1,30 +1,29 @@
 //! [`ScenePlugin`]: spawns the populations of a [`NoetherSceneRoot`] once its scene and
-//! models are loaded, and respawns them when the scene file changes (hot reload).
+//! models are loaded, fits latents off the main thread, and respawns the populations when
+//! the scene file changes (hot reload).
 
 use std::collections::HashMap;
 
 use bevy::{
-    app::{App, Plugin},
-    asset::{
-        AssetApp, AssetEvent, AssetId, AssetLoadFailedEvent, AssetServer, Assets, Handle, LoadState,
-    },
+    app::{App, Plugin, Update},
+    asset::{AssetApp, AssetEvent, AssetId, AssetLoadFailedEvent, AssetServer, Assets, LoadState},
+    ecs::{intern::Interned, schedule::ScheduleLabel},
     log::{error, info},
     prelude::*,
+    tasks::{AsyncComputeTaskPool, Task, block_on, poll_once},
 };
 use noether::{
-    data::{sample_initial_state, stream_rng},
-    meta::{AdaptConfig, Points, adapt_latents, system_shots},
+    runtime::{BodyInit, LatentInit, SceneError, fit_population, plan_population},
     systems::Family,
 };
-use rand::RngExt as _;
 
-use super::{
-    InitialState, LatentInit, NoetherScene, NoetherSceneLoader, PopulationSpec, SceneError,
-};
+use super::{NoetherScene, NoetherSceneLoader};
 use crate::{
     adapt::{ObservationBuffer, ObservationSource, Observed},
-    dynamics::{HiddenTruth, LatentCode, NoetherBody, PhaseState},
+    dynamics::{BodyIntegrator, HiddenTruth, LatentCode, NoetherBody, PhaseState},
     model::NoetherModel,
+    reflect::FamilyReflect,
+    schedule::{ClockSystems, NoetherSystems},
 };
 
 /// Put on an entity to spawn a scene's populations as its children.
@@ -33,8 +32,11 @@ use crate::{
 /// # use bevy::prelude::*;
 /// # use bevy_noether::prelude::*;
 /// fn setup(mut commands: Commands, server: Res<AssetServer>) {
-///     commands.spawn(NoetherSceneRoot(server.load("scenes/oscillator_zoo.noether.ron")));
+///     commands
+///         .spawn(NoetherSceneRoot(server.load("scenes/oscillator_zoo.noether.ron")))
+///         .observe(|ready: On<SceneReady>| info!("{} bodies are ready", ready.bodies));
 /// }
+/// # bevy::ecs::system::assert_is_system(setup);
 /// ```
 #[derive(Component, Reflect, Clone, Debug)]
 #[reflect(Component, Debug)]
@@ -49,166 +51,70 @@ pub struct SceneStatus {
     pub generation: u32,
     /// Bodies spawned.
     pub bodies: usize,
-    /// The last error (load, model mismatch, spawn), if any.
+    /// Populations whose latent fits have not landed yet (their bodies step from the mean
+    /// latent meanwhile).
+    pub pending_fits: usize,
+    /// The last error (load, model mismatch, spawn, fit), if any.
     pub error: Option<String>,
-    #[reflect(ignore)]
-    models: Vec<Handle<NoetherModel>>,
 }
 
-/// Marks a body as a member of a population of a scene.
-#[derive(Component, Reflect, Clone, Debug, Default)]
-#[reflect(Component, Default, Debug)]
-pub struct Population {
-    /// Population name.
-    pub name: String,
-    /// Population index in the scene.
-    pub index: usize,
-    /// Family name.
-    pub family: String,
-    /// Body index within the population.
-    pub member: usize,
+impl SceneStatus {
+    /// Whether `generation` (or a later version) is spawned with every fit landed.
+    pub fn is_ready(&self, generation: u32) -> bool {
+        self.generation >= generation && self.pending_fits == 0 && self.error.is_none()
+    }
 }
 
-/// Sent when a scene's populations were (re)spawned.
-#[derive(Message, Clone, Debug)]
-pub struct SpawnedScene {
+/// A scene's version is spawned and every latent fit has landed: fired on the
+/// [`NoetherSceneRoot`] entity (observe it there, or globally).
+#[derive(EntityEvent, Clone, Debug, PartialEq)]
+pub struct SceneReady {
     /// The root entity.
-    pub root: Entity,
+    pub entity: Entity,
     /// Bodies spawned.
     pub bodies: usize,
     /// Scene version.
     pub generation: u32,
 }
 
+/// Marks a body as a member of a population of a scene.
+#[derive(Component, Reflect, Clone, Debug)]
+#[reflect(Component, Debug)]
+pub struct Population {
+    /// Population name.
+    pub name: String,
+    /// Population index in the scene.
+    pub index: usize,
+    /// Family (the model's).
+    #[reflect(remote = FamilyReflect)]
+    pub family: Family,
+    /// Body index within the population.
+    pub member: usize,
+}
+
 /// Latest version of each scene asset.
 #[derive(Resource, Default)]
 struct SceneVersions(HashMap<AssetId<NoetherScene>, u32>);
 
-/// What one body starts with.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BodyInit {
-    /// Initial state.
-    pub state: Vec<f32>,
-    /// Latent code.
-    pub latent: Vec<f32>,
-    /// True parameters.
-    pub params: Vec<f64>,
-    /// Layout position.
-    pub position: (f32, f32),
+/// A population's latent fit running on the async compute pool.
+struct FitTask {
+    population: usize,
+    bodies: Vec<Entity>,
+    task: Task<Result<Option<Vec<Vec<f32>>>, SceneError>>,
 }
 
-/// Draws a population's bodies: parameters, initial states, positions and latents (fitted,
-/// mean, sampled or given, per the spec). Deterministic in the population's seed.
-///
-/// # Errors
-/// [`SceneError::Invalid`] when the model does not fit the population (family, latent width)
-/// or a body's true system cannot be simulated for fitting.
-pub fn build_population(
-    spec: &PopulationSpec,
-    index: usize,
-    model: &NoetherModel,
-    scene_path: &str,
-) -> Result<Vec<BodyInit>, SceneError> {
-    let invalid = |field: &str, message: String| SceneError::Invalid {
-        path: scene_path.into(),
-        population: spec.name.clone(),
-        field: field.into(),
-        message,
-    };
-    let family: Family = spec.family;
-    if model.config.family != family {
-        return Err(invalid(
-            "model",
-            format!(
-                "`{}` models {}, the population is {family}",
-                spec.model, model.config.family
-            ),
-        ));
-    }
-    let fs = family.spec();
-    let tag = format!("scene/{}/{index}", spec.name);
-    let mut rng = stream_rng(&tag, spec.seed, 0);
-    let mut bodies = Vec::with_capacity(spec.count);
-    for i in 0..spec.count {
-        let params: Vec<f64> = fs
-            .params
-            .iter()
-            .map(|p| {
-                spec.params
-                    .get(p.name)
-                    .map_or(p.default, |d| d.sample(i, rng.random::<f64>()))
-            })
-            .collect();
-        let state: Vec<f64> = match &spec.initial {
-            InitialState::Protocol => sample_initial_state(family, &params, &mut rng),
-            InitialState::Components(map) => fs
-                .state
-                .iter()
-                .map(|c| map[*c].sample(i, rng.random::<f64>()))
-                .collect(),
-        };
-        bodies.push(BodyInit {
-            state: state.iter().map(|v| *v as f32).collect(),
-            latent: Vec::new(),
-            params,
-            position: spec.layout.position(i, spec.count),
-        });
-    }
-    let dz = model.config.d_latent;
-    let mean = model.mean_latent();
-    match &spec.latent {
-        LatentInit::Mean => bodies.iter_mut().for_each(|b| b.latent = mean.clone()),
-        LatentInit::Sample => {
-            let std: Vec<f32> = model.config.latents.std.iter().map(|v| *v as f32).collect();
-            for b in &mut bodies {
-                b.latent = (0..dz)
-                    .map(|k| {
-                        mean[k]
-                            + std.get(k).copied().unwrap_or(0.0)
-                                * (2.0 * rng.random::<f32>() - 1.0)
-                                * 3f32.sqrt()
-                    })
-                    .collect();
-            }
-        }
-        LatentInit::Explicit(list) => {
-            if let Some(bad) = list.iter().find(|z| z.len() != dz) {
-                return Err(invalid(
-                    "latent",
-                    format!(
-                        "Explicit code of {} values; the model's latent has {dz}",
-                        bad.len()
-                    ),
-                ));
-            }
-            for (i, b) in bodies.iter_mut().enumerate() {
-                b.latent = list[i % list.len()].clone();
-            }
-        }
-        LatentInit::Fit { shots } => {
-            let mut tasks: Vec<Points> = Vec::with_capacity(bodies.len());
-            for (i, b) in bodies.iter().enumerate() {
-                let sys = family
-                    .build(&b.params)
-                    .map_err(|e| invalid("params", e.to_string()))?;
-                let mut r = stream_rng(&format!("{tag}/shots"), spec.seed, i as u64);
-                tasks.push(
-                    system_shots(family, sys.as_ref(), &b.params, *shots, &mut r)
-                        .map_err(|e| invalid("params", e.to_string()))?,
-                );
-            }
-            let adapted = adapt_latents(
-                &model.params,
-                &tasks,
-                &mean,
-                &AdaptConfig::for_model(&model.config, *shots),
-            );
-            for (b, z) in bodies.iter_mut().zip(adapted.latents) {
-                b.latent = z;
-            }
-        }
-    }
-    Ok(bodies)
+/// The fits of a root's current generation.
+#[derive(Component, Default)]
+struct PendingFits(Vec<FitTask>);
+
+/// The scene systems: `Track` in `Update` (asset events arrive every frame), `Spawn` in
+/// [`NoetherSystems::Prepare`] (spawning and landing fits change simulation state).
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SceneSystems {
+    /// Track scene versions, report failed loads.
+    Track,
+    /// (Re)spawn populations, apply finished fits.
+    Spawn,
 }
 
 fn track_versions(
@@ -246,21 +152,30 @@ fn report_failed_loads(
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a spawner touches assets, the server, commands and its roots"
-)]
+type RootQuery<'w, 's> = Query<
+    'w,
+    's,
+    (
+        Entity,
+        &'static NoetherSceneRoot,
+        &'static mut SceneStatus,
+        Option<&'static mut PendingFits>,
+    ),
+>;
+
+/// Spawns a scene version once it and its models are loaded: plans every population
+/// ([`plan_population`]), spawns the bodies, and starts the latent fits on the async
+/// compute pool.
 fn spawn_scenes(
     mut commands: Commands,
     server: Res<AssetServer>,
     scenes: Res<Assets<NoetherScene>>,
     models: Res<Assets<NoetherModel>>,
     versions: Res<SceneVersions>,
-    mut roots: Query<(Entity, &NoetherSceneRoot, &mut SceneStatus)>,
+    mut roots: RootQuery,
     children: Query<&Children>,
-    mut spawned: MessageWriter<SpawnedScene>,
 ) {
-    for (root, scene_root, mut status) in &mut roots {
+    for (root, scene_root, mut status, pending) in &mut roots {
         let Some(scene) = scenes.get(&scene_root.0) else {
             continue;
         };
@@ -272,21 +187,8 @@ fn spawn_scenes(
             .0
             .path()
             .map_or_else(|| "<scene>".to_owned(), ToString::to_string);
-        if status.models.len() != scene.populations.len()
-            || status
-                .models
-                .iter()
-                .zip(&scene.populations)
-                .any(|(h, p)| h.path().is_none_or(|hp| hp.to_string() != p.model))
-        {
-            status.models = scene
-                .populations
-                .iter()
-                .map(|p| server.load::<NoetherModel>(p.model.clone()))
-                .collect();
-        }
         // Wait for every model; a failed one is reported once and this version skipped.
-        if let Some((h, p)) = status
+        if let Some((h, p)) = scene
             .models
             .iter()
             .zip(&scene.populations)
@@ -303,14 +205,17 @@ fn spawn_scenes(
             status.generation = version;
             continue;
         }
-        if status.models.iter().any(|h| models.get(h).is_none()) {
+        if scene.models.len() != scene.populations.len()
+            || scene.models.iter().any(|h| models.get(h).is_none())
+        {
             continue;
         }
-        let mut inits = Vec::new();
+        let mut plans = Vec::new();
         let mut failure = None;
-        for (i, (spec, handle)) in scene.populations.iter().zip(&status.models).enumerate() {
-            match build_population(spec, i, models.get(handle).expect("loaded"), &path) {
-                Ok(bodies) => inits.push((i, spec, handle.clone(), bodies)),
+        for (i, (spec, handle)) in scene.populations.iter().zip(&scene.models).enumerate() {
+            let model = models.get(handle).expect("loaded");
+            match plan_population(spec, i, model, &path) {
+                Ok(bodies) => plans.push((i, spec, handle.clone(), bodies)),
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -329,25 +234,29 @@ fn spawn_scenes(
             }
         }
         let mut count = 0;
-        for (i, spec, handle, bodies) in inits {
-            for (member, b) in bodies.into_iter().enumerate() {
+        let mut fits = Vec::new();
+        for (i, spec, handle, bodies) in plans {
+            let mut entities = Vec::with_capacity(bodies.len());
+            for (member, b) in bodies.iter().enumerate() {
                 let mut e = commands.spawn((
                     Name::new(format!("{} #{member}", spec.name)),
                     NoetherBody::new(handle.clone()),
-                    PhaseState(b.state),
-                    LatentCode(b.latent),
-                    spec.integrator,
+                    PhaseState(b.state.clone()),
+                    LatentCode(b.latent.clone()),
+                    BodyIntegrator(spec.integrator),
                     Population {
                         name: spec.name.clone(),
                         index: i,
-                        family: spec.family.to_string(),
+                        family: spec.family,
                         member,
                     },
                     Transform::from_xyz(b.position.0, b.position.1, 0.0),
                     ChildOf(root),
                 ));
                 if spec.hidden_truth {
-                    e.insert(HiddenTruth { params: b.params });
+                    e.insert(HiddenTruth {
+                        params: b.params.clone(),
+                    });
                 }
                 if let Some(o) = spec.observe {
                     e.insert((
@@ -361,30 +270,120 @@ fn spawn_scenes(
                         ObservationBuffer::with_capacity(o.window),
                     ));
                 }
+                entities.push(e.id());
                 count += 1;
+            }
+            if matches!(spec.latent, LatentInit::Fit { .. }) {
+                fits.push(start_fit(
+                    spec.clone(),
+                    i,
+                    models.get(&handle).expect("loaded").0.clone(),
+                    bodies,
+                    entities,
+                    path.clone(),
+                ));
             }
         }
         status.bodies = count;
+        status.pending_fits = fits.len();
         status.error = None;
-        info!("noether: spawned {count} bodies of {path} (version {version})");
-        spawned.write(SpawnedScene {
-            root,
-            bodies: count,
-            generation: version,
-        });
+        info!(
+            "noether: spawned {count} bodies of {path} (version {version}), {} latent fits pending",
+            fits.len()
+        );
+        // Fits of an older version are dropped (and so cancelled) here.
+        match pending {
+            Some(mut p) => p.0 = fits,
+            None => {
+                commands.entity(root).insert(PendingFits(fits));
+            }
+        }
+        if status.pending_fits == 0 {
+            commands.trigger(SceneReady {
+                entity: root,
+                bodies: count,
+                generation: version,
+            });
+        }
     }
 }
 
-/// The scene systems, in `Update` (where asset events arrive every frame).
-#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SceneSystems {
-    /// Track scene versions, report failed loads, (re)spawn populations.
-    Spawn,
+/// Starts the latent fit of population `index` on the async compute pool.
+fn start_fit(
+    spec: noether::runtime::PopulationSpec,
+    index: usize,
+    model: noether::runtime::LearnedModel,
+    bodies: Vec<BodyInit>,
+    entities: Vec<Entity>,
+    path: String,
+) -> FitTask {
+    let task = AsyncComputeTaskPool::get()
+        .spawn(async move { fit_population(&spec, index, &model, &bodies, &path) });
+    FitTask {
+        population: index,
+        bodies: entities,
+        task,
+    }
+}
+
+/// Applies every finished fit: the population's bodies take their fitted latents (their
+/// energy bookkeeping restarts there); the root's [`SceneReady`] fires after the last.
+fn land_fits(
+    mut commands: Commands,
+    mut roots: Query<(Entity, &mut SceneStatus, &mut PendingFits)>,
+    mut latents: Query<&mut LatentCode>,
+) {
+    for (root, mut status, mut pending) in &mut roots {
+        if pending.0.is_empty() {
+            continue;
+        }
+        let mut landed = false;
+        let mut i = 0;
+        while i < pending.0.len() {
+            let Some(result) = block_on(poll_once(&mut pending.0[i].task)) else {
+                i += 1;
+                continue;
+            };
+            let fit = pending.0.swap_remove(i);
+            status.pending_fits = status.pending_fits.saturating_sub(1);
+            landed = true;
+            match result {
+                Ok(Some(codes)) => {
+                    for (entity, z) in fit.bodies.iter().zip(codes) {
+                        if let Ok(mut latent) = latents.get_mut(*entity) {
+                            latent.0 = z;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!(
+                        "noether: population #{}: latent fit failed, its bodies keep the mean latent: {e}",
+                        fit.population
+                    );
+                    status.error = Some(e.to_string());
+                }
+            }
+        }
+        if landed && status.pending_fits == 0 && status.error.is_none() {
+            info!(
+                "noether: every latent fit of scene version {} landed",
+                status.generation
+            );
+            commands.trigger(SceneReady {
+                entity: root,
+                bodies: status.bodies,
+                generation: status.generation,
+            });
+        }
+    }
 }
 
 /// Loads `*.noether.ron` scenes and spawns their populations under [`NoetherSceneRoot`]s.
-#[derive(Default)]
-pub struct ScenePlugin;
+pub struct ScenePlugin {
+    /// The schedule of [`NoetherSystems`].
+    pub schedule: Interned<dyn ScheduleLabel>,
+}
 
 impl Plugin for ScenePlugin {
     fn build(&self, app: &mut App) {
@@ -395,12 +394,21 @@ impl Plugin for ScenePlugin {
             .register_type::<SceneStatus>()
             .register_type::<Population>()
             .init_resource::<SceneVersions>()
-            .add_message::<SpawnedScene>()
             .add_systems(
                 Update,
-                (track_versions, report_failed_loads, spawn_scenes)
+                (track_versions, report_failed_loads)
                     .chain()
-                    .in_set(SceneSystems::Spawn),
+                    .in_set(SceneSystems::Track),
+            )
+            .configure_sets(
+                self.schedule,
+                SceneSystems::Spawn
+                    .in_set(NoetherSystems::Prepare)
+                    .after(ClockSystems),
+            )
+            .add_systems(
+                self.schedule,
+                (spawn_scenes, land_fits).chain().in_set(SceneSystems::Spawn),
             );
     }
 }

@@ -16,4 +16,4 @@
 
 mod plugin;
 
-pub use plugin::{PreviousState, VisualSettings, VisualsPlugin, VisualsSystems};
+pub use plugin::{NoetherCamera, NoetherGizmos, PopulationBounds, VisualSettings, VisualsPlugin, VisualsSystems};

@@ -4,16 +4,22 @@ use std::collections::BTreeMap;
 
 use bevy::{
     app::{App, Plugin},
-    ecs::{intern::Interned, schedule::ScheduleLabel},
     prelude::*,
 };
+use noether::{runtime::AdaptPhase, systems::Family};
 
 use crate::{
-    adapt::{Adaptation, AdaptationPhase, TruthSimulator},
-    dynamics::{BodyEnergy, NoetherBody, PhaseState},
+    adapt::{Adaptation, TruthSimulator},
+    dynamics::{BodyEnergy, NoetherBody, PhaseState, PreviousState},
+    model::NoetherModel,
     scene::Population,
-    schedule::NoetherSystems,
 };
+
+/// The gizmo group every noether drawing goes through: configure it (line width, on/off,
+/// render layers) with `GizmoConfigStore::config_mut::<NoetherGizmos>()`.
+#[derive(Default, Reflect, GizmoConfigGroup)]
+#[reflect(Default)]
+pub struct NoetherGizmos;
 
 /// Knobs of the views (inspector-tweakable).
 #[derive(Resource, Reflect, Clone, Debug)]
@@ -53,11 +59,6 @@ impl Default for VisualSettings {
         }
     }
 }
-
-/// The state before the last fixed step, for interpolation.
-#[derive(Component, Reflect, Clone, Debug, Default)]
-#[reflect(Component, Default, Debug)]
-pub struct PreviousState(pub Vec<f32>);
 
 /// The view systems, in `Update`.
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,29 +157,14 @@ fn frame_camera(
     }
 }
 
-fn remember_previous(
+/// Bodies the views draw keep their pre-step state ([`PreviousState`], kept current by the
+/// dynamics) so they can be drawn between fixed steps.
+fn track_previous(
     mut commands: Commands,
-    mut bodies: Query<(Entity, &PhaseState, Option<&mut PreviousState>), With<NoetherBody>>,
+    bodies: Query<(Entity, &PhaseState), (With<NoetherBody>, Without<PreviousState>)>,
 ) {
-    for (e, s, prev) in &mut bodies {
-        match prev {
-            Some(mut p) => p.0.clone_from(&s.0),
-            None => {
-                commands.entity(e).insert(PreviousState(s.0.clone()));
-            }
-        }
-    }
-}
-
-fn lerp_state(prev: Option<&PreviousState>, cur: &PhaseState, alpha: f32) -> Vec<f32> {
-    match prev {
-        Some(p) if p.0.len() == cur.0.len() => {
-            p.0.iter()
-                .zip(&cur.0)
-                .map(|(a, b)| a + alpha * (b - a))
-                .collect()
-        }
-        _ => cur.0.clone(),
+    for (e, s) in &bodies {
+        commands.entity(e).insert(PreviousState(s.0.clone()));
     }
 }
 
@@ -199,11 +185,13 @@ fn drift_color(drift: f32) -> Color {
 }
 
 type Drawn<'a> = (
+    &'a NoetherBody,
     &'a Transform,
     &'a PhaseState,
     Option<&'a PreviousState>,
     &'a BodyEnergy,
     Option<&'a Population>,
+    Option<&'a crate::transform::StateTransform>,
 );
 
 /// Pivot and bob of a pendulum drawn at `o` with angle `q` (bodies and their ghosts).
@@ -213,10 +201,11 @@ fn pendulum(o: Vec2, q: f32) -> (Vec2, Vec2) {
 }
 
 fn draw_bodies(
-    mut gizmos: Gizmos,
+    mut gizmos: Gizmos<NoetherGizmos>,
     settings: Res<VisualSettings>,
     fixed: Res<Time<Fixed>>,
     bounds: Res<PopulationBounds>,
+    models: Res<Assets<NoetherModel>>,
     bodies: Query<Drawn>,
 ) {
     let alpha = if settings.interpolate {
@@ -227,10 +216,13 @@ fn draw_bodies(
     let s = settings.scale;
     let mut drawn: BTreeMap<usize, usize> = BTreeMap::new();
     let mut portraits: BTreeMap<usize, (Vec2, Vec<Vec2>)> = BTreeMap::new();
-    for (transform, state, prev, energy, pop) in &bodies {
+    for (body, transform, state, prev, energy, pop, follow) in &bodies {
         let index = pop.map_or(usize::MAX, |p| p.index);
         let n = drawn.entry(index).or_default();
-        let x = lerp_state(prev, state, alpha);
+        let x = prev.map_or_else(|| state.0.clone(), |p| p.lerp(state, alpha));
+        if x.is_empty() {
+            continue;
+        }
         if let Some(p) = pop
             && settings.phase_portraits
             && x.len() >= 2
@@ -255,11 +247,12 @@ fn draw_bodies(
             continue;
         }
         *n += 1;
-        let o = transform.translation.truncate();
-        let family = pop.map_or("", |p| p.family.as_str());
+        // A body whose transform follows its state is drawn at its resting origin.
+        let o = follow.map_or(transform.translation, |f| f.origin).truncate();
+        let family = models.get(&body.model).map(|m| m.family());
         let ink = Color::srgb(0.85, 0.85, 0.9);
         match family {
-            "mass_spring" => {
+            Some(Family::MassSpring) => {
                 let wall = o + Vec2::new(-22.0, 0.0);
                 gizmos.line_2d(wall + Vec2::new(0.0, -8.0), wall + Vec2::new(0.0, 8.0), ink);
                 let mass = o + Vec2::new(x[0] * s, 0.0);
@@ -284,7 +277,7 @@ fn draw_bodies(
                     Color::srgb(0.4, 0.7, 1.0),
                 );
             }
-            "pendulum" | "dno" => {
+            Some(Family::Pendulum | Family::Dno) => {
                 let (pivot, bob) = pendulum(o, x[0]);
                 gizmos.line_2d(pivot, bob, ink);
                 gizmos
@@ -294,7 +287,7 @@ fn draw_bodies(
                         Color::srgb(1.0, 0.75, 0.3),
                     )
                     .resolution(12);
-                if family == "dno" && x.len() == 3 {
+                if family == Some(Family::Dno) && x.len() == 3 {
                     let absorbed = if energy.initial_entropy.is_finite() {
                         (energy.entropy - energy.initial_entropy).max(0.0)
                     } else {
@@ -304,7 +297,7 @@ fn draw_bodies(
                     gizmos.rect_2d(bath, Vec2::new(26.0, 6.0), heat((absorbed / 2.0).tanh()));
                 }
             }
-            "duffing" => {
+            Some(Family::Duffing) => {
                 let mut last = None;
                 for k in 0..=16 {
                     let u = -1.6 + 3.2 * k as f32 / 16.0;
@@ -324,7 +317,7 @@ fn draw_bodies(
                     )
                     .resolution(10);
             }
-            "tgc" if x.len() == 4 => {
+            Some(Family::Tgc) if x.len() == 4 => {
                 let (w, h) = (40.0, 16.0);
                 gizmos.rect_2d(Isometry2d::from_translation(o), Vec2::new(w, h), ink);
                 let wall = o.x - w / 2.0 + (x[0] / 2.0).clamp(0.0, 1.0) * w;
@@ -437,7 +430,7 @@ fn label_populations(
 /// fall into step as the latent converges), and a dot coloured by the adaptation phase
 /// (grey observing, amber adapting, green converged, red diverged).
 fn draw_truth_ghosts(
-    mut gizmos: Gizmos,
+    mut gizmos: Gizmos<NoetherGizmos>,
     settings: Res<VisualSettings>,
     bodies: Query<(&Transform, &TruthSimulator, &Adaptation, &Population)>,
 ) {
@@ -450,26 +443,26 @@ fn draw_truth_ghosts(
         }
         *n += 1;
         let o = transform.translation.truncate();
-        let q = truth.x.first().copied().unwrap_or(0.0) as f32;
-        match pop.family.as_str() {
-            "pendulum" | "dno" => {
+        let q = truth.state().first().copied().unwrap_or(0.0) as f32;
+        match pop.family {
+            Family::Pendulum | Family::Dno => {
                 let (pivot, bob) = pendulum(o, q);
                 gizmos.line_2d(pivot, bob, ghost);
                 gizmos
                     .circle_2d(Isometry2d::from_translation(bob), 5.5, ghost)
                     .resolution(12);
             }
-            "mass_spring" | "duffing" => {
+            Family::MassSpring | Family::Duffing => {
                 let at = o + Vec2::new(q * settings.scale, 0.0);
                 gizmos.rect_2d(Isometry2d::from_translation(at), Vec2::splat(13.0), ghost);
             }
             _ => {}
         }
         let phase = match adaptation.phase {
-            AdaptationPhase::Observing => Color::srgb(0.6, 0.6, 0.6),
-            AdaptationPhase::Adapting => Color::srgb(1.0, 0.7, 0.2),
-            AdaptationPhase::Converged => Color::srgb(0.3, 0.9, 0.4),
-            AdaptationPhase::Diverged => Color::srgb(1.0, 0.25, 0.25),
+            AdaptPhase::Observing => Color::srgb(0.6, 0.6, 0.6),
+            AdaptPhase::Adapting => Color::srgb(1.0, 0.7, 0.2),
+            AdaptPhase::Converged => Color::srgb(0.3, 0.9, 0.4),
+            AdaptPhase::Diverged => Color::srgb(1.0, 0.25, 0.25),
         };
         gizmos
             .circle_2d(
@@ -481,27 +474,25 @@ fn draw_truth_ghosts(
     }
 }
 
-/// Draws every body and population (see the module docs).
-pub struct VisualsPlugin {
-    /// The schedule of [`NoetherSystems`] (for remembering the pre-step state).
-    pub schedule: Interned<dyn ScheduleLabel>,
-}
+/// Draws every body and population (see the module docs), through the [`NoetherGizmos`]
+/// group. Not part of [`crate::NoetherPlugins`]: add it to an app with a window, as avian's
+/// `PhysicsDebugPlugin`.
+#[derive(Default)]
+pub struct VisualsPlugin;
 
 impl Plugin for VisualsPlugin {
     fn build(&self, app: &mut App) {
+        crate::model::init_model_assets(app);
         app.register_type::<VisualSettings>()
-            .register_type::<PreviousState>()
             .register_type::<NoetherCamera>()
+            .init_gizmo_group::<NoetherGizmos>()
             .init_resource::<VisualSettings>()
             .init_resource::<PopulationBounds>()
             .add_systems(Startup, spawn_camera)
             .add_systems(
-                self.schedule,
-                remember_previous.in_set(NoetherSystems::Prepare),
-            )
-            .add_systems(
                 Update,
                 (
+                    track_previous,
                     measure_populations,
                     (
                         draw_bodies,

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use bevy::{asset::Assets, prelude::*};
 use bevy_noether::{headless::headless_app, prelude::*};
-use burn::backend::Flex;
-use noether::{data::stream_rng, io::load_model, nn::cpu::ModelParams};
+use noether::{data::stream_rng, runtime::LearnedModel};
 use rand::RngExt;
 
 pub const HZ: f64 = 64.0;
@@ -16,22 +15,22 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A headless app on `MinimalPlugins`, one fixed tick per `update()`.
+/// The shipped assets: the asset root a game's `DefaultPlugins` would use.
+pub fn assets() -> PathBuf {
+    repo().join("assets")
+}
+
+/// A headless app on `MinimalPlugins`, one fixed tick per `update()`, assets from `assets/`.
 pub fn create_app() -> App {
-    headless_app(repo(), HZ)
+    headless_app(assets(), HZ)
 }
 
 /// Adds a shipped model straight into the asset store.
 pub fn add_model(app: &mut App, name: &str) -> Handle<NoetherModel> {
-    let model = load_model::<Flex>(
-        &repo().join("assets/models").join(name),
-        &Default::default(),
-    )
-    .expect("shipped model");
-    let asset = NoetherModel::new(model.config.clone(), ModelParams::from_model(&model));
+    let model = LearnedModel::load(&assets().join("models").join(name)).expect("shipped model");
     app.world_mut()
         .resource_mut::<Assets<NoetherModel>>()
-        .add(asset)
+        .add(NoetherModel(model))
 }
 
 pub fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {

@@ -1,0 +1,266 @@
+//! Batch stepping: one call advances every body of one model and method, on any backend.
+//!
+//! A runtime (the Bevy plugin, a server, a plain loop) gathers the states x `[B·n]` and
+//! latents z `[B·d_z]` of all bodies that share a model and a method, resolves the method
+//! against the model's structure ([`resolve`]), and calls [`advance`] once per tick. The
+//! tick is split into equal substeps no longer than [`StepSettings::max_substep`]; an
+//! implicit-midpoint step whose fixed-point iteration fails is solved again by Newton where
+//! the backend has Newton solves ([`BatchFlow::midpoint_newton`]).
+//!
+//! | backend | state | flow | Newton retry | discrete gradient |
+//! |---|---|---|---|---|
+//! | CPU kernel | `Vec<f32>` rows | [`CpuFlow`] | yes | yes |
+//! | burn (e.g. wgpu) | `Tensor<B, 2>` | [`BurnFlow`] | no | no (midpoint instead) |
+
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::{
+    integrate::{
+        DiscreteGradient, Flow, ImplicitMidpoint, ImplicitSolver, IntegrateError, Integrator,
+        Space, SplitFlow, euler_step, rk4_step, symplectic_euler_step, verlet_step,
+        yoshida4_step,
+    },
+    nn::{Architecture, BurnFlow, cpu::CpuFlow},
+};
+
+/// A batched flow a runtime can step: f(x) ([`Flow`]), the drift/kick halves of separable
+/// models ([`SplitFlow`]), and what only some backends have.
+pub trait BatchFlow<S: Space>: Flow<S> + SplitFlow<S> {
+    /// Whether [`BatchFlow::discrete_gradient`] is available (it decides what
+    /// [`resolve`] picks for GENERIC models).
+    fn has_discrete_gradient(&self) -> bool {
+        false
+    }
+
+    /// One implicit-midpoint step solved by Newton; `None` when the backend has no Newton
+    /// solve.
+    fn midpoint_newton(
+        &self,
+        _midpoint: &ImplicitMidpoint,
+        _x: &S,
+        _h: f64,
+    ) -> Option<Result<S, IntegrateError>> {
+        None
+    }
+
+    /// One discrete-gradient step of a GENERIC batch; `None` when unavailable.
+    fn discrete_gradient(
+        &self,
+        _dg: &DiscreteGradient,
+        _x: &S,
+        _h: f64,
+    ) -> Option<Result<S, IntegrateError>> {
+        None
+    }
+}
+
+impl BatchFlow<Vec<f32>> for CpuFlow<'_> {
+    fn has_discrete_gradient(&self) -> bool {
+        self.model.is_generic()
+    }
+
+    fn midpoint_newton(
+        &self,
+        midpoint: &ImplicitMidpoint,
+        x: &Vec<f32>,
+        h: f64,
+    ) -> Option<Result<Vec<f32>, IntegrateError>> {
+        Some(
+            midpoint
+                .with_solver(ImplicitSolver::Newton)
+                .step(self, x, h)
+                .map(|(x1, _)| x1),
+        )
+    }
+
+    fn discrete_gradient(
+        &self,
+        dg: &DiscreteGradient,
+        x: &Vec<f32>,
+        h: f64,
+    ) -> Option<Result<Vec<f32>, IntegrateError>> {
+        self.model
+            .is_generic()
+            .then(|| dg.step(self, x, h).map(|(x1, _)| x1))
+    }
+}
+
+impl<B: Backend> BatchFlow<Tensor<B, 2>> for BurnFlow<'_, B> {}
+
+/// The method a batch of `architecture` is stepped with when `method` is asked for.
+///
+/// ```text
+/// asked                         Hnn        SeparableHnn   Generic (DG available / not)
+/// auto                          midpoint   yoshida4       discrete_gradient / midpoint
+/// verlet, yoshida4, sympl. Euler midpoint  as asked       discrete_gradient / midpoint
+/// midpoint                      midpoint   midpoint       discrete_gradient / midpoint
+/// discrete_gradient             midpoint   midpoint       discrete_gradient / midpoint
+/// dopri                         rk4        rk4            rk4  (no adaptive batch stepping)
+/// rk4, euler                    as asked   as asked       as asked
+/// ```
+///
+/// A method that does not apply falls back to the structure-preserving one that does.
+pub fn resolve(method: Integrator, architecture: Architecture, discrete_gradient: bool) -> Integrator {
+    let structured = match architecture {
+        Architecture::Generic { .. } if discrete_gradient => Integrator::DiscreteGradient,
+        Architecture::Generic { .. } | Architecture::Hnn => Integrator::Midpoint,
+        Architecture::SeparableHnn => Integrator::Yoshida4,
+    };
+    match (method, architecture) {
+        (Integrator::Auto, _) => structured,
+        (Integrator::Dopri, _) => Integrator::Rk4,
+        (Integrator::Rk4 | Integrator::Euler, _) => method,
+        (
+            Integrator::Verlet | Integrator::Yoshida4 | Integrator::SymplecticEuler,
+            Architecture::SeparableHnn,
+        ) => method,
+        (Integrator::Midpoint | Integrator::DiscreteGradient, Architecture::SeparableHnn) => {
+            Integrator::Midpoint
+        }
+        (_, Architecture::Hnn | Architecture::Generic { .. }) => structured,
+    }
+}
+
+/// How [`advance`] steps a batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepSettings {
+    /// Longest substep, seconds: a tick longer than this (high speed, slow frames) is
+    /// split into equal substeps. 1/60 s keeps the learned fields' fastest oscillations
+    /// (pendulum periods ≳ 1 s) resolved by ≥ 60 midpoint steps per period.
+    pub max_substep: f64,
+    /// Implicit midpoint: fixed-point iteration to 1e-6 (the f32 round-off of the states,
+    /// relative), Newton on failure where the backend has it.
+    pub midpoint: ImplicitMidpoint,
+    /// The discrete-gradient step of GENERIC batches.
+    pub discrete_gradient: DiscreteGradient,
+}
+
+impl Default for StepSettings {
+    fn default() -> Self {
+        Self {
+            max_substep: MAX_SUBSTEP,
+            midpoint: ImplicitMidpoint::default()
+                .with_tolerance(1e-6)
+                .with_solver(ImplicitSolver::FixedPoint),
+            discrete_gradient: DiscreteGradient::default(),
+        }
+    }
+}
+
+/// Default [`StepSettings::max_substep`], seconds.
+pub const MAX_SUBSTEP: f64 = 1.0 / 60.0;
+
+impl StepSettings {
+    /// Equal substeps a tick of `dt` seconds is split into (at least one).
+    pub fn substeps(&self, dt: f64) -> usize {
+        (dt / self.max_substep).ceil().max(1.0) as usize
+    }
+}
+
+/// What one [`advance`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Substeps taken.
+    pub substeps: usize,
+    /// Implicit-midpoint substeps whose fixed-point iteration failed and were re-solved by
+    /// Newton.
+    pub retries: u64,
+}
+
+/// Advances the batch `x` by `dt` seconds with `method` (resolved by [`resolve`]; `Auto`
+/// and `Dopri` are resolved here for a Hamiltonian model without a discrete gradient) in
+/// [`StepSettings::substeps`] equal substeps.
+///
+/// # Errors
+/// [`IntegrateError::NotConverged`] when an implicit solve fails (after the Newton retry
+/// where there is one); [`IntegrateError::BadStep`] for a non-positive or non-finite `dt`.
+pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
+    flow: &F,
+    method: Integrator,
+    x: S,
+    dt: f64,
+    settings: &StepSettings,
+) -> Result<(S, StepReport), IntegrateError> {
+    if !(dt > 0.0 && dt.is_finite()) {
+        return Err(IntegrateError::BadStep { dt });
+    }
+    let substeps = settings.substeps(dt);
+    let h = dt / substeps as f64;
+    let mut report = StepReport {
+        substeps,
+        retries: 0,
+    };
+    let mut x = x;
+    for _ in 0..substeps {
+        x = match method {
+            Integrator::Rk4 | Integrator::Dopri => rk4_step(flow, &x, h),
+            Integrator::Euler => euler_step(flow, &x, h),
+            Integrator::SymplecticEuler => symplectic_euler_step(flow, &x, h),
+            Integrator::Verlet => verlet_step(flow, &x, h),
+            Integrator::Yoshida4 => yoshida4_step(flow, &x, h),
+            Integrator::DiscreteGradient if flow.has_discrete_gradient() => flow
+                .discrete_gradient(&settings.discrete_gradient, &x, h)
+                .expect("has_discrete_gradient")?,
+            Integrator::Midpoint | Integrator::Auto | Integrator::DiscreteGradient => {
+                match settings.midpoint.step_fixed_point(flow, &x, h) {
+                    Ok((x1, _)) => x1,
+                    Err(fixed_point) => {
+                        match flow.midpoint_newton(&settings.midpoint, &x, h) {
+                            Some(newton) => {
+                                report.retries += 1;
+                                newton?
+                            }
+                            None => return Err(fixed_point),
+                        }
+                    }
+                }
+            }
+        };
+    }
+    Ok((x, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_resolves_to_one_that_applies() {
+        let generic = Architecture::Generic { k: 4 };
+        for method in Integrator::ALL {
+            for arch in [Architecture::Hnn, Architecture::SeparableHnn, generic] {
+                for dg in [true, false] {
+                    let r = resolve(method, arch, dg);
+                    assert_ne!(r, Integrator::Auto);
+                    assert_ne!(r, Integrator::Dopri);
+                    if r.needs_separable() {
+                        assert_eq!(arch, Architecture::SeparableHnn, "{method} → {r}");
+                    }
+                    if r == Integrator::DiscreteGradient {
+                        assert!(dg && matches!(arch, Architecture::Generic { .. }));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            resolve(Integrator::Auto, generic, true),
+            Integrator::DiscreteGradient
+        );
+        assert_eq!(
+            resolve(Integrator::Auto, Architecture::SeparableHnn, true),
+            Integrator::Yoshida4
+        );
+        assert_eq!(
+            resolve(Integrator::Verlet, Architecture::Hnn, true),
+            Integrator::Midpoint
+        );
+    }
+
+    #[test]
+    fn a_tick_is_split_into_equal_substeps() {
+        let s = StepSettings::default();
+        assert_eq!(s.substeps(1.0 / 64.0), 1);
+        assert_eq!(s.substeps(1.0 / 60.0), 1);
+        assert_eq!(s.substeps(0.05), 3);
+    }
+}
