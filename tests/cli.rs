@@ -88,7 +88,7 @@ fn bad_input_is_a_clear_error_and_a_non_zero_exit() {
         ),
         (
             &["simulate", "--system", "pendulum", "--dt", "-0.1"],
-            "step size",
+            "--dt <DT>': -0.1 is outside (0, 1000]",
         ),
         (
             &["simulate", "--system", "dno", "--integrator", "verlet"],

@@ -1,7 +1,8 @@
 //! Meta-learning behaviours at tiny budgets: training lowers the loss, test-time
 //! adaptation beats the unadapted mean latent, modulation beats Scratch on mass_spring at 10
-//! shots, a diverging baseline is reported as diverged, training is deterministic, and an
-//! interrupted `reproduce` resumes without redoing finished cells.
+//! shots, a diverging baseline is reported as diverged, training is deterministic, and a
+//! second `reproduce` skips the cells the first finished (a run killed mid-way is
+//! `tests/reliability.rs`).
 
 use std::process::Command;
 

@@ -17,7 +17,7 @@ use noether::{
     nn::cpu::{CpuModel, ModelParams},
 };
 
-use super::{CliResult, outln, parse_key_value};
+use super::{CliResult, count_in, limits, outln, parse_key_value};
 
 /// Arguments of `noether adapt`.
 #[derive(Args, Debug)]
@@ -29,7 +29,7 @@ pub struct AdaptArgs {
     #[arg(long = "param", value_parser = parse_key_value)]
     params: Vec<(String, f64)>,
     /// Shots: (x, ẋ) samples of trajectories of that system.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count_in(1, limits::MAX_SHOTS))]
     shots: usize,
     /// Seed of the shot trajectories.
     #[arg(long, default_value_t = 0)]
@@ -43,7 +43,7 @@ pub struct AdaptArgs {
     #[arg(long, value_enum, requires = "observations")]
     observed: Option<Observed>,
     /// Levenberg–Marquardt steps at most (with `--observations`).
-    #[arg(long, default_value_t = 50, requires = "observations")]
+    #[arg(long, default_value_t = 50, requires = "observations", value_parser = count_in(1, limits::MAX_FIT_STEPS))]
     steps: usize,
 }
 

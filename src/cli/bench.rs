@@ -20,7 +20,7 @@ use noether::{
 };
 use rand::RngExt;
 
-use super::{CliResult, outln};
+use super::{CliResult, count_in, limits, number_in, outln};
 
 /// The benchmarks.
 #[derive(Subcommand, Debug)]
@@ -41,7 +41,7 @@ pub struct MetaArgs {
     #[arg(long, default_value = "mass_spring")]
     system: Family,
     /// Outer iterations timed per method.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = count_in(1, limits::MAX_ITERATIONS))]
     iterations: usize,
     /// Methods (modulations and baselines).
     #[arg(
@@ -59,10 +59,10 @@ pub struct MetaArgs {
 #[derive(Args, Debug)]
 pub struct NetworkArgs {
     /// Minimum wall time per measurement, in seconds.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = number_in(0.0, limits::MAX_BENCH_SECONDS, true))]
     seconds: f64,
     /// Batch sizes (rows).
-    #[arg(long, value_delimiter = ',', default_value = "1,64,1000,16000,64000")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1000,16000,64000", value_parser = count_in(1, limits::MAX_BATCH))]
     batches: Vec<usize>,
     /// Methods.
     #[arg(
@@ -72,7 +72,7 @@ pub struct NetworkArgs {
     )]
     methods: Vec<Modulation>,
     /// Also time the burn (Flex) implementation at this batch size (0: skip).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count_in(1, limits::MAX_BATCH))]
     burn_batch: usize,
 }
 
@@ -80,7 +80,7 @@ pub struct NetworkArgs {
 #[derive(Args, Debug)]
 pub struct IntegratorArgs {
     /// Wall time per (family, integrator) cell, in seconds.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = number_in(0.0, limits::MAX_BENCH_SECONDS, true))]
     seconds: f64,
 }
 

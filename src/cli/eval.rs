@@ -14,7 +14,7 @@ use noether::{
     nn::cpu::{CpuModel, ModelParams},
 };
 
-use super::{CliResult, outln};
+use super::{CliResult, count_in, limits, outln};
 
 /// Arguments of `noether eval`.
 #[derive(Args, Debug)]
@@ -22,8 +22,8 @@ pub struct EvalArgs {
     /// Model file (PATH.model.ron beside PATH.safetensors; PATH alone works too).
     #[arg(long)]
     model: PathBuf,
-    /// Shots per test instance.
-    #[arg(long, default_value_t = 10)]
+    /// Shots per test instance, 1 … 10 000.
+    #[arg(long, default_value_t = 10, value_parser = count_in(1, limits::MAX_SHOTS))]
     shots: usize,
     /// Dataset seed (default: the model's seed).
     #[arg(long)]

@@ -59,9 +59,79 @@ enum Command {
     Params(params::ParamsArgs),
 }
 
-/// Parses the arguments, runs the subcommand, prints an error chain on failure.
+/// The documented limits of the numeric arguments: a value outside is refused with a
+/// message and exit code 1 before any work or allocation is done.
+pub mod limits {
+    /// Steps of `simulate` (the CSV streams; 10⁷ rows is minutes of output).
+    pub const MAX_STEPS: usize = 10_000_000;
+    /// Largest step size `simulate` takes, seconds.
+    pub const MAX_DT: f64 = 1e3;
+    /// Shots per instance (`eval`, `adapt`).
+    pub const MAX_SHOTS: usize = 10_000;
+    /// Levenberg–Marquardt steps of `adapt --observations`.
+    pub const MAX_FIT_STEPS: usize = 100_000;
+    /// Outer iterations of `train`, `reproduce` and `bench meta`.
+    pub const MAX_ITERATIONS: usize = 100_000_000;
+    /// Rank of `mr<r>` / `svd<r>` methods.
+    pub const MAX_RANK: usize = 256;
+    /// Largest penalty weight λ.
+    pub const MAX_LAMBDA: f64 = 1e6;
+    /// Rows of one benchmark batch.
+    pub const MAX_BATCH: usize = 10_000_000;
+    /// Seconds of one benchmark measurement.
+    pub const MAX_BENCH_SECONDS: f64 = 3600.0;
+    /// Seeds of one `reproduce` run.
+    pub const MAX_SEEDS: usize = 1000;
+}
+
+/// A clap parser for a whole number in `lo..=hi`.
+pub fn count_in(lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let v: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a whole number"))?;
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("{v} is outside {lo}..={hi}"))
+        }
+    }
+}
+
+/// A clap parser for a finite number in `lo..=hi` (`lo` excluded when `open_low`).
+pub fn number_in(lo: f64, hi: f64, open_low: bool) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s: &str| {
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        let above = if open_low { v > lo } else { v >= lo };
+        if v.is_finite() && above && v <= hi {
+            Ok(v)
+        } else {
+            let open = if open_low { "(" } else { "[" };
+            Err(format!("{v} is outside {open}{lo}, {hi}]"))
+        }
+    }
+}
+
+/// Parses the arguments, runs the subcommand, prints an error chain on failure. An argument
+/// outside its documented limits ([`limits`]) exits with 1 like every other bad input;
+/// other usage errors keep clap's code (2), help and version 0.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue => {
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+            };
+        }
+    };
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Data(args) => data::run(args),

@@ -34,7 +34,8 @@ use noether::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{CliResult, outln, progress_bar};
+use super::{CliResult, count_in, limits, outln, progress_bar};
+use noether::io::write_atomic;
 
 /// Arguments of `noether reproduce`.
 #[derive(Args, Debug)]
@@ -68,7 +69,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     report_only: bool,
     /// Override the profile's outer iterations (smoke tests).
-    #[arg(long)]
+    #[arg(long, value_parser = count_in(1, limits::MAX_ITERATIONS))]
     iterations: Option<usize>,
 }
 
@@ -82,15 +83,6 @@ struct ExtraResult {
 
 /// A report's hand-written part starts at this line; regenerating the tables keeps it.
 const ANALYSIS_MARKER: &str = "<!-- analysis: kept when the tables are regenerated -->";
-
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text)?;
-    fs::rename(tmp, path)
-}
 
 fn cell_name(family: Family, method: Method, seed: u64) -> String {
     format!("{family}-{method}-seed{seed}")
@@ -107,6 +99,14 @@ pub fn run(args: ReproduceArgs) -> CliResult {
     } else {
         args.systems.clone()
     };
+    if args.seeds.len() > limits::MAX_SEEDS {
+        return Err(format!(
+            "--seeds lists {} seeds; at most {} per run",
+            args.seeds.len(),
+            limits::MAX_SEEDS
+        )
+        .into());
+    }
     let seeds = if args.seeds.is_empty() {
         profile.seeds()
     } else {

@@ -12,7 +12,7 @@ use noether::{
     systems::Family,
 };
 
-use super::{CliResult, outln, progress_bar};
+use super::{CliResult, count_in, limits, number_in, outln, progress_bar};
 
 /// Arguments of `noether train`.
 #[derive(Args, Debug)]
@@ -24,7 +24,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "svd5")]
     method: Method,
     /// Rank r for mr/svd (overrides the rank in `--method`).
-    #[arg(long)]
+    #[arg(long, value_parser = count_in(1, limits::MAX_RANK))]
     rank: Option<usize>,
     /// Seed (dataset, initial weights and batches).
     #[arg(long, default_value_t = 0)]
@@ -33,13 +33,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "paper")]
     profile: Profile,
     /// Outer iterations (default: the profile's).
-    #[arg(long)]
+    #[arg(long, value_parser = count_in(1, limits::MAX_ITERATIONS))]
     iterations: Option<usize>,
-    /// λ_z, latent penalty (default: the protocol's).
-    #[arg(long)]
+    /// λ_z, latent penalty, in [0, 10⁶] (default: the protocol's).
+    #[arg(long, value_parser = number_in(0.0, limits::MAX_LAMBDA, false))]
     lambda_z: Option<f64>,
-    /// λ_φ, hypernetwork penalty (default: the protocol's).
-    #[arg(long)]
+    /// λ_φ, hypernetwork penalty, in [0, 10⁶] (default: the protocol's).
+    #[arg(long, value_parser = number_in(0.0, limits::MAX_LAMBDA, false))]
     lambda_phi: Option<f64>,
     /// Output model path (writes PATH.model.ron and PATH.safetensors).
     #[arg(long)]

@@ -111,12 +111,7 @@ impl Dataset {
             })
             .collect();
         let bytes = safetensors::serialize(views, Some(header)).expect("valid tensors serialise");
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("safetensors.tmp");
-        fs::write(&tmp, bytes).map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)
+        crate::io::write_atomic(path, bytes).map_err(io)
     }
 
     /// Reads a dataset file, checking everything the format promises.

@@ -23,6 +23,7 @@
 //! up to the fixed-point tolerance and round-off. Order 2 (symmetric).
 
 use super::IntegrateError;
+use crate::metrics::worst;
 
 /// A batch of GENERIC systems, rows `[B, n]` in f32, as the discrete-gradient step needs it.
 pub trait MetriplecticRows {
@@ -102,17 +103,14 @@ impl DiscreteGradient {
             let (ge, gs) = discrete_gradients(f, x0, &x1);
             let rate = f.assemble(&mid, &ge, &gs);
             let next: Vec<f32> = x0.iter().zip(&rate).map(|(x, r)| x + h * r).collect();
-            let update = next
-                .iter()
-                .zip(&x1)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            let scale = 1.0 + next.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let update = worst(next.iter().zip(&x1).map(|(a, b)| f64::from((a - b).abs())));
+            let scale = 1.0 + worst(next.iter().map(|v| f64::from(v.abs())));
             x1 = next;
-            residual = f64::from(update);
+            residual = update;
             if !update.is_finite() {
                 break;
             }
-            if f64::from(update) <= self.tolerance * f64::from(scale) {
+            if update <= self.tolerance * scale {
                 return Ok((x1, it));
             }
         }

@@ -446,20 +446,44 @@ pub fn simulate(
     dt: f64,
     steps: usize,
 ) -> Result<Trajectory, IntegrateError> {
-    if !(dt > 0.0 && dt.is_finite()) {
-        return Err(IntegrateError::BadStep { dt });
-    }
     let dim = x0.len();
-    let mut stepper = Stepper::new(method, dim);
-    stepper.check(system)?;
-    let mut x = x0.to_vec();
+    // Capacity for the usual sizes only: a huge `steps` grows the vectors as it goes (and
+    // fails on a real out-of-memory, not on a reservation up front).
+    let reserve = (steps + 1).min(1 << 16);
     let mut out = Trajectory {
-        t: Vec::with_capacity(steps + 1),
-        x: Vec::with_capacity((steps + 1) * dim),
+        t: Vec::with_capacity(reserve),
+        x: Vec::with_capacity(reserve * dim),
         dim,
     };
-    out.t.push(0.0);
-    out.x.extend_from_slice(&x);
+    simulate_each(system, method, x0, dt, steps, |t, x| {
+        out.t.push(t);
+        out.x.extend_from_slice(x);
+        Ok::<(), IntegrateError>(())
+    })?;
+    Ok(out)
+}
+
+/// [`simulate`] without keeping the trajectory: `visit(t, x)` sees each of the
+/// `steps + 1` samples as it is computed (memory O(dim) whatever `steps`), and may stop the
+/// run with its own error.
+///
+/// # Errors
+/// As [`simulate`], or `visit`'s.
+pub fn simulate_each<E: From<IntegrateError>>(
+    system: &dyn System,
+    method: Integrator,
+    x0: &[f64],
+    dt: f64,
+    steps: usize,
+    mut visit: impl FnMut(f64, &[f64]) -> Result<(), E>,
+) -> Result<(), E> {
+    if !(dt > 0.0 && dt.is_finite()) {
+        return Err(IntegrateError::BadStep { dt }.into());
+    }
+    let mut stepper = Stepper::new(method, x0.len());
+    stepper.check(system)?;
+    let mut x = x0.to_vec();
+    visit(0.0, &x)?;
     for step in 1..=steps {
         stepper.step(system, &mut x, dt)?;
         let time = step as f64 * dt;
@@ -468,12 +492,12 @@ pub fn simulate(
                 step,
                 time,
                 state: x,
-            });
+            }
+            .into());
         }
-        out.t.push(time);
-        out.x.extend_from_slice(&x);
+        visit(time, &x)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

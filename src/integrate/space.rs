@@ -14,6 +14,7 @@
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
 use super::{SeparableField, VectorField};
+use crate::metrics::worst;
 
 /// A vector space of (possibly batched) states.
 pub trait Space: Clone {
@@ -27,10 +28,11 @@ pub trait Space: Clone {
             .fold(self.clone(), |acc, (a, k)| acc.add_scaled(*a, k))
     }
 
-    /// maxᵢ |selfᵢ − otherᵢ| over every entry.
+    /// maxᵢ |selfᵢ − otherᵢ| over every entry; NaN when an entry is NaN (so a NaN never
+    /// reads as converged).
     fn max_abs_diff(&self, other: &Self) -> f64;
 
-    /// maxᵢ |selfᵢ|.
+    /// maxᵢ |selfᵢ|; NaN when an entry is NaN.
     fn max_abs(&self) -> f64;
 
     /// Whether every entry is finite.
@@ -65,13 +67,11 @@ impl Space for Vec<f64> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        self.iter()
-            .zip(other)
-            .fold(0.0, |m, (a, b)| m.max((a - b).abs()))
+        worst(self.iter().zip(other).map(|(a, b)| (a - b).abs()))
     }
 
     fn max_abs(&self) -> f64 {
-        self.iter().fold(0.0, |m, a| m.max(a.abs()))
+        worst(self.iter().map(|a| a.abs()))
     }
 
     fn all_finite(&self) -> bool {
@@ -95,15 +95,11 @@ impl Space for Vec<f32> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        f64::from(
-            self.iter()
-                .zip(other)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs())),
-        )
+        worst(self.iter().zip(other).map(|(a, b)| f64::from((a - b).abs())))
     }
 
     fn max_abs(&self) -> f64 {
-        f64::from(self.iter().fold(0.0f32, |m, a| m.max(a.abs())))
+        worst(self.iter().map(|a| f64::from(a.abs())))
     }
 
     fn all_finite(&self) -> bool {

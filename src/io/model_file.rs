@@ -179,6 +179,47 @@ pub fn parse_config(text: &str, path: &Path) -> Result<ModelConfig, ModelFileErr
 }
 
 /// Checks the values a [`ModelConfig`] may take.
+/// Hidden layers a model file may declare per network.
+pub const MAX_LAYERS: usize = 32;
+
+/// Parameters a model file may ask for (2²⁵ f32: 128 MiB), checked on the config before the
+/// network is built.
+pub const MAX_PARAMETERS: u128 = 1 << 25;
+
+/// Largest config file read (bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Largest weights file read (bytes): the parameters above, with room for the header.
+pub const MAX_WEIGHTS_BYTES: u64 = 4 * (1 << 25) + (1 << 20);
+
+/// An upper bound on the parameters of `c`'s network: every layer a → b of every scalar
+/// network (and the GENERIC assembly networks) counted with its base weights and the most a
+/// modulation adds, (a·b + b + r·(a + b))·(1 + d_z), r the rank.
+fn parameter_bound(c: &ModelConfig) -> u128 {
+    let n = c.family.dim() as u128;
+    let dz = c.d_latent as u128;
+    let rank = match c.modulation {
+        Modulation::Mr { rank } | Modulation::Svd { rank } => rank as u128,
+        _ => 0,
+    };
+    let network = |hidden: &[usize], out: u128| -> u128 {
+        let widths: Vec<u128> = std::iter::once(n)
+            .chain(hidden.iter().map(|&h| h as u128))
+            .chain(std::iter::once(out))
+            .collect();
+        widths
+            .windows(2)
+            .map(|w| (w[0] * w[1] + w[1] + rank * (w[0] + w[1])) * (1 + dz))
+            .sum()
+    };
+    let (scalar_nets, assembly) = match c.architecture {
+        Architecture::Hnn => (1, 0),
+        Architecture::SeparableHnn => (2, 0),
+        Architecture::Generic { k } => (2, 2 * network(&c.assembly_hidden, (k * k) as u128)),
+    };
+    scalar_nets * network(&c.hidden, 1) + assembly
+}
+
 fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
     let bad = |field, message: String| {
         Err(ModelFileError::InvalidConfig {
@@ -199,6 +240,16 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
     if !(1..=256).contains(&c.d_latent) {
         return bad("d_latent", format!("{} is outside 1..=256", c.d_latent));
     }
+    if c.hidden.len() > MAX_LAYERS || c.assembly_hidden.len() > MAX_LAYERS {
+        return bad(
+            "hidden",
+            format!(
+                "{} hidden layers (assembly: {}): at most {MAX_LAYERS}",
+                c.hidden.len(),
+                c.assembly_hidden.len()
+            ),
+        );
+    }
     if c.hidden.is_empty() || c.hidden.iter().any(|&h| !(1..=4096).contains(&h)) {
         return bad(
             "hidden",
@@ -218,6 +269,16 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
         && !(1..=256).contains(&rank)
     {
         return bad("modulation", format!("rank {rank} is outside 1..=256"));
+    }
+    let estimate = parameter_bound(c);
+    if estimate > MAX_PARAMETERS {
+        return bad(
+            "hidden",
+            format!(
+                "the network would hold up to {estimate} parameters; at most {MAX_PARAMETERS} ({} MiB) are allowed before anything is allocated",
+                MAX_PARAMETERS * 4 >> 20
+            ),
+        );
     }
     let generic = c.family.spec().structure == Structure::Generic;
     match c.architecture {
@@ -293,14 +354,50 @@ pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), Model
         path: weights_path.clone(),
         message: e.to_string(),
     })?;
-    fs::write(&weights_path, bytes).map_err(io(&weights_path))?;
-    fs::write(
+    let bytes = sorted_header(&bytes).map_err(|message| ModelFileError::Weights {
+        path: weights_path.clone(),
+        message,
+    })?;
+    // Weights first, then the config: a run killed between the two leaves a config that
+    // disagrees with the weights' own copy of it, which loading reports.
+    super::write_atomic(&weights_path, bytes).map_err(io(&weights_path))?;
+    super::write_atomic(
         &ron_path,
         format!(
             "// noether model config (docs/protocol.md §4); weights in the .safetensors beside it\n{ron}\n"
         ),
     )
     .map_err(io(&ron_path))
+}
+
+/// The safetensors file `bytes` with its JSON header's keys (and the metadata's) in sorted
+/// order: the writer keeps metadata in a hash map, whose order changes from run to run, and
+/// a model file must be a function of its seed and settings, bit for bit. The header stays
+/// padded to 8 bytes, as the format asks.
+fn sorted_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let bad = |e: &dyn std::fmt::Display| format!("rewriting the header: {e}");
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| bad(&"no header"))?;
+    let header = bytes.get(8..8 + len).ok_or_else(|| bad(&"truncated header"))?;
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(&e))?;
+    if let Some(meta) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> =
+            serde_json::from_value(meta.take()).map_err(|e| bad(&e))?;
+        *meta = serde_json::to_value(sorted).map_err(|e| bad(&e))?;
+    }
+    let mut text = serde_json::to_string(&top).map_err(|e| bad(&e))?;
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// Reads `NAME.model.ron` (or an older `NAME.ron`) and `NAME.safetensors` and rebuilds
@@ -310,15 +407,13 @@ pub fn save_model<B: Backend>(model: &Model<B>, path: &Path) -> Result<(), Model
 /// Every [`ModelFileError`] variant but `Io` on write.
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<Model<B>, ModelFileError> {
     let (ron_path, weights_path) = model_paths(path);
-    let text = fs::read_to_string(&ron_path).map_err(|source| ModelFileError::Io {
-        path: ron_path.clone(),
-        source,
-    })?;
-    let config = parse_config(&text, &ron_path)?;
-    let bytes = fs::read(&weights_path).map_err(|source| ModelFileError::Io {
-        path: weights_path.clone(),
-        source,
-    })?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ModelFileError::Io { path, source }
+    };
+    let text = super::read_limited(&ron_path, MAX_CONFIG_BYTES).map_err(io(&ron_path))?;
+    let config = parse_config(&String::from_utf8_lossy(&text), &ron_path)?;
+    let bytes = super::read_limited(&weights_path, MAX_WEIGHTS_BYTES).map_err(io(&weights_path))?;
     load_weights(config, bytes, &weights_path, device)
 }
 

@@ -10,7 +10,7 @@
 //! one read the same way. Columns named `energy` or `entropy` are ignored; of the others,
 //! the first `dof` are positions and the first `dim` a full state.
 
-use std::{fs, path::Path, path::PathBuf};
+use std::{path::Path, path::PathBuf};
 
 use crate::meta::{Observation, ObservedPart};
 
@@ -52,10 +52,13 @@ pub fn read_observations(
     dof: usize,
     part: Option<ObservedPart>,
 ) -> Result<(Vec<Observation>, ObservedPart), ObservationsFileError> {
-    let text = fs::read_to_string(path).map_err(|source| ObservationsFileError::Io {
-        path: path.to_path_buf(),
-        source,
+    let bytes = super::read_limited(path, MAX_OBSERVATIONS_BYTES).map_err(|source| {
+        ObservationsFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
+    let text = String::from_utf8_lossy(&bytes);
     parse_observations(&text, dim, dof, part).map_err(|(line, message)| {
         ObservationsFileError::Line {
             path: path.to_path_buf(),
@@ -64,6 +67,12 @@ pub fn read_observations(
         }
     })
 }
+
+/// Largest observations file read (bytes).
+pub const MAX_OBSERVATIONS_BYTES: u64 = 64 << 20;
+
+/// Most observations (rows) one recording may hold.
+pub const MAX_OBSERVATIONS: usize = 1_000_000;
 
 /// [`read_observations`] on text; errors are (1-based line, message).
 ///
@@ -120,6 +129,12 @@ pub fn parse_observations(
     }
     let mut out: Vec<Observation> = Vec::new();
     for (line, row) in lines {
+        if out.len() == MAX_OBSERVATIONS {
+            return Err((
+                line,
+                format!("more than {MAX_OBSERVATIONS} observations: split the recording"),
+            ));
+        }
         let cells: Vec<&str> = row.split(',').map(str::trim).collect();
         if cells.len() != names.len() {
             return Err((
@@ -145,7 +160,16 @@ pub fn parse_observations(
         }
         let values = state_cols[..width]
             .iter()
-            .map(|&i| number(i).map(|v| v as f32))
+            .map(|&i| match number(i)? as f32 {
+                v if v.is_finite() => Ok(v),
+                _ => Err((
+                    line,
+                    format!(
+                        "column `{}`: `{}` is beyond the f32 range the fit works in",
+                        names[i], cells[i]
+                    ),
+                )),
+            })
             .collect::<Result<_, _>>()?;
         out.push(Observation { t, values });
     }

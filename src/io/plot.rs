@@ -109,7 +109,8 @@ pub fn line_chart(
 ) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    let tmp = super::temp_beside(path);
+    let root = BitMapBackend::new(&tmp, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let ((x0, x1), (y0, y1)) = bounds(series, log_x, log_y);
     macro_rules! draw {
@@ -168,7 +169,10 @@ pub fn line_chart(
         (false, true) => draw!(x0..x1, (y0..y1).log_scale()),
         (false, false) => draw!(x0..x1, y0..y1),
     }
-    root.present().map_err(|x| e(x.to_string()))
+    root.present().map_err(|x| e(x.to_string()))?;
+    drop(root);
+    // Drawn to a temporary file beside the figure, renamed over it when complete.
+    std::fs::rename(&tmp, path).map_err(|x| e(x.to_string()))
 }
 
 /// One panel of a vector-field figure: arrows at `points` (x, y, u, v) and trajectories.
@@ -196,7 +200,8 @@ pub fn field_panels(
 ) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
-    let root = BitMapBackend::new(path, (520 * panels.len() as u32, 560)).into_drawing_area();
+    let tmp = super::temp_beside(path);
+    let root = BitMapBackend::new(&tmp, (520 * panels.len() as u32, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let root = root
         .titled(title, ("sans-serif", 24))
@@ -256,7 +261,10 @@ pub fn field_panels(
                 .map_err(|x| e(x.to_string()))?;
         }
     }
-    root.present().map_err(|x| e(x.to_string()))
+    root.present().map_err(|x| e(x.to_string()))?;
+    drop(root);
+    // Drawn to a temporary file beside the figure, renamed over it when complete.
+    std::fs::rename(&tmp, path).map_err(|x| e(x.to_string()))
 }
 
 /// A heat map of `values[row][col]` (log₁₀ colour scale) with the values printed in cells.
@@ -273,7 +281,8 @@ pub fn heatmap(
 ) -> Result<(), PlotError> {
     fonts();
     let e = err(path);
-    let root = BitMapBackend::new(path, (700, 560)).into_drawing_area();
+    let tmp = super::temp_beside(path);
+    let root = BitMapBackend::new(&tmp, (700, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let (rows, cols) = (row_labels.len(), col_labels.len());
     let logs: Vec<f64> = values
@@ -344,7 +353,10 @@ pub fn heatmap(
                 .map_err(|x| e(x.to_string()))?;
         }
     }
-    root.present().map_err(|x| e(x.to_string()))
+    root.present().map_err(|x| e(x.to_string()))?;
+    drop(root);
+    // Drawn to a temporary file beside the figure, renamed over it when complete.
+    std::fs::rename(&tmp, path).map_err(|x| e(x.to_string()))
 }
 
 #[cfg(test)]

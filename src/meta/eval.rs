@@ -110,7 +110,7 @@ impl EvalReport {
             get(&|m| m.min_ds_dt),
         );
         (!a.is_empty()).then(|| {
-            let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+            let max = |v: &[f64]| crate::metrics::worst(v.iter().copied());
             (
                 max(&a),
                 max(&b),
@@ -237,8 +237,8 @@ pub fn evaluate_instance(
                         .map(|s| f64::from(e[s * rows + r]))
                         .collect::<Vec<_>>(),
                 )
-            })
-            .fold(0.0, f64::max);
+            });
+        let drift = crate::metrics::worst(drift);
         m.energy_drift = Some(if finite { drift } else { f64::INFINITY });
     }
     m

@@ -240,7 +240,7 @@ pub fn rollout_intervals(
     let mut x = x0.to_vec();
     let mut out = Vec::with_capacity(dt.len());
     for step in dt {
-        let longest = step.iter().fold(0.0f64, |m, d| m.max(f64::from(*d)));
+        let longest = crate::metrics::worst(step.iter().map(|d| f64::from(*d)));
         let substeps = (longest / max_substep).ceil().max(1.0) as usize;
         let flow = IntervalFlow {
             flow: CpuFlow { model, latents },

@@ -63,7 +63,9 @@ pub struct TrainingRecord {
     pub best_iteration: usize,
     /// Its validation error (relative derivative error on held-out instances).
     pub best_validation: f64,
-    /// Wall time of training, seconds.
+    /// Wall time of training, seconds. Not written to model files (a file is a function of
+    /// its seed and settings, bit for bit); files that carry it still load.
+    #[serde(default, skip_serializing)]
     pub seconds: f64,
 }
 

@@ -12,6 +12,8 @@
 //! | CPU kernel | `Vec<f32>` rows | [`CpuFlow`] | yes | yes |
 //! | burn (e.g. wgpu) | `Tensor<B, 2>` | [`BurnFlow`] | no | no (midpoint instead) |
 
+use std::collections::BTreeSet;
+
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::{
@@ -20,7 +22,10 @@ use crate::{
         Space, SplitFlow, euler_step, rk4_step, symplectic_euler_step, verlet_step,
         yoshida4_step,
     },
-    nn::{Architecture, BurnFlow, cpu::CpuFlow},
+    nn::{
+        Architecture, BurnFlow,
+        cpu::{CpuFlow, CpuModel},
+    },
 };
 
 /// A batched flow a runtime can step: f(x) ([`Flow`]), the drift/kick halves of separable
@@ -158,13 +163,16 @@ impl StepSettings {
 }
 
 /// What one [`advance`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepReport {
     /// Substeps taken.
     pub substeps: usize,
     /// Implicit-midpoint substeps whose fixed-point iteration failed and were re-solved by
     /// Newton.
     pub retries: u64,
+    /// Rows that were or became non-finite and were kept at their last finite state
+    /// ([`advance_isolating`]; always empty from [`advance`]).
+    pub frozen: Vec<usize>,
 }
 
 /// Advances the batch `x` by `dt` seconds with `method` (resolved by [`resolve`]; `Auto`
@@ -188,7 +196,7 @@ pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
     let h = dt / substeps as f64;
     let mut report = StepReport {
         substeps,
-        retries: 0,
+        ..StepReport::default()
     };
     let mut x = x;
     for _ in 0..substeps {
@@ -218,6 +226,98 @@ pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
         };
     }
     Ok((x, report))
+}
+
+/// Rows of `x` (`[B·n]`) that hold a non-finite value.
+fn nonfinite_rows(x: &[f32], n: usize) -> impl Iterator<Item = usize> + '_ {
+    x.chunks_exact(n.max(1))
+        .enumerate()
+        .filter(|(_, row)| row.iter().any(|v| !v.is_finite()))
+        .map(|(k, _)| k)
+}
+
+/// [`advance`] on the CPU kernel, with bad rows isolated: a row that is not finite, whose
+/// field is not finite (it cannot converge), or that comes out of the step non-finite keeps
+/// its last finite state and is listed in [`StepReport::frozen`]; the other rows step on,
+/// as if the bad ones were not in the batch. `x` is `[B·n]`, `z` `[B·d_z]`.
+///
+/// # Errors
+/// As [`advance`], for a failure no bad row explains (a stiff, finite batch).
+pub fn advance_isolating(
+    model: &CpuModel,
+    method: Integrator,
+    x: &[f32],
+    z: &[f32],
+    dt: f64,
+    settings: &StepSettings,
+) -> Result<(Vec<f32>, StepReport), IntegrateError> {
+    let n = model.dim();
+    let rows = x.len() / n.max(1);
+    let dz = z.len() / rows.max(1);
+    let mut bad: BTreeSet<usize> = nonfinite_rows(x, n).collect();
+    let mut retries = 0;
+    // Each attempt either succeeds or finds new bad rows; a third failure is the batch's.
+    for attempt in 0..3 {
+        let good: Vec<usize> = (0..rows).filter(|k| !bad.contains(k)).collect();
+        if good.is_empty() {
+            break;
+        }
+        let (xg, zg): (Vec<f32>, Vec<f32>) = if bad.is_empty() {
+            (x.to_vec(), z.to_vec())
+        } else {
+            (
+                good.iter()
+                    .flat_map(|&k| x[k * n..(k + 1) * n].iter().copied())
+                    .collect(),
+                good.iter()
+                    .flat_map(|&k| z[k * dz..(k + 1) * dz].iter().copied())
+                    .collect(),
+            )
+        };
+        let flow = CpuFlow {
+            model,
+            latents: &zg,
+        };
+        let newly: Vec<usize> = match advance(&flow, method, xg.clone(), dt, settings) {
+            Ok((x1, report)) => {
+                retries += report.retries;
+                let newly: Vec<usize> = nonfinite_rows(&x1, n).map(|g| good[g]).collect();
+                if newly.is_empty() {
+                    let mut out = x.to_vec();
+                    for (g, &k) in good.iter().enumerate() {
+                        out[k * n..(k + 1) * n].copy_from_slice(&x1[g * n..(g + 1) * n]);
+                    }
+                    return Ok((
+                        out,
+                        StepReport {
+                            retries,
+                            frozen: bad.into_iter().collect(),
+                            ..report
+                        },
+                    ));
+                }
+                newly
+            }
+            Err(e) => {
+                let newly: Vec<usize> = nonfinite_rows(&flow.rate(&xg), n)
+                    .map(|g| good[g])
+                    .collect();
+                if newly.is_empty() || attempt == 2 {
+                    return Err(e);
+                }
+                newly
+            }
+        };
+        bad.extend(newly);
+    }
+    Ok((
+        x.to_vec(),
+        StepReport {
+            substeps: settings.substeps(dt),
+            retries,
+            frozen: bad.into_iter().collect(),
+        },
+    ))
 }
 
 #[cfg(test)]

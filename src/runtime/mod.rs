@@ -43,7 +43,9 @@ pub use adaptation::{
     DEFAULT_WINDOW, HISTORY, Job, JobBody, JobResult, ObservationWindow, PushError,
     TruthSimulator, Verdict, review, run_job,
 };
-pub use batch::{BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, resolve};
+pub use batch::{
+    BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating, resolve,
+};
 pub use energy::{EnergyRecord, EnergySample, measure};
 pub use model::LearnedModel;
 pub use population::{BodyInit, build_population, fit_population, plan_population};
@@ -52,7 +54,7 @@ pub use scene::{
     SceneDescription, SceneError,
 };
 
-use crate::{integrate::IntegrateError, integrate::Integrator, nn::cpu::CpuFlow};
+use crate::integrate::{IntegrateError, Integrator};
 
 /// Why a [`BodyBatch`] cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -163,9 +165,10 @@ impl BodyBatch {
         &self.energies[i]
     }
 
-    /// Largest energy drift of any body so far.
+    /// Largest energy drift of any body so far (NaN-propagating: see
+    /// [`crate::metrics::worst`]).
     pub fn max_drift(&self) -> f32 {
-        self.energies.iter().map(|e| e.max_drift).fold(0.0, f32::max)
+        crate::metrics::worst(self.energies.iter().map(|e| f64::from(e.max_drift))) as f32
     }
 
     /// Replaces body `i`'s latent code (its physics changes: its energy record restarts).
@@ -179,23 +182,30 @@ impl BodyBatch {
         self.energies[i].restart();
     }
 
-    /// Advances every body by `dt` seconds and updates the energy records.
+    /// Advances every body by `dt` seconds and updates the energy records. A body that
+    /// is or becomes non-finite keeps its last finite state and is listed in
+    /// [`StepReport::frozen`] ([`advance_isolating`]).
     ///
     /// # Errors
-    /// The integrator's (a failed implicit solve); the states are then unchanged.
+    /// The integrator's (a failed implicit solve of finite bodies); the states are then
+    /// unchanged.
     pub fn step(&mut self, dt: f64) -> Result<StepReport, IntegrateError> {
-        let flow = CpuFlow {
-            model: &self.model.cpu,
-            latents: &self.latents,
-        };
-        let (x, report) = advance(&flow, self.method, self.states.clone(), dt, &self.settings)?;
+        let (x, report) = advance_isolating(
+            &self.model.cpu,
+            self.method,
+            &self.states,
+            &self.latents,
+            dt,
+            &self.settings,
+        )?;
         self.states = x;
         self.measure_energies();
         Ok(report)
     }
 
     fn measure_energies(&mut self) {
-        let samples = measure(&self.model.cpu, &self.states, &self.latents);
+        let first: Vec<bool> = self.energies.iter().map(|e| e.initial.is_nan()).collect();
+        let samples = measure(&self.model.cpu, &self.states, &self.latents, &first);
         for (record, sample) in self.energies.iter_mut().zip(samples) {
             record.record(sample);
         }

@@ -45,6 +45,16 @@ use crate::{integrate::Integrator, meta::ObservedPart, systems::Family};
 /// The most bodies one population may ask for.
 pub const MAX_COUNT: usize = 200_000;
 
+/// The most populations one scene may hold.
+pub const MAX_POPULATIONS: usize = 256;
+
+/// The most bodies one scene may ask for (over all populations).
+pub const MAX_SCENE_BODIES: usize = 1_000_000;
+
+/// The most observations one scene may keep (count × window over its observed
+/// populations; each is a timestamp and a few floats, about 64 bytes).
+pub const MAX_SCENE_OBSERVATIONS: usize = 2_000_000;
+
 /// A scene: populations of learned systems (the `NoetherScene(…)` of a scene file).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename = "NoetherScene")]
@@ -337,13 +347,45 @@ impl SceneDescription {
     /// # Errors
     /// [`SceneError::Invalid`] naming the population and field.
     pub fn validate(&self, path: &str) -> Result<(), SceneError> {
-        if self.populations.is_empty() {
-            return Err(SceneError::Invalid {
+        let whole = |field: &str, message: String| {
+            Err(SceneError::Invalid {
                 path: path.into(),
                 population: "—".into(),
-                field: "populations".into(),
-                message: "no populations".into(),
-            });
+                field: field.into(),
+                message,
+            })
+        };
+        if self.populations.is_empty() {
+            return whole("populations", "no populations".into());
+        }
+        if self.populations.len() > MAX_POPULATIONS {
+            return whole(
+                "populations",
+                format!(
+                    "{} populations: at most {MAX_POPULATIONS}",
+                    self.populations.len()
+                ),
+            );
+        }
+        let bodies: usize = self.populations.iter().map(|p| p.count.min(MAX_COUNT + 1)).sum();
+        if bodies > MAX_SCENE_BODIES {
+            return whole(
+                "populations",
+                format!("{bodies} bodies in all: at most {MAX_SCENE_BODIES} per scene"),
+            );
+        }
+        let observations: usize = self
+            .populations
+            .iter()
+            .filter_map(|p| p.observe.map(|o| p.count.min(MAX_COUNT) * o.window.min(100_000)))
+            .sum();
+        if observations > MAX_SCENE_OBSERVATIONS {
+            return whole(
+                "observe",
+                format!(
+                    "observed bodies × window = {observations} observations kept: at most {MAX_SCENE_OBSERVATIONS} per scene (shorten `window` or observe fewer bodies)"
+                ),
+            );
         }
         for (i, p) in self.populations.iter().enumerate() {
             let pop = if p.name.is_empty() {
@@ -429,6 +471,20 @@ impl SceneDescription {
                         "initial".into(),
                         format!("component `{missing}` has no distribution"),
                     );
+                }
+                // Every value a distribution can draw must be a valid state of the family
+                // (the others at their typical values).
+                if let Ok(system) = p.family.build(&p.family.default_params()) {
+                    for (i, name) in spec.state.iter().enumerate() {
+                        let (lo, hi) = map[*name].bounds().expect("checked non-empty");
+                        for v in [lo, hi] {
+                            let mut x = spec.default_state.to_vec();
+                            x[i] = v;
+                            if let Err(e) = system.check_state(&x) {
+                                return bad(format!("initial.{name}"), e.to_string());
+                            }
+                        }
+                    }
                 }
             }
             if let Some(o) = &p.observe {

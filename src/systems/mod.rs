@@ -186,6 +186,23 @@ impl Family {
             .count()
     }
 
+    /// The rest configuration with the entropies of `x`: positions at rest (0; the box
+    /// centre q = 1 for tgc), momenta 0, entropies as in `x`. The energy above it,
+    /// E(x) − E(rest_state(x)), is the body's mechanical energy: free of the additive
+    /// constant a learned energy carries, so drifts are measured against it.
+    pub fn rest_state<T: Copy + From<f32>>(self, x: &[T]) -> Vec<T> {
+        let dof = self.dof();
+        let rest = if self == Family::Tgc { 1.0 } else { 0.0 };
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| match i {
+                i if i < dof => T::from(rest),
+                i if i < 2 * dof => T::from(0.0),
+                _ => *v,
+            })
+            .collect()
+    }
+
     /// Default parameter vector (each parameter's `default`).
     pub fn default_params(self) -> Vec<f64> {
         self.spec().params.iter().map(|p| p.default).collect()
@@ -430,7 +447,12 @@ pub trait System: VectorField + fmt::Debug + Send + Sync {
     }
 }
 
-/// The state checks every family shares: dimension, then finiteness.
+/// Largest |component| of a valid state. Every family's meaningful states (and the learned
+/// models' training data, |q|, |p| ≲ 3) lie far inside; a state beyond is a blow-up or a
+/// typo, refused before anything is simulated or drawn.
+pub const MAX_STATE_MAGNITUDE: f64 = 1e3;
+
+/// The state checks every family shares: dimension, finiteness, magnitude.
 fn check_dim_and_finite(family: Family, x: &[f64]) -> Result<(), SystemError> {
     let spec = family.spec();
     if x.len() != spec.state.len() {
@@ -445,6 +467,15 @@ fn check_dim_and_finite(family: Family, x: &[f64]) -> Result<(), SystemError> {
         return Err(SystemError::InvalidState {
             family,
             reason: format!("{} = {} is not finite", spec.state[i], x[i]),
+        });
+    }
+    if let Some(i) = x.iter().position(|v| v.abs() > MAX_STATE_MAGNITUDE) {
+        return Err(SystemError::InvalidState {
+            family,
+            reason: format!(
+                "{} = {} is outside the valid range ±{MAX_STATE_MAGNITUDE}",
+                spec.state[i], x[i]
+            ),
         });
     }
     Ok(())

@@ -34,7 +34,7 @@ pub mod prelude {
             ObservationBuffer, Observed,
         },
         dynamics::{
-            BodyEnergy, BodyIntegrator, HiddenTruth, InvalidBody, LatentCode, NoetherBackend,
+            BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBackend,
             NoetherBody, PhaseState,
         },
         model::NoetherModel,

@@ -21,8 +21,9 @@ use bevy::{
     prelude::{Deref, DerefMut},
     reflect::TypePath,
 };
+use bevy::tasks::futures_lite::AsyncReadExt;
 use noether::{
-    io::{MODEL_CONFIG_EXTENSION, ModelFileError},
+    io::{MAX_CONFIG_BYTES, MODEL_CONFIG_EXTENSION, ModelFileError},
     nn::{ModelConfig, cpu::ModelParams},
     runtime::LearnedModel,
 };
@@ -87,13 +88,22 @@ impl AssetLoader for NoetherModelLoader {
         let path = load_context.path().clone();
         let shown = path.to_string();
         let mut bytes = Vec::new();
-        reader
+        AsyncReadExt::take(reader, MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(|source| ModelLoadError::Read {
                 path: shown.clone(),
                 source,
             })?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ModelLoadError::Read {
+                path: shown,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("larger than the {MAX_CONFIG_BYTES} bytes a model config may have"),
+                ),
+            });
+        }
         let text = String::from_utf8_lossy(&bytes);
         let (_, weights_path) = noether::io::model_paths(path.path());
         let weights = load_context

@@ -40,6 +40,7 @@ pub enum ObservedPartReflect {
 #[reflect_remote(noether::runtime::EnergyRecord)]
 pub struct EnergyRecordReflect {
     pub initial: f32,
+    pub rest: f32,
     pub energy: f32,
     pub initial_entropy: f32,
     pub entropy: f32,

@@ -39,9 +39,10 @@ use noether::integrate::Integrator;
 use plotters::{prelude::*, style::Color as _};
 
 use crate::{
-    adapt::AdaptSettings,
-    dynamics::{BodyEnergy, BodyIntegrator, PhaseState},
+    adapt::{AdaptSettings, AdaptationStats},
+    dynamics::{BodyEnergy, BodyIntegrator, DynamicsSettings, FrozenBody, PhaseState},
     headless::{headless_app, load_scene},
+    schedule::{Simulation, SimulationControl},
     scene::Population,
 };
 
@@ -58,6 +59,8 @@ pub struct RegressionRun {
     steps: usize,
     hz: f64,
     integrator: Option<Integrator>,
+    step_size: Option<f64>,
+    adaptation: bool,
 }
 
 impl RegressionRun {
@@ -68,6 +71,8 @@ impl RegressionRun {
             steps: 128,
             hz: 64.0,
             integrator: None,
+            step_size: None,
+            adaptation: false,
         }
     }
 
@@ -83,6 +88,24 @@ impl RegressionRun {
         self
     }
 
+    /// Runs online adaptation too, paced at wall-clock speed (one fixed step per 1/hz s) so
+    /// the worker's updates land during the run as they would in a game. Latent changes
+    /// restart a body's energy bookkeeping, so the drift is measured between them. The
+    /// run is then not reproducible tick for tick: check its bounds
+    /// ([`Recording::violations`]), not a golden image.
+    pub fn adaptation(mut self, on: bool) -> Self {
+        self.adaptation = on;
+        self
+    }
+
+    /// Each fixed step advances the simulation by `h` seconds in one integrator step
+    /// (instead of 1/hz): a coarse step over a long horizon, where an integrator that is
+    /// not structure-preserving shows its secular energy drift.
+    pub fn step_size(mut self, h: f64) -> Self {
+        self.step_size = Some(h);
+        self
+    }
+
     /// Steps every body with `method` instead of the scene's integrators.
     pub fn integrator(mut self, method: Integrator) -> Self {
         self.integrator = Some(method);
@@ -95,8 +118,14 @@ impl RegressionRun {
     /// The scene's own error (file, line, field), or a timeout while loading.
     pub fn run(&self, asset_root: impl AsRef<Path>) -> Result<Recording, String> {
         let mut app = headless_app(asset_root, self.hz);
-        app.world_mut().resource_mut::<AdaptSettings>().enabled = false;
+        app.world_mut().resource_mut::<AdaptSettings>().enabled = self.adaptation;
         load_scene(&mut app, &self.scene, Duration::from_secs(120))?;
+        if let Some(h) = self.step_size {
+            app.world_mut().resource_mut::<DynamicsSettings>().max_substep = h;
+            app.world_mut()
+                .resource_mut::<Time<Simulation>>()
+                .set_speed(h * self.hz);
+        }
         if let Some(method) = self.integrator {
             let mut q = app.world_mut().query::<&mut BodyIntegrator>();
             for mut m in q.iter_mut(app.world_mut()) {
@@ -105,21 +134,28 @@ impl RegressionRun {
         }
         let mut q = app
             .world_mut()
-            .query::<(&Population, &BodyEnergy, &PhaseState)>();
+            .query::<(&Population, &BodyEnergy, &PhaseState, Has<FrozenBody>)>();
         let mut populations: BTreeMap<usize, PopulationSeries> = BTreeMap::new();
         let mut previous: BTreeMap<(usize, usize), f32> = BTreeMap::new();
-        for _ in 0..self.steps {
+        let started = std::time::Instant::now();
+        for tick in 1..=self.steps {
             app.update();
+            if self.adaptation {
+                let due = started + Duration::from_secs_f64(tick as f64 / self.hz);
+                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            }
             // Per population: relative drifts, S − S₀, and per-step changes of S.
             let mut step: BTreeMap<usize, (Vec<f32>, Vec<f32>, Vec<f32>)> = BTreeMap::new();
-            let floors = energy_floors(q.iter(app.world()).map(|(p, e, _)| (p.index, e.initial)));
-            for (pop, energy, state) in q.iter(app.world()) {
+            for (pop, energy, state, frozen) in q.iter(app.world()) {
                 let series = populations
                     .entry(pop.index)
                     .or_insert_with(|| PopulationSeries::new(pop));
                 let (drift, entropy, entropy_step) = step.entry(pop.index).or_default();
-                let scale = energy.initial.abs().max(floors[&pop.index]);
-                drift.push((energy.energy - energy.initial) / scale);
+                if frozen {
+                    series.frozen.insert(pop.member);
+                }
+                // The runtime's one, offset-free definition of the drift.
+                drift.push(energy.relative_change());
                 if energy.entropy.is_finite() {
                     series.generic = true;
                     entropy.push(energy.entropy - energy.initial_entropy);
@@ -161,29 +197,17 @@ impl RegressionRun {
                 }
             }
         }
+        let adaptation_updates = app
+            .world()
+            .get_resource::<AdaptationStats>()
+            .map_or(0, |s| s.updates);
         Ok(Recording {
             scene: self.scene.clone(),
-            dt: 1.0 / self.hz,
+            adaptation_updates,
+            dt: self.step_size.unwrap_or(1.0 / self.hz),
             populations: populations.into_values().collect(),
         })
     }
-}
-
-/// Per population, the smallest |E₀| a relative drift divides by: 1% of the population's
-/// median |E₀|. A learned energy has an arbitrary additive constant, so a body whose E₀
-/// happens to sit near zero would otherwise turn round-off into a huge "relative" drift.
-fn energy_floors(initial: impl Iterator<Item = (usize, f32)>) -> BTreeMap<usize, f32> {
-    let mut by_pop: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-    for (index, e0) in initial {
-        by_pop.entry(index).or_default().push(e0.abs());
-    }
-    by_pop
-        .into_iter()
-        .map(|(index, mut v)| {
-            v.sort_by(f32::total_cmp);
-            (index, (0.01 * v[v.len() / 2]).max(1e-6))
-        })
-        .collect()
 }
 
 /// The series recorded for one population, one entry per step.
@@ -197,10 +221,13 @@ pub struct PopulationSeries {
     pub bodies: usize,
     /// Whether the model is GENERIC (entropy series are recorded).
     pub generic: bool,
-    /// Largest |E − E₀|/|E₀| over the bodies (|E₀| floored at 1% of the population's
-    /// median |E₀|).
+    /// Members frozen during the run because their state stopped being finite (a
+    /// recording with any fails its check).
+    pub frozen: std::collections::BTreeSet<usize>,
+    /// Largest offset-free relative drift over the bodies
+    /// ([`noether::runtime::EnergyRecord::drift`]; +∞ for a non-finite one).
     pub max_drift: Vec<f32>,
-    /// Median signed (E − E₀)/|E₀| over the bodies.
+    /// Median signed relative change (E − E₀)/(E₀ − E_rest) over the bodies.
     pub median_drift: Vec<f32>,
     /// Mean S − S₀ over the bodies (GENERIC).
     pub entropy_change: Vec<f32>,
@@ -217,6 +244,7 @@ impl PopulationSeries {
             family: pop.family.to_string(),
             bodies: 0,
             generic: false,
+            frozen: Default::default(),
             max_drift: Vec::new(),
             median_drift: Vec::new(),
             entropy_change: Vec::new(),
@@ -227,7 +255,12 @@ impl PopulationSeries {
 
     /// Largest relative energy drift over the run.
     pub fn worst_drift(&self) -> f32 {
-        self.max_drift.iter().copied().fold(0.0, f32::max)
+        noether::metrics::worst(self.max_drift.iter().map(|v| f64::from(*v))) as f32
+    }
+
+    /// Largest |median relative energy change| over the run (the typical body's drift).
+    pub fn worst_median_drift(&self) -> f32 {
+        noether::metrics::worst(self.median_drift.iter().map(|v| f64::from(v.abs()))) as f32
     }
 
     /// Smallest per-step entropy change over the run (+∞ for Hamiltonian models).
@@ -242,25 +275,42 @@ impl PopulationSeries {
 /// Numeric bounds a recording must meet.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Bounds {
-    /// Largest allowed |E − E₀|/|E₀| of any body at any step.
+    /// Largest allowed offset-free relative drift
+    /// ([`noether::runtime::EnergyRecord::drift`]) of any body at any step.
     pub max_drift: f32,
+    /// Largest allowed |median over bodies of (E − E₀)/scale| at any step: the typical
+    /// body's secular drift. A structure-preserving integrator's energy error oscillates
+    /// and its median stays near zero; a secular loss or gain (RK4 at a coarse step,
+    /// explicit Euler) moves every body the same way.
+    pub max_median_drift: f32,
     /// Smallest allowed per-step change of S (a small negative round-off allowance).
     pub min_entropy_step: f32,
 }
 
 impl Bounds {
-    /// Drift at most `max_drift`, entropy never falling by more than 1e-5 per step.
+    /// Drift at most `max_drift` (the median too), entropy never falling by more than
+    /// 1e-5 per step.
     pub fn drift(max_drift: f32) -> Self {
         Self {
             max_drift,
+            max_median_drift: max_drift,
             min_entropy_step: -1e-5,
         }
+    }
+
+    /// The same with the typical body's drift bounded by `max_median_drift`.
+    pub fn median(mut self, max_median_drift: f32) -> Self {
+        self.max_median_drift = max_median_drift;
+        self
     }
 }
 
 /// A recorded run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recording {
+    /// Latent updates that online adaptation applied during the run (0 unless
+    /// [`RegressionRun::adaptation`]).
+    pub adaptation_updates: u64,
     /// The scene.
     pub scene: String,
     /// Step, seconds.
@@ -325,11 +375,27 @@ impl Recording {
     pub fn violations(&self, bounds: &Bounds) -> Vec<String> {
         let mut out = Vec::new();
         for p in &self.populations {
+            if !p.frozen.is_empty() {
+                out.push(format!(
+                    "{}: `{}`: {} bodies became non-finite and were frozen (members {:?})",
+                    self.scene,
+                    p.name,
+                    p.frozen.len(),
+                    p.frozen.iter().take(8).collect::<Vec<_>>()
+                ));
+            }
             let drift = p.worst_drift();
             if drift.is_nan() || drift > bounds.max_drift {
                 out.push(format!(
                     "{}: `{}`: max relative energy drift {drift:.3e} > {:.1e}",
                     self.scene, p.name, bounds.max_drift
+                ));
+            }
+            let median = p.worst_median_drift();
+            if median.is_nan() || median > bounds.max_median_drift {
+                out.push(format!(
+                    "{}: `{}`: median relative energy drift {median:.3e} > {:.1e} (a secular drift)",
+                    self.scene, p.name, bounds.max_median_drift
                 ));
             }
             let ds = p.worst_entropy_step();
@@ -459,7 +525,7 @@ fn draw_population<DB: DrawingBackend>(
         let _ = chart
             .configure_mesh()
             .x_desc("t (s)")
-            .y_desc("(E − E₀)/|E₀|")
+            .y_desc("(E − E₀)/(E₀ − E_rest)")
             .y_label_formatter(&|v| label(*v, 0))
             .light_line_style(WHITE)
             .label_style(("sans-serif", 11))
@@ -584,12 +650,15 @@ fn label(v: f64, digits: usize) -> String {
     }
 }
 
+/// Writes a PNG atomically (a temporary file beside it, renamed over it).
 fn write_png(image: &RgbImage, path: &Path) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let tmp = noether::io::temp_beside(path);
     image
-        .save(path)
+        .save(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(image::ImageError::IoError))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -649,10 +718,7 @@ pub fn compare_with_golden(
         return Ok(similarity.score);
     }
     let diff = sibling(golden, "diff");
-    let written = similarity
-        .image
-        .to_color_map()
-        .save(&diff)
+    let written = write_png(&similarity.image.to_color_map().into_rgb8(), &diff)
         .map(|()| diff.clone())
         .ok();
     fail(

@@ -66,7 +66,10 @@ fn the_plugin_reimplements_no_stepping_or_runtime_logic() {
     // And it does call the runtime for each of these.
     let all: String = files.iter().map(|(_, t)| t.as_str()).collect();
     for used in [
-        "runtime::{StepSettings, advance, measure, resolve}",
+        "advance_isolating(",
+        "advance(&flow",
+        "measure(&model.cpu",
+        "resolve(",
         "plan_population",
         "fit_population",
         "run_job",

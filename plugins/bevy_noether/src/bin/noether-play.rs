@@ -26,7 +26,7 @@ use bevy::{app::AppExit, asset::AssetPlugin, prelude::*};
 use bevy_noether::{
     adapt::AdaptationStats,
     diagnostics::summarize_populations,
-    dynamics::StepDiagnostics,
+    dynamics::{FrozenBody, StepDiagnostics},
     headless::{headless_app, load_scene},
     prelude::*,
 };
@@ -42,15 +42,15 @@ struct Args {
     /// Step without a window and print a summary.
     #[arg(long)]
     headless: bool,
-    /// Simulated seconds to run headless.
-    #[arg(long, default_value_t = 10.0)]
+    /// Simulated seconds to run headless, 0 … 10⁶.
+    #[arg(long, default_value_t = 10.0, value_parser = number_in(0.0, 1e6))]
     seconds: f64,
     /// Headless: pace the ticks at wall-clock speed, as a game would (online adaptation
     /// then sees observations arrive in real time), instead of as fast as possible.
     #[arg(long)]
     realtime: bool,
-    /// Fixed timestep rate, Hz.
-    #[arg(long, default_value_t = 64.0)]
+    /// Fixed timestep rate, 1 … 1000 Hz.
+    #[arg(long, default_value_t = 64.0, value_parser = number_in(1.0, 1000.0))]
     hz: f64,
     /// Asset root holding the scene and its models.
     #[arg(long, default_value = "assets")]
@@ -59,13 +59,47 @@ struct Args {
     /// for more shots, `--frames` apart), then quit.
     #[arg(long)]
     screenshot: Vec<PathBuf>,
-    /// Frames before each screenshot.
-    #[arg(long, default_value_t = 60)]
+    /// Frames before each screenshot, 1 … 10⁶.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     frames: u32,
 }
 
+/// This process's resident memory, MiB (Linux; `None` elsewhere).
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A clap parser for a finite number in `[lo, hi]`.
+fn number_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s: &str| match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (lo..=hi).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is outside [{lo}, {hi}]")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            // Out-of-range and malformed values exit with 1, like every bad input.
+            return match e.kind() {
+                clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue => {
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+            };
+        }
+    };
     let root = match std::fs::canonicalize(&args.root) {
         Ok(p) => p,
         Err(e) => {
@@ -80,10 +114,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if !(args.hz.is_finite() && args.hz > 0.0 && args.seconds.is_finite() && args.seconds >= 0.0) {
-        eprintln!("error: --hz must be positive and --seconds non-negative");
-        return ExitCode::FAILURE;
-    }
     if args.headless {
         headless(&args, root, &scene)
     } else {
@@ -126,6 +156,7 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let load_seconds = loading.elapsed().as_secs_f64();
+    let rss_loaded = resident_mib();
     let start_steps = app.world().resource::<Time<Simulation>>().context().steps();
     let started = Instant::now();
     let ticks = (args.seconds * args.hz).round() as u64;
@@ -137,12 +168,13 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    let rss_end = resident_mib();
     let world = app.world_mut();
     let steps = world.resource::<Time<Simulation>>().context().steps() - start_steps;
     let simulated = world.resource::<Time<Simulation>>().elapsed_secs_f64();
     let diag = world.resource::<StepDiagnostics>().clone();
     let adapt = world.get_resource::<AdaptationStats>().cloned();
-    let mut q = world.query::<(Entity, &Population, &BodyEnergy)>();
+    let mut q = world.query::<(Entity, &Population, &BodyEnergy, Has<FrozenBody>)>();
     let summary = summarize_populations(q.iter(world));
     let bodies: usize = summary.iter().map(|p| p.bodies).sum();
     println!("scene {scene} — {bodies} bodies, loaded in {load_seconds:.2} s");
@@ -152,14 +184,22 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
         diag.step_ms,
         diag.non_converged
     );
+    if diag.frozen > 0 {
+        println!(
+            "{} bodies are frozen: their state stopped being finite (see the log)",
+            diag.frozen
+        );
+    }
     if diag.invalid > 0 {
         println!(
             "{} bodies were not stepped: they do not fit their model (see the log)",
             diag.invalid
         );
     }
-    println!("| population | bodies | relative energy drift: median | max | min per-step dS |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| population | bodies | frozen (non-finite) | relative energy drift: median | max | min per-step dS |"
+    );
+    println!("|---|---|---|---|---|---|");
     for p in summary {
         let ds = if p.min_entropy_change.is_finite() {
             format!("{:.2e}", p.min_entropy_change)
@@ -167,9 +207,12 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
             "—".into()
         };
         println!(
-            "| {} ({}) | {} | {:.2e} | {:.2e} | {ds} |",
-            p.name, p.family, p.bodies, p.median_drift, p.max_drift
+            "| {} ({}) | {} | {} | {:.2e} | {:.2e} | {ds} |",
+            p.name, p.family, p.bodies, p.frozen, p.median_drift, p.max_drift
         );
+    }
+    if let (Some(a), Some(b)) = (rss_loaded, rss_end) {
+        println!("memory: {a:.1} MiB resident after loading, {b:.1} MiB at the end");
     }
     if let Some(a) = adapt.filter(|a| a.jobs_sent > 0) {
         println!(

@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`NoetherDiagnosticsPlugin::BODIES`] `noether/bodies` | bodies stepped in the last tick |
 //! | [`NoetherDiagnosticsPlugin::STEP_MS`] `noether/step_ms` | wall time of the last tick's stepping |
-//! | [`NoetherDiagnosticsPlugin::MAX_ENERGY_DRIFT`] `noether/max_energy_drift` | max over bodies of \|E − E₀\|/\|E₀\| |
+//! | [`NoetherDiagnosticsPlugin::MAX_ENERGY_DRIFT`] `noether/max_energy_drift` | max over bodies of the offset-free energy drift ([`noether::runtime::EnergyRecord::drift`]; +∞ once a body's energy is not finite) |
+//! | [`NoetherDiagnosticsPlugin::NONFINITE_BODIES`] `noether/nonfinite_bodies` | bodies frozen because their state stopped being finite |
 //! | [`NoetherDiagnosticsPlugin::MIN_ENTROPY_CHANGE`] `noether/min_entropy_change` | min over GENERIC bodies of the per-tick change of S (≥ 0) |
 //!
 //! [`DiagnosticsStore`]: bevy::diagnostic::DiagnosticsStore
@@ -17,7 +18,7 @@ use bevy::{
 };
 
 use crate::{
-    dynamics::{BodyEnergy, StepDiagnostics},
+    dynamics::{BodyEnergy, FrozenBody, StepDiagnostics},
     scene::Population,
     schedule::NoetherSystems,
 };
@@ -33,11 +34,11 @@ pub struct PopulationSummary {
     pub family: noether::systems::Family,
     /// Bodies.
     pub bodies: usize,
-    /// Median over bodies of the largest relative drift of the learned energy.
-    ///
-    /// The learned E has an arbitrary additive constant, so |E − E₀|/|E₀| is large for the
-    /// odd body whose E₀ happens to sit near zero: the median shows the typical body, the
-    /// maximum the worst.
+    /// Bodies frozen because their state stopped being finite ([`FrozenBody`]).
+    pub frozen: usize,
+    /// Median over bodies of the largest offset-free relative drift of the learned energy
+    /// ([`noether::runtime::EnergyRecord::drift`]): the typical body; the maximum is the
+    /// worst.
     pub median_drift: f32,
     /// Largest relative drift of any body.
     pub max_drift: f32,
@@ -47,19 +48,21 @@ pub struct PopulationSummary {
     pub first: Option<Entity>,
 }
 
-/// Summaries of the populations in `bodies`, by population index.
+/// Summaries of the populations in `bodies` (each with whether it is frozen), by
+/// population index.
 pub fn summarize_populations<'a>(
-    bodies: impl IntoIterator<Item = (Entity, &'a Population, &'a BodyEnergy)>,
+    bodies: impl IntoIterator<Item = (Entity, &'a Population, &'a BodyEnergy, bool)>,
 ) -> Vec<PopulationSummary> {
     let mut per: std::collections::BTreeMap<usize, (PopulationSummary, Vec<f32>)> =
         Default::default();
-    for (entity, p, e) in bodies {
+    for (entity, p, e, frozen) in bodies {
         let (s, drifts) = per.entry(p.index).or_insert_with(|| {
             let s = PopulationSummary {
                 index: p.index,
                 name: p.name.clone(),
                 family: p.family,
                 bodies: 0,
+                frozen: 0,
                 median_drift: 0.0,
                 max_drift: 0.0,
                 min_entropy_change: f32::INFINITY,
@@ -68,6 +71,7 @@ pub fn summarize_populations<'a>(
             (s, Vec::new())
         });
         s.bodies += 1;
+        s.frozen += usize::from(frozen);
         drifts.push(e.max_drift);
         s.min_entropy_change = s.min_entropy_change.min(e.min_entropy_change);
         if p.member == 0 {
@@ -101,6 +105,9 @@ impl NoetherDiagnosticsPlugin {
     /// Smallest per-tick entropy change over GENERIC bodies.
     pub const MIN_ENTROPY_CHANGE: DiagnosticPath =
         DiagnosticPath::const_new("noether/min_entropy_change");
+    /// Bodies frozen at their last finite state.
+    pub const NONFINITE_BODIES: DiagnosticPath =
+        DiagnosticPath::const_new("noether/nonfinite_bodies");
 }
 
 /// Publishes this tick's values; the stepping counters exist only with the
@@ -109,19 +116,22 @@ fn measure(
     mut diagnostics: Diagnostics,
     step: Option<Res<StepDiagnostics>>,
     bodies: Query<&BodyEnergy>,
+    frozen: Query<(), With<FrozenBody>>,
 ) {
+    let nonfinite = frozen.iter().count();
+    diagnostics.add_measurement(&NoetherDiagnosticsPlugin::NONFINITE_BODIES, || {
+        nonfinite as f64
+    });
     if let Some(step) = step {
         diagnostics.add_measurement(&NoetherDiagnosticsPlugin::BODIES, || step.bodies as f64);
         diagnostics.add_measurement(&NoetherDiagnosticsPlugin::STEP_MS, || step.step_ms);
     }
-    let (mut drift, mut ds) = (0.0f32, f32::INFINITY);
-    for e in &bodies {
-        drift = drift.max(e.max_drift);
-        ds = ds.min(e.min_entropy_change);
-    }
-    diagnostics.add_measurement(&NoetherDiagnosticsPlugin::MAX_ENERGY_DRIFT, || {
-        f64::from(drift)
-    });
+    let drift = noether::metrics::worst(bodies.iter().map(|e| f64::from(e.max_drift)));
+    let ds = bodies
+        .iter()
+        .map(|e| e.min_entropy_change)
+        .fold(f32::INFINITY, |m, v| if v.is_nan() { f32::NEG_INFINITY } else { m.min(v) });
+    diagnostics.add_measurement(&NoetherDiagnosticsPlugin::MAX_ENERGY_DRIFT, || drift);
     if ds.is_finite() {
         diagnostics.add_measurement(&NoetherDiagnosticsPlugin::MIN_ENTROPY_CHANGE, || {
             f64::from(ds)
@@ -135,6 +145,7 @@ impl Plugin for NoetherDiagnosticsPlugin {
             .register_diagnostic(Diagnostic::new(Self::STEP_MS).with_suffix(" ms"))
             .register_diagnostic(Diagnostic::new(Self::MAX_ENERGY_DRIFT))
             .register_diagnostic(Diagnostic::new(Self::MIN_ENTROPY_CHANGE))
+            .register_diagnostic(Diagnostic::new(Self::NONFINITE_BODIES))
             .add_systems(
                 self.schedule,
                 measure

@@ -27,7 +27,7 @@ use burn::{
 use noether::{
     integrate::{IntegrateError, Integrator},
     nn::{BurnFlow, Model},
-    runtime::{StepSettings, advance},
+    runtime::{StepReport, StepSettings, advance},
 };
 
 use crate::model::NoetherModel;
@@ -104,8 +104,9 @@ impl GpuStepper {
 
     /// Advances the batch of `entities` by `dt` with `method` ([`advance`] on burn
     /// tensors): `x`, `z` are the ECS's current values (compared with the resident copy,
-    /// uploaded only if they differ). Returns the new states, read back, and the Newton
-    /// retries (none: the GPU path has no Newton solve).
+    /// uploaded only if they differ). Returns the new states, read back; rows that came
+    /// back non-finite keep their state from before the step and are listed in
+    /// [`StepReport::frozen`] (the batch is uploaded again next tick without them).
     ///
     /// # Errors
     /// A non-converged implicit solve.
@@ -120,7 +121,7 @@ impl GpuStepper {
         z: Vec<f32>,
         dt: f64,
         settings: &StepSettings,
-    ) -> Result<(Vec<f32>, u64), IntegrateError> {
+    ) -> Result<(Vec<f32>, StepReport), IntegrateError> {
         let device = self.device.clone();
         let gpu_model = self
             .models
@@ -150,16 +151,23 @@ impl GpuStepper {
             model: gpu_model,
             latents: batch.z.clone(),
         };
-        let (xt, report) = advance(&flow, method, batch.x.clone(), dt, settings)?;
-        let out = xt
+        let (xt, mut report) = advance(&flow, method, batch.x.clone(), dt, settings)?;
+        let mut out = xt
             .clone()
             .into_data()
             .convert::<f32>()
             .to_vec::<f32>()
             .expect("f32 states");
+        for k in 0..rows {
+            let row = k * n..(k + 1) * n;
+            if out[row.clone()].iter().any(|v| !v.is_finite()) {
+                out[row.clone()].copy_from_slice(&batch.host_state[row]);
+                report.frozen.push(k);
+            }
+        }
         batch.x = xt;
         batch.host_state.clone_from(&out);
-        Ok((out, report.retries))
+        Ok((out, report))
     }
 }
 

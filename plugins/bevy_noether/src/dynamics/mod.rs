@@ -12,7 +12,9 @@
 //!
 //! A body whose state or latent does not fit its model (a wrong length) is not stepped: it
 //! gets an [`InvalidBody`] marker with the reason, and a warning is logged once. Fix the
-//! component and the marker goes away at the next tick.
+//! component and the marker goes away at the next tick. A body whose state is or becomes
+//! non-finite is frozen at its last finite state with a [`FrozenBody`] marker and a warning
+//! naming it; the rest of its batch steps on. Setting its [`PhaseState`] thaws it.
 //!
 //! | component | meaning |
 //! |---|---|
@@ -22,7 +24,8 @@
 //! | [`BodyIntegrator`] | the integrator (default `auto`: chosen from the model's structure) |
 //! | [`HiddenTruth`] | optional true parameters (for adaptation and comparison) |
 //! | [`BodyEnergy`] | learned energy (and entropy) now and at the first step |
-//! | [`InvalidBody`] | why the body is not stepped |
+//! | [`InvalidBody`] | why the body is not stepped (it does not fit its model) |
+//! | [`FrozenBody`] | the body's state stopped being finite; it is held at its last finite state |
 //!
 //! Integrators (all from [`noether::integrate`], chosen by [`noether::runtime::resolve`]):
 //!
@@ -40,7 +43,9 @@ mod plugin;
 mod render_device;
 
 pub use backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu};
-pub use plugin::{DynamicsPlugin, DynamicsSettings, DynamicsSystems, EnergySystems, StepDiagnostics};
+pub use plugin::{
+    DynamicsPlugin, DynamicsSettings, DynamicsSystems, EnergySystems, StepDiagnostics,
+};
 
 use bevy::prelude::{
     Component, Deref, DerefMut, Handle, Reflect, ReflectComponent, ReflectDefault,
@@ -123,6 +128,17 @@ impl PreviousState {
             current.0.clone()
         }
     }
+}
+
+/// A body whose state was or became non-finite (NaN, ±∞): it is held at its last finite
+/// state and not stepped, counted by the `noether/nonfinite_bodies` diagnostic and reported
+/// once with its entity. Inserted by [`DynamicsPlugin`]; removed when the game sets a new
+/// [`PhaseState`].
+#[derive(Component, Reflect, Clone, Debug, Default, PartialEq)]
+#[reflect(Component, Default, Debug)]
+pub struct FrozenBody {
+    /// What happened, and when (simulation ticks).
+    pub reason: String,
 }
 
 /// Why a body is not stepped: its state or latent does not fit its model. Inserted (with a

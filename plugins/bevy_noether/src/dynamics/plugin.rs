@@ -12,13 +12,12 @@ use bevy::{
 };
 use noether::{
     integrate::Integrator,
-    nn::cpu::CpuFlow,
-    runtime::{StepSettings, advance, measure, resolve},
+    runtime::{StepSettings, advance_isolating, measure, resolve},
 };
 
 use super::{
-    BodyEnergy, BodyIntegrator, HiddenTruth, InvalidBody, LatentCode, NoetherBody, PhaseState,
-    PreviousState,
+    BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBody,
+    PhaseState, PreviousState,
     backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu},
 };
 use crate::{
@@ -49,6 +48,8 @@ pub struct StepDiagnostics {
     pub bodies: usize,
     /// Bodies not stepped because they do not fit their model ([`InvalidBody`]).
     pub invalid: usize,
+    /// Bodies held at their last finite state ([`FrozenBody`]).
+    pub frozen: usize,
     /// Batches (model × method) in the last tick.
     pub batches: usize,
     /// Wall time of the last tick's stepping, milliseconds.
@@ -90,31 +91,54 @@ type CheckQuery<'w, 's> = Query<
     (
         Entity,
         &'static NoetherBody,
-        &'static PhaseState,
+        Ref<'static, PhaseState>,
         &'static mut LatentCode,
         Option<&'static InvalidBody>,
+        Option<&'static FrozenBody>,
     ),
 >;
 
 /// Fills empty latents with the model's mean once it has loaded; marks bodies that do not
 /// fit their model (or whose model failed to load) with [`InvalidBody`], warning once, and
-/// clears the mark when they are fixed.
+/// clears the mark when they are fixed; freezes bodies spawned with a non-finite state, and
+/// thaws a frozen body whose state the game has set.
 fn check_bodies(
     mut commands: Commands,
     models: Res<Assets<NoetherModel>>,
     server: Option<Res<AssetServer>>,
+    sim: Res<Time<Simulation>>,
     mut bodies: CheckQuery,
 ) {
-    for (entity, body, state, mut latent, invalid) in &mut bodies {
+    for (entity, body, state, mut latent, invalid, frozen) in &mut bodies {
+        let finite = state.iter().all(|v| v.is_finite());
+        match frozen {
+            None if !finite => {
+                let reason = format!(
+                    "its state {:?} is not finite at tick {}",
+                    state.0,
+                    sim.context().steps()
+                );
+                warn!("noether: body {entity} is frozen: {reason}");
+                commands.entity(entity).insert(FrozenBody { reason });
+            }
+            Some(_) if finite && state.is_changed() => {
+                info!("noether: body {entity} has a new finite state and steps again");
+                commands.entity(entity).remove::<FrozenBody>();
+            }
+            _ => {}
+        }
         let reason = match models.get(&body.model) {
             Some(model) => {
                 if latent.is_empty() {
                     latent.0 = model.mean_latent();
                 }
-                misfit(state, &latent, model)
+                misfit(&state, &latent, model)
             }
             None => match server.as_ref().map(|s| s.load_state(body.model.id())) {
-                Some(LoadState::Failed(e)) => Some(format!("its model failed to load: {e}")),
+                Some(LoadState::Failed(e)) => Some(format!(
+                    "its model failed to load: {}",
+                    crate::scene::load_error_message(&e)
+                )),
                 _ => continue,
             },
         };
@@ -152,7 +176,7 @@ type StepQuery<'w, 's> = Query<
         &'static LatentCode,
         &'static BodyIntegrator,
     ),
-    Without<InvalidBody>,
+    (Without<InvalidBody>, Without<FrozenBody>),
 >;
 
 /// Groups bodies by (model, resolved method), steps each group as one batch (on the GPU
@@ -166,10 +190,13 @@ fn step_bodies(
     mut gpu: Option<ResMut<GpuStepper>>,
     mut bodies: StepQuery,
     invalid: Query<(), (With<NoetherBody>, With<InvalidBody>)>,
+    frozen: Query<(), (With<NoetherBody>, With<FrozenBody>)>,
+    mut commands: Commands,
     mut diag: ResMut<StepDiagnostics>,
 ) {
     let dt = sim.context().tick();
     diag.invalid = invalid.iter().count();
+    diag.frozen = frozen.iter().count();
     if dt <= 0.0 {
         diag.bodies = 0;
         return;
@@ -205,22 +232,30 @@ fn step_bodies(
         let on_gpu = active.gpu && method != Integrator::DiscreteGradient;
         let result = match (on_gpu, gpu.as_deref_mut()) {
             (true, Some(g)) => g.step(id, model, method, &entities, x, z, dt, &settings),
-            _ => {
-                let flow = CpuFlow {
-                    model: &model.cpu,
-                    latents: &z,
-                };
-                advance(&flow, method, x, dt, &settings).map(|(x1, r)| (x1, r.retries))
-            }
+            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings),
         };
         match result {
-            Ok((x1, retries)) => {
-                diag.non_converged += retries;
+            Ok((x1, report)) => {
+                diag.non_converged += report.retries;
+                for &k in &report.frozen {
+                    let e = entities[k];
+                    let reason = format!(
+                        "its state became non-finite in tick {} ({method}); held at {:?}",
+                        sim.context().steps(),
+                        &x1[k * n..(k + 1) * n]
+                    );
+                    warn!("noether: body {e} is frozen: {reason}");
+                    commands.entity(e).insert(FrozenBody { reason });
+                }
                 for (k, &e) in entities.iter().enumerate() {
                     let (_, _, mut state, _, _) = bodies.get_mut(e).expect("grouped above");
-                    state.0.copy_from_slice(&x1[k * n..(k + 1) * n]);
+                    let row = &x1[k * n..(k + 1) * n];
+                    if state.0 != row {
+                        state.0.copy_from_slice(row);
+                    }
                 }
-                count += entities.len();
+                count += entities.len() - report.frozen.len();
+                diag.frozen += report.frozen.len();
             }
             Err(err) => {
                 diag.non_converged += 1;
@@ -248,7 +283,7 @@ type EnergyQuery<'w, 's> = Query<
         Ref<'static, LatentCode>,
         &'static mut BodyEnergy,
     ),
-    Without<InvalidBody>,
+    (Without<InvalidBody>, Without<FrozenBody>),
 >;
 
 /// Measures [`BodyEnergy`] in one batched call per model ([`noether::runtime::measure`]).
@@ -271,13 +306,17 @@ fn update_energies(models: Res<Assets<NoetherModel>>, mut bodies: EnergyQuery) {
     }
     for (id, entities) in groups {
         let model = models.get(id).expect("checked above");
-        let (mut x, mut z) = (Vec::new(), Vec::new());
+        let (mut x, mut z, mut first) = (Vec::new(), Vec::new(), Vec::new());
         for &e in &entities {
-            let (_, _, s, l, _) = bodies.get(e).expect("grouped above");
+            let (_, _, s, l, energy) = bodies.get(e).expect("grouped above");
             x.extend_from_slice(&s.0);
             z.extend_from_slice(&l.0);
+            first.push(energy.initial.is_nan());
         }
-        for (sample, &entity) in measure(&model.cpu, &x, &z).into_iter().zip(&entities) {
+        for (sample, &entity) in measure(&model.cpu, &x, &z, &first)
+            .into_iter()
+            .zip(&entities)
+        {
             let (_, _, _, _, mut be) = bodies.get_mut(entity).expect("grouped above");
             be.record(sample);
         }
@@ -307,6 +346,7 @@ impl Plugin for DynamicsPlugin {
             .register_type::<HiddenTruth>()
             .register_type::<BodyEnergy>()
             .register_type::<InvalidBody>()
+            .register_type::<FrozenBody>()
             .register_type::<PreviousState>()
             .register_type::<StepDiagnostics>()
             .init_resource::<StepDiagnostics>()

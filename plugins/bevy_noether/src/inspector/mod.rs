@@ -14,7 +14,7 @@ use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 use crate::{
     adapt::{Adaptation, AdaptationStats},
     diagnostics::summarize_populations,
-    dynamics::{ActiveBackend, BodyEnergy, LatentCode, PhaseState, StepDiagnostics},
+    dynamics::{ActiveBackend, BodyEnergy, FrozenBody, LatentCode, PhaseState, StepDiagnostics},
     scene::Population,
     schedule::{Simulation, SimulationControl},
 };
@@ -126,7 +126,7 @@ fn ui(
     backend: Res<ActiveBackend>,
     mut settings: ResMut<InspectorSettings>,
     trace: Res<Trace>,
-    populations: Query<(Entity, &Population, &BodyEnergy)>,
+    populations: Query<(Entity, &Population, &BodyEnergy, Has<FrozenBody>)>,
     mut latents: Query<(&mut LatentCode, &PhaseState, Option<&mut Adaptation>)>,
     adaptation: Option<Res<AdaptationStats>>,
     visuals: Option<ResMut<crate::visuals::VisualSettings>>,
@@ -168,6 +168,12 @@ fn ui(
                 "{} · {} bodies · {} batches",
                 backend.description, step.bodies, step.batches
             ));
+            if step.frozen > 0 {
+                ui.colored_label(
+                    egui::Color32::from_rgb(255, 80, 80),
+                    format!("{} bodies frozen: non-finite state (see FrozenBody)", step.frozen),
+                );
+            }
             if step.invalid > 0 {
                 ui.colored_label(
                     egui::Color32::from_rgb(255, 120, 90),

@@ -33,13 +33,18 @@ pub use noether::runtime::{
     BodyInit, Distribution, InitialState, LatentInit, Layout, MAX_COUNT, ObserveSpec,
     PopulationSpec, SceneDescription, SceneError,
 };
+pub(crate) use plugin::load_error_message;
 pub use plugin::{NoetherSceneRoot, Population, ScenePlugin, SceneReady, SceneStatus, SceneSystems};
 
 use bevy::{
     asset::{Asset, AssetLoader, Handle, LoadContext, io::Reader},
     prelude::{Deref, DerefMut},
     reflect::TypePath,
+    tasks::futures_lite::AsyncReadExt,
 };
+
+/// Largest scene file read (bytes); nothing beyond is read.
+pub const MAX_SCENE_BYTES: u64 = 4 << 20;
 
 use crate::model::NoetherModel;
 
@@ -74,13 +79,19 @@ impl AssetLoader for NoetherSceneLoader {
         let path = load_context.path().clone();
         let shown = path.to_string();
         let mut bytes = Vec::new();
-        reader
+        AsyncReadExt::take(reader, MAX_SCENE_BYTES + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| SceneError::Read {
                 path: shown.clone(),
                 message: e.to_string(),
             })?;
+        if bytes.len() as u64 > MAX_SCENE_BYTES {
+            return Err(SceneError::Read {
+                path: shown,
+                message: format!("larger than the {MAX_SCENE_BYTES} bytes a scene file may have"),
+            });
+        }
         let text = String::from_utf8(bytes).map_err(|e| SceneError::Read {
             path: shown.clone(),
             message: format!("not UTF-8: {e}"),

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use bevy::{
     app::{App, Plugin, Update},
-    asset::{AssetApp, AssetEvent, AssetId, AssetLoadFailedEvent, AssetServer, Assets, LoadState},
+    asset::{
+        AssetApp, AssetEvent, AssetId, AssetLoadError, AssetLoadFailedEvent, AssetServer, Assets,
+        LoadState,
+    },
     ecs::{intern::Interned, schedule::ScheduleLabel},
     log::{error, info},
     prelude::*,
@@ -134,21 +137,46 @@ fn track_versions(
     }
 }
 
+/// The message of a failed load, as the user should read it: a scene or model loader's own
+/// error (file, line, field), without the backtrace Bevy attaches when `RUST_BACKTRACE` is
+/// set.
+pub(crate) fn load_error_message(error: &AssetLoadError) -> String {
+    match error {
+        AssetLoadError::AssetLoaderError(e) => {
+            let inner = e.error();
+            if let Some(scene) = inner.downcast_ref::<SceneError>() {
+                scene.to_string()
+            } else if let Some(model) = inner.downcast_ref::<crate::model::ModelLoadError>() {
+                model.to_string()
+            } else {
+                let text = inner.to_string();
+                format!("{}: {}", e.path(), text.lines().next().unwrap_or_default())
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 fn report_failed_loads(
     mut scenes: MessageReader<AssetLoadFailedEvent<NoetherScene>>,
     mut models: MessageReader<AssetLoadFailedEvent<NoetherModel>>,
     mut roots: Query<(&NoetherSceneRoot, &mut SceneStatus)>,
 ) {
     for e in scenes.read() {
-        error!("noether: scene {} failed to load: {}", e.path, e.error);
+        let message = load_error_message(&e.error);
+        error!("noether: scene {} failed to load: {message}", e.path);
         for (root, mut status) in &mut roots {
             if root.0.id() == e.id {
-                status.error = Some(e.error.to_string());
+                status.error = Some(message.clone());
             }
         }
     }
     for e in models.read() {
-        error!("noether: model {} failed to load: {}", e.path, e.error);
+        error!(
+            "noether: model {} failed to load: {}",
+            e.path,
+            load_error_message(&e.error)
+        );
     }
 }
 
@@ -194,11 +222,13 @@ fn spawn_scenes(
             .zip(&scene.populations)
             .find(|(h, _)| matches!(server.load_state(h.id()), LoadState::Failed(_)))
         {
+            let why = match server.load_state(h.id()) {
+                LoadState::Failed(e) => load_error_message(&e),
+                other => format!("{other:?}"),
+            };
             let message = format!(
-                "{path}: population `{}`: model `{}` failed to load ({:?})",
-                p.name,
-                p.model,
-                server.load_state(h.id())
+                "{path}: population `{}`: model `{}` failed to load: {why}",
+                p.name, p.model
             );
             error!("noether: {message}");
             status.error = Some(message);

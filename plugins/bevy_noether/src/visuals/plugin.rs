@@ -353,7 +353,8 @@ fn draw_bodies(
             }
         }
         if settings.bars && energy.energy.is_finite() && energy.initial.is_finite() {
-            let ratio = (energy.energy / energy.initial.abs().max(1e-6)).clamp(0.0, 2.0);
+            // The mechanical energy now over at the start: 1 while it holds.
+            let ratio = (1.0 + energy.relative_change()).clamp(0.0, 2.0);
             let base = o + Vec2::new(26.0, -12.0);
             gizmos.line_2d(
                 base,
