@@ -256,3 +256,52 @@ fn the_cli_fits_a_recording_and_names_a_bad_line() {
     assert!(!out.status.success());
     assert!(err.contains("bad.csv:3") && err.contains("`q`"), "{err}");
 }
+
+#[test]
+fn rollout_sensitivities_match_finite_differences_and_the_plain_rollout() {
+    use noether::meta::observed::{rollout_intervals, rollout_sensitivities};
+    let model = shipped("pendulum-svd5");
+    let dz = model.row_latent();
+    // Two bodies with their own latents and irregular intervals; θ = (z, p₀).
+    let mut z = mean_latent(&model);
+    z.extend(mean_latent(&model).iter().enumerate().map(|(k, v)| v + 0.05 * (k as f32).cos()));
+    let x0 = vec![1.0f32, 0.0, -0.4, 0.8];
+    let dt: Vec<Vec<f64>> = (0..12)
+        .map(|k| vec![0.05, 0.03 + 0.01 * f64::from(k % 3)])
+        .collect();
+    let p = dz + 1;
+    // ∂x₀/∂θ: only p₀ (the last column) moves the start, through its momentum.
+    let mut s0 = vec![0.0f32; 2 * 2 * p];
+    for r in 0..2 {
+        s0[r * 2 * p + p + dz] = 1.0;
+    }
+    let rolled = rollout_sensitivities(&model, &z, &x0, &s0, p, &dt, 0.05).unwrap();
+    let plain = rollout_intervals(&model, &z, &x0, &dt, 0.05);
+    for (k, (x, _)) in rolled.iter().enumerate() {
+        assert_eq!(x, &plain[k], "the same states as the plain rollout, bit for bit");
+    }
+    // Central differences of the whole rollout in each parameter.
+    let last = |z: &[f32], x0: &[f32]| rollout_intervals(&model, z, x0, &dt, 0.05).pop().unwrap();
+    let s = &rolled.last().unwrap().1;
+    let mut worst = 0.0f64;
+    for r in 0..2 {
+        for j in 0..p {
+            let (mut zp, mut zm, mut xp, mut xm) = (z.clone(), z.clone(), x0.clone(), x0.clone());
+            let h = 1e-2f32;
+            if j < dz {
+                zp[r * dz + j] += h;
+                zm[r * dz + j] -= h;
+            } else {
+                xp[r * 2 + 1] += h;
+                xm[r * 2 + 1] -= h;
+            }
+            let (fp, fm) = (last(&zp, &xp), last(&zm, &xm));
+            for i in 0..2 {
+                let numeric = f64::from(fp[r * 2 + i] - fm[r * 2 + i]) / (2.0 * f64::from(h));
+                let exact = f64::from(s[r * 2 * p + i * p + j]);
+                worst = worst.max((numeric - exact).abs() / (1.0 + exact.abs()));
+            }
+        }
+    }
+    assert!(worst < 5e-3, "sensitivities differ from finite differences by {worst:e}");
+}

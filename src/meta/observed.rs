@@ -30,7 +30,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    integrate::{Flow, rk4_step},
+    integrate::{Flow, Space, rk4_step},
     nn::cpu::{CpuFlow, CpuModel},
 };
 
@@ -212,7 +212,7 @@ pub fn validate(model: &CpuModel, track: Track<'_>) -> Result<(), ObservedError>
 /// ẋ = Δt_r f(x; z_r): the learned flow in units of each row's own interval.
 struct IntervalFlow<'a> {
     flow: CpuFlow<'a>,
-    dt: &'a [f32],
+    dt: &'a [f64],
     dim: usize,
 }
 
@@ -220,28 +220,36 @@ impl Flow<Vec<f32>> for IntervalFlow<'_> {
     fn rate(&self, x: &Vec<f32>) -> Vec<f32> {
         let mut r = self.flow.rate(x);
         for (row, dt) in r.chunks_exact_mut(self.dim).zip(self.dt) {
+            let dt = *dt as f32;
             row.iter_mut().for_each(|v| *v *= dt);
         }
         r
     }
 }
 
+/// RK4 substeps of an interval whose longest row spans `longest` seconds: at most
+/// `max_substep` seconds each. The ratio is taken with a relative tolerance of 10⁻⁹, so an
+/// interval of exactly k substeps (0.05 s at 0.05, three ticks of 1/64 s at 3/64) is not
+/// split into k + 1 by rounding.
+pub fn substeps(longest: f64, max_substep: f64) -> usize {
+    ((longest / max_substep) * (1.0 - 1e-9)).ceil().max(1.0) as usize
+}
+
 /// Rolls rows `x0` (`[R·n]`, latents `[R·d_z]`) through intervals: `dt[k][r]` is the length
-/// of interval k for row r (0 leaves the row where it is). Returns the rows after each
-/// interval. RK4 sub-steps are at most `max_substep` long for every row.
+/// of interval k for row r in seconds (0 leaves the row where it is). Returns the rows after
+/// each interval. RK4 sub-steps are at most `max_substep` long for every row.
 pub fn rollout_intervals(
     model: &CpuModel,
     latents: &[f32],
     x0: &[f32],
-    dt: &[Vec<f32>],
+    dt: &[Vec<f64>],
     max_substep: f64,
 ) -> Vec<Vec<f32>> {
     let dim = model.dim();
     let mut x = x0.to_vec();
     let mut out = Vec::with_capacity(dt.len());
     for step in dt {
-        let longest = crate::metrics::worst(step.iter().map(|d| f64::from(*d)));
-        let substeps = (longest / max_substep).ceil().max(1.0) as usize;
+        let substeps = substeps(crate::metrics::worst(step.iter().copied()), max_substep);
         let flow = IntervalFlow {
             flow: CpuFlow { model, latents },
             dt: step,
@@ -255,6 +263,77 @@ pub fn rollout_intervals(
     out
 }
 
+/// [`rollout_intervals`] with forward sensitivities: each row also carries S = ∂x/∂θ
+/// (`n × p`, row-major, `s0` `[R·n·p]`), θ's first d_z columns being the latent, and every
+/// RK4 stage advances it with the same coefficients as x:
+///
+/// ```text
+/// kᵢ = Δt f(xᵢ; z)        Kᵢ = Δt (f_x(xᵢ) Sᵢ + [f_z(xᵢ) | 0])
+/// xᵢ = x + cᵢ h kᵢ₋₁      Sᵢ = S + cᵢ h Kᵢ₋₁
+/// ```
+///
+/// with f_x, f_z from the network's reverse pass ([`CpuModel::field_jacobian`]). S is then
+/// the exact derivative of the discrete rollout (not of the ODE), so a Gauss–Newton step on
+/// the loss computed from these states uses the loss's true Jacobian. Returns (states, S)
+/// after each interval; `None` for models without a reverse Jacobian (GENERIC).
+pub fn rollout_sensitivities(
+    model: &CpuModel,
+    latents: &[f32],
+    x0: &[f32],
+    s0: &[f32],
+    p: usize,
+    dt: &[Vec<f64>],
+    max_substep: f64,
+) -> Option<Vec<(Vec<f32>, Vec<f32>)>> {
+    if !model.has_field_jacobian() {
+        return None;
+    }
+    let (n, dz) = (model.dim(), model.row_latent());
+    let rows = x0.len() / n;
+    // (k, K) = the rates of (x, S) at (x, S) for interval lengths `step`.
+    let rates = |x: &[f32], s: &[f32], step: &[f64]| -> Option<(Vec<f32>, Vec<f32>)> {
+        let mut f = vec![0.0f32; x.len()];
+        model.field(x, latents, &mut f);
+        let jac = model.field_jacobian(x, latents)?;
+        let mut ds = vec![0.0f32; s.len()];
+        for r in 0..rows {
+            let h = step[r] as f32;
+            f[r * n..(r + 1) * n].iter_mut().for_each(|v| *v *= h);
+            let (fx, fz) = (&jac.fx[r * n * n..(r + 1) * n * n], &jac.fz[r * n * dz..(r + 1) * n * dz]);
+            let (sr, dr) = (&s[r * n * p..(r + 1) * n * p], &mut ds[r * n * p..(r + 1) * n * p]);
+            for i in 0..n {
+                for c in 0..p {
+                    let mut acc = if c < dz { fz[i * dz + c] } else { 0.0 };
+                    for j in 0..n {
+                        acc += fx[i * n + j] * sr[j * p + c];
+                    }
+                    dr[i * p + c] = h * acc;
+                }
+            }
+        }
+        Some((f, ds))
+    };
+    // The stages and weights of `rk4_step`, in the same arithmetic, so the states are the
+    // ones `rollout_intervals` gives bit for bit.
+    let (mut x, mut s) = (x0.to_vec(), s0.to_vec());
+    let mut out = Vec::with_capacity(dt.len());
+    for step in dt {
+        let substeps = substeps(crate::metrics::worst(step.iter().copied()), max_substep);
+        let h = 1.0 / substeps as f64;
+        for _ in 0..substeps {
+            let (k1, q1) = rates(&x, &s, step)?;
+            let (k2, q2) = rates(&x.add_scaled(0.5 * h, &k1), &s.add_scaled(0.5 * h, &q1), step)?;
+            let (k3, q3) = rates(&x.add_scaled(0.5 * h, &k2), &s.add_scaled(0.5 * h, &q2), step)?;
+            let (k4, q4) = rates(&x.add_scaled(h, &k3), &s.add_scaled(h, &q3), step)?;
+            let weights = |a, b, c, d| [(h / 6.0, a), (h / 3.0, b), (h / 3.0, c), (h / 6.0, d)];
+            x = x.lincomb(&weights(&k1, &k2, &k3, &k4));
+            s = s.lincomb(&weights(&q1, &q2, &q3, &q4));
+        }
+        out.push((x.clone(), s.clone()));
+    }
+    Some(out)
+}
+
 /// Predicts the states of one body at `times` (the first is the time of `x0`).
 pub fn predict(
     model: &CpuModel,
@@ -263,10 +342,7 @@ pub fn predict(
     times: &[f64],
     max_substep: f64,
 ) -> Vec<Vec<f32>> {
-    let dt: Vec<Vec<f32>> = times
-        .windows(2)
-        .map(|w| vec![(w[1] - w[0]) as f32])
-        .collect();
+    let dt: Vec<Vec<f64>> = times.windows(2).map(|w| vec![w[1] - w[0]]).collect();
     let mut out = vec![x0.to_vec()];
     out.extend(rollout_intervals(model, latent, x0, &dt, max_substep));
     out
@@ -407,7 +483,7 @@ fn residuals(
         xs.extend(start_state(track, &theta[dz..]));
         let obs = track.observations;
         for (k, step) in dt.iter_mut().enumerate() {
-            step.push(obs.get(k + 1).map_or(0.0, |o| (o.t - obs[k].t) as f32));
+            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
         }
     }
     let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
@@ -442,22 +518,87 @@ pub fn trajectory_loss(
 /// The damping factors tried by each step, relative to the current μ.
 const DAMPING_TRIALS: [f64; 3] = [0.25, 1.0, 8.0];
 
-/// One Levenberg–Marquardt step for every track at once (tracks must be valid, see
-/// [`validate`]). Updates `states` in place where a step lowers the loss; otherwise the
-/// damping grows and the state is kept.
-pub fn fit_step(
+/// Each body's residual r(θ) and Jacobian ∂r/∂θ at its current θ = (z, u).
+type Linearization = (Vec<f64>, Option<DMatrix<f64>>);
+
+/// The residuals and exact Jacobians of every body, from one rollout with forward
+/// sensitivities ([`rollout_sensitivities`]); `None` for models without a reverse
+/// Jacobian (GENERIC).
+fn exact_linearization(
     model: &CpuModel,
     tracks: &[Track<'_>],
-    states: &mut [FitState],
+    thetas: &[Vec<f32>],
     config: &FitConfig,
-) -> Vec<FitStep> {
-    let dz = model.row_latent();
-    // Jacobian batch: base point and one forward difference per parameter.
-    let (mut owner, mut thetas, mut steps) = (Vec::new(), Vec::new(), Vec::new());
-    for (e, s) in states.iter().enumerate() {
-        let theta = [s.latent.clone(), s.hidden.clone()].concat();
+) -> Option<Vec<Linearization>> {
+    let (dim, dz) = (model.dim(), model.row_latent());
+    if !model.has_field_jacobian() {
+        return None;
+    }
+    // Columns: the latent, then up to n unobserved start components (unused ones stay 0).
+    let p = dz + dim;
+    let intervals = tracks
+        .iter()
+        .map(|t| t.observations.len() - 1)
+        .max()
+        .unwrap_or(0);
+    let (mut xs, mut zs, mut s0) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dt = vec![Vec::with_capacity(tracks.len()); intervals];
+    for (track, theta) in tracks.iter().zip(thetas) {
+        zs.extend_from_slice(&theta[..dz]);
+        xs.extend(start_state(*track, &theta[dz..]));
+        // ∂x₀/∂θ: the latent does not move the start; u is its unobserved components.
+        let width = track.observations[0].values.len();
+        let mut s = vec![0.0f32; dim * p];
+        for j in 0..theta.len() - dz {
+            s[(width + j) * p + dz + j] = 1.0;
+        }
+        s0.extend(s);
+        let obs = track.observations;
+        for (k, step) in dt.iter_mut().enumerate() {
+            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
+        }
+    }
+    let rolled = rollout_sensitivities(model, &zs, &xs, &s0, p, &dt, config.max_substep)?;
+    let states: Vec<Vec<f32>> = rolled.iter().map(|(x, _)| x.clone()).collect();
+    Some(
+        tracks
+            .iter()
+            .zip(thetas)
+            .enumerate()
+            .map(|(row, (track, theta))| {
+                let r = residual(*track, &states, row, dim, &theta[..dz], config.lambda_z);
+                let obs = &track.observations[1..];
+                let width = obs[0].values.len();
+                let scale = 1.0 / ((obs.len() * width) as f64).sqrt();
+                let cols = theta.len();
+                let jac = DMatrix::from_fn(r.len(), cols, |i, j| {
+                    if i < obs.len() * width {
+                        let (k, c) = (i / width, i % width);
+                        f64::from(rolled[k].1[row * dim * p + c * p + j]) * scale
+                    } else if i - obs.len() * width == j {
+                        config.lambda_z.sqrt()
+                    } else {
+                        0.0
+                    }
+                });
+                (r, Some(jac))
+            })
+            .collect(),
+    )
+}
+
+/// The residuals of every body and their Jacobians by forward differences: one rollout per
+/// parameter (the fallback for GENERIC models).
+fn difference_linearization(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    thetas: &[Vec<f32>],
+    config: &FitConfig,
+) -> Vec<Linearization> {
+    let (mut owner, mut rows, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    for (e, theta) in thetas.iter().enumerate() {
         owner.push(e);
-        thetas.push(theta.clone());
+        rows.push(theta.clone());
         let mut hs = Vec::with_capacity(theta.len());
         for j in 0..theta.len() {
             let h = (config.fd_step * f64::from(theta[j].abs()).max(1.0)) as f32;
@@ -465,28 +606,60 @@ pub fn fit_step(
             tj[j] += h;
             hs.push(f64::from(tj[j] - theta[j]));
             owner.push(e);
-            thetas.push(tj);
+            rows.push(tj);
         }
         steps.push(hs);
     }
-    let res = residuals(model, tracks, &owner, &thetas, config);
+    let res = residuals(model, tracks, &owner, &rows, config);
+    let mut row = 0;
+    steps
+        .iter()
+        .map(|hs| {
+            let base = res[row].clone();
+            let jac = DMatrix::from_fn(base.len(), hs.len(), |i, j| {
+                (res[row + 1 + j][i] - base[i]) / hs[j]
+            });
+            row += hs.len() + 1;
+            (base, Some(jac))
+        })
+        .collect()
+}
+
+/// One Levenberg–Marquardt step for every track at once (tracks must be valid, see
+/// [`validate`]). Updates `states` in place where a step lowers the loss; otherwise the
+/// damping grows and the state is kept.
+///
+/// The Jacobian is exact for Hamiltonian models: one rollout carries the sensitivities of
+/// the states to (z, u) through the RK4 stages ([`rollout_sensitivities`]); GENERIC models
+/// take forward differences (one rollout per parameter). Three damping trials follow, all
+/// bodies in one batch.
+pub fn fit_step(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    states: &mut [FitState],
+    config: &FitConfig,
+) -> Vec<FitStep> {
+    let dz = model.row_latent();
+    let thetas: Vec<Vec<f32>> = states
+        .iter()
+        .map(|s| [s.latent.clone(), s.hidden.clone()].concat())
+        .collect();
+    let linear = exact_linearization(model, tracks, &thetas, config)
+        .unwrap_or_else(|| difference_linearization(model, tracks, &thetas, config));
 
     // Solve the damped normal equations for each damping trial.
     let (mut trial_owner, mut trial_thetas) = (Vec::new(), Vec::new());
     let mut before = Vec::with_capacity(states.len());
-    let mut row = 0;
-    for (e, hs) in steps.iter().enumerate() {
-        let base = &res[row];
+    for (e, (base, jac)) in linear.iter().enumerate() {
         let loss = sum_sq(base);
         before.push(loss);
-        let p = hs.len();
-        let theta = &thetas[row];
-        if loss.is_finite() {
-            let jac = DMatrix::from_fn(base.len(), p, |i, j| {
-                (res[row + 1 + j][i] - base[i]) / hs[j]
-            });
+        let theta = &thetas[e];
+        let p = theta.len();
+        if let (true, Some(jac)) = (loss.is_finite(), jac)
+            && jac.iter().all(|v| v.is_finite())
+        {
             let r = DVector::from_column_slice(base);
-            let a = jac.transpose() * &jac;
+            let a = jac.transpose() * jac;
             let g = jac.transpose() * r;
             for f in DAMPING_TRIALS {
                 let mu = states[e].damping * f;
@@ -507,7 +680,6 @@ pub fn fit_step(
                 }
             }
         }
-        row += p + 1;
     }
     let thetas: Vec<Vec<f32>> = trial_thetas.iter().map(|(t, _)| t.clone()).collect();
     let trial_res = residuals(model, tracks, &trial_owner, &thetas, config);

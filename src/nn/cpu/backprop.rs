@@ -230,8 +230,11 @@ impl CpuMlp {
     }
 
     /// Reverse mode through a recorded tile: given ḡ₀ = ∂L/∂(∇ₓf) `[rows, n]`, adds the
-    /// parameter gradients to `grads` (skipped when `None`: latents only) and ∂L/∂z per row
-    /// to `zbar` `[rows, d_z]`.
+    /// parameter gradients to `grads` (skipped when `None`: latents only), ∂L/∂z per row to
+    /// `zbar` `[rows, d_z]`, and, when asked, ∂L/∂x per row to `xbar` `[rows, n]`: with
+    /// ḡ₀ = v that is the Hessian-vector product ∇²f·v, x entering only through a₀ = x, so
+    /// x̄ = ū₁W̃₁ᵀ.
+    #[expect(clippy::too_many_arguments, reason = "one reverse pass and its three outputs")]
     pub(super) fn adjoint(
         &self,
         params: &MlpParams,
@@ -240,6 +243,7 @@ impl CpuMlp {
         gbar0: &[f32],
         mut grads: Option<&mut MlpParams>,
         zbar: &mut [f32],
+        mut xbar: Option<&mut [f32]>,
     ) {
         let rows = tape.rows;
         let n = self.d_input;
@@ -330,6 +334,12 @@ impl CpuMlp {
                     row.iter_mut()
                         .zip(&uy[r * cols..r * cols + i])
                         .for_each(|(a, u)| *a += u);
+                }
+            } else if let Some(xbar) = xbar.as_deref_mut() {
+                for (r, row) in xbar.chunks_exact_mut(i).enumerate() {
+                    row.iter_mut()
+                        .zip(&uy[r * cols..r * cols + i])
+                        .for_each(|(x, u)| *x += u);
                 }
             }
             let side = Sides {

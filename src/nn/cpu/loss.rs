@@ -284,7 +284,7 @@ fn adjoint_into(
     grads: Option<&mut MlpParams>,
     zbar: &mut [f32],
 ) {
-    net.adjoint(params, tape, z, gbar, grads, zbar);
+    net.adjoint(params, tape, z, gbar, grads, zbar, None);
 }
 
 fn add_skew_grad(raw_grad: &mut [f32], skew_grad: &[f32], k: usize, n: usize) {

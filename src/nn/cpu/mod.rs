@@ -22,11 +22,13 @@
 mod backprop;
 mod gemm;
 mod generic;
+mod jacobian;
 pub mod loss;
 pub mod mlp;
 pub mod params;
 mod simd;
 
+pub use jacobian::FieldJacobian;
 pub use mlp::CpuMlp;
 pub use params::{DenseParams, GenericParams, LayerParams, MlpParams, ModelParams, ParamRole};
 
@@ -100,6 +102,9 @@ enum CpuNet {
 #[derive(Clone, Debug)]
 pub struct CpuModel {
     net: CpuNet,
+    /// The host parameters the layout was built from (the reverse passes of
+    /// [`CpuModel::field_jacobian`] need them); `None` once a latent is folded in.
+    params: Option<std::sync::Arc<ModelParams>>,
     config: ModelConfig,
     dim: usize,
     /// Latent width the evaluation expects per row (0 once a latent is folded in).
@@ -169,6 +174,7 @@ impl CpuModel {
         let dim = config.family.dim();
         Self {
             net,
+            params: Some(std::sync::Arc::new(params.clone())),
             config: config.clone(),
             dim,
             row_latent: config.d_latent,
@@ -207,6 +213,7 @@ impl CpuModel {
         };
         Self {
             net,
+            params: None,
             row_latent: 0,
             ..self.clone()
         }
