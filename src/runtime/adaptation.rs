@@ -4,10 +4,19 @@
 //! Per body, an [`AdaptState`] moves through the phases of [`AdaptPhase`]:
 //!
 //! ```text
-//!  Observing ──(enough observations)──▶ Adapting ──(settled over a full window)──▶ Converged
-//!                                          │
+//!  Observing ──(enough observations)──▶ Adapting ──(at the noise floor over a full window)──▶ Converged
+//!                                          │  ▲
+//!                                          │  └──(retry_after seconds, from a fresh start)──┐
+//!                                          ├──(no descent left above the noise floor)──▶ Stalled
 //!                                          └──(max_rejections rejected updates)──▶ Diverged
 //! ```
+//!
+//! "At the noise floor" is measured, not assumed: the RMS misfit of the fit must be within
+//! [`NOISE_MULTIPLE`] × the observation noise that [`noise_floor`] estimates from the window
+//! itself (local cubic fits, independent of the model), or within
+//! [`AdaptationSettings::settle_misfit`] of the motion's spread (the model's own accuracy,
+//! which noise-free observations expose). A fit that stops improving above both is
+//! [`AdaptPhase::Stalled`], never `Converged`.
 //!
 //! A runtime drives it in three moves, none of which blocks on the others:
 //!
@@ -17,15 +26,29 @@
 //!    [`crate::meta::observed`] on every body of a [`Job`] (one model), batched through the
 //!    CPU kernel: on a worker thread in the Bevy plugin, inline in a plain loop.
 //! 3. [`AdaptState::apply`] reviews each [`BodyResult`] ([`review`]: a non-finite latent or
-//!    loss, or an exploding loss, is rejected and the last good latent kept), moves the
-//!    phase, and says what the runtime must do ([`Applied`]: a new latent, an event).
+//!    loss is rejected and the last good latent kept; a step is only taken when it lowers
+//!    the loss, so a finite loss cannot grow), moves the phase, and says what the runtime
+//!    must do ([`Applied`]: a new latent, an event). A stalled body is due a fresh start
+//!    ([`AdaptState::retry_due`], [`AdaptState::retry`]) from the model's encoder or mean
+//!    latent.
 //!
 //! Observations come from the game or from a [`TruthSimulator`] running beside the body with
 //! its hidden parameters.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
+
+use nalgebra::{DMatrix, DVector};
 use rand::{RngExt as _, rngs::Xoshiro256PlusPlus};
+use rayon::prelude::*;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +68,57 @@ pub const DEFAULT_WINDOW: usize = 60;
 
 /// Loss history kept per body.
 pub const HISTORY: usize = 256;
+
+/// Bodies of a [`Job`] fitted together between two checks of its [`FrameGate`] (about a
+/// millisecond of one core per Levenberg–Marquardt step of pendulum bodies with 60
+/// observations).
+pub const TILE_BODIES: usize = 8;
+
+/// A flag the frame raises while it steps the world; background adaptation waits at its
+/// checkpoints (before each step of each tile of bodies) until the flag is lowered, so it
+/// takes CPU time only between the frame's steps. The wait is bounded
+/// ([`FrameGate::MAX_WAIT`]), so a frame that never lowers it slows the work down but
+/// cannot stop it.
+#[derive(Debug, Default)]
+pub struct FrameGate {
+    raised: AtomicBool,
+}
+
+impl FrameGate {
+    /// The longest a checkpoint waits for the gate to be lowered.
+    pub const MAX_WAIT: Duration = Duration::from_millis(250);
+
+    /// The frame starts stepping.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+    }
+
+    /// The frame has stepped.
+    pub fn lower(&self) {
+        self.raised.store(false, Ordering::Release);
+    }
+
+    /// Whether the frame is stepping.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Waits while the gate is raised (yielding, then in 50-µs naps), at most
+    /// [`FrameGate::MAX_WAIT`]; returns the time waited.
+    pub fn wait(&self) -> Duration {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.is_raised() && start.elapsed() < Self::MAX_WAIT {
+            if spins < 16 {
+                thread::yield_now();
+                spins += 1;
+            } else {
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+        start.elapsed()
+    }
+}
 
 /// The most recent observations of a body, oldest first; at capacity the oldest is dropped.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,10 +349,77 @@ pub enum AdaptPhase {
     /// Its latent code is being refined.
     Adapting,
     /// The fit over a full window (or [`AdaptationSettings::converge_span`] seconds of
-    /// observations) stopped improving: the latent is final.
+    /// observations) is at the observation noise floor: the latent is final.
     Converged,
-    /// Updates kept failing (non-finite or exploding loss); the last good latent is kept.
+    /// Updates kept failing (non-finite loss or latent, observations that cannot be
+    /// fitted); the last good latent is kept.
     Diverged,
+    /// The fit has no descent left but its misfit is above the noise floor (a local
+    /// minimum, or a motion the model cannot represent): the latent is kept, and the body
+    /// starts over from a fresh estimate after [`AdaptationSettings::retry_after`] seconds.
+    Stalled,
+}
+
+impl AdaptPhase {
+    /// Every phase, in the order of their discriminants (counts are indexed by
+    /// `phase as usize`).
+    pub const ALL: [Self; 5] = [
+        Self::Observing,
+        Self::Adapting,
+        Self::Converged,
+        Self::Diverged,
+        Self::Stalled,
+    ];
+}
+
+/// How many times the estimated observation noise a fit's RMS misfit may be and still be
+/// at the noise floor. A perfect model fitted to observations with noise σ leaves an RMS
+/// misfit a little under σ; 2σ leaves room for a model error of up to √3 σ.
+pub const NOISE_MULTIPLE: f64 = 2.0;
+
+/// Points of each local fit of [`noise_floor`].
+const NOISE_WINDOW: usize = 7;
+
+/// The median of χ²₃ / 3 (the residual variance of a 7-point cubic fit, in units of σ²).
+const CHI2_3_MEDIAN: f64 = 0.788_5;
+
+/// The RMS noise of observed values, estimated from the observations alone: each run of
+/// [`NOISE_WINDOW`] consecutive samples gets a least-squares cubic in time per component
+/// (timestamps may be irregular); with noise σ its residual variance s² = RSS / (7 − 4) is
+/// σ² χ²₃/3 in distribution, while a smooth motion sampled at game rates leaves a residual
+/// orders of magnitude below the noise of a real sensor. The median over runs and
+/// components, divided by the median of χ²₃/3, is robust to the odd collision or glitch.
+/// 0 with fewer than seven observations (no estimate: the model floor decides).
+pub fn noise_floor(observations: &[Observation]) -> f64 {
+    if observations.len() < NOISE_WINDOW {
+        return 0.0;
+    }
+    let width = observations[0].values.len();
+    let mut variances = Vec::new();
+    for run in observations.windows(NOISE_WINDOW) {
+        let tc = run[NOISE_WINDOW / 2].t;
+        let span = (run[NOISE_WINDOW - 1].t - run[0].t).max(f64::MIN_POSITIVE);
+        let basis = DMatrix::from_fn(NOISE_WINDOW, 4, |i, k| {
+            ((run[i].t - tc) / span).powi(k as i32)
+        });
+        let svd = basis.clone().svd(true, true);
+        if svd.rank(1e-9 * svd.singular_values.max()) < 4 {
+            continue;
+        }
+        for c in 0..width {
+            let y = DVector::from_fn(NOISE_WINDOW, |i, _| f64::from(run[i].values[c]));
+            let Ok(coef) = svd.solve(&y, 1e-12) else {
+                continue;
+            };
+            let rss = (&y - &basis * coef).norm_squared();
+            variances.push(rss / (NOISE_WINDOW - 4) as f64);
+        }
+    }
+    if variances.is_empty() {
+        return 0.0;
+    }
+    variances.sort_by(f64::total_cmp);
+    (variances[variances.len() / 2] / CHI2_3_MEDIAN).sqrt()
 }
 
 /// Run-time settings of online adaptation.
@@ -290,20 +431,27 @@ pub struct AdaptationSettings {
     pub lambda_z: f64,
     /// Levenberg–Marquardt steps per job.
     pub steps_per_job: usize,
-    /// A job that lowers a body's loss on its (new) window by less than this fraction
-    /// settles the fit: over a full window the body is converged, over a shorter horizon
-    /// the horizon doubles.
+    /// A job that lowers a body's loss on its (new) window by less than this fraction has
+    /// no descent left: at the noise floor the fit is done (over a full window the body is
+    /// converged, over a shorter horizon the horizon doubles); above it the body stalls.
     pub settle_tol: f64,
-    /// A fit whose RMS misfit is at most this fraction of the observations' RMS spread is
-    /// settled too (with noisy observations every refit fits some noise, so the relative
-    /// improvement alone would never settle).
+    /// The model floor: an RMS misfit of at most this fraction of the observations' RMS
+    /// spread counts as at the floor even when the estimated noise is lower (a learned
+    /// model is not exact; noise-free observations show its error, not noise).
     pub settle_misfit: f64,
-    /// A settled fit converges the body once it covers the whole window and the window is
-    /// full or spans at least this many seconds.
+    /// A known RMS observation noise (absolute, in the observed units) caps the estimate
+    /// of [`noise_floor`], so a motion the estimate mistakes for noise cannot lift the floor.
+    pub noise: Option<f64>,
+    /// A fit at the floor converges the body once it covers the whole window and the
+    /// window is full or spans at least this many seconds.
     pub converge_span: f64,
+    /// Seconds of new observations after which a stalled body starts over from a fresh
+    /// estimate (the model's encoder, or its mean latent).
+    pub retry_after: f64,
     /// When a body converges, move its state to the present as the fit estimates it (the
     /// fitted start carried along the learned flow, [`CarriedFit::state_at`]), so body and
-    /// what it observes move in step from then on.
+    /// what it observes move in step from then on. Off by default: the body keeps its own
+    /// state and shows the real residual of its latent.
     pub sync_on_converge: bool,
     /// Bodies sent in one job, at most (the per-frame budget of a runtime).
     pub max_bodies_per_job: usize,
@@ -313,8 +461,6 @@ pub struct AdaptationSettings {
     pub min_observations: usize,
     /// Rejected updates in a row after which a body is [`AdaptPhase::Diverged`].
     pub max_rejections: u32,
-    /// An update whose loss exceeds this multiple of the loss it started from is rejected.
-    pub explode_factor: f64,
 }
 
 impl Default for AdaptationSettings {
@@ -325,13 +471,14 @@ impl Default for AdaptationSettings {
             steps_per_job: 2,
             settle_tol: 0.02,
             settle_misfit: 0.02,
+            noise: None,
             converge_span: 2.0,
-            sync_on_converge: true,
+            retry_after: 2.0,
+            sync_on_converge: false,
             max_bodies_per_job: 256,
             max_jobs_in_flight: 1,
             min_observations: FIRST_HORIZON,
             max_rejections: 3,
-            explode_factor: 1e3,
         }
     }
 }
@@ -376,8 +523,10 @@ impl CarriedFit {
 pub struct JobBody<K> {
     /// The body.
     pub key: K,
-    /// Its observation window (the first `horizon` observations).
+    /// The observations fitted (the first `horizon` of its window).
     pub observations: Vec<Observation>,
+    /// Its whole observation window: the noise floor is estimated from it.
+    pub window: Vec<Observation>,
     /// What each observation holds.
     pub part: ObservedPart,
     /// Its latent code now.
@@ -395,10 +544,17 @@ pub struct Job<K> {
     pub config: FitConfig,
     /// Levenberg–Marquardt steps.
     pub steps: usize,
-    /// A job that lowers a body's loss by less than this fraction settles its fit.
+    /// A job that lowers a body's loss by less than this fraction has no descent left.
     pub settle_tol: f64,
-    /// So does an RMS misfit at most this fraction of the observations' RMS spread.
+    /// The model floor, as a fraction of the observations' RMS spread.
     pub settle_misfit: f64,
+    /// A known RMS observation noise capping the estimate.
+    pub noise: Option<f64>,
+    /// Bodies fitted together between two checks of the gate (and the unit of parallel
+    /// work).
+    pub tile: usize,
+    /// The frame's gate: the job waits at it before each step of each tile.
+    pub gate: Option<Arc<FrameGate>>,
 }
 
 impl<K> Job<K> {
@@ -413,6 +569,9 @@ impl<K> Job<K> {
             steps: settings.steps_per_job,
             settle_tol: settings.settle_tol,
             settle_misfit: settings.settle_misfit,
+            noise: settings.noise,
+            tile: TILE_BODIES,
+            gate: None,
         }
     }
 }
@@ -430,8 +589,14 @@ pub struct BodyResult<K> {
     pub loss: f64,
     /// A step lowered the loss.
     pub improved: bool,
-    /// The last step met the convergence test on this window.
+    /// No descent left: the job lowered the loss by less than `settle_tol`, or no damping
+    /// finds a lower loss.
     pub settled: bool,
+    /// RMS misfit of the fit to the observed values (the loss without the latent penalty).
+    pub misfit: f64,
+    /// The noise floor of this window: [`NOISE_MULTIPLE`] × the estimated (or known) noise,
+    /// or the model floor, whichever is larger.
+    pub floor: f64,
     /// Observations the fit covered.
     pub window: usize,
 }
@@ -554,30 +719,58 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         .iter()
         .map(|b| starting_state(model, b, &job.config))
         .collect();
-    let mut first: Vec<f64> = Vec::new();
-    let mut last = Vec::new();
-    let mut improved = vec![false; bodies.len()];
-    for step in 0..job.steps.max(1) {
-        let out = fit_step(model, &tracks, &mut states, &job.config);
-        for (i, s) in out.iter().enumerate() {
-            improved[i] |= s.accepted;
-        }
-        if step == 0 {
-            first = out.iter().map(|s| s.loss_before).collect();
-        }
-        last = out.iter().map(|s| s.loss).collect();
+    // Tiles of bodies, each fitted on its own (in parallel on the caller's rayon pool),
+    // waiting at the frame gate before every step of every tile.
+    let tile = job.tile.max(1);
+    let fitted: Vec<(Vec<f64>, Vec<f64>, Vec<bool>)> = tracks
+        .par_chunks(tile)
+        .zip(states.par_chunks_mut(tile))
+        .map(|(tracks, states)| {
+            let (mut first, mut last, mut improved) =
+                (Vec::new(), Vec::new(), vec![false; tracks.len()]);
+            for step in 0..job.steps.max(1) {
+                if let Some(gate) = &job.gate {
+                    gate.wait();
+                }
+                let out = fit_step(model, tracks, states, &job.config);
+                for (i, s) in out.iter().enumerate() {
+                    improved[i] |= s.accepted;
+                }
+                if step == 0 {
+                    first = out.iter().map(|s| s.loss_before).collect();
+                }
+                last = out.iter().map(|s| s.loss).collect();
+            }
+            (first, last, improved)
+        })
+        .collect();
+    let (mut first, mut last, mut improved) = (Vec::new(), Vec::new(), Vec::new());
+    for (f, l, i) in fitted {
+        first.extend(f);
+        last.extend(l);
+        improved.extend(i);
     }
     drop(tracks);
     // Settled: the latent the body came with predicted this window nearly as well as
-    // the refit does, or the misfit is small against the motion itself (with noisy
-    // observations a refit keeps fitting some noise), or no descent is left.
+    // the refit does, or no descent is left at any damping.
     let settled: Vec<bool> = (0..bodies.len())
         .map(|i| {
             let (before, after) = (first[i], last[i]);
-            let spread = spread(&bodies[i].observations);
             (before.is_finite() && before - after <= job.settle_tol * before)
-                || (after.is_finite() && after.max(0.0).sqrt() <= job.settle_misfit * spread)
                 || states[i].damping >= 1e6
+        })
+        .collect();
+    // The floor each body's misfit is held to, from its own observations.
+    let floors: Vec<f64> = bodies
+        .iter()
+        .map(|b| {
+            let estimate = noise_floor(if b.window.len() > b.observations.len() {
+                &b.window
+            } else {
+                &b.observations
+            });
+            let noise = job.noise.map_or(estimate, |known| estimate.min(known));
+            (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(&b.observations))
         })
         .collect();
     let bodies = bodies
@@ -585,6 +778,13 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         .zip(states)
         .enumerate()
         .map(|(i, (b, state))| {
+            let penalty = job.config.lambda_z
+                * state
+                    .latent
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum::<f64>();
+            let misfit = (last[i] - penalty).max(0.0).sqrt();
             let mut start = b.observations[0].values.clone();
             start.extend_from_slice(&state.hidden);
             BodyResult {
@@ -599,6 +799,8 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
                 loss: last[i],
                 improved: improved[i],
                 settled: settled[i],
+                misfit: if last[i].is_finite() { misfit } else { f64::NAN },
+                floor: floors[i],
                 window: b.observations.len(),
             }
         })
@@ -619,18 +821,13 @@ pub enum Verdict {
     Reject(String),
 }
 
-/// Reviews an update: a non-finite latent or loss, or a loss above `explode_factor ×` the
-/// loss it started from, is rejected.
-pub fn review(latent: &[f32], loss_before: f64, loss: f64, explode_factor: f64) -> Verdict {
+/// Reviews an update: a non-finite latent or loss is rejected. (A finite loss cannot have
+/// grown: [`fit_step`] only takes a step that lowers it.)
+pub fn review(latent: &[f32], loss: f64) -> Verdict {
     if latent.iter().any(|v| !v.is_finite()) {
         Verdict::Reject("the latent code is not finite".into())
     } else if !loss.is_finite() {
         Verdict::Reject(format!("the trajectory loss is not finite ({loss})"))
-    } else if loss_before.is_finite() && loss > explode_factor * loss_before.max(f64::MIN_POSITIVE)
-    {
-        Verdict::Reject(format!(
-            "the trajectory loss exploded ({loss_before:.3e} → {loss:.3e})"
-        ))
     } else {
         Verdict::Accept
     }
@@ -662,6 +859,15 @@ pub struct AdaptState {
     pub in_flight: bool,
     /// Fit state carried between jobs.
     pub fit: Option<CarriedFit>,
+    /// RMS misfit of the last fit and the noise floor it was held to (NaN before the
+    /// first update).
+    pub misfit: f64,
+    /// The noise floor of the last fit.
+    pub floor: f64,
+    /// Times the body stalled.
+    pub stalls: u32,
+    /// Observation time after which a stalled body starts over.
+    pub retry_at: f64,
 }
 
 impl Default for AdaptState {
@@ -677,6 +883,10 @@ impl Default for AdaptState {
             horizon: FIRST_HORIZON,
             in_flight: false,
             fit: None,
+            misfit: f64::NAN,
+            floor: f64::NAN,
+            stalls: 0,
+            retry_at: f64::INFINITY,
         }
     }
 }
@@ -705,12 +915,42 @@ pub enum AdaptEvent {
         /// Why the last one was rejected.
         reason: String,
     },
+    /// The fit has no descent left above the noise floor.
+    Stalled {
+        /// RMS misfit of the fit.
+        misfit: f64,
+        /// The floor it did not reach.
+        floor: f64,
+        /// Observation time at which the body starts over.
+        retry_at: f64,
+    },
 }
 
 impl AdaptState {
     /// Starts over (the runtime keeps the body's current latent code).
     pub fn restart(&mut self) {
         *self = Self::default();
+    }
+
+    /// Whether a stalled body is due its fresh start: the newest observation in `window`
+    /// is at least [`AdaptationSettings::retry_after`] seconds past the stall.
+    pub fn retry_due(&self, window: &ObservationWindow) -> bool {
+        self.phase == AdaptPhase::Stalled
+            && !self.in_flight
+            && window.samples().last().is_some_and(|o| o.t >= self.retry_at)
+    }
+
+    /// Starts a stalled body over: the fit, horizon and phase are reset; counters are
+    /// kept. The runtime gives the body its fresh latent (encoder or mean) with this.
+    pub fn retry(&mut self) {
+        *self = Self {
+            updates: self.updates,
+            rejected: self.rejected,
+            stalls: self.stalls,
+            history: std::mem::take(&mut self.history),
+            initial_loss: self.initial_loss,
+            ..Self::default()
+        };
     }
 
     /// Whether the body should go into the next job: still observing or adapting, not in
@@ -735,6 +975,7 @@ impl AdaptState {
         JobBody {
             key,
             observations: window.first(self.horizon.clamp(3, window.len().max(3))),
+            window: window.first(window.len()),
             part,
             latent: latent.to_vec(),
             carried: self.fit.clone(),
@@ -767,9 +1008,11 @@ impl AdaptState {
     }
 
     /// Takes a job's result for this body: reviews it ([`review`]), keeps or replaces the
-    /// latent, doubles the horizon when a fit settles short of the whole window, and
-    /// converges the body when a settled fit covers the whole `window` and the window is
-    /// full or spans [`AdaptationSettings::converge_span`] seconds.
+    /// latent, and moves the phase. A fit at its noise floor ([`BodyResult::floor`]) that
+    /// covers less than the whole `window` doubles the horizon; covering the whole window,
+    /// full or spanning [`AdaptationSettings::converge_span`] seconds, it converges the body.
+    /// A fit with no descent left above the floor stalls the body until
+    /// [`AdaptationSettings::retry_after`] more seconds of observations have arrived.
     pub fn apply<K>(
         &mut self,
         result: BodyResult<K>,
@@ -780,12 +1023,7 @@ impl AdaptState {
         if self.initial_loss.is_nan() {
             self.initial_loss = result.loss_before as f32;
         }
-        let verdict = review(
-            &result.fit.state.latent,
-            result.loss_before,
-            result.loss,
-            settings.explode_factor,
-        );
+        let verdict = review(&result.fit.state.latent, result.loss);
         if let Verdict::Reject(reason) = verdict {
             return self.reject(reason, settings);
         }
@@ -803,8 +1041,11 @@ impl AdaptState {
             event: None,
         };
         let span = result.fit.t_end - result.fit.t0;
+        let newest = result.fit.t_end;
         self.fit = Some(result.fit);
-        if result.settled {
+        (self.misfit, self.floor) = (result.misfit, result.floor);
+        let at_floor = result.misfit <= result.floor;
+        if at_floor {
             let covers_window = result.window >= window.len();
             let enough = window.is_full() || span >= settings.converge_span;
             if !covers_window || !enough {
@@ -816,6 +1057,16 @@ impl AdaptState {
                     updates: self.updates,
                 });
             }
+        } else if result.settled {
+            self.phase = AdaptPhase::Stalled;
+            self.stalls += 1;
+            self.retry_at = newest.max(window.samples().last().map_or(newest, |o| o.t))
+                + settings.retry_after;
+            applied.event = Some(AdaptEvent::Stalled {
+                misfit: result.misfit,
+                floor: result.floor,
+                retry_at: self.retry_at,
+            });
         }
         applied
     }
@@ -856,24 +1107,99 @@ mod tests {
     }
 
     #[test]
-    fn review_rejects_divergent_updates() {
-        assert_eq!(review(&[0.1, 0.2], 1.0, 0.5, 1e3), Verdict::Accept);
-        assert!(matches!(
-            review(&[f32::NAN], 1.0, 0.5, 1e3),
-            Verdict::Reject(_)
-        ));
-        assert!(matches!(
-            review(&[0.1], 1.0, f64::NAN, 1e3),
-            Verdict::Reject(_)
-        ));
-        assert!(matches!(
-            review(&[0.1], 1.0, f64::INFINITY, 1e3),
-            Verdict::Reject(_)
-        ));
-        assert!(matches!(
-            review(&[0.1], 1e-3, 10.0, 1e3),
-            Verdict::Reject(_)
-        ));
+    fn review_rejects_non_finite_updates() {
+        assert_eq!(review(&[0.1, 0.2], 0.5), Verdict::Accept);
+        assert!(matches!(review(&[f32::NAN], 0.5), Verdict::Reject(_)));
+        assert!(matches!(review(&[0.1], f64::NAN), Verdict::Reject(_)));
+        assert!(matches!(review(&[0.1], f64::INFINITY), Verdict::Reject(_)));
+    }
+
+    /// Samples of a(t) = sin(3t) + 0.5 cos(7t) every `dt` s (jittered by ±20 %), with
+    /// Gaussian noise of standard deviation `sigma`.
+    fn noisy_track(sigma: f64, dt: f64, n: usize) -> Vec<Observation> {
+        let mut rng = stream_rng("test/noise", 7, 0);
+        let mut t = 0.0;
+        (0..n)
+            .map(|_| {
+                t += dt * (1.0 + 0.4 * (rng.random::<f64>() - 0.5));
+                let g: f64 = rng.sample(StandardNormal);
+                let v = (3.0 * t).sin() + 0.5 * (7.0 * t).cos() + sigma * g;
+                Observation {
+                    t,
+                    values: vec![v as f32],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_noise_floor_is_estimated_from_the_observations() {
+        for sigma in [0.005, 0.01, 0.05] {
+            let estimate = noise_floor(&noisy_track(sigma, 0.05, 60));
+            assert!(
+                (0.6 * sigma..1.5 * sigma).contains(&estimate),
+                "σ = {sigma}: estimated {estimate}"
+            );
+        }
+        // A smooth motion is not mistaken for noise of a real sensor's size.
+        let clean = noise_floor(&noisy_track(0.0, 0.05, 60));
+        assert!(clean < 2e-3, "noise-free samples: estimated {clean}");
+        assert_eq!(noise_floor(&noisy_track(0.01, 0.05, 6)), 0.0, "too few to tell");
+    }
+
+    fn result(settled: bool, misfit: f64, floor: f64, window: usize) -> BodyResult<u32> {
+        BodyResult {
+            key: 0,
+            fit: CarriedFit {
+                state: FitState {
+                    latent: vec![0.1, 0.2],
+                    hidden: vec![0.0],
+                    damping: 1e-2,
+                },
+                t0: 0.0,
+                t_end: 2.95,
+                start: vec![1.0, 0.0],
+            },
+            loss_before: 2.0 * misfit * misfit,
+            loss: misfit * misfit,
+            improved: true,
+            settled,
+            misfit,
+            floor,
+            window,
+        }
+    }
+
+    #[test]
+    fn a_fit_without_descent_above_the_floor_stalls_and_is_retried() {
+        let settings = AdaptationSettings::default();
+        let mut window = ObservationWindow::with_capacity(60);
+        for i in 0..60 {
+            window.push(f64::from(i) * 0.05, vec![0.0]).unwrap();
+        }
+        let mut s = AdaptState::default();
+        s.horizon = 60;
+        // Still descending above the floor: keep adapting.
+        s.phase = AdaptPhase::Adapting;
+        assert_eq!(s.apply(result(false, 0.3, 0.02, 60), &window, &settings).event, None);
+        assert_eq!(s.phase, AdaptPhase::Adapting);
+        // No descent left above the floor: stalled, not converged.
+        let applied = s.apply(result(true, 0.3, 0.02, 60), &window, &settings);
+        assert!(matches!(applied.event, Some(AdaptEvent::Stalled { .. })));
+        assert_eq!(s.phase, AdaptPhase::Stalled);
+        assert!(!s.wants_job(60, &settings), "a stalled body waits");
+        assert!(!s.retry_due(&window));
+        window.push(2.95 + settings.retry_after, vec![0.0]).unwrap();
+        assert!(s.retry_due(&window));
+        s.retry();
+        assert_eq!((s.phase, s.stalls, s.horizon), (AdaptPhase::Observing, 1, FIRST_HORIZON));
+        assert!(s.wants_job(60, &settings));
+        // At the floor over the whole full window: converged.
+        s.horizon = 60;
+        s.phase = AdaptPhase::Adapting;
+        let applied = s.apply(result(true, 0.01, 0.02, 60), &window, &settings);
+        assert!(matches!(applied.event, Some(AdaptEvent::Converged { .. })));
+        assert_eq!(s.phase, AdaptPhase::Converged);
     }
 
     #[test]

@@ -40,8 +40,9 @@ mod scene;
 
 pub use adaptation::{
     AdaptEvent, AdaptPhase, AdaptState, AdaptationSettings, Applied, BodyResult, CarriedFit,
-    DEFAULT_WINDOW, HISTORY, Job, JobBody, JobResult, ObservationWindow, PushError,
-    TruthSimulator, Verdict, review, run_job,
+    DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult, NOISE_MULTIPLE,
+    ObservationWindow, PushError, TILE_BODIES, TruthSimulator, Verdict, noise_floor, review,
+    run_job,
 };
 pub use batch::{
     BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating, resolve,

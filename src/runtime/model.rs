@@ -7,6 +7,7 @@ use std::{path::Path, sync::Arc};
 use burn::backend::Flex;
 
 use crate::{
+    meta::{Observation, ObservedPart},
     io::{ModelFileError, load_model, load_weights, parse_config},
     nn::{
         ModelConfig,
@@ -76,6 +77,14 @@ impl LearnedModel {
     /// Latent dimension d_z.
     pub fn d_latent(&self) -> usize {
         self.config.d_latent
+    }
+
+    /// A first estimate of the latent code of a body seen doing `observations` (`part` of
+    /// its state): where a body starts, or starts over after its fit stalled. The mean
+    /// training latent.
+    pub fn first_guess(&self, observations: &[Observation], part: ObservedPart) -> Vec<f32> {
+        let _ = (observations, part);
+        self.mean_latent()
     }
 
     /// The mean training latent as f32: where a body starts before anything is known about

@@ -5,8 +5,9 @@
 //! it pushes that angle, with a timestamp, into the [`ObservationBuffer`] of a learned
 //! body that started from the model's mean latent — the same physics for every pendulum.
 //! The adaptation worker fits the body's latent code (and the momentum nobody observes) to
-//! those positions; the body's swing falls into step with the real one, and
-//! [`AdaptationConverged`] fires on it.
+//! those positions; [`AdaptationConverged`] fires on it once its misfit is at the noise
+//! floor, and (`sync_on_converge`, which this game asks for) the body's swing is moved into
+//! step with the real one.
 //!
 //! ```text
 //! cargo run -p bevy_noether --example pushed_observations
@@ -22,7 +23,11 @@ use std::{
 };
 
 use bevy::prelude::*;
-use bevy_noether::{adapt::ObservationBuffer, headless::headless_app, prelude::*};
+use bevy_noether::{
+    adapt::{AdaptationSettings, ObservationBuffer},
+    headless::headless_app,
+    prelude::*,
+};
 use noether::{
     integrate::Stepper,
     systems::{Family, System},
@@ -62,6 +67,11 @@ fn main() -> ExitCode {
         x: vec![1.0, 0.0],
         next_record: 0.0,
     })
+    // The body should swing with the object once it has learned it.
+    .insert_resource(AdaptSettings(AdaptationSettings {
+        sync_on_converge: true,
+        ..default()
+    }))
     .add_systems(FixedUpdate, record_real_object)
     .add_observer(|converged: On<AdaptationConverged>| {
         println!(

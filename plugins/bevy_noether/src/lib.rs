@@ -31,7 +31,7 @@ pub mod prelude {
         NoetherPlugins,
         adapt::{
             AdaptPhase, AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged,
-            ObservationBuffer, Observed,
+            AdaptationStalled, ObservationBuffer, Observed,
         },
         dynamics::{
             BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBackend,

@@ -56,11 +56,12 @@ pub struct AdaptationSettingsReflect {
     pub steps_per_job: usize,
     pub settle_tol: f64,
     pub settle_misfit: f64,
+    pub noise: Option<f64>,
     pub converge_span: f64,
+    pub retry_after: f64,
     pub sync_on_converge: bool,
     pub max_bodies_per_job: usize,
     pub max_jobs_in_flight: usize,
     pub min_observations: usize,
     pub max_rejections: u32,
-    pub explode_factor: f64,
 }

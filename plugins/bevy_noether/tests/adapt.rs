@@ -23,6 +23,7 @@ use noether::{
 struct Seen {
     converged: Vec<Entity>,
     diverged: Vec<(Entity, String)>,
+    stalled: Vec<Entity>,
 }
 
 fn app() -> App {
@@ -33,6 +34,9 @@ fn app() -> App {
         })
         .add_observer(|e: On<AdaptationDiverged>, mut seen: ResMut<Seen>| {
             seen.diverged.push((e.entity, e.reason.clone()));
+        })
+        .add_observer(|e: On<AdaptationStalled>, mut seen: ResMut<Seen>| {
+            seen.stalled.push(e.entity);
         });
     app
 }
@@ -75,7 +79,7 @@ fn spawn_observed(
 }
 
 /// Updates in real time (one fixed tick per 1/HZ s, as a game would) until every body is
-/// converged or diverged, or `limit` passes; returns the frames run and how many of them
+/// converged, stalled or diverged, or `limit` passes; returns the frames run and how many of them
 /// ran while a job was at the worker.
 fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usize, usize) {
     let started = Instant::now();
@@ -91,7 +95,7 @@ fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usiz
         let settled = bodies.iter().all(|e| {
             matches!(
                 app.world().get::<Adaptation>(*e).map(|a| a.phase),
-                Some(AdaptPhase::Converged | AdaptPhase::Diverged)
+                Some(AdaptPhase::Converged | AdaptPhase::Stalled | AdaptPhase::Diverged)
             )
         });
         if settled {
@@ -197,6 +201,13 @@ fn noisy_positions_still_converge() {
     run_until_settled(&mut app, &bodies, Duration::from_secs(90));
     let (before, after) = errors(&app, &model, &bodies);
     eprintln!("8 pendulums, 1% noise: 10-s error {before:.3e} → {after:.3e}");
+    for e in &bodies {
+        let a = app.world().get::<Adaptation>(*e).unwrap();
+        eprintln!(
+            "{e}: {:?} misfit {:.3e} floor {:.3e} stalls {} updates {} horizon {}",
+            a.phase, a.misfit, a.floor, a.stalls, a.updates, a.horizon
+        );
+    }
     let seen = app.world().resource::<Seen>();
     assert_eq!(seen.converged.len(), 8);
     assert!(after * 3.0 <= before, "error {before:.3e} → {after:.3e}");
@@ -328,4 +339,87 @@ fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
         "{}",
         seen.diverged[0].1
     );
+}
+
+/// Pushes `count` samples of `q(t)` every 0.05 s into each body's buffer and pauses the
+/// dynamics (adaptation runs every fixed tick regardless).
+fn push_and_pause(app: &mut App, bodies: &[Entity], count: u32, q: impl Fn(f64) -> f64) {
+    for e in bodies {
+        let mut buffer = app.world_mut().get_mut::<ObservationBuffer>(*e).unwrap();
+        for k in 0..count {
+            let t = f64::from(k) * 0.05;
+            buffer.push(t, vec![q(t) as f32]).unwrap();
+        }
+    }
+    app.world_mut()
+        .resource_mut::<Time<Simulation>>()
+        .toggle_pause();
+}
+
+#[test]
+fn a_fit_that_cannot_reach_the_noise_floor_is_stalled_not_converged() {
+    let mut app = app();
+    let model = add_model(&mut app, "pendulum-svd5");
+    let bodies = spawn_observed(
+        &mut app,
+        &model,
+        2,
+        &Observed::pushed(ObservedPart::Positions),
+    );
+    // Two incommensurate tones: no pendulum swings like this, and the samples are exact,
+    // so the noise floor is far below any misfit a pendulum can reach.
+    push_and_pause(&mut app, &bodies, 60, |t| {
+        0.8 * (3.0 * t).cos() + 0.3 * (11.0 * t).sin()
+    });
+    run_until_settled(&mut app, &bodies, Duration::from_secs(90));
+    for e in &bodies {
+        let a = app.world().get::<Adaptation>(*e).unwrap();
+        assert_eq!(a.phase, AdaptPhase::Stalled, "{e}: {:?}", a.0);
+        assert!(
+            a.misfit > a.floor,
+            "stalled above the floor: misfit {} floor {}",
+            a.misfit,
+            a.floor
+        );
+        assert_eq!(a.stalls, 1);
+    }
+    let seen = app.world().resource::<Seen>();
+    assert_eq!(seen.stalled.len(), 2, "AdaptationStalled fired on each body");
+    assert!(seen.converged.is_empty(), "nothing converged");
+}
+
+#[test]
+fn a_latent_of_the_wrong_length_is_refused_at_dispatch() {
+    let mut app = app();
+    let model = add_model(&mut app, "pendulum-svd5");
+    let bodies = spawn_observed(
+        &mut app,
+        &model,
+        2,
+        &Observed::pushed(ObservedPart::Positions),
+    );
+    app.world_mut()
+        .get_mut::<LatentCode>(bodies[0])
+        .unwrap()
+        .0
+        .truncate(2);
+    push_and_pause(&mut app, &bodies, 60, |t| (3.0 * t).cos());
+    run_until_settled(&mut app, &bodies, Duration::from_secs(90));
+    let refused = app.world().get::<Adaptation>(bodies[0]).unwrap();
+    assert_eq!(refused.phase, AdaptPhase::Diverged);
+    assert_eq!(refused.updates, 0);
+    let stats = app.world().resource::<AdaptationStats>();
+    assert!(stats.refused >= 1, "{} refused", stats.refused);
+    assert_eq!(stats.jobs_failed, 0, "nothing reached the worker to fail there");
+    let seen = app.world().resource::<Seen>();
+    assert!(
+        seen.diverged
+            .iter()
+            .any(|(e, reason)| *e == bodies[0] && reason.contains("2 values")),
+        "{:?}",
+        seen.diverged
+    );
+    // The worker carried on with the other body.
+    let fine = app.world().get::<Adaptation>(bodies[1]).unwrap();
+    assert!(fine.updates > 0, "{:?}", fine.0);
 }

@@ -22,11 +22,18 @@
 //! it sends when the worker is free ([`AdaptationSettings::max_bodies_per_job`] bodies at
 //! most) and, in [`NoetherSystems::Prepare`](crate::schedule::NoetherSystems), takes
 //! whatever results have arrived. Each body's [`Adaptation`] says where it stands
-//! ([`AdaptPhase`]) and how large its loss is; [`AdaptationConverged`] and
-//! [`AdaptationDiverged`] fire on the body when it settles (observe them on the entity or
-//! globally). An update with a non-finite latent or loss, or a loss that explodes, is
-//! rejected and the last good latent kept; a result for a body despawned meanwhile is
-//! dropped.
+//! ([`AdaptPhase`]) and how large its loss is; [`AdaptationConverged`],
+//! [`AdaptationStalled`] and [`AdaptationDiverged`] fire on the body when it settles
+//! (observe them on the entity or globally). A body converges only when its misfit is at
+//! the noise floor estimated from its own observations; one whose fit stops improving above
+//! it is stalled and starts over later. An update with a non-finite latent or loss is
+//! rejected and the last good latent kept; a job that panics fails its bodies and the
+//! worker goes on; a latent of the wrong length is refused at dispatch with an error naming
+//! the entity; a result for a body despawned meanwhile is dropped.
+//!
+//! The frame comes first: the stepping raises a flag while it runs and the worker pauses
+//! between tiles of bodies until it is lowered; its threads also run at idle scheduling
+//! priority ([`AdaptWorkerConfig::background`]).
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -147,6 +154,19 @@ pub struct AdaptationConverged {
     pub loss: f32,
     /// Updates it took.
     pub updates: u32,
+}
+
+/// A body's fit has no descent left above its noise floor ([`AdaptPhase::Stalled`]): it
+/// keeps its latent and starts over from a fresh estimate after
+/// [`AdaptationSettings::retry_after`] seconds. Fired on the body.
+#[derive(EntityEvent, Clone, Debug, PartialEq)]
+pub struct AdaptationStalled {
+    /// The body.
+    pub entity: Entity,
+    /// RMS misfit of its fit.
+    pub misfit: f64,
+    /// The noise floor it did not reach.
+    pub floor: f64,
 }
 
 /// A body's updates kept failing; its last good latent is kept. Fired on the body.

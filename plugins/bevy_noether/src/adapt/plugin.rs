@@ -7,13 +7,14 @@ use bevy::{
     app::{App, Plugin},
     asset::{AssetId, Assets},
     ecs::{intern::Interned, schedule::ScheduleLabel},
-    log::warn,
+    log::{error, info, warn},
     prelude::*,
 };
 use noether::runtime::{AdaptEvent, Applied, Job};
 
 use super::{
-    AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, ObservationBuffer,
+    AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, AdaptationStalled,
+    ObservationBuffer,
     ObservationSource, Observed,
     worker::{WorkItem, WorkOutcome, Worker},
 };
@@ -93,8 +94,13 @@ pub struct AdaptationStats {
     pub worker_seconds: f64,
     /// Frame-loop milliseconds spent in the adaptation systems in the last tick.
     pub frame_ms: f64,
-    /// Bodies in each phase: observing, adapting, converged, diverged.
-    pub phases: [usize; 4],
+    /// Bodies in each phase, indexed by `AdaptPhase as usize` (observing, adapting,
+    /// converged, diverged, stalled; [`AdaptPhase::ALL`](noether::runtime::AdaptPhase::ALL)).
+    pub phases: [usize; 5],
+    /// Stalled bodies started over from a fresh latent.
+    pub retries: u64,
+    /// Bodies refused at dispatch (a latent of the wrong length).
+    pub refused: u64,
 }
 
 /// The worker handle, owned by the world; dropping it stops the thread.
@@ -139,12 +145,24 @@ impl Plugin for AdaptPlugin {
             .add_systems(
                 self.schedule,
                 (
+                    raise_gate.before(NoetherSystems::Prepare),
+                    lower_gate.after(NoetherSystems::Writeback),
                     apply_results.in_set(AdaptSystems::Apply),
                     observe_truth.in_set(AdaptSystems::Observe),
                     dispatch.in_set(AdaptSystems::Dispatch),
                 ),
             );
     }
+}
+
+/// The frame starts stepping: the worker pauses at its next checkpoint.
+fn raise_gate(worker: Res<AdaptWorker>) {
+    worker.0.gate.raise();
+}
+
+/// The frame has stepped: the worker goes on.
+fn lower_gate(worker: Res<AdaptWorker>) {
+    worker.0.gate.lower();
 }
 
 type TruthQuery<'w, 's> = Query<
@@ -218,16 +236,19 @@ type DispatchQuery<'w, 's> = Query<
     (
         Entity,
         &'static NoetherBody,
-        &'static LatentCode,
+        &'static mut LatentCode,
         &'static Observed,
         &'static ObservationBuffer,
         &'static mut Adaptation,
     ),
 >;
 
-/// Sends observed bodies with enough observations to the worker, one job per model, the
+/// Starts stalled bodies over when they are due, refuses bodies whose latent code does not
+/// fit their model (an error naming the entity; the refusals diverge the body), and sends
+/// the others with enough observations to the worker, one job per model, the
 /// least-updated bodies first, within the per-tick budget.
 fn dispatch(
+    mut commands: Commands,
     settings: Res<AdaptSettings>,
     worker: Res<AdaptWorker>,
     models: Res<Assets<NoetherModel>>,
@@ -235,16 +256,41 @@ fn dispatch(
     mut bodies: DispatchQuery,
 ) {
     let clock = Instant::now();
-    let mut phases = [0; 4];
+    let mut phases = [0; 5];
     let mut groups: BTreeMap<AssetId<NoetherModel>, Vec<(u32, Entity)>> = BTreeMap::new();
-    for (entity, body, _, _, buffer, adaptation) in &bodies {
-        phases[adaptation.phase as usize] += 1;
-        if adaptation.wants_job(buffer.len(), &settings) {
-            groups
-                .entry(body.model.id())
-                .or_default()
-                .push((adaptation.updates, entity));
+    for (entity, body, mut latent, observed, buffer, mut adaptation) in &mut bodies {
+        let Some(model) = models.get(&body.model) else {
+            phases[adaptation.phase as usize] += 1;
+            continue;
+        };
+        if settings.enabled && adaptation.retry_due(buffer) {
+            adaptation.retry();
+            latent.0 = model.first_guess(&buffer.first(buffer.len()), observed.components);
+            stats.retries += 1;
         }
+        phases[adaptation.phase as usize] += 1;
+        if !adaptation.wants_job(buffer.len(), &settings) {
+            continue;
+        }
+        if latent.len() != model.d_latent() {
+            // An empty code is the mean latent the stepping fills in; wait for it.
+            if !latent.is_empty() {
+                let reason = format!(
+                    "its latent code has {} values; its model's has {}",
+                    latent.len(),
+                    model.d_latent()
+                );
+                error!("noether: {entity}: refused for adaptation: {reason}");
+                stats.refused += 1;
+                let applied = adaptation.refuse(reason, &settings);
+                report(&mut commands, entity, &adaptation, applied);
+            }
+            continue;
+        }
+        groups
+            .entry(body.model.id())
+            .or_default()
+            .push((adaptation.updates, entity));
     }
     stats.phases = phases;
     if settings.enabled {
@@ -261,13 +307,14 @@ fn dispatch(
             };
             group.sort_unstable();
             let mut job = Job::new(&settings);
+            job.gate = Some(worker.0.gate.clone());
             for (_, entity) in group.into_iter().take(settings.max_bodies_per_job.max(1)) {
                 let Ok((_, _, latent, observed, buffer, mut adaptation)) = bodies.get_mut(entity)
                 else {
                     continue;
                 };
                 job.bodies
-                    .push(adaptation.begin_job(entity, buffer, observed.components, latent));
+                    .push(adaptation.begin_job(entity, buffer, observed.components, &latent));
             }
             let entities: Vec<Entity> = job.bodies.iter().map(|b| b.key).collect();
             let item = WorkItem {
@@ -402,6 +449,21 @@ fn report(commands: &mut Commands, entity: Entity, a: &Adaptation, applied: Appl
                 a.rejected
             );
             commands.trigger(AdaptationDiverged { entity, reason });
+        }
+        Some(AdaptEvent::Stalled {
+            misfit,
+            floor,
+            retry_at,
+        }) => {
+            info!(
+                "noether: {entity}: adaptation stalled at an RMS misfit of {misfit:.3e} above \
+                 its noise floor {floor:.3e}; it starts over at t = {retry_at:.2} s"
+            );
+            commands.trigger(AdaptationStalled {
+                entity,
+                misfit,
+                floor,
+            });
         }
         None => {}
     }

@@ -1,6 +1,9 @@
 //! The adaptation worker: a thread that takes jobs (batches of observed bodies of one
 //! model) over a crossbeam channel, runs them ([`noether::runtime::run_job`]), and sends the
-//! results back. It owns a small rayon pool so it never takes every core from the frame.
+//! results back. It owns a small rayon pool so it never takes every core from the frame,
+//! its threads run at idle scheduling priority, and every job waits at the frame's
+//! [`FrameGate`] between tiles of bodies, so the worker computes only while the frame is
+//! not stepping.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -12,8 +15,11 @@ use bevy::prelude::Entity;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, unbounded};
 use noether::{
     nn::cpu::CpuModel,
-    runtime::{Job, JobResult, run_job},
+    runtime::{FrameGate, Job, JobResult, run_job},
 };
+
+/// What runs a job: [`run_job`], or a stand-in in tests.
+pub(crate) type Runner = fn(&CpuModel, Job<Entity>) -> JobResult<Entity>;
 
 use super::AdaptWorkerConfig;
 
@@ -35,6 +41,8 @@ pub(crate) enum WorkOutcome {
 pub(crate) struct Worker {
     jobs: Sender<WorkItem>,
     results: Receiver<WorkOutcome>,
+    /// Raised by the frame while it steps; every job waits at it.
+    pub(crate) gate: Arc<FrameGate>,
 }
 
 impl Worker {
@@ -43,6 +51,11 @@ impl Worker {
     /// threads at the lowest scheduling priority when `config.background` (so they take
     /// only the CPU time the frame leaves idle).
     pub(crate) fn spawn(config: &AdaptWorkerConfig) -> Self {
+        Self::spawn_with(config, run_job)
+    }
+
+    /// [`Worker::spawn`] with another job runner.
+    pub(crate) fn spawn_with(config: &AdaptWorkerConfig, runner: Runner) -> Self {
         let duty = if config.duty.is_finite() {
             config.duty.clamp(0.01, 1.0)
         } else {
@@ -51,10 +64,7 @@ impl Worker {
         let background = config.background;
         let lower = move || {
             if background {
-                // Best effort: a platform that refuses keeps the normal priority.
-                let _ = thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
-                );
+                lower_priority();
             }
         };
         let (jobs, job_rx) = unbounded::<WorkItem>();
@@ -75,8 +85,8 @@ impl Worker {
                     // A job that panics fails its bodies; the worker goes on.
                     let pool = pool.as_ref();
                     let run = AssertUnwindSafe(move || match pool {
-                        Some(pool) => pool.install(|| run_job(&model, job)),
-                        None => run_job(&model, job),
+                        Some(pool) => pool.install(|| runner(&model, job)),
+                        None => runner(&model, job),
                     });
                     let out = match catch_unwind(run) {
                         Ok(result) => WorkOutcome::Done(result),
@@ -100,7 +110,11 @@ impl Worker {
                 }
             })
             .expect("spawning the adaptation worker thread");
-        Self { jobs, results }
+        Self {
+            jobs,
+            results,
+            gate: Arc::default(),
+        }
     }
 
     /// Hands a job over without waiting; gives it back if the worker is gone.
@@ -116,5 +130,97 @@ impl Worker {
             Ok(r) => Some(r),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
         }
+    }
+}
+
+/// Puts the calling thread at the lowest priority the platform grants: `SCHED_IDLE` on
+/// Linux (it runs only when a core would otherwise idle, and any frame thread that wakes
+/// preempts it), the minimum priority elsewhere. Best effort: a platform that refuses keeps
+/// the normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if idle.is_ok() {
+            return;
+        }
+    }
+    let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use noether::runtime::{AdaptationSettings, Job, JobResult, LearnedModel};
+
+    use super::*;
+
+    /// Panics on a job of one body, fits nothing otherwise.
+    fn fragile(_: &CpuModel, job: Job<Entity>) -> JobResult<Entity> {
+        assert!(job.bodies.len() != 1, "a job of one body is poison");
+        JobResult {
+            bodies: Vec::new(),
+            invalid: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+
+    fn item(model: &Arc<CpuModel>, bodies: usize) -> WorkItem {
+        let mut job = Job::new(&AdaptationSettings::default());
+        job.bodies = (0..bodies)
+            .map(|i| noether::runtime::JobBody {
+                key: Entity::from_raw_u32(i as u32 + 1).unwrap(),
+                observations: Vec::new(),
+                window: Vec::new(),
+                part: noether::meta::ObservedPart::Positions,
+                latent: Vec::new(),
+                carried: None,
+            })
+            .collect();
+        WorkItem {
+            model: model.clone(),
+            job,
+        }
+    }
+
+    fn next(worker: &Worker) -> WorkOutcome {
+        let start = Instant::now();
+        loop {
+            if let Some(outcome) = worker.try_recv() {
+                return outcome;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the worker answered");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn the_worker_survives_a_panicking_job() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/models/pendulum-svd5.model.ron");
+        let model = LearnedModel::load(&path).unwrap().cpu;
+        let worker = Worker::spawn_with(&AdaptWorkerConfig::default(), fragile);
+        worker.send(item(&model, 1)).ok().unwrap();
+        match next(&worker) {
+            WorkOutcome::Failed(bodies, message) => {
+                assert_eq!(bodies.len(), 1, "the job's body fails with it");
+                assert!(message.contains("poison"), "{message}");
+            }
+            WorkOutcome::Done(_) => panic!("the poison job succeeded"),
+        }
+        worker.send(item(&model, 2)).ok().unwrap();
+        assert!(
+            matches!(next(&worker), WorkOutcome::Done(_)),
+            "the next job still runs"
+        );
     }
 }

@@ -216,10 +216,11 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
     }
     if let Some(a) = adapt.filter(|a| a.jobs_sent > 0) {
         println!(
-            "adaptation: {} observing, {} adapting, {} converged, {} diverged; {} latent updates ({} rejected) in {} jobs, {:.2} worker s",
+            "adaptation: {} observing, {} adapting, {} converged, {} stalled, {} diverged; {} latent updates ({} rejected) in {} jobs, {:.2} worker s",
             a.phases[0],
             a.phases[1],
             a.phases[2],
+            a.phases[4],
             a.phases[3],
             a.updates,
             a.rejected,

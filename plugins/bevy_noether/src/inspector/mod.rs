@@ -186,8 +186,8 @@ fn ui(
             ));
             if let Some(a) = adaptation.filter(|a| a.jobs_sent > 0) {
                 ui.label(format!(
-                    "adaptation: {} observing · {} adapting · {} converged · {} diverged",
-                    a.phases[0], a.phases[1], a.phases[2], a.phases[3]
+                    "adaptation: {} observing · {} adapting · {} converged · {} stalled · {} diverged",
+                    a.phases[0], a.phases[1], a.phases[2], a.phases[4], a.phases[3]
                 ));
                 ui.label(format!(
                     "{} updates · {} rejected · worker {:.1} s · frame {:.2} ms",

@@ -464,6 +464,7 @@ fn draw_truth_ghosts(
             AdaptPhase::Adapting => Color::srgb(1.0, 0.7, 0.2),
             AdaptPhase::Converged => Color::srgb(0.3, 0.9, 0.4),
             AdaptPhase::Diverged => Color::srgb(1.0, 0.25, 0.25),
+            AdaptPhase::Stalled => Color::srgb(0.75, 0.4, 1.0),
         };
         gizmos
             .circle_2d(
