@@ -60,16 +60,57 @@ fn peak_memory_mb() -> u64 {
 
 fn assert_memory() {
     let peak = peak_memory_mb();
-    assert!(peak <= MEMORY_LIMIT_MB, "peak memory {peak} MiB > {MEMORY_LIMIT_MB} MiB");
+    assert!(
+        peak <= MEMORY_LIMIT_MB,
+        "peak memory {peak} MiB > {MEMORY_LIMIT_MB} MiB"
+    );
 }
 
 /// Tokens that matter to the formats: delimiters, extreme and non-finite numbers, names.
 const TOKENS: &[&str] = &[
-    "(", ")", "[", "]", "{", "}", ",", ":", "\"", "//", "/*", "\n", "NaN", "inf", "-inf",
-    "1e308", "-1e308", "1e-320", "0", "-0", "-1", "18446744073709551615", "99999999999",
-    "200000", "1000000", "Some(", "None", "Fit(shots: 0)", "List([])", "Uniform(2.0, 1.0)",
-    "Fixed(NaN)", "pendulum", "tgc", "dno", "mass_spring", "count", "window", "hidden",
-    "d_latent", "rank", "é", "\u{0}", "\u{feff}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "\"",
+    "//",
+    "/*",
+    "\n",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e308",
+    "-1e308",
+    "1e-320",
+    "0",
+    "-0",
+    "-1",
+    "18446744073709551615",
+    "99999999999",
+    "200000",
+    "1000000",
+    "Some(",
+    "None",
+    "Fit(shots: 0)",
+    "List([])",
+    "Uniform(2.0, 1.0)",
+    "Fixed(NaN)",
+    "pendulum",
+    "tgc",
+    "dno",
+    "mass_spring",
+    "count",
+    "window",
+    "hidden",
+    "d_latent",
+    "rank",
+    "é",
+    "\u{0}",
+    "\u{feff}",
 ];
 
 /// One structure-aware mutation of `input`.
@@ -87,7 +128,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
         (any::<usize>(), 0..TOKENS.len()).prop_map(|(i, t)| Mutation::Insert(i, t)),
         (any::<usize>(), 1usize..64).prop_map(|(i, n)| Mutation::Delete(i, n)),
-        (any::<usize>(), 1usize..200, any::<usize>()).prop_map(|(i, n, j)| Mutation::Duplicate(i, n, j)),
+        (any::<usize>(), 1usize..200, any::<usize>())
+            .prop_map(|(i, n, j)| Mutation::Duplicate(i, n, j)),
         any::<usize>().prop_map(Mutation::Truncate),
     ]
 }
@@ -143,13 +185,19 @@ fn scene_case(bytes: &[u8], models: &[(noether::systems::Family, LearnedModel)])
 }
 
 fn models() -> Vec<(noether::systems::Family, LearnedModel)> {
-    ["mass_spring-svd5", "pendulum-svd5", "duffing-svd5", "dno-svd3", "tgc-svd5"]
-        .iter()
-        .map(|name| {
-            let m = LearnedModel::load(&repo().join("assets/models").join(name)).unwrap();
-            (m.family(), m)
-        })
-        .collect()
+    [
+        "mass_spring-svd5",
+        "pendulum-svd5",
+        "duffing-svd5",
+        "dno-svd3",
+        "tgc-svd5",
+    ]
+    .iter()
+    .map(|name| {
+        let m = LearnedModel::load(&repo().join("assets/models").join(name)).unwrap();
+        (m.family(), m)
+    })
+    .collect()
 }
 
 fn scenes() -> Vec<Vec<u8>> {
@@ -190,8 +238,8 @@ fn weights_files_never_panic() {
     let weights = vec![shipped("assets/models/pendulum-svd5.safetensors")];
     // Mutations only (arbitrary bytes are rarely a header): flips, cuts and splices land in
     // the header length, the JSON header and the tensor data.
-    let strategy = (proptest::collection::vec(mutation(), 1..4))
-        .prop_map(move |m| mutate(&weights[0], &m));
+    let strategy =
+        (proptest::collection::vec(mutation(), 1..4)).prop_map(move |m| mutate(&weights[0], &m));
     proptest!(cases(CASES_WEIGHTS), |(bytes in strategy)| {
         let _ = load_weights::<burn::backend::Flex>(
             config.clone(),
@@ -228,13 +276,57 @@ fn observation_files_never_panic() {
 /// model, `bench`, `data`) appear only with arguments they must refuse, so every case is
 /// quick: the work itself is tested elsewhere.
 const ARGS: &[&str] = &[
-    "simulate", "systems", "params", "eval", "adapt", "train", "nope", "--system", "--param",
-    "--x0", "--dt", "--steps", "--integrator", "--model", "--shots", "--observations",
-    "--observed", "--method", "--rank", "--iterations", "--lambda-z", "pendulum", "dno", "tgc",
-    "spring", "m=1", "m=nan", "l=-1", "k=1e308", "0", "1", "7", "100", "-1", "nan", "inf",
-    "1e308", "18446744073709551615", "10000001", "1,0", "1e30,0", "1,2,3,4,5", "midpoint",
-    "discrete-gradient", "verlet", "svd5", "mr0", "positions", "/nonexistent/model",
-    "/dev/null", "",
+    "simulate",
+    "systems",
+    "params",
+    "eval",
+    "adapt",
+    "train",
+    "nope",
+    "--system",
+    "--param",
+    "--x0",
+    "--dt",
+    "--steps",
+    "--integrator",
+    "--model",
+    "--shots",
+    "--observations",
+    "--observed",
+    "--method",
+    "--rank",
+    "--iterations",
+    "--lambda-z",
+    "pendulum",
+    "dno",
+    "tgc",
+    "spring",
+    "m=1",
+    "m=nan",
+    "l=-1",
+    "k=1e308",
+    "0",
+    "1",
+    "7",
+    "100",
+    "-1",
+    "nan",
+    "inf",
+    "1e308",
+    "18446744073709551615",
+    "10000001",
+    "1,0",
+    "1e30,0",
+    "1,2,3,4,5",
+    "midpoint",
+    "discrete-gradient",
+    "verlet",
+    "svd5",
+    "mr0",
+    "positions",
+    "/nonexistent/model",
+    "/dev/null",
+    "",
 ];
 
 #[test]

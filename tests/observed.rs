@@ -216,7 +216,8 @@ fn the_cli_fits_a_recording_and_names_a_bad_line() {
     assert!(sim.status.success());
     let csv = dir.join("obs.csv");
     std::fs::write(&csv, &sim.stdout).unwrap();
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/pendulum-svd5.model.ron");
+    let model =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/models/pendulum-svd5.model.ron");
     let out = noether(&[
         "adapt",
         "--model",
@@ -264,7 +265,12 @@ fn rollout_sensitivities_match_finite_differences_and_the_plain_rollout() {
     let dz = model.row_latent();
     // Two bodies with their own latents and irregular intervals; θ = (z, p₀).
     let mut z = mean_latent(&model);
-    z.extend(mean_latent(&model).iter().enumerate().map(|(k, v)| v + 0.05 * (k as f32).cos()));
+    z.extend(
+        mean_latent(&model)
+            .iter()
+            .enumerate()
+            .map(|(k, v)| v + 0.05 * (k as f32).cos()),
+    );
     let x0 = vec![1.0f32, 0.0, -0.4, 0.8];
     let dt: Vec<Vec<f64>> = (0..12)
         .map(|k| vec![0.05, 0.03 + 0.01 * f64::from(k % 3)])
@@ -278,7 +284,10 @@ fn rollout_sensitivities_match_finite_differences_and_the_plain_rollout() {
     let rolled = rollout_sensitivities(&model, &z, &x0, &s0, p, &dt, 0.05).unwrap();
     let plain = rollout_intervals(&model, &z, &x0, &dt, 0.05);
     for (k, (x, _)) in rolled.iter().enumerate() {
-        assert_eq!(x, &plain[k], "the same states as the plain rollout, bit for bit");
+        assert_eq!(
+            x, &plain[k],
+            "the same states as the plain rollout, bit for bit"
+        );
     }
     // Central differences of the whole rollout in each parameter.
     let last = |z: &[f32], x0: &[f32]| rollout_intervals(&model, z, x0, &dt, 0.05).pop().unwrap();
@@ -303,5 +312,8 @@ fn rollout_sensitivities_match_finite_differences_and_the_plain_rollout() {
             }
         }
     }
-    assert!(worst < 5e-3, "sensitivities differ from finite differences by {worst:e}");
+    assert!(
+        worst < 5e-3,
+        "sensitivities differ from finite differences by {worst:e}"
+    );
 }

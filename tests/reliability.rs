@@ -50,8 +50,8 @@ fn cells(dir: &Path) -> Vec<PathBuf> {
 /// The part of a cell that must not depend on how the run went (not its timings).
 fn outcome(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let cell: CellResult = ron::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is damaged: {e}", path.display()));
+    let cell: CellResult =
+        ron::from_str(&text).unwrap_or_else(|e| panic!("{} is damaged: {e}", path.display()));
     format!("{:?} {:?} {:?}", cell.method, cell.diverged, cell.report)
 }
 
@@ -60,7 +60,11 @@ fn a_reproduce_killed_mid_run_resumes_to_the_same_results() {
     // Uninterrupted.
     let whole = scratch("reproduce-whole");
     let out = reproduce(&whole).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = cells(&whole);
     assert_eq!(expected.len(), 3);
 
@@ -72,23 +76,38 @@ fn a_reproduce_killed_mid_run_resumes_to_the_same_results() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while cells(&cut).iter().filter(|c| c.extension().is_some_and(|e| e == "ron")).count() < 1 {
+    while cells(&cut)
+        .iter()
+        .filter(|c| c.extension().is_some_and(|e| e == "ron"))
+        .count()
+        < 1
+    {
         assert!(
             started.elapsed() < Duration::from_secs(300),
             "no cell was written"
         );
-        assert!(child.try_wait().unwrap().is_none(), "finished before it was killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = cells(&cut);
     assert!(partial.len() < 3 + 1, "killed before the end: {partial:?}");
-    for cell in partial.iter().filter(|c| c.extension().is_some_and(|e| e == "ron")) {
+    for cell in partial
+        .iter()
+        .filter(|c| c.extension().is_some_and(|e| e == "ron"))
+    {
         outcome(cell); // parses: no half-written cell
     }
     let out = reproduce(&cut).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("done earlier, skipped"), "{stdout}");
     let resumed: Vec<PathBuf> = cells(&cut)
@@ -126,7 +145,11 @@ fn train(dir: &Path, threads: &str) -> (Vec<u8>, Vec<u8>) {
         .env("RAYON_NUM_THREADS", threads)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     (
         std::fs::read(out.with_extension("model.ron")).unwrap(),
         std::fs::read(out.with_extension("safetensors")).unwrap(),
@@ -140,23 +163,61 @@ fn training_is_bit_identical_across_runs_and_thread_counts() {
     let two = train(&dir, "2");
     let again = train(&dir, "2");
     // (`assert!` rather than `assert_eq!`: the files are hundreds of kilobytes.)
-    assert!(two.0 == again.0, "the same seed and threads give the same config");
-    assert!(two.1 == again.1, "the same seed and threads give the same weights");
-    assert!(one.0 == two.0, "the config does not depend on the thread count");
-    assert!(one.1 == two.1, "the weights do not depend on the thread count");
+    assert!(
+        two.0 == again.0,
+        "the same seed and threads give the same config"
+    );
+    assert!(
+        two.1 == again.1,
+        "the same seed and threads give the same weights"
+    );
+    assert!(
+        one.0 == two.0,
+        "the config does not depend on the thread count"
+    );
+    assert!(
+        one.1 == two.1,
+        "the weights do not depend on the thread count"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn absurd_arguments_are_refused_with_exit_code_1() {
     let cases: [&[&str]; 8] = [
-        &["simulate", "--system", "pendulum", "--steps", "18446744073709551615"],
-        &["simulate", "--system", "pendulum", "--steps", "100000000000"],
+        &[
+            "simulate",
+            "--system",
+            "pendulum",
+            "--steps",
+            "18446744073709551615",
+        ],
+        &[
+            "simulate",
+            "--system",
+            "pendulum",
+            "--steps",
+            "100000000000",
+        ],
         &["simulate", "--system", "pendulum", "--dt", "-1"],
         &["simulate", "--system", "pendulum", "--dt", "nan"],
         &["simulate", "--system", "pendulum", "--x0", "1e30,0"],
-        &["eval", "--model", "assets/models/pendulum-svd5", "--shots", "0"],
-        &["train", "--system", "pendulum", "--iterations", "0", "--out", "/tmp/x"],
+        &[
+            "eval",
+            "--model",
+            "assets/models/pendulum-svd5",
+            "--shots",
+            "0",
+        ],
+        &[
+            "train",
+            "--system",
+            "pendulum",
+            "--iterations",
+            "0",
+            "--out",
+            "/tmp/x",
+        ],
         &["bench", "integrators", "--seconds", "1e300"],
     ];
     for args in cases {
@@ -170,6 +231,9 @@ fn absurd_arguments_are_refused_with_exit_code_1() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{args:?} was not refused at once");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} was not refused at once"
+        );
     }
 }

@@ -37,20 +37,31 @@ fn a_bad_row_is_frozen_and_the_rest_of_the_batch_steps_as_without_it() {
     for method in [Integrator::Midpoint, Integrator::Rk4] {
         let (x1, report) =
             advance_isolating(&model.cpu, method, &x, &zs, 1.0 / 64.0, &settings).unwrap();
-        assert_eq!(report.frozen, vec![1, 3], "{method}: the NaN and the infinite rows");
+        assert_eq!(
+            report.frozen,
+            vec![1, 3],
+            "{method}: the NaN and the infinite rows"
+        );
         // A frozen row keeps its state, bit for bit (NaN included).
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&x1[2..4]), bits(&x[2..4]));
         assert_eq!(bits(&x1[6..8]), bits(&x[6..8]));
         // The good rows step exactly as a batch of only them.
-        let good: Vec<f32> = [0usize, 2, 4].iter().flat_map(|&k| rows[k].clone()).collect();
+        let good: Vec<f32> = [0usize, 2, 4]
+            .iter()
+            .flat_map(|&k| rows[k].clone())
+            .collect();
         let flow = CpuFlow {
             model: &model.cpu,
             latents: &z.repeat(3),
         };
         let (alone, _) = advance(&flow, method, good, 1.0 / 64.0, &settings).unwrap();
         for (g, k) in [0usize, 2, 4].into_iter().enumerate() {
-            assert_eq!(&x1[k * 2..k * 2 + 2], &alone[g * 2..g * 2 + 2], "{method} row {k}");
+            assert_eq!(
+                &x1[k * 2..k * 2 + 2],
+                &alone[g * 2..g * 2 + 2],
+                "{method} row {k}"
+            );
         }
     }
     // Without isolation, the NaN row stops the whole batch's implicit solve: the failure

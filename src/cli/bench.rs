@@ -278,7 +278,10 @@ fn integrators(args: &IntegratorArgs) -> CliResult {
         let spec = family.spec();
         let sys = family.build(&family.default_params())?;
         // `auto` is dopri for a ground-truth system: timed once, under its own name.
-        for method in Integrator::ALL.into_iter().filter(|m| *m != Integrator::Auto) {
+        for method in Integrator::ALL
+            .into_iter()
+            .filter(|m| *m != Integrator::Auto)
+        {
             let mut stepper = Stepper::new(method, family.dim());
             if stepper.check(sys.as_ref()).is_err() {
                 continue;

@@ -6,12 +6,11 @@ use burn::backend::Flex;
 use clap::Args;
 use noether::{
     data::{DatasetSpec, load_or_generate},
-    io::load_model,
     meta::{
         AdaptConfig, BaselineOutcome, LatentStart, Method, Profile, TaskSet, adapt_latents,
-        evaluate, evaluate_baseline,
+        evaluate, evaluate_baseline, evaluate_encoder, latent_distance,
     },
-    nn::cpu::{CpuModel, ModelParams},
+    runtime::LearnedModel,
 };
 
 use super::{CliResult, count_in, limits, outln};
@@ -38,13 +37,12 @@ pub struct EvalArgs {
 
 /// Runs `noether eval`.
 pub fn run(args: EvalArgs) -> CliResult {
-    let model = load_model::<Flex>(&args.model, &Default::default())?;
+    let model = LearnedModel::load(&args.model)?;
     let config = &model.config;
     let seed = args.seed.unwrap_or(config.seed);
     let (data, _) = load_or_generate(&args.data, &DatasetSpec::new(config.family, seed), &|_| ())?;
     let tasks = TaskSet::new(&data);
-    let params = ModelParams::from_model(&model);
-    let cpu = CpuModel::from_params(&params, config);
+    let (params, cpu) = (&*model.params, &*model.cpu);
     let start = if args.zero_start {
         LatentStart::Zero
     } else {
@@ -64,6 +62,7 @@ pub fn run(args: EvalArgs) -> CliResult {
         .map_or(Ok(Method::Modulated(config.modulation)), |t| {
             t.method.parse()
         })?;
+    let mut decoded = None;
     let report = match method {
         Method::Modulated(_) => {
             let shots: Vec<_> = tasks
@@ -71,7 +70,7 @@ pub fn run(args: EvalArgs) -> CliResult {
                 .into_iter()
                 .map(|i| tasks.shots(i, args.shots))
                 .collect();
-            let adapted = adapt_latents(&params, &shots, &z0, &adapt);
+            let adapted = adapt_latents(params, &shots, &z0, &adapt);
             outln!(
                 "{} {} ({} shots, {:?} start): shot loss {:.3e} → {:.3e}",
                 config.family,
@@ -81,7 +80,8 @@ pub fn run(args: EvalArgs) -> CliResult {
                 adapted.initial_loss,
                 adapted.final_loss
             );
-            evaluate(&tasks, |k, _| (&cpu, adapted.latents[k].clone()))
+            decoded = Some(adapted.latents.clone());
+            evaluate(&tasks, |k, _| (cpu, adapted.latents[k].clone()))
         }
         Method::Baseline(b) => {
             outln!(
@@ -128,5 +128,50 @@ pub fn run(args: EvalArgs) -> CliResult {
         f.mean,
         f.std
     );
+    if let (Some(encoder), Some(decoded)) = (&model.encoder, &decoded) {
+        let e = evaluate_encoder(&tasks, cpu, encoder, &model.mean_latent(), 0.01, 2, seed)?;
+        outln!();
+        outln!(
+            "amortised start: one observed window per test instance ({:.1} s of positions every 0.05 s, 1 % noise)",
+            encoder.span()
+        );
+        outln!("| start | ε_traj | ε_field |");
+        outln!("|---|---|---|");
+        for (name, r) in [
+            ("mean latent".to_owned(), &e.mean),
+            ("encoder only".to_owned(), &e.encoded),
+            ("encoder + 2 Gauss–Newton steps".to_owned(), &e.refined),
+            (
+                format!(
+                    "auto-decoding ({} shots, {} Adam steps)",
+                    args.shots, adapt.steps
+                ),
+                &report,
+            ),
+        ] {
+            let (t, f) = (r.traj_error(), r.field_error());
+            outln!(
+                "| {name} | {:.3e} ± {:.1e} | {:.3e} ± {:.1e} |",
+                t.mean,
+                t.std,
+                f.mean,
+                f.std
+            );
+        }
+        let std = &config.latents.std;
+        let mean = model.mean_latent();
+        let distance = |latents: &mut dyn Iterator<Item = &Vec<f32>>| {
+            let d: Vec<f64> = latents
+                .zip(decoded)
+                .map(|(z, reference)| latent_distance(z, reference, std))
+                .collect();
+            d.iter().sum::<f64>() / d.len().max(1) as f64
+        };
+        outln!(
+            "distance to the auto-decoded latents (RMS, in training-latent standard deviations): mean latent {:.3}, encoder {:.3}",
+            distance(&mut std::iter::repeat_n(&mean, decoded.len())),
+            distance(&mut e.encoded_latents.iter())
+        );
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod adapt;
 mod bench;
 mod data;
+mod encoder;
 mod eval;
 mod params;
 mod reproduce;
@@ -47,8 +48,10 @@ enum Command {
     Bench(bench::BenchCommand),
     /// List the ground-truth families with their parameters and ranges.
     Systems,
-    /// Meta-train a model (Algorithm 1) and save it.
+    /// Meta-train a model (Algorithm 1) and its encoder, and save them.
     Train(train::TrainArgs),
+    /// Train the encoder (amortised start of online adaptation) of an existing model file.
+    TrainEncoder(encoder::TrainEncoderArgs),
     /// Adapt a trained model to the meta-test instances and report ε_traj, ε_field, SSIM.
     Eval(eval::EvalArgs),
     /// Fit a latent code for a new parameter set from a few shots and report its errors.
@@ -138,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Systems => systems::run(),
         Command::Train(args) => train::run(args),
+        Command::TrainEncoder(args) => encoder::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Adapt(args) => adapt::run(args),
         Command::Reproduce(args) => reproduce::run(args),

@@ -8,7 +8,7 @@ use noether::{
     data::{DatasetSpec, load_or_generate},
     io::save_model,
     meta::{Method, Profile, TaskSet, meta_train, train_baseline},
-    nn::{ModelConfig, Modulation},
+    nn::{ModelConfig, Modulation, cpu::ModelParams},
     systems::Family,
 };
 
@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// Dataset cache directory.
     #[arg(long, default_value = "data")]
     data: PathBuf,
+    /// Adam steps of the encoder trained after the model (default: the profile's; 0: no
+    /// encoder). Baselines get none.
+    #[arg(long, value_parser = count_in(0, 10_000_000))]
+    encoder_steps: Option<usize>,
 }
 
 /// Runs `noether train`.
@@ -136,6 +140,16 @@ pub fn run(args: TrainArgs) -> CliResult {
         }
     };
     save_model(&model, &args.out)?;
+    let mut encoder = args.profile.encoder(args.seed);
+    encoder.steps = args.encoder_steps.unwrap_or(encoder.steps);
+    if matches!(method, Method::Modulated(_)) && encoder.steps > 0 {
+        super::encoder::train_into(
+            &model.config,
+            &ModelParams::from_model(&model),
+            &encoder,
+            &args.out,
+        )?;
+    }
     outln!("wrote {}", args.out.display());
     Ok(())
 }

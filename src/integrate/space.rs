@@ -95,7 +95,11 @@ impl Space for Vec<f32> {
     }
 
     fn max_abs_diff(&self, other: &Self) -> f64 {
-        worst(self.iter().zip(other).map(|(a, b)| f64::from((a - b).abs())))
+        worst(
+            self.iter()
+                .zip(other)
+                .map(|(a, b)| f64::from((a - b).abs())),
+        )
     }
 
     fn max_abs(&self) -> f64 {

@@ -299,9 +299,18 @@ fn verlet_on_generic_family_is_an_error_and_names_parse() {
     );
     // `auto` on a ground-truth system is the reference; the discrete gradient needs a
     // learned GENERIC batch and says so.
-    assert_eq!(Stepper::new(Integrator::Auto, 3).method(), Integrator::Dopri);
+    assert_eq!(
+        Stepper::new(Integrator::Auto, 3).method(),
+        Integrator::Dopri
+    );
     assert!(matches!(
-        simulate(dno.as_ref(), Integrator::DiscreteGradient, &[0.0, 1.0, 0.0], 0.1, 10),
+        simulate(
+            dno.as_ref(),
+            Integrator::DiscreteGradient,
+            &[0.0, 1.0, 0.0],
+            0.1,
+            10
+        ),
         Err(IntegrateError::NotApplicable { .. })
     ));
     assert!("rk5".parse::<Integrator>().is_err());

@@ -11,9 +11,9 @@ mod observations;
 pub mod plot;
 
 pub use model_file::{
-    CONFIG_EXTENSION as MODEL_CONFIG_EXTENSION, FORMAT as MODEL_FORMAT, MAX_CONFIG_BYTES,
-    MAX_LAYERS, MAX_PARAMETERS, MAX_WEIGHTS_BYTES, ModelFileError, config_to_ron, load_model,
-    load_weights, model_paths, parse_config, save_model,
+    CONFIG_EXTENSION as MODEL_CONFIG_EXTENSION, ENCODER_PREFIX, FORMAT as MODEL_FORMAT,
+    MAX_CONFIG_BYTES, MAX_LAYERS, MAX_PARAMETERS, MAX_WEIGHTS_BYTES, ModelFileError, config_to_ron,
+    load_encoder, load_model, load_weights, model_paths, parse_config, save_encoder, save_model,
 };
 pub use observations::{ObservationsFileError, parse_observations, read_observations};
 

@@ -25,7 +25,7 @@ use burn::tensor::backend::Backend;
 
 use crate::{
     PROTOCOL_VERSION,
-    nn::{Architecture, Model, ModelConfig, Modulation},
+    nn::{Architecture, Model, ModelConfig, Modulation, cpu::Encoder},
     systems::Structure,
 };
 
@@ -280,6 +280,45 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
             ),
         );
     }
+    if let Some(e) = &c.encoder {
+        let (d_in, d_out) = (
+            Encoder::input_width(e, c.family),
+            Encoder::output_width(c.family, c.d_latent),
+        );
+        let problem = if !(e.span.is_finite() && e.span > 0.0 && e.span <= 60.0) {
+            Some(format!("span {} s is outside (0, 60]", e.span))
+        } else if !(2..=1024).contains(&e.grid) {
+            Some(format!("grid {} is outside 2..=1024", e.grid))
+        } else if e.hidden.len() > MAX_LAYERS || e.hidden.iter().any(|&h| !(1..=4096).contains(&h))
+        {
+            Some(format!(
+                "hidden {:?}: at most {MAX_LAYERS} layers of width 1..=4096",
+                e.hidden
+            ))
+        } else if e.input_mean.len() != d_in || e.input_std.len() != d_in {
+            Some(format!("input_mean and input_std need {d_in} values each"))
+        } else if e.output_mean.len() != d_out || e.output_std.len() != d_out {
+            Some(format!(
+                "output_mean and output_std need {d_out} values each"
+            ))
+        } else if e
+            .input_mean
+            .iter()
+            .chain(&e.output_mean)
+            .any(|v| !v.is_finite())
+            || e.input_std
+                .iter()
+                .chain(&e.output_std)
+                .any(|v| !(v.is_finite() && *v > 0.0))
+        {
+            Some("means must be finite and standard deviations finite and positive".into())
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            return bad("encoder", message);
+        }
+    }
     let generic = c.family.spec().structure == Structure::Generic;
     match c.architecture {
         Architecture::Generic { k } if !generic => {
@@ -381,7 +420,9 @@ fn sorted_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
         .ok_or_else(|| bad(&"no header"))?;
-    let header = bytes.get(8..8 + len).ok_or_else(|| bad(&"truncated header"))?;
+    let header = bytes
+        .get(8..8 + len)
+        .ok_or_else(|| bad(&"truncated header"))?;
     let mut top: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| bad(&e))?;
     if let Some(meta) = top.get_mut("__metadata__") {
@@ -477,7 +518,12 @@ pub fn load_weights<B: Backend>(
             tensor: tensor.clone(),
         });
     }
-    if let Some(tensor) = result.unused.first() {
+    // The encoder section is read by `load_encoder`.
+    if let Some(tensor) = result
+        .unused
+        .iter()
+        .find(|t| !t.starts_with(ENCODER_PREFIX))
+    {
         return Err(ModelFileError::UnusedTensor {
             path,
             tensor: tensor.clone(),
@@ -547,4 +593,142 @@ fn check_same_network(
         }
     }
     Ok(())
+}
+
+/// Names of the encoder section's tensors start with this.
+pub const ENCODER_PREFIX: &str = "encoder.";
+
+/// The encoder section of a model file: the network `config.encoder` describes, with its
+/// weights from the `encoder.*` tensors of the weights file `bytes`. `None` for a model
+/// without one (older files).
+///
+/// # Errors
+/// [`ModelFileError::Weights`] for an unreadable file or a tensor that is not f32,
+/// [`ModelFileError::MissingTensor`], [`ModelFileError::ShapeMismatch`],
+/// [`ModelFileError::NonFinite`], [`ModelFileError::UnusedTensor`] for an `encoder.*`
+/// tensor the section has no place for.
+pub fn load_encoder(
+    config: &ModelConfig,
+    bytes: &[u8],
+    weights_path: &Path,
+) -> Result<Option<Encoder>, ModelFileError> {
+    let path = weights_path.to_owned();
+    let Some(spec) = &config.encoder else {
+        return Ok(None);
+    };
+    let file =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelFileError::Weights {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    let mut encoder = Encoder::new(spec.clone(), config.family, config.d_latent, 0);
+    let shapes = encoder.shapes();
+    for ((name, shape), values) in shapes.iter().zip(encoder.tensors_mut()) {
+        let tensor = file
+            .tensor(name)
+            .map_err(|_| ModelFileError::MissingTensor {
+                path: path.clone(),
+                tensor: name.clone(),
+            })?;
+        if tensor.shape() != shape.as_slice() {
+            return Err(ModelFileError::ShapeMismatch {
+                path,
+                tensor: name.clone(),
+                expected: shape.clone(),
+                found: tensor.shape().to_vec(),
+            });
+        }
+        if tensor.dtype() != safetensors::Dtype::F32 {
+            return Err(ModelFileError::Weights {
+                path,
+                message: format!("tensor `{name}` is {:?}, not F32", tensor.dtype()),
+            });
+        }
+        for (v, b) in values.iter_mut().zip(tensor.data().chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(ModelFileError::NonFinite {
+                path,
+                tensor: name.clone(),
+            });
+        }
+    }
+    if let Some(extra) = file
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with(ENCODER_PREFIX) && !shapes.iter().any(|(s, _)| s == *n))
+    {
+        return Err(ModelFileError::UnusedTensor {
+            path,
+            tensor: extra.to_owned(),
+        });
+    }
+    Ok(Some(encoder))
+}
+
+/// Adds (or replaces) the encoder section of the model file at `path`: its spec goes into
+/// the config (both the `.model.ron` and the weights file's embedded copy), its weights
+/// beside the model's as `encoder.*` tensors. The model's own tensors are kept bit for
+/// bit; both files are written atomically, weights first.
+///
+/// # Errors
+/// Every error of reading the model file, and [`ModelFileError::Io`] on write.
+pub fn save_encoder(path: &Path, encoder: &Encoder) -> Result<(), ModelFileError> {
+    let (ron_path, weights_path) = model_paths(path);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ModelFileError::Io { path, source }
+    };
+    let text = super::read_limited(&ron_path, MAX_CONFIG_BYTES).map_err(io(&ron_path))?;
+    let mut config = parse_config(&String::from_utf8_lossy(&text), &ron_path)?;
+    let bytes = super::read_limited(&weights_path, MAX_WEIGHTS_BYTES).map_err(io(&weights_path))?;
+    let weights_err = |message: String| ModelFileError::Weights {
+        path: weights_path.clone(),
+        message,
+    };
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| weights_err(e.to_string()))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(e.to_string()))?;
+    let mut header = meta.metadata().clone().unwrap_or_default();
+    config.encoder = Some(encoder.spec().clone());
+    header.insert(
+        "noether.config".into(),
+        ron::to_string(&config).expect("a ModelConfig serialises"),
+    );
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = encoder
+        .tensors()
+        .into_iter()
+        .map(|(name, shape, values)| {
+            (
+                name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(ENCODER_PREFIX))
+        .collect();
+    for (name, shape, data) in &raw {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map_err(|e| weights_err(e.to_string()))?;
+        views.push((name.clone(), view));
+    }
+    let out =
+        safetensors::serialize(views, Some(header)).map_err(|e| weights_err(e.to_string()))?;
+    let out = sorted_header(&out).map_err(weights_err)?;
+    super::write_atomic(&weights_path, out).map_err(io(&weights_path))?;
+    super::write_atomic(
+        &ron_path,
+        format!(
+            "// noether model config (docs/protocol.md §4); weights in the .safetensors beside it\n{}\n",
+            config_to_ron(&config)
+        ),
+    )
+    .map_err(io(&ron_path))
 }

@@ -230,14 +230,13 @@ pub fn evaluate_instance(
     } else {
         let mut e = vec![0.0f32; steps * rows];
         model.energy(&all, &per_row(steps * rows), &mut e);
-        let drift = (0..rows)
-            .map(|r| {
-                energy_drift(
-                    &(0..steps)
-                        .map(|s| f64::from(e[s * rows + r]))
-                        .collect::<Vec<_>>(),
-                )
-            });
+        let drift = (0..rows).map(|r| {
+            energy_drift(
+                &(0..steps)
+                    .map(|s| f64::from(e[s * rows + r]))
+                    .collect::<Vec<_>>(),
+            )
+        });
         let drift = crate::metrics::worst(drift);
         m.energy_drift = Some(if finite { drift } else { f64::INFINITY });
     }

@@ -138,6 +138,24 @@ impl Profile {
         }
     }
 
+    /// Encoder training settings ([`crate::meta::encoder`]).
+    pub fn encoder(self, seed: u64) -> super::EncoderTraining {
+        let base = super::EncoderTraining {
+            seed,
+            ..super::EncoderTraining::default()
+        };
+        match self {
+            Profile::Quick => super::EncoderTraining {
+                instances: 32,
+                windows: 8,
+                steps: 300,
+                shots: 20,
+                ..base
+            },
+            Profile::Paper => base,
+        }
+    }
+
     /// Baseline settings.
     pub fn baseline(self, seed: u64) -> BaselineConfig {
         let (iterations, scratch_steps) = match self {

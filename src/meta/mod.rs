@@ -3,6 +3,7 @@
 
 pub mod adapt;
 pub mod baselines;
+pub mod encoder;
 pub mod eval;
 pub mod grid;
 pub mod observed;
@@ -12,6 +13,9 @@ pub mod train;
 
 pub use adapt::{AdaptConfig, Adapted, LatentStart, adapt_latents};
 pub use baselines::{Baseline, BaselineConfig, BaselineOutcome, adapt_baseline, train_baseline};
+pub use encoder::{
+    EncoderError, EncoderEval, EncoderTraining, evaluate_encoder, latent_distance, train_encoder,
+};
 pub use eval::{EvalReport, InstanceMetrics, Stat, evaluate, evaluate_instance};
 pub use grid::{
     CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell,

@@ -299,8 +299,14 @@ pub fn rollout_sensitivities(
         for r in 0..rows {
             let h = step[r] as f32;
             f[r * n..(r + 1) * n].iter_mut().for_each(|v| *v *= h);
-            let (fx, fz) = (&jac.fx[r * n * n..(r + 1) * n * n], &jac.fz[r * n * dz..(r + 1) * n * dz]);
-            let (sr, dr) = (&s[r * n * p..(r + 1) * n * p], &mut ds[r * n * p..(r + 1) * n * p]);
+            let (fx, fz) = (
+                &jac.fx[r * n * n..(r + 1) * n * n],
+                &jac.fz[r * n * dz..(r + 1) * n * dz],
+            );
+            let (sr, dr) = (
+                &s[r * n * p..(r + 1) * n * p],
+                &mut ds[r * n * p..(r + 1) * n * p],
+            );
             for i in 0..n {
                 for c in 0..p {
                     let mut acc = if c < dz { fz[i * dz + c] } else { 0.0 };
@@ -322,8 +328,16 @@ pub fn rollout_sensitivities(
         let h = 1.0 / substeps as f64;
         for _ in 0..substeps {
             let (k1, q1) = rates(&x, &s, step)?;
-            let (k2, q2) = rates(&x.add_scaled(0.5 * h, &k1), &s.add_scaled(0.5 * h, &q1), step)?;
-            let (k3, q3) = rates(&x.add_scaled(0.5 * h, &k2), &s.add_scaled(0.5 * h, &q2), step)?;
+            let (k2, q2) = rates(
+                &x.add_scaled(0.5 * h, &k1),
+                &s.add_scaled(0.5 * h, &q1),
+                step,
+            )?;
+            let (k3, q3) = rates(
+                &x.add_scaled(0.5 * h, &k2),
+                &s.add_scaled(0.5 * h, &q2),
+                step,
+            )?;
             let (k4, q4) = rates(&x.add_scaled(h, &k3), &s.add_scaled(h, &q3), step)?;
             let weights = |a, b, c, d| [(h / 6.0, a), (h / 3.0, b), (h / 3.0, c), (h / 6.0, d)];
             x = x.lincomb(&weights(&k1, &k2, &k3, &k4));

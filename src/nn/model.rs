@@ -95,6 +95,10 @@ pub struct ModelConfig {
     /// How it was trained (absent for an untrained model).
     #[serde(default)]
     pub training: Option<TrainingRecord>,
+    /// The optional encoder section: the amortised start of online adaptation (its
+    /// weights are the `encoder.*` tensors of the weights file). Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<super::cpu::EncoderSpec>,
 }
 
 impl ModelConfig {
@@ -116,6 +120,7 @@ impl ModelConfig {
             seed: 0,
             latents: LatentStats::default(),
             training: None,
+            encoder: None,
         }
     }
 

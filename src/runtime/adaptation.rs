@@ -45,11 +45,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 use nalgebra::{DMatrix, DVector};
 use rand::{RngExt as _, rngs::Xoshiro256PlusPlus};
-use rayon::prelude::*;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -59,7 +58,8 @@ use crate::{
         FitConfig, FitState, Observation, ObservedPart, Track, fit_step,
         observed::{FIRST_HORIZON, predict, validate},
     },
-    nn::cpu::CpuModel,
+    nn::cpu::{CpuModel, Guess},
+    runtime::LearnedModel,
     systems::{Family, System, SystemError},
 };
 
@@ -799,7 +799,11 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
                 loss: last[i],
                 improved: improved[i],
                 settled: settled[i],
-                misfit: if last[i].is_finite() { misfit } else { f64::NAN },
+                misfit: if last[i].is_finite() {
+                    misfit
+                } else {
+                    f64::NAN
+                },
                 floor: floors[i],
                 window: b.observations.len(),
             }
@@ -809,6 +813,52 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         bodies,
         invalid,
         seconds: clock.elapsed().as_secs_f64(),
+    }
+}
+
+/// What a body does before its first fit when its model may have an encoder
+/// ([`amortised_start`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Start {
+    /// Nothing to do: the fit has started, or the model has no encoder (the body starts
+    /// from its current latent).
+    Ready,
+    /// Wait: the window spans less than the encoder reads.
+    Wait,
+    /// The encoder read the window: give the body this latent code; its first job
+    /// refines the encoder's reading.
+    Encoded(Vec<f32>),
+}
+
+/// The amortised start of a body's fit: with an encoder, a fresh body waits until its
+/// window spans the encoder's span, then starts from the encoder's reading of it (z and the
+/// unobserved start) instead of its current latent and a finite-difference momentum; the
+/// first Levenberg–Marquardt steps then refine that reading over the whole span.
+pub fn amortised_start(
+    model: &LearnedModel,
+    state: &mut AdaptState,
+    window: &ObservationWindow,
+    part: ObservedPart,
+) -> Start {
+    let Some(encoder) = model.encoder.as_ref().filter(|_| state.is_fresh()) else {
+        return Start::Ready;
+    };
+    let observations = window.first(window.len());
+    match encoder.encode(&observations) {
+        Some(guess) => {
+            let latent = guess.latent.clone();
+            state.start_from(guess, window, encoder.span(), part);
+            Start::Encoded(latent)
+        }
+        None if observations
+            .last()
+            .zip(observations.first())
+            .is_some_and(|(l, f)| l.t - f.t >= encoder.span()) =>
+        {
+            // Long enough but unreadable (a non-finite reading): fit from the current latent.
+            Start::Ready
+        }
+        None => Start::Wait,
     }
 }
 
@@ -937,7 +987,51 @@ impl AdaptState {
     pub fn retry_due(&self, window: &ObservationWindow) -> bool {
         self.phase == AdaptPhase::Stalled
             && !self.in_flight
-            && window.samples().last().is_some_and(|o| o.t >= self.retry_at)
+            && window
+                .samples()
+                .last()
+                .is_some_and(|o| o.t >= self.retry_at)
+    }
+
+    /// Whether the body's fit has not started yet (its first job is ahead of it).
+    pub fn is_fresh(&self) -> bool {
+        self.fit.is_none() && self.phase == AdaptPhase::Observing && !self.in_flight
+    }
+
+    /// Starts the fit from an encoder's reading of `window` ([`amortised_start`]): the
+    /// latent and unobserved start at the window's first observation are carried into the
+    /// first job, whose horizon covers every observation the encoder read.
+    pub fn start_from(
+        &mut self,
+        guess: Guess,
+        window: &ObservationWindow,
+        span: f64,
+        part: ObservedPart,
+    ) {
+        let Some(first) = window.samples().next() else {
+            return;
+        };
+        let hidden = match part {
+            ObservedPart::Positions => guess.hidden,
+            ObservedPart::States => Vec::new(),
+        };
+        let mut start = first.values.clone();
+        start.extend_from_slice(&hidden);
+        let read = window
+            .samples()
+            .take_while(|o| o.t <= first.t + span + 1e-9)
+            .count();
+        self.horizon = read.max(FIRST_HORIZON);
+        self.fit = Some(CarriedFit {
+            state: FitState {
+                latent: guess.latent,
+                hidden,
+                damping: FitConfig::default().initial_damping,
+            },
+            t0: first.t,
+            t_end: first.t,
+            start,
+        });
     }
 
     /// Starts a stalled body over: the fit, horizon and phase are reset; counters are
@@ -999,8 +1093,7 @@ impl AdaptState {
         self.rejected += 1;
         self.rejected_in_a_row += 1;
         let mut applied = Applied::default();
-        if self.rejected_in_a_row >= settings.max_rejections && self.phase != AdaptPhase::Diverged
-        {
+        if self.rejected_in_a_row >= settings.max_rejections && self.phase != AdaptPhase::Diverged {
             self.phase = AdaptPhase::Diverged;
             applied.event = Some(AdaptEvent::Diverged { reason });
         }
@@ -1060,8 +1153,8 @@ impl AdaptState {
         } else if result.settled {
             self.phase = AdaptPhase::Stalled;
             self.stalls += 1;
-            self.retry_at = newest.max(window.samples().last().map_or(newest, |o| o.t))
-                + settings.retry_after;
+            self.retry_at =
+                newest.max(window.samples().last().map_or(newest, |o| o.t)) + settings.retry_after;
             applied.event = Some(AdaptEvent::Stalled {
                 misfit: result.misfit,
                 floor: result.floor,
@@ -1144,7 +1237,11 @@ mod tests {
         // A smooth motion is not mistaken for noise of a real sensor's size.
         let clean = noise_floor(&noisy_track(0.0, 0.05, 60));
         assert!(clean < 2e-3, "noise-free samples: estimated {clean}");
-        assert_eq!(noise_floor(&noisy_track(0.01, 0.05, 6)), 0.0, "too few to tell");
+        assert_eq!(
+            noise_floor(&noisy_track(0.01, 0.05, 6)),
+            0.0,
+            "too few to tell"
+        );
     }
 
     fn result(settled: bool, misfit: f64, floor: f64, window: usize) -> BodyResult<u32> {
@@ -1181,7 +1278,11 @@ mod tests {
         s.horizon = 60;
         // Still descending above the floor: keep adapting.
         s.phase = AdaptPhase::Adapting;
-        assert_eq!(s.apply(result(false, 0.3, 0.02, 60), &window, &settings).event, None);
+        assert_eq!(
+            s.apply(result(false, 0.3, 0.02, 60), &window, &settings)
+                .event,
+            None
+        );
         assert_eq!(s.phase, AdaptPhase::Adapting);
         // No descent left above the floor: stalled, not converged.
         let applied = s.apply(result(true, 0.3, 0.02, 60), &window, &settings);
@@ -1192,7 +1293,10 @@ mod tests {
         window.push(2.95 + settings.retry_after, vec![0.0]).unwrap();
         assert!(s.retry_due(&window));
         s.retry();
-        assert_eq!((s.phase, s.stalls, s.horizon), (AdaptPhase::Observing, 1, FIRST_HORIZON));
+        assert_eq!(
+            (s.phase, s.stalls, s.horizon),
+            (AdaptPhase::Observing, 1, FIRST_HORIZON)
+        );
         assert!(s.wants_job(60, &settings));
         // At the floor over the whole full window: converged.
         s.horizon = 60;
@@ -1228,7 +1332,10 @@ mod tests {
         let first = truth.advance(0.0).unwrap();
         assert_eq!((first.t, first.values.clone()), (0.0, vec![1.0]));
         let samples = (0..64).filter_map(|_| truth.advance(1.0 / 64.0)).count();
-        assert!((19..=21).contains(&samples), "{samples} samples in 1 s at 20 Hz");
+        assert!(
+            (19..=21).contains(&samples),
+            "{samples} samples in 1 s at 20 Hz"
+        );
         assert!(truth.state()[0] < 1.0, "the pendulum swung");
         assert!(
             TruthSimulator::new(

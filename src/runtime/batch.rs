@@ -19,8 +19,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use crate::{
     integrate::{
         DiscreteGradient, Flow, ImplicitMidpoint, ImplicitSolver, IntegrateError, Integrator,
-        Space, SplitFlow, euler_step, rk4_step, symplectic_euler_step, verlet_step,
-        yoshida4_step,
+        Space, SplitFlow, euler_step, rk4_step, symplectic_euler_step, verlet_step, yoshida4_step,
     },
     nn::{
         Architecture, BurnFlow,
@@ -105,7 +104,11 @@ impl<B: Backend> BatchFlow<Tensor<B, 2>> for BurnFlow<'_, B> {}
 /// ```
 ///
 /// A method that does not apply falls back to the structure-preserving one that does.
-pub fn resolve(method: Integrator, architecture: Architecture, discrete_gradient: bool) -> Integrator {
+pub fn resolve(
+    method: Integrator,
+    architecture: Architecture,
+    discrete_gradient: bool,
+) -> Integrator {
     let structured = match architecture {
         Architecture::Generic { .. } if discrete_gradient => Integrator::DiscreteGradient,
         Architecture::Generic { .. } | Architecture::Hnn => Integrator::Midpoint,
@@ -212,15 +215,13 @@ pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
             Integrator::Midpoint | Integrator::Auto | Integrator::DiscreteGradient => {
                 match settings.midpoint.step_fixed_point(flow, &x, h) {
                     Ok((x1, _)) => x1,
-                    Err(fixed_point) => {
-                        match flow.midpoint_newton(&settings.midpoint, &x, h) {
-                            Some(newton) => {
-                                report.retries += 1;
-                                newton?
-                            }
-                            None => return Err(fixed_point),
+                    Err(fixed_point) => match flow.midpoint_newton(&settings.midpoint, &x, h) {
+                        Some(newton) => {
+                            report.retries += 1;
+                            newton?
                         }
-                    }
+                        None => return Err(fixed_point),
+                    },
                 }
             }
         };

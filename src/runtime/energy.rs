@@ -54,7 +54,12 @@ pub struct EnergySample {
 pub fn measure(model: &CpuModel, x: &[f32], z: &[f32], first: &[bool]) -> Vec<EnergySample> {
     let n = model.dim();
     let rows = x.len() / n.max(1);
-    assert_eq!(first.len(), rows, "measure: {} flags for {rows} rows", first.len());
+    assert_eq!(
+        first.len(),
+        rows,
+        "measure: {} flags for {rows} rows",
+        first.len()
+    );
     let mut e = vec![0.0; rows];
     model.energy(x, z, &mut e);
     let mut s = vec![f32::NAN; rows];
@@ -248,6 +253,10 @@ mod tests {
                 temperatures: [f32::NAN; 2],
             });
         }
-        assert_eq!(r.max_drift, f32::INFINITY, "a NaN energy is the worst drift");
+        assert_eq!(
+            r.max_drift,
+            f32::INFINITY,
+            "a NaN energy is the worst drift"
+        );
     }
 }

@@ -40,8 +40,8 @@ mod scene;
 
 pub use adaptation::{
     AdaptEvent, AdaptPhase, AdaptState, AdaptationSettings, Applied, BodyResult, CarriedFit,
-    DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult, NOISE_MULTIPLE,
-    ObservationWindow, PushError, TILE_BODIES, TruthSimulator, Verdict, noise_floor, review,
+    DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult, NOISE_MULTIPLE, ObservationWindow,
+    PushError, Start, TILE_BODIES, TruthSimulator, Verdict, amortised_start, noise_floor, review,
     run_job,
 };
 pub use batch::{
@@ -178,7 +178,12 @@ impl BodyBatch {
     /// When `latent` does not have the model's d_z values.
     pub fn set_latent(&mut self, i: usize, latent: &[f32]) {
         let dz = self.model.d_latent();
-        assert_eq!(latent.len(), dz, "set_latent: latent of {} values, d_z = {dz}", latent.len());
+        assert_eq!(
+            latent.len(),
+            dz,
+            "set_latent: latent of {} values, d_z = {dz}",
+            latent.len()
+        );
         self.latents[i * dz..(i + 1) * dz].copy_from_slice(latent);
         self.energies[i].restart();
     }

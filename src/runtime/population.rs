@@ -158,7 +158,9 @@ pub fn fit_population(
     let tag = tag(spec, index);
     let mut tasks: Vec<Points> = Vec::with_capacity(bodies.len());
     for (i, b) in bodies.iter().enumerate() {
-        let sys = family.build(&b.params).map_err(|e| invalid(e.to_string()))?;
+        let sys = family
+            .build(&b.params)
+            .map_err(|e| invalid(e.to_string()))?;
         let mut r = stream_rng(&format!("{tag}/shots"), spec.seed, i as u64);
         tasks.push(
             system_shots(family, sys.as_ref(), &b.params, shots, &mut r)

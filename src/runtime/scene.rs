@@ -367,7 +367,11 @@ impl SceneDescription {
                 ),
             );
         }
-        let bodies: usize = self.populations.iter().map(|p| p.count.min(MAX_COUNT + 1)).sum();
+        let bodies: usize = self
+            .populations
+            .iter()
+            .map(|p| p.count.min(MAX_COUNT + 1))
+            .sum();
         if bodies > MAX_SCENE_BODIES {
             return whole(
                 "populations",
@@ -377,7 +381,10 @@ impl SceneDescription {
         let observations: usize = self
             .populations
             .iter()
-            .filter_map(|p| p.observe.map(|o| p.count.min(MAX_COUNT) * o.window.min(100_000)))
+            .filter_map(|p| {
+                p.observe
+                    .map(|o| p.count.min(MAX_COUNT) * o.window.min(100_000))
+            })
             .sum();
         if observations > MAX_SCENE_OBSERVATIONS {
             return whole(

@@ -54,12 +54,7 @@ fn main() -> ExitCode {
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let store = app.world().resource::<DiagnosticsStore>();
-        let value = |path| {
-            store
-                .get(path)
-                .and_then(|d| d.value())
-                .unwrap_or(f64::NAN)
-        };
+        let value = |path| store.get(path).and_then(|d| d.value()).unwrap_or(f64::NAN);
         println!(
             "t = {second:>4} s | {:>6.0} bodies | step {:>6.2} ms | max energy drift {:.2e}",
             value(&NoetherDiagnosticsPlugin::BODIES),

@@ -25,7 +25,11 @@ fn main() -> ExitCode {
         .next()
         .unwrap_or_else(|| "scenes/oscillator_zoo.noether.ron".into());
     let golden = args.next().unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/oscillator_zoo.png").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/oscillator_zoo.png"
+        )
+        .into()
     });
     let assets = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets");
     let recording = match RegressionRun::scene(&scene).steps(192).run(assets) {

@@ -27,6 +27,8 @@ use bevy::{
 
 /// The most used items, by name.
 pub mod prelude {
+    #[cfg(feature = "egui")]
+    pub use crate::inspector::InspectorPlugin;
     pub use crate::{
         NoetherPlugins,
         adapt::{
@@ -34,16 +36,14 @@ pub mod prelude {
             AdaptationStalled, ObservationBuffer, Observed,
         },
         dynamics::{
-            BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBackend,
-            NoetherBody, PhaseState,
+            BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode,
+            NoetherBackend, NoetherBody, PhaseState,
         },
         model::NoetherModel,
         scene::{NoetherScene, NoetherSceneRoot, Population, SceneReady, SceneStatus},
         schedule::{NoetherSystems, Simulation, SimulationControl},
         transform::{ConfigurationMap, StateTransform, StateTransformPlugin},
     };
-    #[cfg(feature = "egui")]
-    pub use crate::inspector::InspectorPlugin;
     #[cfg(feature = "render")]
     pub use crate::{controls::SimulationControlsPlugin, visuals::VisualsPlugin};
     pub use noether::{integrate::Integrator, meta::ObservedPart, systems::Family};

@@ -15,13 +15,13 @@
 //! # bevy::ecs::system::assert_is_system(load);
 //! ```
 
+use bevy::tasks::futures_lite::AsyncReadExt;
 use bevy::{
     app::{App, Plugin},
     asset::{Asset, AssetApp, AssetLoader, LoadContext, io::Reader},
     prelude::{Deref, DerefMut},
     reflect::TypePath,
 };
-use bevy::tasks::futures_lite::AsyncReadExt;
 use noether::{
     io::{MAX_CONFIG_BYTES, MODEL_CONFIG_EXTENSION, ModelFileError},
     nn::{ModelConfig, cpu::ModelParams},

@@ -6,7 +6,6 @@
 //! compiler checks that it matches. A component field of a core type carries
 //! `#[reflect(remote = …)]` naming its mirror.
 
-
 use bevy::reflect::reflect_remote;
 
 #[reflect_remote(noether::systems::Family)]

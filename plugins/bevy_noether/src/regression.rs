@@ -42,8 +42,8 @@ use crate::{
     adapt::{AdaptSettings, AdaptationStats},
     dynamics::{BodyEnergy, BodyIntegrator, DynamicsSettings, FrozenBody, PhaseState},
     headless::{headless_app, load_scene},
-    schedule::{Simulation, SimulationControl},
     scene::Population,
+    schedule::{Simulation, SimulationControl},
 };
 
 /// The environment variable that accepts new images as goldens.
@@ -121,7 +121,9 @@ impl RegressionRun {
         app.world_mut().resource_mut::<AdaptSettings>().enabled = self.adaptation;
         load_scene(&mut app, &self.scene, Duration::from_secs(120))?;
         if let Some(h) = self.step_size {
-            app.world_mut().resource_mut::<DynamicsSettings>().max_substep = h;
+            app.world_mut()
+                .resource_mut::<DynamicsSettings>()
+                .max_substep = h;
             app.world_mut()
                 .resource_mut::<Time<Simulation>>()
                 .set_speed(h * self.hz);

@@ -94,9 +94,7 @@ impl ConfigurationMap {
                 },
             }
             .pose(q0, family),
-            Self::Slide { axis, scale } => {
-                (axis.normalize_or_zero() * scale * q0, Quat::IDENTITY)
-            }
+            Self::Slide { axis, scale } => (axis.normalize_or_zero() * scale * q0, Quat::IDENTITY),
             Self::Swing { length } => (
                 length * Vec3::new(q0.sin(), -q0.cos(), 0.0),
                 Quat::from_rotation_z(q0),
@@ -193,10 +191,8 @@ mod tests {
         assert!((t - Vec3::new(0.0, -2.0, 0.0)).length() < 1e-6 && r == Quat::IDENTITY);
         let (t, _) = ConfigurationMap::Auto { scale: 10.0 }.pose(0.5, Some(Family::MassSpring));
         assert!((t - Vec3::new(5.0, 0.0, 0.0)).length() < 1e-6);
-        let (t, r) = ConfigurationMap::Auto { scale: 1.0 }.pose(
-            std::f32::consts::FRAC_PI_2,
-            Some(Family::Pendulum),
-        );
+        let (t, r) = ConfigurationMap::Auto { scale: 1.0 }
+            .pose(std::f32::consts::FRAC_PI_2, Some(Family::Pendulum));
         assert!((t - Vec3::X).length() < 1e-6);
         assert!((r.to_euler(EulerRot::XYZ).2 - std::f32::consts::FRAC_PI_2).abs() < 1e-6);
     }

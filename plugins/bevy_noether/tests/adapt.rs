@@ -210,19 +210,14 @@ fn noisy_positions_still_converge() {
     }
     let seen = app.world().resource::<Seen>();
     assert_eq!(seen.converged.len(), 8);
-    assert!(after * 3.0 <= before, "error {before:.3e} → {after:.3e}");
+    assert!(after * 5.0 <= before, "error {before:.3e} → {after:.3e}");
 }
 
 #[test]
 fn pushed_full_states_at_irregular_times_are_fitted() {
     let mut app = app();
     let model = add_model(&mut app, "pendulum-svd5");
-    let bodies = spawn_observed(
-        &mut app,
-        &model,
-        4,
-        &Observed::pushed(ObservedPart::States),
-    );
+    let bodies = spawn_observed(&mut app, &model, 4, &Observed::pushed(ObservedPart::States));
     // The game pushes what it saw: irregular times over 3 s, full states.
     for (i, e) in bodies.iter().enumerate() {
         let (params, x0) = pendulum(i);
@@ -384,7 +379,11 @@ fn a_fit_that_cannot_reach_the_noise_floor_is_stalled_not_converged() {
         assert_eq!(a.stalls, 1);
     }
     let seen = app.world().resource::<Seen>();
-    assert_eq!(seen.stalled.len(), 2, "AdaptationStalled fired on each body");
+    assert_eq!(
+        seen.stalled.len(),
+        2,
+        "AdaptationStalled fired on each body"
+    );
     assert!(seen.converged.is_empty(), "nothing converged");
 }
 
@@ -410,7 +409,10 @@ fn a_latent_of_the_wrong_length_is_refused_at_dispatch() {
     assert_eq!(refused.updates, 0);
     let stats = app.world().resource::<AdaptationStats>();
     assert!(stats.refused >= 1, "{} refused", stats.refused);
-    assert_eq!(stats.jobs_failed, 0, "nothing reached the worker to fail there");
+    assert_eq!(
+        stats.jobs_failed, 0,
+        "nothing reached the worker to fail there"
+    );
     let seen = app.world().resource::<Seen>();
     assert!(
         seen.diverged

@@ -71,9 +71,17 @@ fn the_app_steps_as_the_plain_loop_runtime_and_solves_the_midpoint_equation() {
     }
     let got = states(&mut app, &entities);
     assert_ne!(got, x, "the bodies moved");
-    assert_eq!(got, plain.states(), "the ECS maps to the runtime and back exactly");
+    assert_eq!(
+        got,
+        plain.states(),
+        "the ECS maps to the runtime and back exactly"
+    );
     // And the step is what it claims: x₁ = x₀ + h f((x₀ + x₁)/2) to the solver's tolerance.
-    let mid: Vec<f32> = before.iter().zip(&got).map(|(a, b)| 0.5 * (a + b)).collect();
+    let mid: Vec<f32> = before
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| 0.5 * (a + b))
+        .collect();
     let mut f = vec![0.0; mid.len()];
     m.cpu.field(&mid, &z, &mut f);
     for k in 0..got.len() {
@@ -294,7 +302,10 @@ fn malformed_scenes_are_reported_and_the_app_keeps_running() {
             "observe_without_truth",
             "observe: observes the hidden truth",
         ),
-        ("far_state", "initial.q: invalid mass_spring state: q = 1000000000000000000000000000000 is outside"),
+        (
+            "far_state",
+            "initial.q: invalid mass_spring state: q = 1000000000000000000000000000000 is outside",
+        ),
         ("too_many_observations", "observations kept"),
     ];
     let root = bad_scene_assets();
@@ -441,7 +452,12 @@ fn a_body_spawned_in_code_takes_the_mean_latent_once_its_model_loads() {
         .spawn((NoetherBody::new(model.clone()), PhaseState(vec![1.0, 0.0])))
         .id();
     let started = std::time::Instant::now();
-    while app.world().resource::<Assets<NoetherModel>>().get(&model).is_none() {
+    while app
+        .world()
+        .resource::<Assets<NoetherModel>>()
+        .get(&model)
+        .is_none()
+    {
         app.update();
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -483,7 +499,10 @@ fn a_body_that_does_not_fit_its_model_is_marked_and_not_stepped() {
         .id();
     let wrong_state = app
         .world_mut()
-        .spawn((NoetherBody::new(model.clone()), PhaseState(vec![1.0, 0.0, 0.0])))
+        .spawn((
+            NoetherBody::new(model.clone()),
+            PhaseState(vec![1.0, 0.0, 0.0]),
+        ))
         .id();
     let fine = spawn_bodies(&mut app, &model, 2, 12);
     let before = states(&mut app, &fine);
@@ -496,18 +515,36 @@ fn a_body_that_does_not_fit_its_model_is_marked_and_not_stepped() {
             .map(|i| i.reason.clone())
             .unwrap_or_default()
     };
-    assert!(reason(wrong_latent).contains("LatentCode has 3 values"), "{}", reason(wrong_latent));
-    assert!(reason(wrong_state).contains("PhaseState has 3 values"), "{}", reason(wrong_state));
-    assert_eq!(app.world().get::<PhaseState>(wrong_latent).unwrap().0, vec![1.0, 0.0]);
+    assert!(
+        reason(wrong_latent).contains("LatentCode has 3 values"),
+        "{}",
+        reason(wrong_latent)
+    );
+    assert!(
+        reason(wrong_state).contains("PhaseState has 3 values"),
+        "{}",
+        reason(wrong_state)
+    );
+    assert_eq!(
+        app.world().get::<PhaseState>(wrong_latent).unwrap().0,
+        vec![1.0, 0.0]
+    );
     assert_eq!(app.world().resource::<StepDiagnostics>().invalid, 2);
     assert_ne!(states(&mut app, &fine), before, "the others step on");
     // Fixed by the game: the mark goes and the body steps.
-    app.world_mut().get_mut::<LatentCode>(wrong_latent).unwrap().0.clear();
+    app.world_mut()
+        .get_mut::<LatentCode>(wrong_latent)
+        .unwrap()
+        .0
+        .clear();
     for _ in 0..4 {
         app.update();
     }
     assert!(app.world().get::<InvalidBody>(wrong_latent).is_none());
-    assert_ne!(app.world().get::<PhaseState>(wrong_latent).unwrap().0, vec![1.0, 0.0]);
+    assert_ne!(
+        app.world().get::<PhaseState>(wrong_latent).unwrap().0,
+        vec![1.0, 0.0]
+    );
 }
 
 #[test]
@@ -578,7 +615,10 @@ fn non_finite_bodies_are_frozen_reported_and_counted_while_the_rest_steps() {
     let model = add_model(&mut app, "pendulum-svd5");
     let nan_state = app
         .world_mut()
-        .spawn((NoetherBody::new(model.clone()), PhaseState(vec![f32::NAN, 0.0])))
+        .spawn((
+            NoetherBody::new(model.clone()),
+            PhaseState(vec![f32::NAN, 0.0]),
+        ))
         .id();
     // A NaN latent makes the field NaN: the body's state becomes non-finite in its first
     // step, inside a batch with healthy bodies.
@@ -624,5 +664,8 @@ fn non_finite_bodies_are_frozen_reported_and_counted_while_the_rest_steps() {
         app.update();
     }
     assert!(app.world().get::<FrozenBody>(nan_state).is_none());
-    assert_ne!(app.world().get::<PhaseState>(nan_state).unwrap().0, vec![0.3, 0.0]);
+    assert_ne!(
+        app.world().get::<PhaseState>(nan_state).unwrap().0,
+        vec![0.3, 0.0]
+    );
 }

@@ -115,7 +115,10 @@ fn at_a_coarse_step_midpoint_passes_and_rk4_and_euler_fail() {
         rk4.iter().any(|v| v.contains("secular")),
         "RK4's secular energy loss is caught: {rk4:#?}"
     );
-    assert!(!coarse(Integrator::Euler).is_empty(), "explicit Euler is caught");
+    assert!(
+        !coarse(Integrator::Euler).is_empty(),
+        "explicit Euler is caught"
+    );
 }
 
 #[test]
@@ -142,4 +145,3 @@ fn a_broken_integrator_fails_and_writes_the_diff_image() {
     assert!(failure.to_string().contains("diff image"));
     let _ = std::fs::remove_dir_all(dir);
 }
-

@@ -234,7 +234,10 @@ impl CpuMlp {
     /// `zbar` `[rows, d_z]`, and, when asked, ∂L/∂x per row to `xbar` `[rows, n]`: with
     /// ḡ₀ = v that is the Hessian-vector product ∇²f·v, x entering only through a₀ = x, so
     /// x̄ = ū₁W̃₁ᵀ.
-    #[expect(clippy::too_many_arguments, reason = "one reverse pass and its three outputs")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one reverse pass and its three outputs"
+    )]
     pub(super) fn adjoint(
         &self,
         params: &MlpParams,

@@ -48,12 +48,7 @@ impl CpuModel {
             .into_par_iter()
             .map(|t| {
                 let (r0, r1) = (t * TILE, ((t + 1) * TILE).min(rows));
-                self.jacobian_tile(
-                    params,
-                    &x[r0 * n..r1 * n],
-                    &z[r0 * dz..r1 * dz],
-                    r1 - r0,
-                )
+                self.jacobian_tile(params, &x[r0 * n..r1 * n], &z[r0 * dz..r1 * dz], r1 - r0)
             })
             .collect();
         let mut out = FieldJacobian {
@@ -95,7 +90,11 @@ impl CpuModel {
                 let tape = h.record(x, z, rows, &mut g);
                 for i in 0..n {
                     // f_i = (Jᵀeᵢ)·∇H: q̇ᵢ = ∂H/∂p_i, ṗᵢ = −∂H/∂qᵢ.
-                    let (k, sign) = if i < dof { (dof + i, 1.0) } else { (i - dof, -1.0) };
+                    let (k, sign) = if i < dof {
+                        (dof + i, 1.0)
+                    } else {
+                        (i - dof, -1.0)
+                    };
                     let mut gbar = vec![0.0; rows * n];
                     gbar.chunks_exact_mut(n).for_each(|row| row[k] = sign);
                     let (mut xbar, mut zbar) = (vec![0.0; rows * n], vec![0.0; rows * dz]);
@@ -121,8 +120,7 @@ impl CpuModel {
                     ] {
                         let mut gbar = vec![0.0; rows * dof];
                         gbar.chunks_exact_mut(dof).for_each(|r| r[i] = sign);
-                        let (mut xbar, mut zbar) =
-                            (vec![0.0; rows * dof], vec![0.0; rows * dz]);
+                        let (mut xbar, mut zbar) = (vec![0.0; rows * dof], vec![0.0; rows * dz]);
                         net.adjoint(np, tape, z, &gbar, None, &mut zbar, Some(&mut xbar));
                         put(row, &xbar, dof, at, &zbar);
                     }
@@ -160,7 +158,8 @@ mod tests {
         };
         for r in 0..rows {
             for j in 0..n + dz {
-                let (mut xp, mut xm, mut zp, mut zm) = (x.to_vec(), x.to_vec(), z.to_vec(), z.to_vec());
+                let (mut xp, mut xm, mut zp, mut zm) =
+                    (x.to_vec(), x.to_vec(), z.to_vec(), z.to_vec());
                 let h = if j < n {
                     let h = 1e-2 * (1.0 + x[r * n + j].abs());
                     xp[r * n + j] += h;
@@ -208,10 +207,20 @@ mod tests {
                 let z: Vec<f32> = (0..12).map(|k| 0.3 * ((k as f32) * 0.7).sin()).collect();
                 let exact = model.field_jacobian(&x, &z).expect("a Hamiltonian model");
                 let approx = numeric(&model, &x, &z);
-                let scale = 1.0 + exact.fx.iter().chain(&exact.fz).fold(0.0f32, |m, v| m.max(v.abs()));
-                for (what, a, b) in [("f_x", &exact.fx, &approx.fx), ("f_z", &exact.fz, &approx.fz)] {
+                let scale = 1.0
+                    + exact
+                        .fx
+                        .iter()
+                        .chain(&exact.fz)
+                        .fold(0.0f32, |m, v| m.max(v.abs()));
+                for (what, a, b) in [
+                    ("f_x", &exact.fx, &approx.fx),
+                    ("f_z", &exact.fz, &approx.fz),
+                ] {
                     let worst = crate::metrics::worst(
-                        a.iter().zip(b.iter()).map(|(a, b)| f64::from((a - b).abs())),
+                        a.iter()
+                            .zip(b.iter())
+                            .map(|(a, b)| f64::from((a - b).abs())),
                     );
                     assert!(
                         worst <= 2e-3 * f64::from(scale),
@@ -229,6 +238,11 @@ mod tests {
         assert!(model.field_jacobian(&[0.1, 0.2, 0.0], &[0.0; 10]).is_none());
         let config = ModelConfig::new(Family::Pendulum, Modulation::Shift).with_hidden(vec![8]);
         let model = CpuModel::from_model(&config.init::<Flex>(&Default::default()));
-        assert!(model.fold(&[0.0; 10]).field_jacobian(&[0.1, 0.2], &[]).is_none());
+        assert!(
+            model
+                .fold(&[0.0; 10])
+                .field_jacobian(&[0.1, 0.2], &[])
+                .is_none()
+        );
     }
 }

@@ -20,6 +20,7 @@
 //! ```
 
 mod backprop;
+pub mod encoder;
 mod gemm;
 mod generic;
 mod jacobian;
@@ -28,6 +29,7 @@ pub mod mlp;
 pub mod params;
 mod simd;
 
+pub use encoder::{Encoder, EncoderRecord, EncoderSpec, Guess};
 pub use jacobian::FieldJacobian;
 pub use mlp::CpuMlp;
 pub use params::{DenseParams, GenericParams, LayerParams, MlpParams, ModelParams, ParamRole};

@@ -10,12 +10,11 @@ use bevy::{
     log::{error, info, warn},
     prelude::*,
 };
-use noether::runtime::{AdaptEvent, Applied, Job};
+use noether::runtime::{AdaptEvent, Applied, Job, Start, amortised_start};
 
 use super::{
     AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, AdaptationStalled,
-    ObservationBuffer,
-    ObservationSource, Observed,
+    ObservationBuffer, ObservationSource, Observed,
     worker::{WorkItem, WorkOutcome, Worker},
 };
 use crate::{
@@ -99,6 +98,8 @@ pub struct AdaptationStats {
     pub phases: [usize; 5],
     /// Stalled bodies started over from a fresh latent.
     pub retries: u64,
+    /// Bodies started from their model's encoder.
+    pub encoded: u64,
     /// Bodies refused at dispatch (a latent of the wrong length).
     pub refused: u64,
 }
@@ -215,7 +216,9 @@ fn observe_truth(
                         first
                     }
                     Err(e) => {
-                        warn!("noether: {entity}: its hidden truth cannot be simulated, it stops observing: {e}");
+                        warn!(
+                            "noether: {entity}: its hidden truth cannot be simulated, it stops observing: {e}"
+                        );
                         commands.entity(entity).remove::<Observed>();
                         None
                     }
@@ -265,7 +268,7 @@ fn dispatch(
         };
         if settings.enabled && adaptation.retry_due(buffer) {
             adaptation.retry();
-            latent.0 = model.first_guess(&buffer.first(buffer.len()), observed.components);
+            latent.0 = model.first_guess(&buffer.first(buffer.len()));
             stats.retries += 1;
         }
         phases[adaptation.phase as usize] += 1;
@@ -286,6 +289,14 @@ fn dispatch(
                 report(&mut commands, entity, &adaptation, applied);
             }
             continue;
+        }
+        match amortised_start(model, &mut adaptation.0, buffer, observed.components) {
+            Start::Wait => continue,
+            Start::Encoded(z) => {
+                latent.0 = z;
+                stats.encoded += 1;
+            }
+            Start::Ready => {}
         }
         groups
             .entry(body.model.id())

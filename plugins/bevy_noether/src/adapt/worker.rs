@@ -198,7 +198,10 @@ mod tests {
             if let Some(outcome) = worker.try_recv() {
                 return outcome;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "the worker answered");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the worker answered"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }

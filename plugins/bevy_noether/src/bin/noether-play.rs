@@ -312,10 +312,7 @@ fn windowed(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
         })
         .add_systems(Update, screenshot);
     }
-    let scene = app
-        .world()
-        .resource::<AssetServer>()
-        .load(scene.to_owned());
+    let scene = app.world().resource::<AssetServer>().load(scene.to_owned());
     app.world_mut().spawn(NoetherSceneRoot(scene));
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,

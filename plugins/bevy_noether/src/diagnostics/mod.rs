@@ -130,7 +130,13 @@ fn measure(
     let ds = bodies
         .iter()
         .map(|e| e.min_entropy_change)
-        .fold(f32::INFINITY, |m, v| if v.is_nan() { f32::NEG_INFINITY } else { m.min(v) });
+        .fold(f32::INFINITY, |m, v| {
+            if v.is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                m.min(v)
+            }
+        });
     diagnostics.add_measurement(&NoetherDiagnosticsPlugin::MAX_ENERGY_DRIFT, || drift);
     if ds.is_finite() {
         diagnostics.add_measurement(&NoetherDiagnosticsPlugin::MIN_ENTROPY_CHANGE, || {

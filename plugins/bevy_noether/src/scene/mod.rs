@@ -34,7 +34,9 @@ pub use noether::runtime::{
     PopulationSpec, SceneDescription, SceneError,
 };
 pub(crate) use plugin::load_error_message;
-pub use plugin::{NoetherSceneRoot, Population, ScenePlugin, SceneReady, SceneStatus, SceneSystems};
+pub use plugin::{
+    NoetherSceneRoot, Population, ScenePlugin, SceneReady, SceneStatus, SceneSystems,
+};
 
 use bevy::{
     asset::{Asset, AssetLoader, Handle, LoadContext, io::Reader},
@@ -99,14 +101,14 @@ impl AssetLoader for NoetherSceneLoader {
         let description = SceneDescription::parse(&text, &shown)?;
         let mut models = Vec::with_capacity(description.populations.len());
         for p in &description.populations {
-            let model_path =
-                path.resolve_embed_str(&p.model)
-                    .map_err(|e| SceneError::Invalid {
-                        path: shown.clone(),
-                        population: p.name.clone(),
-                        field: "model".into(),
-                        message: format!("`{}` is not an asset path: {e}", p.model),
-                    })?;
+            let model_path = path
+                .resolve_embed_str(&p.model)
+                .map_err(|e| SceneError::Invalid {
+                    path: shown.clone(),
+                    population: p.name.clone(),
+                    field: "model".into(),
+                    message: format!("`{}` is not an asset path: {e}", p.model),
+                })?;
             models.push(load_context.load::<NoetherModel>(model_path));
         }
         Ok(NoetherScene {

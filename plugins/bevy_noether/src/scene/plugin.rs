@@ -438,7 +438,9 @@ impl Plugin for ScenePlugin {
             )
             .add_systems(
                 self.schedule,
-                (spawn_scenes, land_fits).chain().in_set(SceneSystems::Spawn),
+                (spawn_scenes, land_fits)
+                    .chain()
+                    .in_set(SceneSystems::Spawn),
             );
     }
 }

@@ -16,4 +16,6 @@
 
 mod plugin;
 
-pub use plugin::{NoetherCamera, NoetherGizmos, PopulationBounds, VisualSettings, VisualsPlugin, VisualsSystems};
+pub use plugin::{
+    NoetherCamera, NoetherGizmos, PopulationBounds, VisualSettings, VisualsPlugin, VisualsSystems,
+};

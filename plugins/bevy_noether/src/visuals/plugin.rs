@@ -248,7 +248,9 @@ fn draw_bodies(
         }
         *n += 1;
         // A body whose transform follows its state is drawn at its resting origin.
-        let o = follow.map_or(transform.translation, |f| f.origin).truncate();
+        let o = follow
+            .map_or(transform.translation, |f| f.origin)
+            .truncate();
         let family = models.get(&body.model).map(|m| m.family());
         let ink = Color::srgb(0.85, 0.85, 0.9);
         match family {
