@@ -18,9 +18,11 @@
 //! and the predicted positions, which is what was observed, are not affected.
 //!
 //! L is a sum of squares of a residual r(θ), θ = (z, u), so it is minimised by
-//! Levenberg–Marquardt: δ = −(JᵀJ + μ(diag JᵀJ + εI))⁻¹ Jᵀr with the Jacobian J from
-//! forward differences of rollouts. Every rollout of one step — each body's base point, its
-//! dim θ perturbations, and its trial points for three damping values — is one batch of
+//! Levenberg–Marquardt: δ = −(JᵀJ + μ(diag JᵀJ + εI))⁻¹ Jᵀr with the exact Jacobian J of
+//! the discrete rollout (forward sensitivities, [`rollout_sensitivities`]) for Hamiltonian
+//! models and forward differences of rollouts for GENERIC ones. Every rollout of one step —
+//! the bodies' base points with their sensitivities (or perturbations), then each round of
+//! damping trials — is one batch of
 //! rows of the CPU kernel (each row its own latent) stepped in lockstep by the shared RK4
 //! ([`rk4_step`]): interval k of row r spans its own Δt_{r,k}, so the batch integrates
 //! ẋ = Δt_{r,k} f(x; z_r) over a unit of "interval time", which lets bodies with different
@@ -645,8 +647,9 @@ fn difference_linearization(
 ///
 /// The Jacobian is exact for Hamiltonian models: one rollout carries the sensitivities of
 /// the states to (z, u) through the RK4 stages ([`rollout_sensitivities`]); GENERIC models
-/// take forward differences (one rollout per parameter). Three damping trials follow, all
-/// bodies in one batch.
+/// take forward differences (one rollout per parameter). Then up to three damping trials,
+/// lightest first: each round is one batched rollout of the bodies still without descent,
+/// and a body takes the first trial that lowers its loss (most take the first).
 pub fn fit_step(
     model: &CpuModel,
     tracks: &[Track<'_>],
@@ -662,7 +665,7 @@ pub fn fit_step(
         .unwrap_or_else(|| difference_linearization(model, tracks, &thetas, config));
 
     // Solve the damped normal equations for each damping trial.
-    let (mut trial_owner, mut trial_thetas) = (Vec::new(), Vec::new());
+    let mut trials: Vec<Vec<(Vec<f32>, f64)>> = vec![Vec::new(); states.len()];
     let mut before = Vec::with_capacity(states.len());
     for (e, (base, jac)) in linear.iter().enumerate() {
         let loss = sum_sq(base);
@@ -688,16 +691,15 @@ pub fn fit_step(
                         .map(|(t, d)| t - *d as f32)
                         .collect();
                     if t.iter().all(|v| v.is_finite()) {
-                        trial_owner.push(e);
-                        trial_thetas.push((t, mu));
+                        trials[e].push((t, mu));
                     }
                 }
             }
         }
     }
-    let thetas: Vec<Vec<f32>> = trial_thetas.iter().map(|(t, _)| t.clone()).collect();
-    let trial_res = residuals(model, tracks, &trial_owner, &thetas, config);
 
+    // Try the dampings in order, lightest first, each round one batch of the bodies that
+    // have not found descent yet; the first trial that lowers a body's loss is its step.
     let mut out: Vec<FitStep> = before
         .iter()
         .map(|&loss| FitStep {
@@ -706,24 +708,30 @@ pub fn fit_step(
             accepted: false,
         })
         .collect();
-    let mut best: Vec<Option<(f64, usize)>> = vec![None; states.len()];
-    for (i, (&e, r)) in trial_owner.iter().zip(&trial_res).enumerate() {
-        let loss = sum_sq(r);
-        if loss < out[e].loss_before && best[e].is_none_or(|(b, _)| loss < b) {
-            best[e] = Some((loss, i));
+    for round in 0..DAMPING_TRIALS.len() {
+        let owner: Vec<usize> = (0..states.len())
+            .filter(|&e| !out[e].accepted && trials[e].len() > round)
+            .collect();
+        if owner.is_empty() {
+            break;
+        }
+        let candidates: Vec<Vec<f32>> = owner.iter().map(|&e| trials[e][round].0.clone()).collect();
+        let res = residuals(model, tracks, &owner, &candidates, config);
+        for ((&e, r), theta) in owner.iter().zip(&res).zip(candidates) {
+            let loss = sum_sq(r);
+            if loss < out[e].loss_before {
+                let mu = trials[e][round].1;
+                states[e].latent = theta[..dz].to_vec();
+                states[e].hidden = theta[dz..].to_vec();
+                states[e].damping = (mu * 0.5).max(1e-9);
+                out[e].loss = loss;
+                out[e].accepted = true;
+            }
         }
     }
-    for (e, (state, step)) in states.iter_mut().zip(&mut out).enumerate() {
-        match best[e] {
-            Some((loss, i)) => {
-                let (theta, mu) = &trial_thetas[i];
-                state.latent = theta[..dz].to_vec();
-                state.hidden = theta[dz..].to_vec();
-                state.damping = (mu * 0.5).max(1e-9);
-                step.loss = loss;
-                step.accepted = true;
-            }
-            None => state.damping = (state.damping * 16.0).min(1e9),
+    for (state, step) in states.iter_mut().zip(&out) {
+        if !step.accepted {
+            state.damping = (state.damping * 16.0).min(1e9);
         }
     }
     out

@@ -14,8 +14,9 @@
 //! cargo run -p bevy_noether --example bench_runtime [-- --quick | --adapt-only | --overhead-only]
 //! ```
 //!
-//! Runs in the dev profile, which this workspace optimises at opt-level 2 (no second
-//! multi-gigabyte release build of Bevy needed).
+//! The numbers in BENCHMARKS.md come from the release profile
+//! (`cargo run --release -p bevy_noether --example bench_runtime -- --adapt-only`); the dev
+//! profile, which this workspace optimises at opt-level 2, runs it too, slower.
 
 use std::{
     cell::Cell,
@@ -25,16 +26,18 @@ use std::{
 
 use bevy::prelude::*;
 use bevy_noether::{
-    NoetherPlugins,
-    adapt::{AdaptSettings, AdaptWorkerConfig, AdaptationStats},
+    adapt::{AdaptSettings, AdaptationStats, ObservationBuffer, ObservationSource},
     dynamics::StepDiagnostics,
-    headless::{headless_app, headless_app_with},
+    headless::headless_app,
     prelude::*,
 };
 use noether::{
     data::stream_rng,
     integrate::{Flow, ImplicitMidpoint, ImplicitSolver, simulate},
-    meta::{FitConfig, FitState, Observation, Track, fit_step},
+    meta::{
+        AdaptConfig, FitConfig, FitState, Observation, Track, adapt_latents, fit_step,
+        observed::predict, system_shots,
+    },
     nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, bench_gemm},
     runtime::{LearnedModel, StepSettings, advance},
 };
@@ -239,7 +242,13 @@ fn spawn(
                     HiddenTruth {
                         params: vec![f64::from(ml[2 * i]), f64::from(ml[2 * i + 1])],
                     },
-                    Observed::hidden_truth(0.05),
+                    Observed {
+                        components: ObservedPart::Positions,
+                        source: ObservationSource::HiddenTruth {
+                            interval: 0.05,
+                            noise: 0.01,
+                        },
+                    },
                 ));
             }
             e.id()
@@ -287,8 +296,9 @@ fn frame_time(count: usize) {
 fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     let m = model("pendulum-svd5");
     println!(
-        "### Online adaptation (pendulum SVD(5), positions every 0.05 s, 3-s window, worker: 1 thread)\n"
+        "### Online adaptation (pendulum SVD(5), m, l uniform in [0.5, 2], positions every 0.05 s with 1 % noise, 3-s window, worker: 1 thread)\n"
     );
+    encoder_latency(&m);
     // Latent updates per second: one LM step per body on a full window, straight on the core.
     println!(
         "| observed bodies | latent updates/s (one LM step on 60 observations) | ms per batched step |"
@@ -338,9 +348,9 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     println!();
 
     println!(
-        "| observed bodies | wall s until all converged (app paced in real time) | converged | latent updates | worker s |"
+        "| observed bodies | wall s until all converged (app paced in real time) | converged | stalled and retried | started by the encoder | latent updates | worker s | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &count in sizes {
         let mut app = headless_app(assets(), HZ);
         let handle = app
@@ -369,60 +379,172 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         } else {
             format!("> {:.0} (stopped)", limit.as_secs_f64())
         };
+        let (adapted, decoded) = accuracy(&app, &m, &bodies);
         println!(
-            "| {count} | {wall} | {} | {} | {:.1} |",
-            stats.phases[2], stats.updates, stats.worker_seconds
+            "| {count} | {wall} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
+            stats.phases[2], stats.retries, stats.encoded, stats.updates, stats.worker_seconds
         );
     }
     println!();
     adaptation_overhead(overhead_bodies);
 }
 
-/// Frame time with and without adaptation, same observed bodies, real-time pacing.
+/// Relative position error over 10 s of truth, on each body's orbit from its turning
+/// point, of its learned latent, and of the paper's auto-decoding (100 Adam steps from
+/// the mean latent on 10 exact shots of the same system); means over up to 100 bodies.
+fn accuracy(app: &App, m: &NoetherModel, bodies: &[Entity]) -> (f64, f64) {
+    let sample: Vec<Entity> = bodies
+        .iter()
+        .step_by(bodies.len().div_ceil(100))
+        .copied()
+        .collect();
+    let (mut adapted, mut decoded) = (0.0, 0.0);
+    for (i, e) in sample.iter().enumerate() {
+        let world = app.world();
+        let params = &world.get::<HiddenTruth>(*e).unwrap().params;
+        let latent = &world.get::<LatentCode>(*e).unwrap().0;
+        // From the turning point of the body's orbit (its largest observed angle, at rest):
+        // positions alone do not identify m (q(t) depends on l only, p = m l² q̇), so a state
+        // with momentum would test the momentum scale, not the latent.
+        let amplitude = world.get::<ObservationBuffer>(*e).map_or(1.0, |b| {
+            b.samples()
+                .map(|o| f64::from(o.values[0].abs()))
+                .fold(0.0, f64::max)
+        });
+        let x0 = vec![amplitude, 0.0];
+        let sys = Family::Pendulum.build(params).unwrap();
+        let mut rng = stream_rng("bench/runtime/shots", 0, i as u64);
+        let shots = system_shots(Family::Pendulum, sys.as_ref(), params, 10, &mut rng).unwrap();
+        let z = adapt_latents(
+            &m.params,
+            &[shots],
+            &m.mean_latent(),
+            &AdaptConfig::for_model(&m.config, 10),
+        )
+        .latents
+        .remove(0);
+        adapted += ten_second_error(m, sys.as_ref(), &x0, latent);
+        decoded += ten_second_error(m, sys.as_ref(), &x0, &z);
+    }
+    let n = sample.len().max(1) as f64;
+    (adapted / n, decoded / n)
+}
+
+/// ‖q_learned − q_true‖ / ‖q_true‖ over 10 s sampled every 0.05 s.
+fn ten_second_error(
+    m: &NoetherModel,
+    sys: &dyn noether::systems::System,
+    x0: &[f64],
+    latent: &[f32],
+) -> f64 {
+    let truth = simulate(sys, Integrator::Dopri, x0, 0.05, 200).unwrap();
+    let times: Vec<f64> = (0..=200).map(|k| k as f64 * 0.05).collect();
+    let x0f: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
+    let pred = predict(&m.cpu, latent, &x0f, &times, 0.01);
+    let (mut num, mut den) = (0.0, 0.0);
+    for (k, p) in pred.iter().enumerate() {
+        let q = truth.state(k)[0];
+        num += (f64::from(p[0]) - q).powi(2);
+        den += q * q;
+    }
+    (num / den).sqrt()
+}
+
+/// Encoder-only latency: one forward pass per body on a full 1-s window.
+fn encoder_latency(m: &NoetherModel) {
+    let Some(encoder) = m.encoder.as_ref() else {
+        println!("(the model has no encoder)\n");
+        return;
+    };
+    let sys = Family::Pendulum.build(&[1.0, 1.2]).unwrap();
+    let traj = simulate(sys.as_ref(), Integrator::Dopri, &[1.0, 0.0], 0.05, 25).unwrap();
+    let window: Vec<Observation> = (0..=25)
+        .map(|k| Observation {
+            t: traj.t[k],
+            values: vec![traj.state(k)[0] as f32],
+        })
+        .collect();
+    let seconds = time_per_call(Duration::from_secs(1), 3, || {
+        std::hint::black_box(encoder.encode(&window));
+    });
+    println!(
+        "encoder-only latency: {:.1} µs per body (one window of {} observations, one forward pass, one core)\n",
+        seconds * 1e6,
+        window.len()
+    );
+}
+
+/// Frame time with and without adaptation, same observed bodies, one app, real-time
+/// pacing, interleaved: chunks of 16 frames with the worker fitting (bodies whose fit ended
+/// start over, so it never runs out of work) alternate with chunks with dispatch stopped
+/// and no job in flight (the jobs still out are waited for, untimed, before the chunk).
 fn adaptation_overhead(overhead_bodies: usize) {
     let m = model("pendulum-svd5");
-    let measure = |enabled: bool, background: bool| {
-        let worker = AdaptWorkerConfig {
-            background,
-            ..default()
-        };
-        let mut app = headless_app_with(
-            assets(),
-            HZ,
-            NoetherPlugins::default().with_adaptation_worker(worker),
-        );
-        app.world_mut().resource_mut::<AdaptSettings>().enabled = enabled;
-        let handle = app
-            .world_mut()
-            .resource_mut::<Assets<NoetherModel>>()
-            .add(m.clone());
-        spawn(&mut app, &handle, &m, overhead_bodies, true);
-        frames(&mut app, 64, true);
-        let mut adapt_ms = 0.0;
-        let start = Instant::now();
-        let (mut total, mut n) = (0.0, 0);
-        while start.elapsed() < Duration::from_secs(10) {
-            total += frames(&mut app, 16, true) * 16.0;
-            n += 16;
-            adapt_ms += app.world().resource::<AdaptationStats>().frame_ms;
+    let mut app = headless_app(assets(), HZ);
+    let handle = app
+        .world_mut()
+        .resource_mut::<Assets<NoetherModel>>()
+        .add(m.clone());
+    spawn(&mut app, &handle, &m, overhead_bodies, true);
+    frames(&mut app, 64, true);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut busy, mut counted) = (0usize, 0usize);
+    let mut systems_ms = 0.0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let mut ended = app.world_mut().query::<&mut Adaptation>();
+        for mut a in ended.iter_mut(app.world_mut()) {
+            if matches!(
+                a.phase,
+                AdaptPhase::Converged | AdaptPhase::Stalled | AdaptPhase::Diverged
+            ) {
+                a.restart();
+            }
         }
-        (total / f64::from(n), adapt_ms / f64::from(n / 16))
+        app.world_mut().resource_mut::<AdaptSettings>().enabled = true;
+        for _ in 0..16 {
+            on.push(frames(&mut app, 1, true));
+            busy += usize::from(app.world().resource::<AdaptationStats>().in_flight > 0);
+            counted += 1;
+            systems_ms += app.world().resource::<AdaptationStats>().frame_ms;
+        }
+        app.world_mut().resource_mut::<AdaptSettings>().enabled = false;
+        while app.world().resource::<AdaptationStats>().in_flight > 0 {
+            frames(&mut app, 1, true);
+        }
+        for _ in 0..16 {
+            off.push(frames(&mut app, 1, true));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    let (off, _) = measure(false, true);
-    let (on, systems) = measure(true, true);
-    let (normal, _) = measure(true, false);
-    println!("| {overhead_bodies} observed bodies, real-time pacing | frame ms | added |");
-    println!("|---|---|---|");
-    println!("| adaptation off (observations still recorded) | {off:.2} | — |");
+    let (on_mean, off_mean) = (mean(&on), mean(&off));
+    let (on_median, off_median) = (median(&mut on), median(&mut off));
     println!(
-        "| adaptation on, worker at background priority (default) | {on:.2} | {:.1}% |",
-        (on - off) / off * 100.0
+        "| {overhead_bodies} observed bodies, real-time pacing, interleaved chunks of 16 frames | frame ms (mean) | frame ms (median) | frames |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| adaptation off (no job in flight; observations still recorded) | {off_mean:.2} | {off_median:.2} | {} |",
+        off.len()
     );
     println!(
-        "| adaptation on, worker at normal priority | {normal:.2} | {:.1}% |",
-        (normal - off) / off * 100.0
+        "| adaptation on (worker fitting in {:.0} % of these frames) | {on_mean:.2} | {on_median:.2} | {} |",
+        100.0 * busy as f64 / counted.max(1) as f64,
+        on.len()
     );
-    println!("\nmain-thread time in the adaptation systems per frame (sampled): {systems:.3} ms\n");
+    println!(
+        "| ratio on / off | {:.3} | {:.3} | |",
+        on_mean / off_mean,
+        on_median / off_median
+    );
+    println!(
+        "\nmain-thread time in the adaptation systems per frame (adaptation on): {:.3} ms\n",
+        systems_ms / counted.max(1) as f64
+    );
 }
 
 fn main() {
