@@ -391,6 +391,12 @@ fn paper_numbers(family: Family, method: &str) -> Option<(Option<f64>, Option<f6
     }
 }
 
+/// Whether the published number of this cell is given without a unit in its source
+/// (docs/protocol.md §7: DNO SVD(3) ε_traj 0.142).
+fn unit_unstated(family: Family, method: &str) -> bool {
+    (family, method) == (Family::Dno, "SVD(3)")
+}
+
 fn fmt_stat(mean: f64, std: f64) -> String {
     if mean.is_finite() {
         format!("{:.2} ± {:.2}", mean * 100.0, std * 100.0)
@@ -530,15 +536,26 @@ fn write_report(
         for &f in families {
             match paper_numbers(f, &m.label()) {
                 Some((fi, tr)) => md.push_str(&format!(
-                    " {} / {} |",
+                    " {} / {}{} |",
                     fi.map_or("—".into(), |v| format!("{v:.2}")),
-                    tr.map_or("—".into(), |v| format!("{v:.3}"))
+                    tr.map_or("—".into(), |v| format!("{v:.3}")),
+                    if unit_unstated(f, &m.label()) {
+                        " *"
+                    } else {
+                        ""
+                    }
                 )),
                 None => md.push_str(" — |"),
             }
         }
         md.push('\n');
     }
+    md.push_str(
+        "\n\\* The source states this number without the ×10⁻² of the main table: it reads as \
+         0.142 ×10⁻² or as the plain fraction 0.142 = 14.2 ×10⁻²; both verdicts are given under \
+         Targets. arXiv v1 reports plain fractions (×100 to compare here): mass_spring ε_traj \
+         Scratch 75.0, RO 4.9, MR 5.8.\n",
+    );
     // Details per family.
     for &family in families {
         md.push_str(&format!("\n## {family}\n\n| method | seed | ε_traj ×10⁻² | ε_field ×10⁻² | SSIM | structure | zero-start ε_traj | train s | it/s | adapt ms/instance |\n|---|---|---|---|---|---|---|---|---|---|\n"));

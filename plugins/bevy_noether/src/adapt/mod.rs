@@ -32,7 +32,7 @@
 //! the entity; a result for a body despawned meanwhile is dropped.
 //!
 //! The frame comes first: the stepping raises a flag while it runs and the worker pauses
-//! between tiles of bodies until it is lowered; its threads also run at idle scheduling
+//! between tiles of bodies until it is lowered; its threads also run at the lowest normal
 //! priority ([`AdaptWorkerConfig::background`]).
 //!
 //! ```no_run

@@ -272,7 +272,7 @@ fn dispatch(
             stats.retries += 1;
         }
         phases[adaptation.phase as usize] += 1;
-        if !adaptation.wants_job(buffer.len(), &settings) {
+        if !settings.enabled || !adaptation.wants_job(buffer.len(), &settings) {
             continue;
         }
         if latent.len() != model.d_latent() {

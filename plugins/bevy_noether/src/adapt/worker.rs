@@ -1,7 +1,7 @@
 //! The adaptation worker: a thread that takes jobs (batches of observed bodies of one
 //! model) over a crossbeam channel, runs them ([`noether::runtime::run_job`]), and sends the
 //! results back. It owns a small rayon pool so it never takes every core from the frame,
-//! its threads run at idle scheduling priority, and every job waits at the frame's
+//! its threads run at the lowest normal priority, and every job waits at the frame's
 //! [`FrameGate`] between tiles of bodies, so the worker computes only while the frame is
 //! not stepping.
 
@@ -133,26 +133,12 @@ impl Worker {
     }
 }
 
-/// Puts the calling thread at the lowest priority the platform grants: `SCHED_IDLE` on
-/// Linux (it runs only when a core would otherwise idle, and any frame thread that wakes
-/// preempts it), the minimum priority elsewhere. Best effort: a platform that refuses keeps
-/// the normal priority.
+/// Puts the calling thread at the lowest priority of the normal scheduling policy (nice 19
+/// on Linux). Not `SCHED_IDLE`: under a sustained load from other processes (a build, the
+/// test harness's parallel tests) an idle-class thread gets almost no CPU and adaptation
+/// would silently stop; the frame is protected by the [`FrameGate`] instead. Best effort: a
+/// platform that refuses keeps the normal priority.
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let idle = set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        );
-        if idle.is_ok() {
-            return;
-        }
-    }
     let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
 }
 
