@@ -229,6 +229,31 @@ impl Flow<Vec<f32>> for IntervalFlow<'_> {
     }
 }
 
+thread_local! {
+    /// The hook [`with_checkpoint`] installs on this thread.
+    static CHECKPOINT: std::cell::RefCell<Option<std::sync::Arc<dyn Fn() + Send + Sync>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `hook` called at every checkpoint of the rollouts it makes on this thread
+/// (before each observation interval): a background fit yields there to a frame that needs
+/// the cores ([`crate::runtime::FrameGate`]), a few hundred microseconds apart instead of
+/// once per Levenberg–Marquardt step.
+pub fn with_checkpoint<R>(hook: std::sync::Arc<dyn Fn() + Send + Sync>, f: impl FnOnce() -> R) -> R {
+    let previous = CHECKPOINT.with(|c| c.replace(Some(hook)));
+    let out = f();
+    CHECKPOINT.with(|c| *c.borrow_mut() = previous);
+    out
+}
+
+/// Calls this thread's checkpoint hook, if one is installed.
+fn checkpoint() {
+    let hook = CHECKPOINT.with(|c| c.borrow().clone());
+    if let Some(hook) = hook {
+        hook();
+    }
+}
+
 /// RK4 substeps of an interval whose longest row spans `longest` seconds: at most
 /// `max_substep` seconds each. The ratio is taken with a relative tolerance of 10⁻⁹, so an
 /// interval of exactly k substeps (0.05 s at 0.05, three ticks of 1/64 s at 3/64) is not
@@ -251,6 +276,7 @@ pub fn rollout_intervals(
     let mut x = x0.to_vec();
     let mut out = Vec::with_capacity(dt.len());
     for step in dt {
+        checkpoint();
         let substeps = substeps(crate::metrics::worst(step.iter().copied()), max_substep);
         let flow = IntervalFlow {
             flow: CpuFlow { model, latents },
@@ -326,6 +352,7 @@ pub fn rollout_sensitivities(
     let (mut x, mut s) = (x0.to_vec(), s0.to_vec());
     let mut out = Vec::with_capacity(dt.len());
     for step in dt {
+        checkpoint();
         let substeps = substeps(crate::metrics::worst(step.iter().copied()), max_substep);
         let h = 1.0 / substeps as f64;
         for _ in 0..substeps {

@@ -348,9 +348,9 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     println!();
 
     println!(
-        "| observed bodies | wall s until all converged (app paced in real time) | converged | stalled and retried | started by the encoder | latent updates | worker s | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
+        "| observed bodies | wall s until all converged (app paced in real time) | converged by 5 / 10 / 20 s | converged | stalled and retried | started by the encoder | latent updates | worker s | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &count in sizes {
         let mut app = headless_app(assets(), HZ);
         let handle = app
@@ -360,12 +360,18 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         let bodies = spawn(&mut app, &handle, &m, count, true);
         let start = Instant::now();
         let mut k = 0usize;
+        let mut at = [(5.0, 0usize), (10.0, 0), (20.0, 0)];
         let done = loop {
             app.update();
             k += 1;
             let due = start + Duration::from_secs_f64(k as f64 / HZ);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
             let stats = app.world().resource::<AdaptationStats>();
+            for (t, n) in &mut at {
+                if start.elapsed().as_secs_f64() <= *t {
+                    *n = stats.phases[2];
+                }
+            }
             if stats.phases[2] + stats.phases[3] == bodies.len() && k > 2 {
                 break true;
             }
@@ -381,7 +387,8 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         };
         let (adapted, decoded) = accuracy(&app, &m, &bodies);
         println!(
-            "| {count} | {wall} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
+            "| {count} | {wall} | {} / {} / {} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
+            at[0].1, at[1].1, at[2].1,
             stats.phases[2], stats.retries, stats.encoded, stats.updates, stats.worker_seconds
         );
     }

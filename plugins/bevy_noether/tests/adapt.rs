@@ -336,6 +336,15 @@ fn a_divergent_update_is_rejected_and_the_last_good_latent_kept() {
     );
 }
 
+/// An app with two pendulums observed through pushed positions, from the mean latent.
+fn two_pushed_pendulums() -> (App, Vec<Entity>) {
+    let mut app = app();
+    let model = add_model(&mut app, "pendulum-svd5");
+    let observed = Observed::pushed(ObservedPart::Positions);
+    let bodies = spawn_observed(&mut app, &model, 2, &observed);
+    (app, bodies)
+}
+
 /// Pushes `count` samples of `q(t)` every 0.05 s into each body's buffer and pauses the
 /// dynamics (adaptation runs every fixed tick regardless).
 fn push_and_pause(app: &mut App, bodies: &[Entity], count: u32, q: impl Fn(f64) -> f64) {
@@ -353,14 +362,7 @@ fn push_and_pause(app: &mut App, bodies: &[Entity], count: u32, q: impl Fn(f64) 
 
 #[test]
 fn a_fit_that_cannot_reach_the_noise_floor_is_stalled_not_converged() {
-    let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5");
-    let bodies = spawn_observed(
-        &mut app,
-        &model,
-        2,
-        &Observed::pushed(ObservedPart::Positions),
-    );
+    let (mut app, bodies) = two_pushed_pendulums();
     // Two incommensurate tones: no pendulum swings like this, and the samples are exact,
     // so the noise floor is far below any misfit a pendulum can reach.
     push_and_pause(&mut app, &bodies, 60, |t| {
@@ -389,14 +391,7 @@ fn a_fit_that_cannot_reach_the_noise_floor_is_stalled_not_converged() {
 
 #[test]
 fn a_latent_of_the_wrong_length_is_refused_at_dispatch() {
-    let mut app = app();
-    let model = add_model(&mut app, "pendulum-svd5");
-    let bodies = spawn_observed(
-        &mut app,
-        &model,
-        2,
-        &Observed::pushed(ObservedPart::Positions),
-    );
+    let (mut app, bodies) = two_pushed_pendulums();
     app.world_mut()
         .get_mut::<LatentCode>(bodies[0])
         .unwrap()
