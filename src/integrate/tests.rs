@@ -137,7 +137,7 @@ fn energy_errors(
 }
 
 fn max_over(errors: &[f64], range: std::ops::Range<usize>) -> f64 {
-    errors[range].iter().copied().fold(0.0, f64::max)
+    crate::metrics::worst(errors[range].iter().copied())
 }
 
 /// Over 10⁵ steps at h = 0.05, Störmer–Verlet and implicit midpoint keep the relative

@@ -239,7 +239,10 @@ thread_local! {
 /// (before each observation interval): a background fit yields there to a frame that needs
 /// the cores ([`crate::runtime::FrameGate`]), a few hundred microseconds apart instead of
 /// once per Levenberg–Marquardt step.
-pub fn with_checkpoint<R>(hook: std::sync::Arc<dyn Fn() + Send + Sync>, f: impl FnOnce() -> R) -> R {
+pub fn with_checkpoint<R>(
+    hook: std::sync::Arc<dyn Fn() + Send + Sync>,
+    f: impl FnOnce() -> R,
+) -> R {
     let previous = CHECKPOINT.with(|c| c.replace(Some(hook)));
     let out = f();
     CHECKPOINT.with(|c| *c.borrow_mut() = previous);

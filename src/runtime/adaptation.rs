@@ -616,7 +616,11 @@ pub struct JobResult<K> {
 /// edited it), and the unobserved start carried forward along the learned flow when the
 /// window has slid within the span the last fit covered (all such bodies in one batched
 /// rollout, each over its own interval), or inferred afresh.
-fn starting_states<K>(model: &CpuModel, bodies: &[JobBody<K>], config: &FitConfig) -> Vec<FitState> {
+fn starting_states<K>(
+    model: &CpuModel,
+    bodies: &[JobBody<K>],
+    config: &FitConfig,
+) -> Vec<FitState> {
     fn carries<K>(b: &JobBody<K>) -> Option<&CarriedFit> {
         let t0 = b.observations[0].t;
         b.carried

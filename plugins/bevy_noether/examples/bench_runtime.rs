@@ -388,8 +388,14 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         let (adapted, decoded) = accuracy(&app, &m, &bodies);
         println!(
             "| {count} | {wall} | {} / {} / {} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
-            at[0].1, at[1].1, at[2].1,
-            stats.phases[2], stats.retries, stats.encoded, stats.updates, stats.worker_seconds
+            at[0].1,
+            at[1].1,
+            at[2].1,
+            stats.phases[2],
+            stats.retries,
+            stats.encoded,
+            stats.updates,
+            stats.worker_seconds
         );
     }
     println!();
@@ -414,9 +420,7 @@ fn accuracy(app: &App, m: &NoetherModel, bodies: &[Entity]) -> (f64, f64) {
         // positions alone do not identify m (q(t) depends on l only, p = m l² q̇), so a state
         // with momentum would test the momentum scale, not the latent.
         let amplitude = world.get::<ObservationBuffer>(*e).map_or(1.0, |b| {
-            b.samples()
-                .map(|o| f64::from(o.values[0].abs()))
-                .fold(0.0, f64::max)
+            noether::metrics::worst(b.samples().map(|o| f64::from(o.values[0].abs())))
         });
         let x0 = vec![amplitude, 0.0];
         let sys = Family::Pendulum.build(params).unwrap();

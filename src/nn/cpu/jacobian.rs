@@ -208,11 +208,9 @@ mod tests {
                 let exact = model.field_jacobian(&x, &z).expect("a Hamiltonian model");
                 let approx = numeric(&model, &x, &z);
                 let scale = 1.0
-                    + exact
-                        .fx
-                        .iter()
-                        .chain(&exact.fz)
-                        .fold(0.0f32, |m, v| m.max(v.abs()));
+                    + crate::metrics::worst(
+                        exact.fx.iter().chain(&exact.fz).map(|v| f64::from(v.abs())),
+                    ) as f32;
                 for (what, a, b) in [
                     ("f_x", &exact.fx, &approx.fx),
                     ("f_z", &exact.fz, &approx.fz),
