@@ -39,3 +39,25 @@ pub fn probe_wgpu() -> Result<(WgpuDevice, String), String> {
         })
         .clone()
 }
+
+/// [`probe_wgpu`] for a test named `test`: the device, or `None` (with a line on stderr)
+/// when there is no adapter and `CI` is unset.
+///
+/// # Panics
+/// When `CI` is set and there is no adapter: CI installs lavapipe (`.ci/run`), so a
+/// missing adapter there is a failure, never a silent skip.
+pub fn wgpu_for_test(test: &str) -> Option<WgpuDevice> {
+    match probe_wgpu() {
+        Ok((device, adapter)) => {
+            eprintln!("{test}: wgpu adapter {adapter}");
+            Some(device)
+        }
+        Err(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: CI is set but {reason}: install mesa-vulkan-drivers (see .ci/run)")
+        }
+        Err(reason) => {
+            eprintln!("skipping {test} (CI is not set): {reason}");
+            None
+        }
+    }
+}

@@ -282,18 +282,9 @@ fn generic_structure_holds_in_f32() {
 #[test]
 fn wgpu_matches_flex() {
     use burn::backend::Wgpu;
-    let (gpu, adapter) = match noether::device::probe_wgpu() {
-        Ok(found) => found,
-        // CI installs lavapipe (`.ci/run`): there a missing adapter is a failure, not a skip.
-        Err(reason) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but {reason}: install mesa-vulkan-drivers (see .ci/run)")
-        }
-        Err(reason) => {
-            eprintln!("skipping wgpu_matches_flex (CI is not set): {reason}");
-            return;
-        }
+    let Some(gpu) = noether::device::wgpu_for_test("wgpu_matches_flex") else {
+        return;
     };
-    eprintln!("wgpu adapter: {adapter}");
     let cpu = Default::default();
     for (family, method) in [
         (Family::Pendulum, Modulation::Svd { rank: 5 }),

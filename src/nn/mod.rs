@@ -32,6 +32,7 @@ pub mod cpu;
 mod dense;
 mod flow;
 mod generic;
+pub mod gpu;
 mod hnn;
 mod init;
 mod mlp;

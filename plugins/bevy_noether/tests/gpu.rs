@@ -1,5 +1,7 @@
-//! The GPU path on whatever wgpu adapter the machine has (Mesa lavapipe on CI): a small
-//! population stepped on burn-wgpu matches the CPU kernel, and stays resident on the device.
+//! The GPU path on whatever wgpu adapter the machine has (Mesa lavapipe on CI): a population
+//! stepped by the fused kernel follows the CPU kernel's trajectory (a tick or more behind:
+//! results come back asynchronously), stays resident on the device with one launch and no
+//! blocking sync per tick; `Measure` times both backends and reports the choice.
 
 mod common;
 
@@ -18,8 +20,21 @@ fn app_with(backend: NoetherBackend) -> (App, Vec<Entity>) {
     (app, bodies)
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, |m, v| {
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v)
+            }
+        })
+}
+
 #[test]
-fn a_population_stepped_on_wgpu_matches_the_cpu_kernel() {
+fn a_population_on_the_fused_kernel_follows_the_cpu_kernel() {
     let (mut gpu, g) = app_with(NoetherBackend::Gpu);
     if !gpu.world().resource::<ActiveBackend>().gpu {
         // No adapter at all (not even lavapipe): `.ci/run` installs one, so say so loudly.
@@ -29,18 +44,68 @@ fn a_population_stepped_on_wgpu_matches_the_cpu_kernel() {
     assert!(!cpu.world().resource::<ActiveBackend>().gpu);
     let start = states(&mut cpu, &c);
     assert_eq!(states(&mut gpu, &g), start, "same bodies");
+    let mut trajectory = vec![start.clone()];
     for _ in 0..12 {
         gpu.update();
         cpu.update();
+        trajectory.push(states(&mut cpu, &c));
     }
-    let (x_gpu, x_cpu) = (states(&mut gpu, &g), states(&mut cpu, &c));
-    assert_ne!(x_cpu, start, "the bodies moved");
-    let worst = x_gpu
+    let x_gpu = states(&mut gpu, &g);
+    assert_ne!(x_gpu, start, "a read-back arrived and the bodies moved");
+    // The GPU shows the CPU trajectory at some earlier tick (the read-back's lag).
+    let (lag, worst) = trajectory
         .iter()
-        .zip(&x_cpu)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(worst <= 1e-4, "GPU and CPU differ by {worst:e}");
-    // One upload at the start: the batch stayed on the device for all 12 ticks.
-    assert_eq!(gpu.world().resource::<GpuStepper>().uploads, 1);
+        .rev()
+        .enumerate()
+        .map(|(lag, x)| (lag, max_diff(&x_gpu, x)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("12 ticks");
+    eprintln!("GPU states match the CPU kernel's {lag} tick(s) back, to {worst:e}");
+    assert!(
+        worst <= 1e-4,
+        "GPU and CPU differ by {worst:e} (best lag {lag})"
+    );
+    let diag = gpu
+        .world()
+        .resource::<bevy_noether::dynamics::StepDiagnostics>();
+    assert_eq!(
+        diag.non_converged, 0,
+        "every fixed point converged on the device"
+    );
+    let stepper = gpu.world().resource::<GpuStepper>();
+    let counters = stepper.counters();
+    // One upload at the start: the batch stayed on the device for all 12 ticks, each one
+    // launch, none waiting for the device.
+    assert_eq!(stepper.uploads, 1);
+    // The first update only starts the clock: 11 steps.
+    assert_eq!(counters.steps, 11);
+    assert_eq!(counters.blocking_syncs, 0, "{counters:?}");
+}
+
+#[test]
+fn measuring_times_both_backends_and_reports_the_choice() {
+    let (mut app, bodies) = app_with(NoetherBackend::Measure);
+    assert!(
+        app.world().resource::<ActiveBackend>().gpu,
+        "lavapipe in CI"
+    );
+    let start = states(&mut app, &bodies);
+    for _ in 0..4 {
+        app.update();
+    }
+    let active = app.world().resource::<ActiveBackend>();
+    assert_eq!(active.choices.len(), 1, "{:?}", active.choices);
+    let choice = &active.choices[0];
+    assert_eq!(choice.bodies, 16);
+    assert!(choice.gpu_ms > 0.0 && choice.cpu_ms > 0.0, "{choice:?}");
+    assert_eq!(
+        choice.gpu,
+        choice.gpu_ms < choice.cpu_ms,
+        "the faster one wins"
+    );
+    eprintln!("measured: {choice:?}");
+    if !choice.gpu {
+        // On the CPU kernel the bodies move every tick.
+        assert_ne!(states(&mut app, &bodies), start);
+    }
 }

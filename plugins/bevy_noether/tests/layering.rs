@@ -73,7 +73,7 @@ fn the_plugin_reimplements_no_stepping_or_runtime_logic() {
     let all: String = files.iter().map(|(_, t)| t.as_str()).collect();
     for used in [
         "advance_isolating(",
-        "advance(&flow",
+        "FusedStepper::new(",
         "measure(&model.cpu",
         "resolve(",
         "plan_population",

@@ -173,21 +173,23 @@ type StepQuery<'w, 's> = Query<
         Entity,
         &'static NoetherBody,
         &'static mut PhaseState,
-        &'static LatentCode,
+        Ref<'static, LatentCode>,
         &'static BodyIntegrator,
     ),
     (Without<InvalidBody>, Without<FrozenBody>),
 >;
 
-/// Groups bodies by (model, resolved method), steps each group as one batch (on the GPU
-/// for Hamiltonian batches when [`ActiveBackend::gpu`]; GENERIC batches take the
-/// discrete-gradient step on the CPU kernel), scatters back.
+/// Groups bodies by (model, resolved method), steps each group as one batch and scatters
+/// back: on the fused GPU kernel for general Hamiltonian batches when
+/// [`ActiveBackend::gpu`] and the batch's measurement chose it (states resident on the
+/// device, results arriving a tick or more later), on the CPU kernel otherwise (separable and
+/// GENERIC models always).
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,
-    active: Res<ActiveBackend>,
     settings: Res<DynamicsSettings>,
     mut gpu: Option<ResMut<GpuStepper>>,
+    mut active_mut: ResMut<ActiveBackend>,
     mut bodies: StepQuery,
     invalid: Query<(), (With<NoetherBody>, With<InvalidBody>)>,
     frozen: Query<(), (With<NoetherBody>, With<FrozenBody>)>,
@@ -208,7 +210,7 @@ fn step_bodies(
             continue;
         };
         // Checked in `check_bodies`; a body edited since then waits for the next check.
-        if misfit(state, latent, model).is_some() {
+        if misfit(state, &latent.0, model).is_some() {
             continue;
         }
         let method = resolve(method.0, model.config.architecture, model.cpu.is_generic());
@@ -223,20 +225,52 @@ fn step_bodies(
         let (n, dz) = (model.dim(), model.d_latent());
         let mut x = Vec::with_capacity(entities.len() * n);
         let mut z = Vec::with_capacity(entities.len() * dz);
+        let mut edited = Vec::with_capacity(entities.len());
         for &e in &entities {
-            let (_, _, state, latent, _) = bodies.get(e).expect("grouped above");
+            let (_, _, state, latent, _) = bodies.get_mut(e).expect("grouped above");
             x.extend_from_slice(&state.0);
             z.extend_from_slice(&latent.0);
+            // Changes by this system (the scatter below) do not count: only outside edits.
+            edited.push(state.is_changed() || latent.is_changed());
         }
-        // The discrete gradient (GENERIC models) runs on the CPU kernel only.
-        let on_gpu = active.gpu && method != Integrator::DiscreteGradient;
+        let on_gpu = match gpu.as_deref_mut() {
+            Some(g) if active_mut.gpu && GpuStepper::supports(model, method) => {
+                match g.choose(id, model, method, &x, &z, dt, &settings) {
+                    Ok((chosen, measured)) => {
+                        if let Some(choice) = measured {
+                            active_mut.choices.retain(|c| c.batch != choice.batch);
+                            active_mut.choices.push(choice);
+                        }
+                        chosen
+                    }
+                    Err(err) => {
+                        warn!("noether: GPU measurement failed, stepping on the CPU: {err}");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
         let result = match (on_gpu, gpu.as_deref_mut()) {
-            (true, Some(g)) => g.step(id, model, method, &entities, x, z, dt, &settings),
-            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings),
+            (true, Some(g)) => {
+                match g.step(id, model, method, &entities, &x, &z, &edited, dt, &settings) {
+                    Ok(tick) => Ok((tick.states, tick.report)),
+                    Err(err) => {
+                        warn!("noether: a GPU batch failed, stepping it on the CPU: {err}");
+                        advance_isolating(&model.cpu, method, &x, &z, dt, &settings)
+                            .map(|(x1, r)| (Some(x1), r))
+                    }
+                }
+            }
+            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings)
+                .map(|(x1, r)| (Some(x1), r)),
         };
         match result {
-            Ok((x1, report)) => {
+            Ok((states, report)) => {
                 diag.non_converged += report.retries;
+                // GPU batches: nothing new until a read-back arrives (the bodies were
+                // stepped on the device all the same).
+                let x1 = states.unwrap_or(x);
                 for &k in &report.frozen {
                     let e = entities[k];
                     let reason = format!(
@@ -392,23 +426,36 @@ impl Plugin for DynamicsPlugin {
         let shared: Option<(burn::backend::wgpu::WgpuDevice, String, bool)> = None;
         let chosen = match (wanted, shared) {
             (NoetherBackend::Cpu, _) => None,
-            (NoetherBackend::Auto, Some((dev, name, true)))
-            | (NoetherBackend::Gpu, Some((dev, name, _))) => Some((dev, name)),
+            (NoetherBackend::Auto, Some((dev, name, true))) => Some((dev, name, true)),
+            (NoetherBackend::Gpu | NoetherBackend::Measure, Some((dev, name, _))) => {
+                Some((dev, name, wanted == NoetherBackend::Measure))
+            }
             (NoetherBackend::Auto, _) => None,
-            (NoetherBackend::Gpu, None) => {
-                standalone_gpu().map(|(d, name)| (d, format!("{name}, burn-wgpu's own device")))
+            (NoetherBackend::Gpu | NoetherBackend::Measure, None) => {
+                standalone_gpu().map(|(d, name)| {
+                    (
+                        d,
+                        format!("{name}, burn-wgpu's own device"),
+                        wanted == NoetherBackend::Measure,
+                    )
+                })
             }
         };
         let active = match chosen {
-            Some((device, name)) => {
-                app.insert_resource(GpuStepper::new(device));
+            Some((device, name, measure)) => {
+                app.insert_resource(GpuStepper::new(&device, measure));
                 ActiveBackend {
                     gpu: true,
-                    description: format!("GPU: {name}"),
+                    description: if measure {
+                        format!("GPU or CPU kernel per batch, measured: {name}")
+                    } else {
+                        format!("GPU: {name}")
+                    },
+                    choices: Vec::new(),
                 }
             }
             None => {
-                if wanted == NoetherBackend::Gpu {
+                if wanted != NoetherBackend::Cpu && wanted != NoetherBackend::Auto {
                     warn!(
                         "noether: a GPU backend was asked for but no adapter is usable; stepping on the CPU"
                     );

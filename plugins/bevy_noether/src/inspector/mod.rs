@@ -168,6 +168,16 @@ fn ui(
                 "{} · {} bodies · {} batches",
                 backend.description, step.bodies, step.batches
             ));
+            for choice in &backend.choices {
+                ui.label(format!(
+                    "{} ({} bodies): GPU {:.2} ms, CPU {:.2} ms per step → {}",
+                    choice.batch,
+                    choice.bodies,
+                    choice.gpu_ms,
+                    choice.cpu_ms,
+                    if choice.gpu { "GPU" } else { "CPU" }
+                ));
+            }
             if step.frozen > 0 {
                 ui.colored_label(
                     egui::Color32::from_rgb(255, 80, 80),

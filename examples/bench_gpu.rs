@@ -1,0 +1,127 @@
+//! GPU stepping benchmark: the fused kernel (`noether::nn::gpu::FusedStepper`, one launch per
+//! tick, states resident on the device) against the CPU kernel (`noether::runtime::advance`)
+//! on the shipped pendulum SVD(5) model, every body its own latent, in one run. On a machine
+//! with a GPU:
+//!
+//! ```text
+//! cargo run --release --example bench_gpu -- --max 1000000
+//! ```
+//!
+//! Without one it runs on whatever adapter wgpu finds (Mesa lavapipe: software Vulkan on the
+//! same CPUs; keep `--max` at 10 000 there). Two GPU columns: launches only (one blocking
+//! read after the timed steps, so the time covers every step), and the game loop's pattern
+//! (launch + an asynchronous read-back requested every tick and picked up when ready).
+//! Prints a Markdown table with launches and blocking syncs per step.
+
+use std::time::{Duration, Instant};
+
+use noether::{
+    data::stream_rng,
+    integrate::Integrator,
+    nn::{cpu::CpuFlow, gpu::FusedStepper},
+    runtime::{LearnedModel, StepSettings, advance},
+};
+use rand::RngExt;
+
+const DT: f64 = 1.0 / 64.0;
+const BUDGET: Duration = Duration::from_secs(3);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let max: usize = args
+        .iter()
+        .position(|a| a == "--max")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let (device, adapter) = match noether::device::probe_wgpu() {
+        Ok(found) => found,
+        Err(reason) => {
+            eprintln!("error: {reason} (install mesa-vulkan-drivers for a software adapter)");
+            std::process::exit(1);
+        }
+    };
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model =
+        LearnedModel::load(&root.join("assets/models/pendulum-svd5")).expect("shipped model");
+    let settings = StepSettings::default();
+    let mut gpu = FusedStepper::new(&device);
+    let device_model = gpu.upload_model(&model.params).expect("pendulum packs");
+    let dz = model.config.d_latent;
+    println!("adapter: {adapter}\n");
+    println!(
+        "| bodies | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut rows = 1000;
+    while rows <= max {
+        let mut rng = stream_rng("bench/gpu", rows as u64, 0);
+        let x: Vec<f32> = (0..rows * 2)
+            .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
+            .collect();
+        let mean = model.mean_latent();
+        let z: Vec<f32> = (0..rows * dz)
+            .map(|i| mean[i % dz] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
+            .collect();
+        for method in [Integrator::Midpoint, Integrator::Rk4] {
+            let mut batch = gpu.upload_batch(&device_model, &x, &z).expect("batch");
+            // Warm-up: the kernel compiles on its first launch.
+            gpu.step(&device_model, &batch, method, DT, &settings)
+                .expect("step");
+            gpu.read_blocking(&mut batch).expect("read");
+
+            let before = gpu.counters();
+            let (start, mut steps) = (Instant::now(), 0);
+            while start.elapsed() < BUDGET || steps < 3 {
+                // Launches return at once: bound the queue by reading every 16 steps.
+                for _ in 0..16 {
+                    gpu.step(&device_model, &batch, method, DT, &settings)
+                        .expect("step");
+                }
+                gpu.read_blocking(&mut batch).expect("read");
+                steps += 16;
+            }
+            let launch_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+            let counted = gpu.counters();
+            let per_step = |a: u64, b: u64| (a - b) as f64 / steps as f64;
+            let launches = per_step(counted.dispatches, before.dispatches);
+
+            let before = gpu.counters();
+            let (start, mut steps, mut arrived) = (Instant::now(), 0, 0);
+            while start.elapsed() < BUDGET || steps < 3 {
+                gpu.step(&device_model, &batch, method, DT, &settings)
+                    .expect("step");
+                gpu.request_readback(&mut batch);
+                if gpu.poll_readback(&mut batch).expect("read").is_some() {
+                    arrived += 1;
+                }
+                steps += 1;
+            }
+            // The time covers every step launched: wait for the last one (outside the sync
+            // count, which is the loop's).
+            let syncs = per_step(gpu.counters().blocking_syncs, before.blocking_syncs);
+            gpu.read_blocking(&mut batch).expect("read");
+            let async_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+            eprintln!("{rows} {method:?}: {arrived} read-backs arrived during {steps} steps");
+
+            let (start, mut steps) = (Instant::now(), 0);
+            let mut xc = x.clone();
+            while start.elapsed() < BUDGET || steps < 3 {
+                let flow = CpuFlow {
+                    model: &model.cpu,
+                    latents: &z,
+                };
+                xc = advance(&flow, method, xc, DT, &settings)
+                    .expect("CPU step")
+                    .0;
+                steps += 1;
+            }
+            let cpu_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+            println!(
+                "| {rows} | {method:?} | {launch_rate:.3e} | {async_rate:.3e} | {cpu_rate:.3e} | {:.2} | {launches:.2} | {syncs:.2} |",
+                async_rate / cpu_rate
+            );
+        }
+        rows *= 10;
+    }
+}

@@ -1,0 +1,706 @@
+#![allow(
+    missing_docs,
+    reason = "the #[cube] macro generates undocumented launch modules and structs"
+)]
+
+//! The fused step kernel, in CubeCL: one launch advances every row of a batch by a whole
+//! tick (all substeps, every stage or fixed-point iteration) and writes each row's energy
+//! and flags.
+//!
+//! **Work split.** A cube (workgroup) owns a tile of `tile` rows (bodies); its `units`
+//! units (threads) share the tile's activations in workgroup memory and split each layer's
+//! neurons between them, so a weight is loaded once per tile (consecutive units read
+//! consecutive weights) and applied to every row of the tile from registers, while the
+//! activations a unit reads are the same for every unit (a broadcast). The network, for
+//! each row with its own latent z̃ = (z, 1) (docs/protocol.md §4,
+//! `crate::nn::ModulatedLinear`):
+//!
+//! ```text
+//! forward    a_ℓ = tanh(a_{ℓ−1} W̃_ℓ(z) + b_ℓ + s_ℓ(z)),     H = a_L·w + c
+//! backward   g_L = w,  δ_ℓ = g_ℓ ⊙ (1 − a_ℓ²),  g_{ℓ−1} = δ_ℓ W̃_ℓ(z)ᵀ,  ∇ₓH = g₀
+//! field      ẋ = J∇H = (∂H/∂p, −∂H/∂q)
+//! ```
+//!
+//! W̃(z) is never formed: W + Σₖ zₖΔWₖ (FW), W + V(z)U(z)ᵀ (MR), W + V_s diag(d(z)) U_sᵀ
+//! (SVD) act as the base product plus the method's correction; the rank-r pre-products
+//! (h V, δ U) are computed by `tile·r` units before each layer. δ_ℓ overwrites a_ℓ in place
+//! during the backward pass, so one buffer of `tile·(n + L·width)` floats holds both.
+//!
+//! (One unit per row, with the row's activations in the unit's private memory, is the
+//! obvious alternative and was tried: Mesa's llvmpipe — lavapipe, CI's Vulkan — caps the
+//! loop iterations of one invocation at 65 535 and silently cuts the loops short beyond
+//! that, which a row of a 3×100 network passes within two field evaluations. Split
+//! between the units of a cube, each unit's share stays far below the cap.)
+//!
+//! **Integrators.** Explicit Euler, classic RK4, and implicit midpoint by fixed-point
+//! iteration from the explicit half step, converged when ‖Δy‖∞ ≤ tol·(1 + ‖y‖∞) for every
+//! row of the tile (the CPU path's rule over its batch), at most `max_iter` updates. A row
+//! whose solve fails or whose state turns non-finite keeps its state from before the
+//! launch and is flagged ([`FLAG_NOT_CONVERGED`], [`FLAG_NON_FINITE`]).
+//!
+//! The method, widths, tile and integrator are compile-time parameters: each (model shape,
+//! integrator) pair compiles its own kernel once.
+
+use cubecl::prelude::*;
+
+/// u32 entries per layer in the meta table (see [`super::PackedNet`]): d_in, d_out, then
+/// the offsets of W, Wᵀ, b, A_s, FW, FWᵀ, MR V, MR Vᵀ, MR U, SVD V, SVD Vᵀ, SVD U_sᵀ,
+/// SVD A_d, then the rank.
+pub const LAYER_META: usize = 16;
+
+/// Method codes (compile-time).
+pub const NONE: u32 = 0;
+/// Shift.
+pub const SHIFT: u32 = 1;
+/// Full-weight.
+pub const FW: u32 = 2;
+/// Multi-rank (RO = rank 1).
+pub const MR: u32 = 3;
+/// SVD-like.
+pub const SVD: u32 = 4;
+
+/// Integrator codes (compile-time).
+pub const EULER: u32 = 0;
+/// Classic RK4.
+pub const RK4: u32 = 1;
+/// Implicit midpoint by fixed-point iteration.
+pub const MIDPOINT: u32 = 2;
+
+/// Flag bit: the implicit solve did not converge (the row kept its state from before the
+/// launch; the host re-solves it).
+pub const FLAG_NOT_CONVERGED: u32 = 1;
+/// Flag bit: the step produced a non-finite state (the row kept its state from before the
+/// launch; the host freezes and reports it).
+pub const FLAG_NON_FINITE: u32 = 2;
+
+/// Compile-time shape of one kernel.
+#[derive(CubeType, Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Shape {
+    /// State dimension n.
+    pub n: usize,
+    /// Hidden layers L.
+    pub layers: usize,
+    /// Activation stride (widest layer).
+    pub width: usize,
+    /// Method code.
+    pub method: u32,
+    /// Latent width d_z.
+    pub dz: usize,
+    /// Largest rank (≥ 1).
+    pub rmax: usize,
+    /// Integrator code.
+    pub scheme: u32,
+    /// Fixed-point iteration cap.
+    pub max_iter: u32,
+    /// Rows per cube.
+    pub tile: usize,
+    /// Units per cube.
+    pub units: usize,
+}
+
+/// Workgroup buffers of one tile.
+#[derive(CubeType)]
+struct Tile {
+    /// `[tile, n + L·width]`: the evaluation point, then each layer's activations (δ during
+    /// the backward pass).
+    acts: SharedMemory<f32>,
+    /// `[tile, d_z + 1]`: z̃ per row.
+    zt: SharedMemory<f32>,
+    /// `[tile, L, rmax]`: SVD coefficients d(z) per row and layer.
+    dsv: SharedMemory<f32>,
+    /// `[tile, rmax]`: rank-r pre-products of the current layer.
+    pre: SharedMemory<f32>,
+    /// `[tile, n]`: ∇ₓH of the last evaluation.
+    grad: SharedMemory<f32>,
+}
+
+/// Strides of the rank-r maps over (vector entry i, latent index k, rank index j).
+#[derive(CubeType, Clone, Copy)]
+struct RankStrides {
+    mr_i: usize,
+    mr_k: usize,
+    mr_j: usize,
+    svd_i: usize,
+    svd_j: usize,
+}
+
+/// The rank-r products of the vector at `acts[row][off..off + len]` for every row of the
+/// tile, one (row, j) per unit, into `pre`: MR Σᵢ vᵢ Σₖ z̃ₖ P[i, k, j] (P at `mr`), SVD
+/// dⱼ(z) Σᵢ vᵢ P[i, j] (P at `svd`), with the strides of the map at hand (h V in the forward
+/// pass, δ U in the backward pass).
+#[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers and shape"
+)]
+fn rank_products(
+    w: &Array<f32>,
+    t: &mut Tile,
+    l: usize,
+    off: usize,
+    len: usize,
+    r: usize,
+    mr: usize,
+    svd: usize,
+    st: RankStrides,
+    #[comptime] s: Shape,
+) {
+    let stride = comptime![s.n + s.layers * s.width];
+    let k = comptime![s.dz + 1];
+    let mut q = UNIT_POS as usize;
+    while q < s.tile * r {
+        let row = q / r;
+        let j = q % r;
+        let mut acc = 0.0f32;
+        for i in 0..len {
+            let v = t.acts[row * stride + off + i];
+            if comptime![s.method == MR] {
+                let mut p = 0.0f32;
+                for kk in 0..k {
+                    p += t.zt[row * k + kk] * w[mr + i * st.mr_i + kk * st.mr_k + j * st.mr_j];
+                }
+                acc += v * p;
+            } else {
+                acc += v * w[svd + i * st.svd_i + j * st.svd_j];
+            }
+        }
+        if comptime![s.method == SVD] {
+            acc *= t.dsv[(row * s.layers + l) * s.rmax + j];
+        }
+        t.pre[row * s.rmax + j] = acc;
+        q += s.units;
+    }
+    sync_cube();
+}
+
+/// Layer `l`'s forward map for every row of the tile: `acts[out_off..]` =
+/// tanh(`acts[in_off..]` W̃(z) + b̃(z)).
+#[cube]
+fn layer_forward(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    l: usize,
+    in_off: usize,
+    out_off: usize,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
+    let stride = comptime![s.n + s.layers * s.width];
+    let k = comptime![s.dz + 1];
+    let m = l * LAYER_META;
+    let d_in = meta[m] as usize;
+    let d_out = meta[m + 1] as usize;
+    let o_w = meta[m + 2] as usize;
+    let o_b = meta[m + 4] as usize;
+    let o_s = meta[m + 5] as usize;
+    let o_fw = meta[m + 6] as usize;
+    let o_mv = meta[m + 8] as usize;
+    let o_mu = meta[m + 10] as usize;
+    let o_sv = meta[m + 11] as usize;
+    let o_su = meta[m + 13] as usize;
+    let r = meta[m + 15] as usize;
+    // Rank-r pre-products: MR cⱼ = Σₖ z̃ₖ (h Vₖ)ⱼ, SVD cⱼ = dⱼ (h V_s)ⱼ.
+    if comptime![s.method == MR || s.method == SVD] {
+        let strides = RankStrides {
+            mr_i: k * r,
+            mr_k: r,
+            mr_j: 1,
+            svd_i: r,
+            svd_j: 1,
+        };
+        rank_products(w, t, l, in_off, d_in, r, o_mv, o_sv, strides, s);
+    }
+    let mut o = u;
+    while o < d_out {
+        let mut acc = Array::<f32>::new(s.tile);
+        let b = w[o_b + o];
+        #[unroll]
+        for row in 0..s.tile {
+            acc[row] = b;
+        }
+        if comptime![s.method != NONE] {
+            for kk in 0..s.dz {
+                let a = w[o_s + kk * d_out + o];
+                #[unroll]
+                for row in 0..s.tile {
+                    acc[row] += t.zt[row * k + kk] * a;
+                }
+            }
+        }
+        for i in 0..d_in {
+            let wv = w[o_w + i * d_out + o];
+            #[unroll]
+            for row in 0..s.tile {
+                acc[row] += t.acts[row * stride + in_off + i] * wv;
+            }
+        }
+        if comptime![s.method == FW] {
+            for i in 0..d_in {
+                for kk in 0..s.dz {
+                    let wv = w[o_fw + (i * s.dz + kk) * d_out + o];
+                    #[unroll]
+                    for row in 0..s.tile {
+                        acc[row] += t.acts[row * stride + in_off + i] * t.zt[row * k + kk] * wv;
+                    }
+                }
+            }
+        }
+        if comptime![s.method == MR] {
+            for kk in 0..k {
+                for j in 0..r {
+                    let wv = w[o_mu + j * (k * d_out) + kk * d_out + o];
+                    #[unroll]
+                    for row in 0..s.tile {
+                        acc[row] += t.zt[row * k + kk] * t.pre[row * s.rmax + j] * wv;
+                    }
+                }
+            }
+        }
+        if comptime![s.method == SVD] {
+            for j in 0..r {
+                let wv = w[o_su + j * d_out + o];
+                #[unroll]
+                for row in 0..s.tile {
+                    acc[row] += t.pre[row * s.rmax + j] * wv;
+                }
+            }
+        }
+        #[unroll]
+        for row in 0..s.tile {
+            t.acts[row * stride + out_off + o] = acc[row].tanh();
+        }
+        o += s.units;
+    }
+    sync_cube();
+}
+
+/// Layer `l`'s transposed map for every row: g = δ W̃(z)ᵀ from `acts[delta_off..]`; then
+/// δ_{ℓ−1} = g ⊙ (1 − a_{ℓ−1}²) in place of a_{ℓ−1} at `acts[dst_off..]`, or ∇ₓH into
+/// `grad` for the first layer.
+#[cube]
+fn layer_backward(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    l: usize,
+    delta_off: usize,
+    dst_off: usize,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
+    let stride = comptime![s.n + s.layers * s.width];
+    let k = comptime![s.dz + 1];
+    let m = l * LAYER_META;
+    let d_in = meta[m] as usize;
+    let d_out = meta[m + 1] as usize;
+    let o_wt = meta[m + 3] as usize;
+    let o_fwt = meta[m + 7] as usize;
+    let o_mvt = meta[m + 9] as usize;
+    let o_mu = meta[m + 10] as usize;
+    let o_svt = meta[m + 12] as usize;
+    let o_su = meta[m + 13] as usize;
+    let r = meta[m + 15] as usize;
+    // MR eⱼ = Σ_o δ_o U(z)[o, j]; SVD eⱼ = dⱼ Σ_o δ_o U_s[o, j].
+    if comptime![s.method == MR || s.method == SVD] {
+        let strides = RankStrides {
+            mr_i: 1,
+            mr_k: d_out,
+            mr_j: k * d_out,
+            svd_i: 1,
+            svd_j: d_out,
+        };
+        rank_products(w, t, l, delta_off, d_out, r, o_mu, o_su, strides, s);
+    }
+    let mut i = u;
+    while i < d_in {
+        let mut acc = Array::<f32>::new(s.tile);
+        #[unroll]
+        for row in 0..s.tile {
+            acc[row] = 0.0;
+        }
+        for o in 0..d_out {
+            let wv = w[o_wt + o * d_in + i];
+            #[unroll]
+            for row in 0..s.tile {
+                acc[row] += t.acts[row * stride + delta_off + o] * wv;
+            }
+        }
+        if comptime![s.method == FW] {
+            for kk in 0..s.dz {
+                for o in 0..d_out {
+                    let wv = w[o_fwt + (kk * d_out + o) * d_in + i];
+                    #[unroll]
+                    for row in 0..s.tile {
+                        acc[row] += t.acts[row * stride + delta_off + o] * t.zt[row * k + kk] * wv;
+                    }
+                }
+            }
+        }
+        if comptime![s.method == MR] {
+            for kk in 0..k {
+                for j in 0..r {
+                    let wv = w[o_mvt + (kk * r + j) * d_in + i];
+                    #[unroll]
+                    for row in 0..s.tile {
+                        acc[row] += t.zt[row * k + kk] * t.pre[row * s.rmax + j] * wv;
+                    }
+                }
+            }
+        }
+        if comptime![s.method == SVD] {
+            for j in 0..r {
+                let wv = w[o_svt + j * d_in + i];
+                #[unroll]
+                for row in 0..s.tile {
+                    acc[row] += t.pre[row * s.rmax + j] * wv;
+                }
+            }
+        }
+        if l > 0 {
+            #[unroll]
+            for row in 0..s.tile {
+                let a = t.acts[row * stride + dst_off + i];
+                t.acts[row * stride + dst_off + i] = acc[row] * (1.0 - a * a);
+            }
+        } else {
+            #[unroll]
+            for row in 0..s.tile {
+                t.grad[row * s.n + i] = acc[row];
+            }
+        }
+        i += s.units;
+    }
+    sync_cube();
+}
+
+/// The forward pass from `acts[row][0..n]` (the evaluation point) for every row.
+#[cube]
+fn forward(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, #[comptime] s: Shape) {
+    layer_forward(w, meta, t, 0, 0, s.n, s);
+    for l in 1..s.layers {
+        layer_forward(w, meta, t, l, s.n + (l - 1) * s.width, s.n + l * s.width, s);
+    }
+}
+
+/// J∇H at `y` (`[tile, n]`) into `f`, every row of the tile.
+#[cube]
+fn field(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    y: &SharedMemory<f32>,
+    f: &mut SharedMemory<f32>,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
+    let stride = comptime![s.n + s.layers * s.width];
+    let mut p = u;
+    while p < comptime![s.tile * s.n] {
+        let row = p / s.n;
+        t.acts[row * stride + p % s.n] = y[p];
+        p += s.units;
+    }
+    sync_cube();
+    forward(w, meta, t, s);
+    // δ_L = w ⊙ (1 − a_L²) in place of a_L.
+    let head = s.layers * LAYER_META;
+    let o_r = meta[head] as usize;
+    let last = s.n + (s.layers - 1) * s.width;
+    let width_last = meta[(s.layers - 1) * LAYER_META + 1] as usize;
+    let mut o = u;
+    while o < width_last {
+        let wr = w[o_r + o];
+        #[unroll]
+        for row in 0..s.tile {
+            let a = t.acts[row * stride + last + o];
+            t.acts[row * stride + last + o] = wr * (1.0 - a * a);
+        }
+        o += s.units;
+    }
+    sync_cube();
+    for step in 0..s.layers {
+        let l = s.layers - 1 - step;
+        // Where δ_{ℓ−1} goes: layer ℓ−1's activations, or (ℓ = 0) nowhere but `grad`. The
+        // index is written without a subtraction: ℓ may be a compile-time 0.
+        let dst = s.n + ((l + s.layers - 1) % s.layers) * s.width;
+        layer_backward(w, meta, t, l, s.n + l * s.width, dst, s);
+    }
+    let dof = comptime![s.n / 2];
+    let mut p = u;
+    while p < comptime![s.tile * s.n] {
+        let row = p / s.n;
+        let i = p % s.n;
+        if i < dof {
+            f[p] = t.grad[row * s.n + dof + i];
+        } else {
+            f[p] = -t.grad[row * s.n + i - dof];
+        }
+        p += s.units;
+    }
+    sync_cube();
+}
+
+/// `dst[p] = a[p] + c·b[p]` over the tile's `[tile, n]` values.
+#[cube]
+fn axpy(
+    dst: &mut SharedMemory<f32>,
+    a: &SharedMemory<f32>,
+    c: f32,
+    b: &SharedMemory<f32>,
+    #[comptime] s: Shape,
+) {
+    let mut p = UNIT_POS as usize;
+    while p < comptime![s.tile * s.n] {
+        dst[p] = a[p] + c * b[p];
+        p += s.units;
+    }
+    sync_cube();
+}
+
+/// `dst[p] += c·b[p]` over the tile's `[tile, n]` values.
+#[cube]
+fn add_scaled(dst: &mut SharedMemory<f32>, c: f32, b: &SharedMemory<f32>, #[comptime] s: Shape) {
+    let mut p = UNIT_POS as usize;
+    while p < comptime![s.tile * s.n] {
+        dst[p] += c * b[p];
+        p += s.units;
+    }
+    sync_cube();
+}
+
+/// Advances every row of a batch by `substeps` steps of `h`, then writes each row's state
+/// (unless flagged), energy H(x₁) and flags. See the module docs.
+#[cube(launch_unchecked)]
+pub fn step_hnn(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    states: &mut Array<f32>,
+    latents: &Array<f32>,
+    energy: &mut Array<f32>,
+    flags: &mut Array<u32>,
+    rows: u32,
+    h: f32,
+    substeps: u32,
+    tolerance: f32,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
+    let row0 = CUBE_POS as usize * s.tile;
+    let rows = rows as usize;
+    let k = comptime![s.dz + 1];
+    let tn = comptime![s.tile * s.n];
+    let mut t = Tile {
+        acts: SharedMemory::<f32>::new(comptime![s.tile * (s.n + s.layers * s.width)]),
+        zt: SharedMemory::<f32>::new(comptime![s.tile * (s.dz + 1)]),
+        dsv: SharedMemory::<f32>::new(comptime![s.tile * s.layers * s.rmax]),
+        pre: SharedMemory::<f32>::new(comptime![s.tile * s.rmax]),
+        grad: SharedMemory::<f32>::new(tn),
+    };
+    let mut x0 = SharedMemory::<f32>::new(tn);
+    let mut x = SharedMemory::<f32>::new(tn);
+    let mut y = SharedMemory::<f32>::new(tn);
+    let mut kf = SharedMemory::<f32>::new(tn);
+    let mut acc = SharedMemory::<f32>::new(tn);
+    let mut flag = SharedMemory::<u32>::new(s.tile);
+    let mut done = SharedMemory::<u32>::new(1usize);
+    let mut converged = SharedMemory::<u32>::new(s.tile);
+
+    // Load the tile (rows past the batch: zeros, never written back).
+    let mut p = u;
+    while p < tn {
+        let row = row0 + p / s.n;
+        let mut v = 0.0f32;
+        if row < rows {
+            v = states[row0 * s.n + p];
+        }
+        x0[p] = v;
+        x[p] = v;
+        p += s.units;
+    }
+    let mut p = u;
+    while p < comptime![s.tile * (s.dz + 1)] {
+        let row = p / k;
+        let kk = p % k;
+        let mut v = 1.0f32;
+        if kk < s.dz {
+            v = 0.0;
+            if row0 + row < rows {
+                v = latents[(row0 + row) * s.dz + kk];
+            }
+        }
+        t.zt[p] = v;
+        p += s.units;
+    }
+    if u < s.tile {
+        flag[u] = 0u32;
+    }
+    sync_cube();
+    // SVD coefficients d = ReLU(z̃ A_d), once per launch.
+    if comptime![s.method == SVD] {
+        let mut p = u;
+        while p < comptime![s.tile * s.layers * s.rmax] {
+            let row = p / comptime![s.layers * s.rmax];
+            let l = (p / s.rmax) % s.layers;
+            let j = p % s.rmax;
+            let r = meta[l * LAYER_META + 15] as usize;
+            let o_d = meta[l * LAYER_META + 14] as usize;
+            let mut v = 0.0f32;
+            if j < r {
+                for kk in 0..k {
+                    v += t.zt[row * k + kk] * w[o_d + kk * r + j];
+                }
+            }
+            t.dsv[p] = f32::max(v, 0.0);
+            p += s.units;
+        }
+        sync_cube();
+    }
+
+    for _ in 0..substeps {
+        if comptime![s.scheme == EULER] {
+            field(w, meta, &mut t, &x, &mut kf, s);
+            axpy(&mut y, &x, h, &kf, s);
+            axpy(&mut x, &y, 0.0, &kf, s);
+        }
+        if comptime![s.scheme == RK4] {
+            field(w, meta, &mut t, &x, &mut kf, s);
+            axpy(&mut acc, &kf, 0.0, &kf, s);
+            axpy(&mut y, &x, 0.5 * h, &kf, s);
+            field(w, meta, &mut t, &y, &mut kf, s);
+            add_scaled(&mut acc, 2.0, &kf, s);
+            axpy(&mut y, &x, 0.5 * h, &kf, s);
+            field(w, meta, &mut t, &y, &mut kf, s);
+            add_scaled(&mut acc, 2.0, &kf, s);
+            axpy(&mut y, &x, h, &kf, s);
+            field(w, meta, &mut t, &y, &mut kf, s);
+            add_scaled(&mut acc, 1.0, &kf, s);
+            add_scaled(&mut x, h / 6.0, &acc, s);
+        }
+        if comptime![s.scheme == MIDPOINT] {
+            // y = x + (h/2) f(y), from the explicit half step.
+            field(w, meta, &mut t, &x, &mut kf, s);
+            axpy(&mut y, &x, 0.5 * h, &kf, s);
+            if u == 0 {
+                done[0] = 0u32;
+            }
+            sync_cube();
+            for _ in 0..s.max_iter {
+                // Uniform: `done` is read by every unit after the barrier that wrote it.
+                if done[0] == 0u32 {
+                    field(w, meta, &mut t, &y, &mut kf, s);
+                    // acc ← |Δy| per entry, then y ← x + (h/2) f(y).
+                    let mut p = u;
+                    while p < tn {
+                        let next = x[p] + 0.5 * h * kf[p];
+                        acc[p] = f32::abs(next - y[p]);
+                        y[p] = next;
+                        p += s.units;
+                    }
+                    sync_cube();
+                    if u == 0 {
+                        let mut all = 1u32;
+                        for row in 0..s.tile {
+                            let mut du = 0.0f32;
+                            let mut ymax = 0.0f32;
+                            for i in 0..s.n {
+                                du = f32::max(du, acc[row * s.n + i]);
+                                ymax = f32::max(ymax, f32::abs(y[row * s.n + i]));
+                            }
+                            let ok = du <= tolerance * (1.0 + ymax);
+                            // A non-finite row cannot converge and is flagged below: it
+                            // does not hold the others back.
+                            let lost = f32::is_nan(du) || f32::is_inf(du);
+                            converged[row] = u32::cast_from(ok);
+                            if row0 + row < rows && !ok && !lost {
+                                all = 0u32;
+                            }
+                        }
+                        done[0] = all;
+                    }
+                    sync_cube();
+                }
+            }
+            if u < s.tile {
+                if converged[u] == 0u32 {
+                    flag[u] |= FLAG_NOT_CONVERGED;
+                }
+            }
+            // x₁ = 2y − x₀ of the substep.
+            let mut p = u;
+            while p < tn {
+                x[p] = 2.0 * y[p] - x[p];
+                p += s.units;
+            }
+            sync_cube();
+        }
+    }
+
+    // Flags, write-back, and H at the state each row keeps.
+    if u < s.tile {
+        let mut finite = true;
+        for i in 0..s.n {
+            let v = x[u * s.n + i];
+            if f32::is_nan(v) || f32::is_inf(v) {
+                finite = false;
+            }
+        }
+        if !finite {
+            flag[u] |= FLAG_NON_FINITE;
+        }
+    }
+    sync_cube();
+    let mut p = u;
+    while p < tn {
+        let row = p / s.n;
+        if flag[row] == 0u32 {
+            y[p] = x[p];
+        } else {
+            y[p] = x0[p];
+        }
+        if row0 + row < rows && flag[row] == 0u32 {
+            states[row0 * s.n + p] = x[p];
+        }
+        p += s.units;
+    }
+    sync_cube();
+    let stride = comptime![s.n + s.layers * s.width];
+    let mut p = u;
+    while p < tn {
+        t.acts[(p / s.n) * stride + p % s.n] = y[p];
+        p += s.units;
+    }
+    sync_cube();
+    forward(w, meta, &mut t, s);
+    if u < s.tile && row0 + u < rows {
+        let head = s.layers * LAYER_META;
+        let o_r = meta[head] as usize;
+        let last = s.n + (s.layers - 1) * s.width;
+        let width_last = meta[(s.layers - 1) * LAYER_META + 1] as usize;
+        let mut value = w[meta[head + 1] as usize];
+        for o in 0..width_last {
+            value += t.acts[u * stride + last + o] * w[o_r + o];
+        }
+        energy[row0 + u] = value;
+        flags[row0 + u] = flag[u];
+    }
+}
+
+/// Writes `values` (`[count, n]`) into the rows `index` (`[count]`) of `states`: the upload
+/// of the bodies edited on the host, without re-uploading the batch.
+#[cube(launch_unchecked)]
+pub fn scatter_rows(
+    states: &mut Array<f32>,
+    index: &Array<u32>,
+    values: &Array<f32>,
+    count: u32,
+    #[comptime] n: usize,
+) {
+    let p = ABSOLUTE_POS;
+    if p < count as usize {
+        let row = index[p] as usize;
+        for i in 0..n {
+            states[row * n + i] = values[p * n + i];
+        }
+    }
+}

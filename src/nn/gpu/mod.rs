@@ -1,0 +1,19 @@
+//! The fused GPU step: one CubeCL kernel per (model, integrator) batch per tick, on a
+//! burn-wgpu device (docs/protocol.md §4 for the network it evaluates).
+//!
+//! - [`kernel`]: the kernel, J∇H of the modulated network (every modulation, per-row
+//!   latents) and the integrator's stages or fixed-point iterations in one launch, with the
+//!   energy and per-row flags;
+//! - [`PackedNet`]: a model's weights as one buffer and a table of offsets;
+//! - [`FusedStepper`]: device-resident batches, row-wise writes, asynchronous read-back,
+//!   and [`GpuCounters`] of launches and blocking syncs.
+//!
+//! General Hamiltonian networks with Euler, RK4 or implicit midpoint run here; separable
+//! (Verlet, Yoshida) and GENERIC models step on the CPU kernel.
+
+pub mod kernel;
+mod pack;
+mod stepper;
+
+pub use pack::{NetShape, PackError, PackedNet};
+pub use stepper::{DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, Readback};

@@ -1,0 +1,156 @@
+//! A Hamiltonian network's weights packed for the fused kernel: one f32 buffer and a u32
+//! table of per-layer shapes and offsets.
+
+use super::kernel::{FW, LAYER_META, MR, NONE, SHIFT, SVD};
+use crate::nn::{
+    Modulation,
+    cpu::{MlpParams, ModelParams},
+};
+
+/// The compile-time shape of a packed network: what a kernel is specialised for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetShape {
+    /// State dimension n (2·dof).
+    pub n: usize,
+    /// Hidden layers.
+    pub layers: usize,
+    /// Widest layer input or output (the activation buffer's stride).
+    pub width: usize,
+    /// Method code (`kernel::NONE` … `kernel::SVD`).
+    pub method: u32,
+    /// Latent width d_z.
+    pub d_latent: usize,
+    /// Largest effective rank over the layers (at least 1).
+    pub max_rank: usize,
+}
+
+/// Weights and their table, ready to upload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedNet {
+    /// Every tensor, concatenated.
+    pub weights: Vec<f32>,
+    /// [`LAYER_META`] entries per layer, then the readout's offset and the readout bias's.
+    pub meta: Vec<u32>,
+    /// The shape.
+    pub shape: NetShape,
+}
+
+/// Why a model cannot run on the fused kernel.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PackError {
+    /// Only general HNNs H(q, p; z) are fused; separable and GENERIC models step on the CPU
+    /// kernel.
+    #[error("the fused GPU kernel steps general Hamiltonian networks only, not {0}")]
+    Architecture(&'static str),
+    /// An empty network.
+    #[error("the network has no hidden layer")]
+    NoLayers,
+    /// Weights too large for 32-bit offsets.
+    #[error("the network's {0} weights do not fit 32-bit offsets")]
+    TooLarge(usize),
+}
+
+/// Transpose of a row-major `[rows, cols]` matrix (empty stays empty).
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    permuted(m, rows * cols, |e| (e % rows) * cols + e / rows)
+}
+
+/// `out[e] = m[source(e)]` for `e < len`; empty when `m` is (a tensor the method lacks).
+fn permuted(m: &[f32], len: usize, source: impl Fn(usize) -> usize) -> Vec<f32> {
+    if m.is_empty() {
+        return Vec::new();
+    }
+    (0..len).map(|e| m[source(e)]).collect()
+}
+
+impl PackedNet {
+    /// Packs a model's H network.
+    ///
+    /// # Errors
+    /// [`PackError`] for separable and GENERIC models, or an empty network.
+    pub fn from_params(params: &ModelParams) -> Result<Self, PackError> {
+        match params {
+            ModelParams::Hnn(h) => Self::from_mlp(h),
+            ModelParams::Separable { .. } => Err(PackError::Architecture("a separable HNN")),
+            ModelParams::Generic(_) => Err(PackError::Architecture("a GENERIC model")),
+        }
+    }
+
+    /// Packs one scalar MLP.
+    ///
+    /// # Errors
+    /// [`PackError::NoLayers`], [`PackError::TooLarge`].
+    pub fn from_mlp(mlp: &MlpParams) -> Result<Self, PackError> {
+        let first = mlp.layers.first().ok_or(PackError::NoLayers)?;
+        let method = match first.config.modulation {
+            Modulation::None => NONE,
+            Modulation::Shift => SHIFT,
+            Modulation::Fw => FW,
+            Modulation::Mr { .. } => MR,
+            Modulation::Svd { .. } => SVD,
+        };
+        let mut weights = Vec::new();
+        let mut meta = Vec::with_capacity(mlp.layers.len() * LAYER_META + 2);
+        let push = |weights: &mut Vec<f32>, t: &[f32]| {
+            let at = weights.len();
+            weights.extend_from_slice(t);
+            at
+        };
+        let (mut width, mut max_rank) = (first.config.d_input, 1);
+        for layer in &mlp.layers {
+            let cfg = layer.config;
+            width = width.max(cfg.d_input).max(cfg.d_output);
+            max_rank = max_rank.max(cfg.effective_rank());
+            let (i, o, dz) = (cfg.d_input, cfg.d_output, cfg.d_latent);
+            let (k, r) = (dz + 1, cfg.effective_rank());
+            // Transposed copies, laid out so consecutive units read consecutive weights in
+            // the backward pass (see the kernel's docs).
+            let fw_t = permuted(&layer.fw, dz * o * i, |e| {
+                let (kk, oo, ii) = (e / (o * i), (e / i) % o, e % i);
+                ii * (dz * o) + kk * o + oo
+            });
+            let mr_v_t = permuted(&layer.mr_v, k * r * i, |e| {
+                let (kk, j, ii) = (e / (r * i), (e / i) % r, e % i);
+                ii * (k * r) + kk * r + j
+            });
+            let offsets = [
+                push(&mut weights, &layer.weight),
+                push(&mut weights, &transpose(&layer.weight, i, o)),
+                push(&mut weights, &layer.bias),
+                push(&mut weights, &layer.shift),
+                push(&mut weights, &layer.fw),
+                push(&mut weights, &fw_t),
+                push(&mut weights, &layer.mr_v),
+                push(&mut weights, &mr_v_t),
+                push(&mut weights, &layer.mr_u),
+                push(&mut weights, &layer.svd_v),
+                push(&mut weights, &transpose(&layer.svd_v, i, r)),
+                push(&mut weights, &transpose(&layer.svd_u, o, r)),
+                push(&mut weights, &layer.svd_d),
+            ];
+            meta.push(cfg.d_input);
+            meta.push(cfg.d_output);
+            meta.extend(offsets);
+            meta.push(cfg.effective_rank());
+        }
+        meta.push(push(&mut weights, &mlp.readout));
+        meta.push(push(&mut weights, &[mlp.readout_bias]));
+        let meta = meta
+            .into_iter()
+            .map(u32::try_from)
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|_| PackError::TooLarge(weights.len()))?;
+        Ok(Self {
+            shape: NetShape {
+                n: first.config.d_input,
+                layers: mlp.layers.len(),
+                width,
+                method,
+                d_latent: first.config.d_latent,
+                max_rank,
+            },
+            weights,
+            meta,
+        })
+    }
+}

@@ -1,0 +1,445 @@
+//! Device-resident batches stepped by the fused kernel, with asynchronous read-back.
+//!
+//! A [`FusedStepper`] owns a compute client on a burn-wgpu device (the one Bevy renders
+//! with, when an app shares it). Models ([`DeviceModel`]) and batches ([`DeviceBatch`]) are
+//! buffers on that device: states and latents stay there across ticks, bodies edited on the
+//! host are written row by row ([`FusedStepper::write_states`], one scatter launch), a tick
+//! is one launch ([`FusedStepper::step`]), and the results come back by
+//! [`FusedStepper::request_readback`] + [`FusedStepper::poll_readback`]: the copy is queued
+//! behind the step and mapped by the runtime's poll thread, and the host picks it up on a
+//! later frame. Nothing in a step waits for the device; the only blocking read is
+//! [`FusedStepper::read_blocking`] (tests, benchmarks), and [`GpuCounters`] counts both.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
+
+use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+use cubecl::{
+    Runtime,
+    prelude::{ArrayArg, ComputeClient, CubeCount, CubeDim, CubeElement},
+    server::Handle,
+};
+
+use super::{
+    kernel::{self, EULER, MIDPOINT, RK4},
+    pack::{NetShape, PackError, PackedNet},
+};
+use crate::{integrate::Integrator, nn::cpu::ModelParams, runtime::StepSettings};
+
+/// Units per cube (workgroup) of the kernels.
+const CUBE_UNITS: u32 = 64;
+
+/// Workgroup memory the step kernel may use for a tile's activations, bytes (WebGPU
+/// guarantees 16 KiB in all; the rest holds the tile's states and codes).
+const TILE_BYTES: usize = 12 * 1024;
+
+/// Rows per cube: as many as fit [`TILE_BYTES`] of activations, at most 8 (8 rows of a
+/// 3×100 network take 9.7 KB), at least 1.
+fn tile_rows(s: &NetShape) -> u32 {
+    let per_row = 4 * (s.n + s.layers * s.width);
+    (TILE_BYTES / per_row.max(1)).clamp(1, 8) as u32
+}
+
+/// What the GPU path did, for tests, benchmarks and the inspector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounters {
+    /// Kernel launches (step and scatter).
+    pub dispatches: u64,
+    /// Host waits on the device (blocking reads). Zero for a game loop that only steps and
+    /// polls.
+    pub blocking_syncs: u64,
+    /// Host→device writes (models, batches, scattered rows).
+    pub uploads: u64,
+    /// Asynchronous read-backs requested.
+    pub readbacks: u64,
+    /// Steps launched.
+    pub steps: u64,
+}
+
+/// Why a batch cannot be stepped on the fused kernel.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum GpuStepError {
+    /// The model is not fused (separable, GENERIC).
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// An integrator the kernel does not implement.
+    #[error("the fused GPU kernel has no {0:?} step (Euler, RK4 and implicit midpoint only)")]
+    Integrator(Integrator),
+    /// A non-positive or non-finite tick.
+    #[error("bad time step {0}")]
+    BadStep(f64),
+    /// Batch and model disagree.
+    #[error("{what}: the batch has {got}, the model expects {expected}")]
+    Shape {
+        /// Which width.
+        what: &'static str,
+        /// The batch's.
+        got: usize,
+        /// The model's.
+        expected: usize,
+    },
+    /// The device failed a read.
+    #[error("GPU read-back failed: {0}")]
+    Read(String),
+}
+
+/// A packed model on the device.
+#[derive(Clone)]
+pub struct DeviceModel {
+    weights: Handle,
+    meta: Handle,
+    shape: NetShape,
+}
+
+impl DeviceModel {
+    /// The network's shape.
+    pub fn shape(&self) -> NetShape {
+        self.shape
+    }
+}
+
+type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<cubecl::bytes::Bytes>, String>> + Send>>;
+
+/// A batch's results, read back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Readback {
+    /// States `[rows·n]` after the last step launched before the request.
+    pub states: Vec<f32>,
+    /// H at those states `[rows]`.
+    pub energy: Vec<f32>,
+    /// Per-row flags of that step (`kernel::FLAG_*`).
+    pub flags: Vec<u32>,
+}
+
+/// A batch resident on the device.
+pub struct DeviceBatch {
+    rows: usize,
+    n: usize,
+    d_latent: usize,
+    states: Handle,
+    latents: Handle,
+    energy: Handle,
+    flags: Handle,
+    /// The read-back in flight (a mutex only to make the batch `Sync`; never contended).
+    pending: Option<std::sync::Mutex<ReadFuture>>,
+}
+
+impl DeviceBatch {
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether a read-back is in flight.
+    pub fn reading(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// Launches the fused kernel on one device. See the module docs.
+pub struct FusedStepper {
+    client: ComputeClient<WgpuRuntime>,
+    counters: GpuCounters,
+}
+
+fn f32_handle(client: &ComputeClient<WgpuRuntime>, values: &[f32]) -> Handle {
+    // A zero-length buffer is not a valid binding: keep one element.
+    let values: &[f32] = if values.is_empty() { &[0.0] } else { values };
+    client.create_from_slice(f32::as_bytes(values))
+}
+
+fn u32_handle(client: &ComputeClient<WgpuRuntime>, values: &[u32]) -> Handle {
+    let values: &[u32] = if values.is_empty() { &[0] } else { values };
+    client.create_from_slice(u32::as_bytes(values))
+}
+
+impl FusedStepper {
+    /// A stepper on `device`.
+    pub fn new(device: &WgpuDevice) -> Self {
+        Self {
+            client: WgpuRuntime::client(device),
+            counters: GpuCounters::default(),
+        }
+    }
+
+    /// What was launched, uploaded and waited for so far.
+    pub fn counters(&self) -> GpuCounters {
+        self.counters
+    }
+
+    /// Packs and uploads a model (again, for a hot-reloaded one: the returned handle
+    /// replaces the old one).
+    ///
+    /// # Errors
+    /// [`GpuStepError::Pack`] for models the kernel does not fuse.
+    pub fn upload_model(&mut self, params: &ModelParams) -> Result<DeviceModel, GpuStepError> {
+        let packed = PackedNet::from_params(params)?;
+        self.counters.uploads += 2;
+        Ok(DeviceModel {
+            weights: f32_handle(&self.client, &packed.weights),
+            meta: u32_handle(&self.client, &packed.meta),
+            shape: packed.shape,
+        })
+    }
+
+    /// Uploads a batch: states `[rows·n]`, latents `[rows·d_z]`.
+    ///
+    /// # Errors
+    /// [`GpuStepError::Shape`] when the lengths do not split into rows.
+    pub fn upload_batch(
+        &mut self,
+        model: &DeviceModel,
+        states: &[f32],
+        latents: &[f32],
+    ) -> Result<DeviceBatch, GpuStepError> {
+        let (n, dz) = (model.shape.n, model.shape.d_latent);
+        let rows = states.len() / n.max(1);
+        if states.len() != rows * n {
+            return Err(GpuStepError::Shape {
+                what: "state values",
+                got: states.len(),
+                expected: rows * n,
+            });
+        }
+        if latents.len() != rows * dz {
+            return Err(GpuStepError::Shape {
+                what: "latent values",
+                got: latents.len(),
+                expected: rows * dz,
+            });
+        }
+        self.counters.uploads += 2;
+        Ok(DeviceBatch {
+            rows,
+            n,
+            d_latent: dz,
+            states: f32_handle(&self.client, states),
+            latents: f32_handle(&self.client, latents),
+            energy: f32_handle(&self.client, &vec![0.0; rows]),
+            flags: u32_handle(&self.client, &vec![0; rows]),
+            pending: None,
+        })
+    }
+
+    fn scatter(&mut self, target: &Handle, len: usize, width: usize, rows: &[u32], values: &[f32]) {
+        if rows.is_empty() {
+            return;
+        }
+        assert_eq!(
+            values.len(),
+            rows.len() * width,
+            "one row of values per index"
+        );
+        let index = u32_handle(&self.client, rows);
+        let values_h = f32_handle(&self.client, values);
+        let count = rows.len() as u32;
+        self.counters.uploads += 1;
+        self.counters.dispatches += 1;
+        // SAFETY: the lengths are the buffers' own; the kernel bounds-checks `count`.
+        #[expect(unsafe_code, reason = "CubeCL's raw buffer arguments")]
+        unsafe {
+            kernel::scatter_rows::launch_unchecked::<WgpuRuntime>(
+                &self.client,
+                CubeCount::Static(count.div_ceil(CUBE_UNITS), 1, 1),
+                CubeDim::new_1d(CUBE_UNITS),
+                ArrayArg::from_raw_parts(target.clone(), len),
+                ArrayArg::from_raw_parts(index, rows.len()),
+                ArrayArg::from_raw_parts(values_h, values.len()),
+                count,
+                width,
+            );
+        }
+    }
+
+    /// Writes new states for some rows (`rows[i]`'s state is `states[i·n..(i+1)·n]`): one
+    /// small upload and one scatter launch, the rest of the batch stays where it is.
+    pub fn write_states(&mut self, batch: &DeviceBatch, rows: &[u32], states: &[f32]) {
+        let handle = batch.states.clone();
+        self.scatter(&handle, batch.rows * batch.n, batch.n, rows, states);
+    }
+
+    /// Writes new latent codes for some rows.
+    pub fn write_latents(&mut self, batch: &DeviceBatch, rows: &[u32], latents: &[f32]) {
+        let handle = batch.latents.clone();
+        let width = batch.d_latent;
+        self.scatter(&handle, batch.rows * width, width, rows, latents);
+    }
+
+    /// Launches one tick of `dt` seconds (in [`StepSettings::substeps`] substeps) for every
+    /// row: returns at once, nothing is read back.
+    ///
+    /// # Errors
+    /// [`GpuStepError::Integrator`] for an integrator the kernel lacks (separable and
+    /// GENERIC schemes), [`GpuStepError::BadStep`], [`GpuStepError::Shape`].
+    pub fn step(
+        &mut self,
+        model: &DeviceModel,
+        batch: &DeviceBatch,
+        method: Integrator,
+        dt: f64,
+        settings: &StepSettings,
+    ) -> Result<(), GpuStepError> {
+        let scheme = match method {
+            Integrator::Euler => EULER,
+            Integrator::Rk4 => RK4,
+            Integrator::Midpoint => MIDPOINT,
+            other => return Err(GpuStepError::Integrator(other)),
+        };
+        if !(dt > 0.0 && dt.is_finite()) {
+            return Err(GpuStepError::BadStep(dt));
+        }
+        let s = model.shape;
+        if batch.n != s.n || batch.d_latent != s.d_latent {
+            return Err(GpuStepError::Shape {
+                what: "state and latent widths",
+                got: batch.n * 1000 + batch.d_latent,
+                expected: s.n * 1000 + s.d_latent,
+            });
+        }
+        if batch.rows == 0 {
+            return Ok(());
+        }
+        let substeps = settings.substeps(dt);
+        let h = (dt / substeps as f64) as f32;
+        let rows = batch.rows as u32;
+        let max_iter = settings.midpoint.max_iterations as u32;
+        let tile = tile_rows(&s);
+        self.counters.dispatches += 1;
+        self.counters.steps += 1;
+        // SAFETY: every length is the buffer's own; the kernel bounds-checks `rows`.
+        #[expect(unsafe_code, reason = "CubeCL's raw buffer arguments")]
+        unsafe {
+            kernel::step_hnn::launch_unchecked::<WgpuRuntime>(
+                &self.client,
+                CubeCount::Static(rows.div_ceil(tile), 1, 1),
+                CubeDim::new_1d(CUBE_UNITS),
+                ArrayArg::from_raw_parts(model.weights.clone(), model_len(&model.weights)),
+                ArrayArg::from_raw_parts(model.meta.clone(), model_len(&model.meta)),
+                ArrayArg::from_raw_parts(batch.states.clone(), batch.rows * batch.n),
+                ArrayArg::from_raw_parts(
+                    batch.latents.clone(),
+                    (batch.rows * batch.d_latent).max(1),
+                ),
+                ArrayArg::from_raw_parts(batch.energy.clone(), batch.rows),
+                ArrayArg::from_raw_parts(batch.flags.clone(), batch.rows),
+                rows,
+                h,
+                substeps as u32,
+                settings.midpoint.tolerance as f32,
+                kernel::Shape {
+                    n: s.n,
+                    layers: s.layers,
+                    width: s.width,
+                    method: s.method,
+                    dz: s.d_latent,
+                    rmax: s.max_rank,
+                    scheme,
+                    max_iter,
+                    tile: tile as usize,
+                    units: CUBE_UNITS as usize,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Queues a copy of the batch's states, energies and flags behind the launches so far;
+    /// [`FusedStepper::poll_readback`] returns it once the device has finished. A request
+    /// while one is in flight is ignored (the earlier one comes back first).
+    pub fn request_readback(&mut self, batch: &mut DeviceBatch) {
+        if batch.pending.is_some() {
+            return;
+        }
+        self.counters.readbacks += 1;
+        let client = self.client.clone();
+        let handles = vec![
+            batch.states.clone(),
+            batch.energy.clone(),
+            batch.flags.clone(),
+        ];
+        let mut future: ReadFuture = Box::pin(async move {
+            client
+                .read_async(handles)
+                .await
+                .map_err(|e| format!("{e:?}"))
+        });
+        // The first poll runs `read_async` up to its first wait: the copy is queued now,
+        // behind the launches so far, not when the host next looks.
+        let mut cx = Context::from_waker(Waker::noop());
+        batch.pending = Some(std::sync::Mutex::new(match future.as_mut().poll(&mut cx) {
+            Poll::Pending => future,
+            Poll::Ready(result) => Box::pin(async move { result }),
+        }));
+    }
+
+    /// The read-back requested earlier, if the device has delivered it; never waits.
+    ///
+    /// # Errors
+    /// [`GpuStepError::Read`] when the device failed the copy.
+    pub fn poll_readback(
+        &mut self,
+        batch: &mut DeviceBatch,
+    ) -> Result<Option<Readback>, GpuStepError> {
+        let Some(future) = batch.pending.as_mut() else {
+            return Ok(None);
+        };
+        let future = future
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cx = Context::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Pending => Ok(None),
+            Poll::Ready(result) => {
+                batch.pending = None;
+                decode(batch, result).map(Some)
+            }
+        }
+    }
+
+    /// Waits for the device and reads the batch back: a blocking sync, counted in
+    /// [`GpuCounters::blocking_syncs`] (tests and benchmarks; a game polls instead).
+    ///
+    /// # Errors
+    /// [`GpuStepError::Read`].
+    pub fn read_blocking(&mut self, batch: &mut DeviceBatch) -> Result<Readback, GpuStepError> {
+        self.counters.blocking_syncs += 1;
+        if let Some(future) = batch.pending.take() {
+            // Drain the earlier request first so the answer is the latest state.
+            let future = future
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            drop(cubecl::future::block_on(future));
+        }
+        self.counters.readbacks += 1;
+        let result = cubecl::future::block_on(self.client.read_async(vec![
+            batch.states.clone(),
+            batch.energy.clone(),
+            batch.flags.clone(),
+        ]))
+        .map_err(|e| format!("{e:?}"));
+        decode(batch, result)
+    }
+}
+
+fn model_len(h: &Handle) -> usize {
+    (h.size_in_used() as usize / 4).max(1)
+}
+
+fn decode(
+    batch: &DeviceBatch,
+    result: Result<Vec<cubecl::bytes::Bytes>, String>,
+) -> Result<Readback, GpuStepError> {
+    let bytes = result.map_err(GpuStepError::Read)?;
+    let [states, energy, flags] = bytes.as_slice() else {
+        return Err(GpuStepError::Read(format!("{} buffers", bytes.len())));
+    };
+    let take_f32 = |b: &[u8], len: usize| f32::from_bytes(b)[..len].to_vec();
+    Ok(Readback {
+        states: take_f32(states, batch.rows * batch.n),
+        energy: take_f32(energy, batch.rows),
+        flags: u32::from_bytes(flags)[..batch.rows].to_vec(),
+    })
+}

@@ -1,0 +1,312 @@
+//! The fused GPU step kernel (`noether::nn::gpu`) against the CPU kernel, on lavapipe in CI:
+//! every modulation and integrator to 1e-5 per step, energy drift within the CPU path's,
+//! no blocking sync inside a step, hot reload, NaN rows flagged, asynchronous read-back.
+
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use noether::{
+    integrate::Integrator,
+    nn::{
+        ModelConfig, Modulation,
+        cpu::{CpuFlow, CpuModel, ModelParams},
+        gpu::{DeviceModel, FusedStepper, kernel::FLAG_NON_FINITE},
+    },
+    runtime::{StepSettings, advance},
+    systems::Family,
+};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+fn model(modulation: Modulation, seed: u64) -> (ModelParams, CpuModel) {
+    let config = ModelConfig::new(Family::Pendulum, modulation)
+        .with_hidden(vec![16, 12, 8])
+        .with_d_latent(4)
+        .with_seed(seed);
+    let model = config.init::<Flex>(&Default::default());
+    let params = ModelParams::from_model(&model);
+    let cpu = CpuModel::from_params(&params, &config);
+    (params, cpu)
+}
+
+fn batch(rows: usize, dz: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = (0..rows * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let z = (0..rows * dz)
+        .map(|_| rng.random_range(-0.8..0.8))
+        .collect();
+    (x, z)
+}
+
+fn cpu_step(cpu: &CpuModel, method: Integrator, x: &[f32], z: &[f32], dt: f64) -> Vec<f32> {
+    let flow = CpuFlow {
+        model: cpu,
+        latents: z,
+    };
+    advance(&flow, method, x.to_vec(), dt, &StepSettings::default())
+        .expect("CPU step")
+        .0
+}
+
+fn cpu_energy(cpu: &CpuModel, x: &[f32], z: &[f32]) -> Vec<f32> {
+    let mut e = vec![0.0; x.len() / 2];
+    cpu.energy(x, z, &mut e);
+    e
+}
+
+/// |a − b| ≤ tol·max(1, |b|) entry by entry (NaN fails).
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
+        let err = (a - b).abs();
+        assert!(
+            err <= tol * b.abs().max(1.0),
+            "{what}: entry {i}: GPU {a}, CPU {b} (|Δ| = {err:e})"
+        );
+    }
+}
+
+/// One fused step of a freshly uploaded batch against the CPU kernel: no flags, states and
+/// energies to 1e-5.
+#[expect(clippy::too_many_arguments, reason = "a test helper")]
+fn assert_step_matches(
+    gpu: &mut FusedStepper,
+    device_model: &DeviceModel,
+    cpu: &CpuModel,
+    x: &[f32],
+    z: &[f32],
+    method: Integrator,
+    dt: f64,
+    what: &str,
+) {
+    let mut b = gpu.upload_batch(device_model, x, z).unwrap();
+    gpu.step(device_model, &b, method, dt, &StepSettings::default())
+        .unwrap();
+    let back = gpu.read_blocking(&mut b).unwrap();
+    let want = cpu_step(cpu, method, x, z, dt);
+    assert!(
+        back.flags.iter().all(|&f| f == 0),
+        "{what}: flags {:?}",
+        back.flags
+    );
+    assert_close(what, &back.states, &want, 1e-5);
+    assert_close(
+        &format!("{what} energy"),
+        &back.energy,
+        &cpu_energy(cpu, &want, z),
+        1e-5,
+    );
+}
+
+#[test]
+fn fused_step_matches_the_cpu_kernel() {
+    let Some(device) = noether::device::wgpu_for_test("fused_step_matches_the_cpu_kernel") else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    let rows = 37;
+    for (s, modulation) in [
+        Modulation::None,
+        Modulation::Shift,
+        Modulation::Fw,
+        Modulation::RO,
+        Modulation::Mr { rank: 3 },
+        Modulation::Svd { rank: 3 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (params, cpu) = model(modulation, s as u64);
+        let device_model = gpu.upload_model(&params).expect("a general HNN packs");
+        for method in [Integrator::Euler, Integrator::Rk4, Integrator::Midpoint] {
+            // 1/64 s is one substep; 0.05 s is three.
+            for dt in [1.0 / 64.0, 0.05] {
+                let what = format!("{modulation} {method:?} dt {dt}");
+                let (x, z) = batch(rows, 4, s as u64 + 7);
+                assert_step_matches(&mut gpu, &device_model, &cpu, &x, &z, method, dt, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_thousand_steps_keep_the_energy_like_the_cpu_path_without_a_sync() {
+    let Some(device) = noether::device::wgpu_for_test("gpu_energy_drift") else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    let (params, cpu) = model(Modulation::Svd { rank: 5 }, 11);
+    let device_model = gpu.upload_model(&params).unwrap();
+    let rows = 64;
+    let (x0, z) = batch(rows, 4, 3);
+    let mut b = gpu.upload_batch(&device_model, &x0, &z).unwrap();
+    let settings = StepSettings::default();
+    let dt = 1.0 / 64.0;
+    let before = gpu.counters();
+    let mut x_cpu = x0.clone();
+    for _ in 0..1000 {
+        gpu.step(&device_model, &b, Integrator::Midpoint, dt, &settings)
+            .unwrap();
+        x_cpu = cpu_step(&cpu, Integrator::Midpoint, &x_cpu, &z, dt);
+    }
+    let stepped = gpu.counters();
+    assert_eq!(
+        stepped.blocking_syncs, before.blocking_syncs,
+        "no sync in 1000 steps"
+    );
+    assert_eq!(
+        stepped.dispatches - before.dispatches,
+        1000,
+        "one launch per step"
+    );
+    let back = gpu.read_blocking(&mut b).unwrap();
+    let e0 = cpu_energy(&cpu, &x0, &z);
+    let drift = |e: &[f32]| {
+        e.iter()
+            .zip(&e0)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0f64, |m, v| {
+                if v.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(v)
+                }
+            })
+    };
+    let (gpu_drift, cpu_drift) = (drift(&back.energy), drift(&cpu_energy(&cpu, &x_cpu, &z)));
+    eprintln!("max |ΔH| over 1000 midpoint steps: GPU {gpu_drift:e}, CPU {cpu_drift:e}");
+    assert!(
+        gpu_drift <= 2.0 * cpu_drift + 1e-5,
+        "GPU drift {gpu_drift:e} against the CPU path's {cpu_drift:e}"
+    );
+}
+
+#[test]
+fn hot_reload_nan_rows_and_asynchronous_read_back() {
+    let Some(device) = noether::device::wgpu_for_test("gpu_reload_nan_async") else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    let settings = StepSettings::default();
+    let (params_a, _) = model(Modulation::Svd { rank: 3 }, 1);
+    let (params_b, _) = model(Modulation::Svd { rank: 3 }, 2);
+    let (x, z) = batch(8, 4, 5);
+    let model_a = gpu.upload_model(&params_a).unwrap();
+    let mut b = gpu.upload_batch(&model_a, &x, &z).unwrap();
+    gpu.step(&model_a, &b, Integrator::Rk4, 0.05, &settings)
+        .unwrap();
+    let from_a = gpu.read_blocking(&mut b).unwrap();
+
+    // Hot reload: the same batch under the replaced weights moves differently.
+    let model_b = gpu.upload_model(&params_b).unwrap();
+    let mut b = gpu.upload_batch(&model_b, &x, &z).unwrap();
+    gpu.step(&model_b, &b, Integrator::Rk4, 0.05, &settings)
+        .unwrap();
+    let from_b = gpu.read_blocking(&mut b).unwrap();
+    assert_ne!(
+        from_a.states, from_b.states,
+        "a reloaded model changes the result"
+    );
+
+    // A NaN written into row 3 is flagged and kept; the other rows step.
+    gpu.write_states(&b, &[3], &[f32::NAN, 0.0]);
+    gpu.step(&model_b, &b, Integrator::Midpoint, 1.0 / 64.0, &settings)
+        .unwrap();
+    let syncs = gpu.counters().blocking_syncs;
+    gpu.request_readback(&mut b);
+    let start = Instant::now();
+    let back = loop {
+        if let Some(back) = gpu.poll_readback(&mut b).unwrap() {
+            break back;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "read-back never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(gpu.counters().blocking_syncs, syncs, "polling never blocks");
+    assert_eq!(
+        back.flags[3] & FLAG_NON_FINITE,
+        FLAG_NON_FINITE,
+        "flags {:?}",
+        back.flags
+    );
+    assert!(back.states[6].is_nan(), "the NaN row keeps its state");
+    for (row, flag) in back.flags.iter().enumerate().filter(|(r, _)| *r != 3) {
+        assert_eq!(*flag, 0, "row {row}");
+        assert!(
+            back.states[row * 2..row * 2 + 2]
+                .iter()
+                .all(|v| v.is_finite())
+        );
+        assert_ne!(
+            back.states[row * 2],
+            from_b.states[row * 2],
+            "row {row} stepped"
+        );
+    }
+}
+
+#[test]
+fn wide_and_single_layer_networks_match_the_cpu_kernel() {
+    let Some(device) = noether::device::wgpu_for_test("gpu_wide_networks") else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    for (hidden, dz, modulation) in [
+        (vec![100, 100, 100], 10, Modulation::Svd { rank: 5 }),
+        (vec![100], 4, Modulation::Shift),
+    ] {
+        let config = ModelConfig::new(Family::Pendulum, modulation)
+            .with_hidden(hidden.clone())
+            .with_d_latent(dz)
+            .with_seed(3);
+        let params = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
+        let cpu = CpuModel::from_params(&params, &config);
+        let device_model = gpu.upload_model(&params).unwrap();
+        let (x, z) = batch(11, dz, 1);
+        let what = format!("{hidden:?} {modulation}");
+        assert_step_matches(
+            &mut gpu,
+            &device_model,
+            &cpu,
+            &x,
+            &z,
+            Integrator::Rk4,
+            1.0 / 64.0,
+            &what,
+        );
+    }
+}
+
+#[test]
+fn the_shipped_pendulum_steps_on_the_fused_kernel_like_the_cpu_kernel() {
+    let Some(device) = noether::device::wgpu_for_test("gpu_shipped_pendulum") else {
+        return;
+    };
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = noether::runtime::LearnedModel::load(&root.join("assets/models/pendulum-svd5"))
+        .expect("shipped model");
+    let mut gpu = FusedStepper::new(&device);
+    let device_model = gpu.upload_model(&model.params).unwrap();
+    let rows = 16;
+    let mean = model.mean_latent();
+    let mut rng = StdRng::seed_from_u64(9);
+    let x: Vec<f32> = (0..rows * 2).map(|_| rng.random_range(-1.5..1.5)).collect();
+    let z: Vec<f32> = (0..rows * mean.len())
+        .map(|i| mean[i % mean.len()] + rng.random_range(-0.1..0.1))
+        .collect();
+    for method in [Integrator::Rk4, Integrator::Midpoint] {
+        let what = format!("pendulum-svd5 {method:?}");
+        assert_step_matches(
+            &mut gpu,
+            &device_model,
+            &model.cpu,
+            &x,
+            &z,
+            method,
+            1.0 / 64.0,
+            &what,
+        );
+    }
+}
