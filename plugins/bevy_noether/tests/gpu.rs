@@ -6,7 +6,10 @@
 mod common;
 
 use bevy::prelude::*;
-use bevy_noether::dynamics::{ActiveBackend, GpuStepper, NoetherBackend};
+use bevy_noether::{
+    dynamics::{ActiveBackend, BodyEnergy, GpuStepper, LatentCode, NoetherBackend},
+    model::NoetherModel,
+};
 use common::{add_model, create_app, spawn_bodies, states};
 
 /// An app whose backend is `backend`, with its choice made (`finish`), and 16 pendulums.
@@ -72,6 +75,23 @@ fn a_population_on_the_fused_kernel_follows_the_cpu_kernel() {
         diag.non_converged, 0,
         "every fixed point converged on the device"
     );
+    // Energies came with the read-back (the same launch): they are H at the shown states.
+    let z: Vec<f32> = g
+        .iter()
+        .flat_map(|&e| gpu.world().get::<LatentCode>(e).expect("latent").0.clone())
+        .collect();
+    let models = gpu.world().resource::<Assets<NoetherModel>>();
+    let (_, model) = models.iter().next().expect("one model");
+    let mut want = vec![0.0; g.len()];
+    model.cpu.energy(&x_gpu, &z, &mut want);
+    for (k, &e) in g.iter().enumerate() {
+        let got = gpu.world().get::<BodyEnergy>(e).expect("energy").energy;
+        assert!(
+            (got - want[k]).abs() <= 1e-5 * want[k].abs().max(1.0),
+            "body {k}: recorded H {got}, H of its state {}",
+            want[k]
+        );
+    }
     let stepper = gpu.world().resource::<GpuStepper>();
     let counters = stepper.counters();
     // One upload at the start: the batch stayed on the device for all 12 ticks, each one

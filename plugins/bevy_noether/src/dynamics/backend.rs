@@ -14,8 +14,9 @@
 //! by row, each tick is one launch, and the states come back by an asynchronous read-back
 //! picked up on a later tick: **bodies on the GPU show the state of one or more ticks ago**
 //! (one on a GPU that keeps up). A row whose fixed point failed is re-solved on the CPU by
-//! Newton and written back; a row that turned non-finite is reported frozen. Separable and
-//! GENERIC models step on the CPU kernel.
+//! Newton and written back; a row that turned non-finite is reported frozen. The energy of
+//! each row comes back with its state (H computed in the same launch). Separable and GENERIC
+//! models step on the CPU kernel.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -124,6 +125,9 @@ pub struct GpuTick {
     /// States of the batch's rows as of the read-back that arrived this tick (host edits
     /// made after it was requested win), or `None` when none arrived.
     pub states: Option<Vec<f32>>,
+    /// H at those states, computed in the same launch (rows edited on the host or re-solved
+    /// on the CPU: NaN, to be measured on the CPU).
+    pub energy: Option<Vec<f32>>,
     /// Non-converged rows re-solved on the CPU ([`StepReport::retries`]) and non-finite rows
     /// ([`StepReport::frozen`]) in that read-back.
     pub report: StepReport,
@@ -358,7 +362,14 @@ impl GpuStepper {
                 }
                 tick.report.retries += retry.len() as u64;
             }
+            let mut energy = back.energy;
+            for (k, e) in energy.iter_mut().enumerate() {
+                if resident.edited[k] > resident.requested || retry.contains(&k) {
+                    *e = f32::NAN;
+                }
+            }
             tick.states = Some(states);
+            tick.energy = Some(energy);
         }
         if !resident.batch.reading() {
             self.fused.request_readback(&mut resident.batch);

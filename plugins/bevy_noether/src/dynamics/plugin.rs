@@ -61,6 +61,15 @@ pub struct StepDiagnostics {
     pub ticks: u64,
 }
 
+/// Energies the GPU step computed this tick for the bodies it stepped (NaN: measure on the
+/// CPU), and the bodies stepped on the device without a read-back this tick (their state
+/// did not change, so neither did their energy).
+#[derive(Resource, Default)]
+struct DeviceEnergies {
+    arrived: HashMap<Entity, f32>,
+    unchanged: std::collections::HashSet<Entity>,
+}
+
 /// How the plugin steps batches (substeps, solver tolerances): see [`StepSettings`].
 #[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Deref, DerefMut)]
 pub struct DynamicsSettings(pub StepSettings);
@@ -190,6 +199,7 @@ fn step_bodies(
     settings: Res<DynamicsSettings>,
     mut gpu: Option<ResMut<GpuStepper>>,
     mut active_mut: ResMut<ActiveBackend>,
+    mut device_energies: ResMut<DeviceEnergies>,
     mut bodies: StepQuery,
     invalid: Query<(), (With<NoetherBody>, With<InvalidBody>)>,
     frozen: Query<(), (With<NoetherBody>, With<FrozenBody>)>,
@@ -204,6 +214,8 @@ fn step_bodies(
         return;
     }
     let started = Instant::now();
+    device_energies.arrived.clear();
+    device_energies.unchanged.clear();
     let mut groups: HashMap<(AssetId<NoetherModel>, Integrator), Vec<Entity>> = HashMap::new();
     for (entity, body, state, latent, method) in &bodies {
         let Some(model) = models.get(&body.model) else {
@@ -254,7 +266,15 @@ fn step_bodies(
         let result = match (on_gpu, gpu.as_deref_mut()) {
             (true, Some(g)) => {
                 match g.step(id, model, method, &entities, &x, &z, &edited, dt, &settings) {
-                    Ok(tick) => Ok((tick.states, tick.report)),
+                    Ok(tick) => {
+                        match &tick.energy {
+                            Some(energy) => device_energies
+                                .arrived
+                                .extend(entities.iter().copied().zip(energy.iter().copied())),
+                            None => device_energies.unchanged.extend(entities.iter().copied()),
+                        }
+                        Ok((tick.states, tick.report))
+                    }
                     Err(err) => {
                         warn!("noether: a GPU batch failed, stepping it on the CPU: {err}");
                         advance_isolating(&model.cpu, method, &x, &z, dt, &settings)
@@ -323,18 +343,41 @@ type EnergyQuery<'w, 's> = Query<
 /// Measures [`BodyEnergy`] in one batched call per model ([`noether::runtime::measure`]).
 /// A body whose latent code changed (adaptation, the inspector, game code) has different
 /// learned physics from then on: its energy bookkeeping starts over from the new E₀.
-fn update_energies(models: Res<Assets<NoetherModel>>, mut bodies: EnergyQuery) {
+fn update_energies(
+    models: Res<Assets<NoetherModel>>,
+    device: Res<DeviceEnergies>,
+    mut bodies: EnergyQuery,
+) {
     let mut groups: HashMap<AssetId<NoetherModel>, Vec<Entity>> = HashMap::new();
-    for (_, _, _, latent, mut energy) in &mut bodies {
+    for (entity, _, _, latent, mut energy) in &mut bodies {
         if latent.is_changed() && !latent.is_added() {
             energy.restart();
+            continue;
+        }
+        if energy.initial.is_nan() {
+            continue;
+        }
+        // Bodies the GPU stepped: H came with the read-back; none arrived, nothing moved.
+        if let Some(&e) = device.arrived.get(&entity)
+            && !e.is_nan()
+        {
+            energy.record(noether::runtime::EnergySample {
+                energy: e,
+                rest: f32::NAN,
+                entropy: f32::NAN,
+                temperatures: [f32::NAN; 2],
+            });
         }
     }
-    for (entity, body, state, latent, _) in &bodies {
+    for (entity, body, state, latent, energy) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;
         };
-        if misfit(state, &latent, model).is_none() {
+        let from_device = !energy.initial.is_nan()
+            && !latent.is_changed()
+            && (device.unchanged.contains(&entity)
+                || device.arrived.get(&entity).is_some_and(|e| !e.is_nan()));
+        if !from_device && misfit(state, &latent, model).is_none() {
             groups.entry(body.model.id()).or_default().push(entity);
         }
     }
@@ -384,6 +427,7 @@ impl Plugin for DynamicsPlugin {
             .register_type::<PreviousState>()
             .register_type::<StepDiagnostics>()
             .init_resource::<StepDiagnostics>()
+            .init_resource::<DeviceEnergies>()
             .init_resource::<DynamicsSettings>()
             .init_resource::<ActiveBackend>()
             .configure_sets(
