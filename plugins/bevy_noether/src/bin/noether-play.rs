@@ -26,8 +26,8 @@ use bevy::{app::AppExit, asset::AssetPlugin, prelude::*};
 use bevy_noether::{
     adapt::AdaptationStats,
     diagnostics::summarize_populations,
-    dynamics::{FrozenBody, StepDiagnostics},
-    headless::{headless_app, load_scene},
+    dynamics::{ActiveBackend, FrozenBody, NoetherBackend, StepDiagnostics},
+    headless::{headless_app_with, load_scene},
     prelude::*,
 };
 use clap::Parser;
@@ -59,9 +59,33 @@ struct Args {
     /// for more shots, `--frames` apart), then quit.
     #[arg(long)]
     screenshot: Vec<PathBuf>,
+    /// Which device steps the bodies: `auto` (measure both per batch on a hardware GPU, CPU
+    /// kernel otherwise), `measure` (measure on any adapter), `cpu`, `gpu`.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
     /// Frames before each screenshot, 1 … 10⁶.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     frames: u32,
+}
+
+/// `--backend`, mapped onto [`NoetherBackend`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BackendArg {
+    Auto,
+    Measure,
+    Cpu,
+    Gpu,
+}
+
+impl From<BackendArg> for NoetherBackend {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => NoetherBackend::Auto,
+            BackendArg::Measure => NoetherBackend::Measure,
+            BackendArg::Cpu => NoetherBackend::Cpu,
+            BackendArg::Gpu => NoetherBackend::Gpu,
+        }
+    }
 }
 
 /// This process's resident memory, MiB (Linux; `None` elsewhere).
@@ -149,7 +173,14 @@ fn asset_plugin(root: &std::path::Path, watch: bool) -> AssetPlugin {
 }
 
 fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
-    let mut app = headless_app(&root, args.hz);
+    let mut app = headless_app_with(
+        &root,
+        args.hz,
+        NoetherPlugins::default().with_backend(args.backend.into()),
+    );
+    // What `App::run` would do first: plugins make their final choices (the backend).
+    app.finish();
+    app.cleanup();
     let loading = Instant::now();
     if let Err(e) = load_scene(&mut app, scene, Duration::from_secs(120)) {
         eprintln!("error: {e}");
@@ -178,6 +209,18 @@ fn headless(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
     let summary = summarize_populations(q.iter(world));
     let bodies: usize = summary.iter().map(|p| p.bodies).sum();
     println!("scene {scene} — {bodies} bodies, loaded in {load_seconds:.2} s");
+    let active = world.resource::<ActiveBackend>();
+    println!("dynamics: {}", active.description);
+    for c in &active.choices {
+        println!(
+            "  {} ({} bodies): GPU {:.3} ms, CPU kernel {:.3} ms per step → {}",
+            c.batch,
+            c.bodies,
+            c.gpu_ms,
+            c.cpu_ms,
+            if c.gpu { "GPU" } else { "CPU kernel" }
+        );
+    }
     println!(
         "{steps} fixed steps ({simulated:.2} s simulated) in {wall:.2} s wall: {:.0} body-steps/s, last step {:.2} ms, unconverged solves {}",
         bodies as f64 * steps as f64 / wall.max(1e-9),
@@ -293,7 +336,7 @@ fn windowed(args: &Args, root: PathBuf, scene: &str) -> ExitCode {
     .insert_resource(Time::<Fixed>::from_hz(args.hz))
     .insert_resource(ClearColor(Color::srgb(0.06, 0.07, 0.09)))
     .add_plugins((
-        NoetherPlugins::default(),
+        NoetherPlugins::default().with_backend(args.backend.into()),
         VisualsPlugin,
         SimulationControlsPlugin,
     ));
