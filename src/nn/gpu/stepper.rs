@@ -32,15 +32,19 @@ use crate::{integrate::Integrator, nn::cpu::ModelParams, runtime::StepSettings};
 /// Units per cube (workgroup) of the kernels.
 const CUBE_UNITS: u32 = 64;
 
-/// Workgroup memory the step kernel may use for a tile's activations, bytes (WebGPU
-/// guarantees 16 KiB in all; the rest holds the tile's states and codes).
-const TILE_BYTES: usize = 12 * 1024;
+/// Most rows one cube of the step kernel takes. (16 compiled to shaders that took lavapipe
+/// four times as long to build — the row loops are unrolled — and was not measured on a GPU.)
+const MAX_TILE_ROWS: usize = 8;
 
-/// Rows per cube: as many as fit [`TILE_BYTES`] of activations, at most 8 (8 rows of a
-/// 3×100 network take 9.7 KB), at least 1.
-fn tile_rows(s: &NetShape) -> u32 {
-    let per_row = 4 * (s.n + s.layers * s.width);
-    (TILE_BYTES / per_row.max(1)).clamp(1, 8) as u32
+/// Rows per cube: as many as fit three quarters of the device's workgroup memory (at most
+/// [`MAX_TILE_ROWS`], at least 1). Every weight a unit loads serves every row of its tile,
+/// so larger tiles load the weights fewer times; WebGPU guarantees 16 KiB, which holds 8
+/// rows of a 3×100 network.
+fn tile_rows(s: &NetShape, shared_bytes: usize) -> u32 {
+    // acts, z̃, SVD coefficients, pre-products, ∇H and five state vectors, and a flag.
+    let per_row =
+        4 * (s.n + s.layers * s.width + s.d_latent + 1 + (s.layers + 1) * s.max_rank + 6 * s.n) + 8;
+    (shared_bytes * 3 / 4 / per_row).clamp(1, MAX_TILE_ROWS) as u32
 }
 
 /// What the GPU path did, for tests, benchmarks and the inspector.
@@ -306,7 +310,7 @@ impl FusedStepper {
         let h = (dt / substeps as f64) as f32;
         let rows = batch.rows as u32;
         let max_iter = settings.midpoint.max_iterations as u32;
-        let tile = tile_rows(&s);
+        let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size);
         self.counters.dispatches += 1;
         self.counters.steps += 1;
         // SAFETY: every length is the buffer's own; the kernel bounds-checks `rows`.
