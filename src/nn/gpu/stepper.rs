@@ -137,6 +137,11 @@ impl DeviceBatch {
         self.rows
     }
 
+    /// The buffers a read-back copies, in [`decode`]'s order: states, energies, flags.
+    fn results(&self) -> Vec<Handle> {
+        vec![self.states.clone(), self.energy.clone(), self.flags.clone()]
+    }
+
     /// Whether a read-back is in flight.
     pub fn reading(&self) -> bool {
         self.pending.is_some()
@@ -359,11 +364,7 @@ impl FusedStepper {
         }
         self.counters.readbacks += 1;
         let client = self.client.clone();
-        let handles = vec![
-            batch.states.clone(),
-            batch.energy.clone(),
-            batch.flags.clone(),
-        ];
+        let handles = batch.results();
         let mut future: ReadFuture = Box::pin(async move {
             client
                 .read_async(handles)
@@ -418,12 +419,8 @@ impl FusedStepper {
             drop(cubecl::future::block_on(future));
         }
         self.counters.readbacks += 1;
-        let result = cubecl::future::block_on(self.client.read_async(vec![
-            batch.states.clone(),
-            batch.energy.clone(),
-            batch.flags.clone(),
-        ]))
-        .map_err(|e| format!("{e:?}"));
+        let result = cubecl::future::block_on(self.client.read_async(batch.results()))
+            .map_err(|e| format!("{e:?}"));
         decode(batch, result)
     }
 }

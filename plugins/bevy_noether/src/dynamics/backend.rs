@@ -222,8 +222,7 @@ impl GpuStepper {
             return Ok((d.gpu, None));
         }
         const TRIALS: u32 = 3;
-        let device_model = self.device_model(id, model)?;
-        let device_model = DeviceModel::clone(device_model);
+        let device_model = self.device_model(id, model)?.clone();
         let mut probe = self.fused.upload_batch(&device_model, x, z)?;
         // The first launch compiles the kernel: not timed.
         self.fused
@@ -280,7 +279,7 @@ impl GpuStepper {
         dt: f64,
         settings: &StepSettings,
     ) -> Result<GpuTick, GpuStepError> {
-        let device_model = DeviceModel::clone(self.device_model(id, model)?);
+        let device_model = self.device_model(id, model)?.clone();
         let (n, dz) = (model.dim(), model.d_latent());
         let launch = self.launches + 1;
         let fresh = self
@@ -302,22 +301,15 @@ impl GpuStepper {
         }
         let resident = self.batches.get_mut(&(id, method)).expect("inserted above");
         if !fresh {
-            let rows: Vec<u32> = (0..entities.len())
-                .filter(|&k| edited[k])
-                .map(|k| k as u32)
-                .collect();
+            let rows: Vec<usize> = (0..entities.len()).filter(|&k| edited[k]).collect();
             if !rows.is_empty() {
-                let gather = |v: &[f32], w: usize| -> Vec<f32> {
-                    rows.iter()
-                        .flat_map(|&k| v[k as usize * w..(k as usize + 1) * w].iter().copied())
-                        .collect()
-                };
+                let index = as_index(&rows);
                 self.fused
-                    .write_states(&resident.batch, &rows, &gather(x, n));
+                    .write_states(&resident.batch, &index, &gather_rows(x, &rows, n));
                 self.fused
-                    .write_latents(&resident.batch, &rows, &gather(z, dz));
+                    .write_latents(&resident.batch, &index, &gather_rows(z, &rows, dz));
                 for &k in &rows {
-                    resident.edited[k as usize] = launch;
+                    resident.edited[k] = launch;
                 }
             }
         }
@@ -326,29 +318,25 @@ impl GpuStepper {
         self.launches = launch;
         let mut tick = GpuTick::default();
         if let Some(back) = self.fused.poll_readback(&mut resident.batch)? {
-            let mut states = back.states;
+            let (mut states, mut energy) = (back.states, back.energy);
             let mut retry = Vec::new();
             for (k, &flag) in back.flags.iter().enumerate() {
                 let row = k * n..(k + 1) * n;
                 if resident.edited[k] > resident.requested {
-                    // Edited on the host after the read-back was requested: the edit wins.
+                    // Edited on the host after the read-back was requested: the edit wins,
+                    // and its energy is measured on the CPU.
                     states[row.clone()].copy_from_slice(&x[row]);
+                    energy[k] = f32::NAN;
                 } else if flag & FLAG_NON_FINITE != 0 {
                     tick.report.frozen.push(k);
                 } else if flag & FLAG_NOT_CONVERGED != 0 {
                     retry.push(k);
+                    energy[k] = f32::NAN;
                 }
             }
             if !retry.is_empty() {
                 // Newton on the CPU for the rows whose fixed point failed, then back up.
-                let xs: Vec<f32> = retry
-                    .iter()
-                    .flat_map(|&k| states[k * n..(k + 1) * n].to_vec())
-                    .collect();
-                let zs: Vec<f32> = retry
-                    .iter()
-                    .flat_map(|&k| z[k * dz..(k + 1) * dz].to_vec())
-                    .collect();
+                let (xs, zs) = (gather_rows(&states, &retry, n), gather_rows(z, &retry, dz));
                 if let Ok((solved, report)) =
                     advance_isolating(&model.cpu, method, &xs, &zs, dt, settings)
                 {
@@ -357,16 +345,10 @@ impl GpuStepper {
                             states[k * n..(k + 1) * n].copy_from_slice(&solved[j * n..(j + 1) * n]);
                         }
                     }
-                    let rows: Vec<u32> = retry.iter().map(|&k| k as u32).collect();
-                    self.fused.write_states(&resident.batch, &rows, &solved);
+                    self.fused
+                        .write_states(&resident.batch, &as_index(&retry), &solved);
                 }
                 tick.report.retries += retry.len() as u64;
-            }
-            let mut energy = back.energy;
-            for (k, e) in energy.iter_mut().enumerate() {
-                if resident.edited[k] > resident.requested || retry.contains(&k) {
-                    *e = f32::NAN;
-                }
             }
             tick.states = Some(states);
             tick.energy = Some(energy);
@@ -377,6 +359,18 @@ impl GpuStepper {
         }
         Ok(tick)
     }
+}
+
+/// The rows `rows` of a row-major batch of `width` values per row, concatenated.
+fn gather_rows(values: &[f32], rows: &[usize], width: usize) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&k| values[k * width..(k + 1) * width].iter().copied())
+        .collect()
+}
+
+/// Row indices as the device's u32 index buffer.
+fn as_index(rows: &[usize]) -> Vec<u32> {
+    rows.iter().map(|&k| k as u32).collect()
 }
 
 /// Initialises burn-wgpu on its own default adapter (headless apps); `None` when there is no

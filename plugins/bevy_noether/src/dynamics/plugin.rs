@@ -349,6 +349,9 @@ fn update_energies(
     mut bodies: EnergyQuery,
 ) {
     let mut groups: HashMap<AssetId<NoetherModel>, Vec<Entity>> = HashMap::new();
+    // Bodies the GPU stepped need no CPU pass: H came with the read-back, or none arrived
+    // and nothing moved.
+    let mut from_device = std::collections::HashSet::new();
     for (entity, _, _, latent, mut energy) in &mut bodies {
         if latent.is_changed() && !latent.is_added() {
             energy.restart();
@@ -357,8 +360,9 @@ fn update_energies(
         if energy.initial.is_nan() {
             continue;
         }
-        // Bodies the GPU stepped: H came with the read-back; none arrived, nothing moved.
-        if let Some(&e) = device.arrived.get(&entity)
+        if device.unchanged.contains(&entity) {
+            from_device.insert(entity);
+        } else if let Some(&e) = device.arrived.get(&entity)
             && !e.is_nan()
         {
             energy.record(noether::runtime::EnergySample {
@@ -367,17 +371,14 @@ fn update_energies(
                 entropy: f32::NAN,
                 temperatures: [f32::NAN; 2],
             });
+            from_device.insert(entity);
         }
     }
-    for (entity, body, state, latent, energy) in &bodies {
+    for (entity, body, state, latent, _) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;
         };
-        let from_device = !energy.initial.is_nan()
-            && !latent.is_changed()
-            && (device.unchanged.contains(&entity)
-                || device.arrived.get(&entity).is_some_and(|e| !e.is_nan()));
-        if !from_device && misfit(state, &latent, model).is_none() {
+        if !from_device.contains(&entity) && misfit(state, &latent, model).is_none() {
             groups.entry(body.model.id()).or_default().push(entity);
         }
     }
