@@ -66,8 +66,13 @@ fn discrete_gradient_conserves_energy_and_produces_entropy() {
             latents: &z,
         };
         let dg = DiscreteGradient::default();
-        let (e0, _) = flow.energy_grad(&x);
-        let mut s_prev = flow.entropy_grad(&x).0;
+        let energy_entropy = |x: &[f32]| {
+            let (mut e, mut s) = (vec![0.0; rows], vec![0.0; rows]);
+            m.energy(x, &z, &mut e);
+            assert!(m.entropy(x, &z, &mut s));
+            (e, s)
+        };
+        let (e0, mut s_prev) = energy_entropy(&x);
         let s_start = s_prev.clone();
         let mut moved = 0.0f32;
         for step in 0..50 {
@@ -77,8 +82,7 @@ fn discrete_gradient_conserves_energy_and_produces_entropy() {
             let gap = worst_gap(&x1, &x);
             moved = if gap.is_nan() { gap } else { moved.max(gap) };
             x = x1;
-            let (e, _) = flow.energy_grad(&x);
-            let (s, _) = flow.entropy_grad(&x);
+            let (e, s) = energy_entropy(&x);
             for r in 0..rows {
                 let scale = 1.0 + e0[r].abs();
                 assert!(
@@ -102,6 +106,71 @@ fn discrete_gradient_conserves_energy_and_produces_entropy() {
             "{family}: some entropy is produced"
         );
     }
+}
+
+/// Counts, per batch row, the gradient evaluations a flow is asked for.
+struct Counting<'a> {
+    flow: CpuFlow<'a>,
+    evaluations: std::cell::RefCell<Vec<usize>>,
+}
+
+impl MetriplecticRows for Counting<'_> {
+    fn dim(&self) -> usize {
+        self.flow.dim()
+    }
+
+    fn gradients(&self, rows: &[usize], x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        for &r in rows {
+            self.evaluations.borrow_mut()[r] += 1;
+        }
+        self.flow.gradients(rows, x)
+    }
+
+    fn assemble(&self, rows: &[usize], x: &[f32], ge: &[f32], gs: &[f32]) -> Vec<f32> {
+        self.flow.assemble(rows, x, ge, gs)
+    }
+}
+
+#[test]
+fn discrete_gradient_rows_iterate_as_if_alone() {
+    let m = lively_generic(Family::Dno);
+    let (rows, n, dz) = (24, 3, 10);
+    let x = random(rows * n, 1.5, 5);
+    let z = random(rows * dz, 1.5, 6);
+    let counting = |x: &[f32], z: &[f32]| {
+        let c = Counting {
+            flow: CpuFlow {
+                model: &m,
+                latents: z,
+            },
+            evaluations: std::cell::RefCell::new(vec![0; x.len() / n]),
+        };
+        let (x1, its) = DiscreteGradient::default()
+            .step(&c, x, 2.0)
+            .expect("converges");
+        (x1, its, c.evaluations.into_inner())
+    };
+    let (x1, its, batch) = counting(&x, &z);
+    let mut alone_its = Vec::new();
+    for r in 0..rows {
+        let (x1r, its_r, evals) = counting(&x[r * n..(r + 1) * n], &z[r * dz..(r + 1) * dz]);
+        assert_eq!(
+            batch[r], evals[0],
+            "row {r}: the batch made it iterate more"
+        );
+        for (a, b) in x1[r * n..(r + 1) * n].iter().zip(&x1r) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "row {r}: {a} vs {b}"
+            );
+        }
+        alone_its.push(its_r);
+    }
+    assert_eq!(its, *alone_its.iter().max().unwrap());
+    assert!(
+        alone_its.iter().min() < alone_its.iter().max(),
+        "the test needs rows of different stiffness: {alone_its:?}"
+    );
 }
 
 #[test]

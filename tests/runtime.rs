@@ -7,8 +7,8 @@ use noether::{
     integrate::Integrator,
     nn::cpu::CpuFlow,
     runtime::{
-        BodyBatch, LearnedModel, SceneDescription, StepSettings, advance, advance_isolating,
-        build_population, plan_population,
+        BodyBatch, LearnedModel, SceneDescription, StepHistory, StepSettings, advance,
+        advance_isolating, advance_with_history, build_population, plan_population,
     },
 };
 
@@ -35,8 +35,17 @@ fn a_bad_row_is_frozen_and_the_rest_of_the_batch_steps_as_without_it() {
     let zs: Vec<f32> = z.repeat(rows.len());
     let settings = StepSettings::default();
     for method in [Integrator::Midpoint, Integrator::Rk4] {
-        let (x1, report) =
-            advance_isolating(&model.cpu, method, &x, &zs, 1.0 / 64.0, &settings).unwrap();
+        let mut history = StepHistory::default();
+        let (x1, report) = advance_isolating(
+            &model.cpu,
+            method,
+            &x,
+            &zs,
+            1.0 / 64.0,
+            &settings,
+            &mut history,
+        )
+        .unwrap();
         assert_eq!(
             report.frozen,
             vec![1, 3],
@@ -71,6 +80,134 @@ fn a_bad_row_is_frozen_and_the_rest_of_the_batch_steps_as_without_it() {
         latents: &zs,
     };
     assert!(advance(&flow, Integrator::Midpoint, x, 1.0 / 64.0, &settings).is_err());
+}
+
+/// Random rows in [−1, 1]ⁿ with latents around the model's mean.
+fn population(model: &LearnedModel, rows: usize) -> (Vec<f32>, Vec<f32>) {
+    use rand::RngExt;
+    let mut rng = noether::data::stream_rng("tests/runtime", rows as u64, 0);
+    let x = (0..rows * model.dim())
+        .map(|_| 2.0 * rng.random::<f32>() - 1.0)
+        .collect();
+    let mean = model.mean_latent();
+    let z = (0..rows * mean.len())
+        .map(|i| mean[i % mean.len()] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
+        .collect();
+    (x, z)
+}
+
+#[test]
+fn midpoint_rows_converge_on_their_own_and_start_from_their_history() {
+    let model = pendulum();
+    let (mut x, z) = population(&model, 64);
+    let flow = CpuFlow {
+        model: &model.cpu,
+        latents: &z,
+    };
+    let settings = StepSettings::default();
+    let dt = 1.0 / 64.0;
+    // The same trajectory as the whole-batch iteration from the explicit half step (the
+    // default of `BatchFlow::midpoint`), to the solve's tolerance.
+    let mut reference = x.clone();
+    let (mut cold, mut warm, steps) = (0, 0, 100);
+    let mut history = StepHistory::default();
+    for step in 0..steps {
+        let (x1, report) = advance(&flow, Integrator::Midpoint, x.clone(), dt, &settings).unwrap();
+        cold += report.row_evaluations;
+        let (x1w, report) = advance_with_history(
+            &flow,
+            Integrator::Midpoint,
+            x.clone(),
+            dt,
+            &settings,
+            &mut history,
+        )
+        .unwrap();
+        warm += report.row_evaluations;
+        assert_eq!(report.retries, 0);
+        for (a, b) in x1.iter().zip(&x1w) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "step {step}: {a} vs {b}"
+            );
+        }
+        reference = noether::integrate::ImplicitMidpoint::default()
+            .with_tolerance(1e-6)
+            .step_fixed_point(&flow, &reference, dt)
+            .unwrap()
+            .0;
+        x = x1w;
+    }
+    let drift = x
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        drift < 1e-4,
+        "100 steps apart from the batch-wide solve by {drift}"
+    );
+    let per_row = |evals: usize| evals as f64 / (64 * steps) as f64;
+    // From the explicit half step every row pays one evaluation for the predictor; the
+    // extrapolated slopes need none and start closer.
+    assert!(
+        per_row(warm) <= per_row(cold) - 1.0,
+        "evaluations per body-step: {:.2} with history, {:.2} without",
+        per_row(warm),
+        per_row(cold)
+    );
+}
+
+#[test]
+fn a_slow_row_does_not_make_the_others_iterate() {
+    // The two-gas container's learned field is steep around q = 2 (by probing: 7
+    // iterations at h = 1/32 where rows near it take 3 to 4).
+    let model = LearnedModel::load(&assets().join("models/tgc-svd5.model.ron")).unwrap();
+    let x: Vec<f32> = (0..32)
+        .flat_map(|k| {
+            [
+                if k == 0 { 2.0 } else { 0.5 + k as f32 / 64.0 },
+                0.3,
+                0.3,
+                0.3,
+            ]
+        })
+        .collect();
+    let z = model.mean_latent().repeat(32);
+    let flow = CpuFlow {
+        model: &model.cpu,
+        latents: &z,
+    };
+    let settings = StepSettings::default();
+    let midpoint = settings.midpoint;
+    let h = 1.0 / 32.0;
+    let rows = midpoint.step_rows(&flow, &x, h, None);
+    let whole = midpoint.step_fixed_point(&flow, &x, h).unwrap();
+    let (n, dz) = (model.dim(), model.d_latent());
+    let alone = |k: usize| {
+        let f = CpuFlow {
+            model: &model.cpu,
+            latents: &z[k * dz..(k + 1) * dz],
+        };
+        midpoint
+            .step_rows(&f, &x[k * n..(k + 1) * n], h, None)
+            .row_evaluations
+    };
+    let summed: usize = (0..32).map(alone).sum();
+    assert_eq!(
+        rows.row_evaluations, summed,
+        "each row iterates as if alone"
+    );
+    assert!(
+        3 * rows.row_evaluations < 2 * (whole.1 + 1) * 32,
+        "row-wise {} evaluations, batch-wide {}",
+        rows.row_evaluations,
+        (whole.1 + 1) * 32
+    );
+    assert!(rows.failed.is_empty());
+    for (a, b) in rows.x1.iter().zip(&whole.0) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
 }
 
 #[test]

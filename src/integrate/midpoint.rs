@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     IntegrateError, VectorField,
-    space::{FieldFlow, Flow, Space},
+    space::{FieldFlow, Flow, Space, gather_rows},
 };
 
 /// Nonlinear solver for the implicit midpoint stage equation.
@@ -38,6 +38,30 @@ impl<F: VectorField + ?Sized> NewtonFlow<Vec<f64>> for FieldFlow<'_, F> {
             .solve(&DVector::from_column_slice(r))
             .map(|d| d.iter().copied().collect())
     }
+}
+
+/// A batch of independent systems, each a row of f32 values, whose field can be evaluated on
+/// any subset of its rows: what the row-wise solve [`ImplicitMidpoint::step_rows`] needs.
+pub trait RowFlow {
+    /// Row width n.
+    fn row_dim(&self) -> usize;
+    /// f at the states `x` (`[rows.len()·n]`) of the batch rows `rows` (ascending).
+    fn rate_rows(&self, rows: &[usize], x: &[f32]) -> Vec<f32>;
+}
+
+/// What one [`ImplicitMidpoint::step_rows`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowStep {
+    /// x₁ `[B·n]`; rows in [`RowStep::failed`] hold x₀.
+    pub x1: Vec<f32>,
+    /// The step's slope (x₁ − x₀)/h = f(y) per row `[B·n]` (NaN rows where it failed): what
+    /// the next step's predictor is extrapolated from.
+    pub slope: Vec<f32>,
+    /// Rows whose iteration did not converge within the cap or became non-finite.
+    pub failed: Vec<usize>,
+    /// Field evaluations summed over rows (the predictor's included): a batch whose rows all
+    /// converge after k iterations from a guess costs k·B.
+    pub row_evaluations: usize,
 }
 
 /// Implicit midpoint, x₁ = x₀ + h f((x₀ + x₁)/2): order 2, symplectic and symmetric for any
@@ -127,6 +151,97 @@ impl ImplicitMidpoint {
             },
             f,
         )
+    }
+
+    /// One fixed-point step of a batch, row by row: a row stops iterating as soon as its own
+    /// update meets the tolerance, ‖Δyᵣ‖∞ ≤ `tolerance`·(1 + ‖yᵣ‖∞), so one stiff row does
+    /// not make every row iterate; the field is evaluated on the rows still iterating only.
+    ///
+    /// Each row starts from y⁰ = x₀ + (h/2) k̂ with k̂ its row of `guess` (a predicted
+    /// midpoint slope, e.g. extrapolated from the previous steps' slopes: no evaluation), or,
+    /// where `guess` is `None` or the row holds a NaN, from the explicit half step
+    /// y⁰ = x₀ + (h/2) f(x₀). A row that has not converged after `max_iterations`, or whose
+    /// update is not finite, is listed in [`RowStep::failed`] and keeps x₀: the caller
+    /// re-solves it (Newton) or reports it.
+    pub fn step_rows<F: RowFlow + ?Sized>(
+        &self,
+        f: &F,
+        x0: &[f32],
+        h: f64,
+        guess: Option<&[f32]>,
+    ) -> RowStep {
+        let n = f.row_dim().max(1);
+        let rows = x0.len() / n;
+        let half = (0.5 * h) as f32;
+        let mut y = x0.to_vec();
+        let mut row_evaluations = 0;
+        let guessed =
+            |r: usize| guess.is_some_and(|g| g[r * n..(r + 1) * n].iter().all(|v| !v.is_nan()));
+        let cold: Vec<usize> = (0..rows).filter(|&r| !guessed(r)).collect();
+        if let Some(g) = guess {
+            for r in (0..rows).filter(|&r| guessed(r)) {
+                for i in r * n..(r + 1) * n {
+                    y[i] = x0[i] + half * g[i];
+                }
+            }
+        }
+        if !cold.is_empty() {
+            let k = f.rate_rows(&cold, &gather_rows(x0, &cold, n));
+            row_evaluations += cold.len();
+            for (j, &r) in cold.iter().enumerate() {
+                for i in 0..n {
+                    y[r * n + i] = x0[r * n + i] + half * k[j * n + i];
+                }
+            }
+        }
+        let mut slope = vec![f32::NAN; x0.len()];
+        let mut failed = Vec::new();
+        let mut active: Vec<usize> = (0..rows).collect();
+        for _ in 0..self.max_iterations {
+            if active.is_empty() {
+                break;
+            }
+            let k = f.rate_rows(&active, &gather_rows(&y, &active, n));
+            row_evaluations += active.len();
+            let mut still = Vec::with_capacity(active.len());
+            for (j, &r) in active.iter().enumerate() {
+                let (mut du, mut ymax) = (0.0f64, 0.0f64);
+                for i in 0..n {
+                    let (at, kv) = (r * n + i, k[j * n + i]);
+                    let next = x0[at] + half * kv;
+                    // `max` would skip a NaN: fold it in explicitly.
+                    du = crate::metrics::worst([du, f64::from((next - y[at]).abs())]);
+                    ymax = ymax.max(f64::from(next.abs()));
+                    y[at] = next;
+                    slope[at] = kv;
+                }
+                if !du.is_finite() {
+                    failed.push(r);
+                } else if du > self.tolerance * (1.0 + ymax) {
+                    still.push(r);
+                }
+            }
+            active = still;
+        }
+        failed.extend(active);
+        failed.sort_unstable();
+        let mut x1 = x0.to_vec();
+        for r in 0..rows {
+            if failed.binary_search(&r).is_ok() {
+                slope[r * n..(r + 1) * n].fill(f32::NAN);
+            } else {
+                // x₁ = 2y − x₀
+                for i in r * n..(r + 1) * n {
+                    x1[i] = 2.0 * y[i] - x0[i];
+                }
+            }
+        }
+        RowStep {
+            x1,
+            slope,
+            failed,
+            row_evaluations,
+        }
     }
 
     /// Iterates `update(y) → (y', ‖Δy‖∞)` from the explicit-Euler half step.

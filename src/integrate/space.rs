@@ -133,6 +133,13 @@ impl<B: Backend> Space for Tensor<B, 2> {
     }
 }
 
+/// The rows `rows` of the row-major `values` (`[B·width]`), packed in that order.
+pub fn gather_rows<T: Copy>(values: &[T], rows: &[usize], width: usize) -> Vec<T> {
+    rows.iter()
+        .flat_map(|&k| values[k * width..(k + 1) * width].iter().copied())
+        .collect()
+}
+
 /// One f64 system seen as a [`Flow`] on `Vec<f64>` (and a [`SplitFlow`] when separable).
 pub struct FieldFlow<'a, F: ?Sized>(pub &'a F);
 

@@ -3,23 +3,24 @@
 //! A runtime (the Bevy plugin, a server, a plain loop) gathers the states x `[B·n]` and
 //! latents z `[B·d_z]` of all bodies that share a model and a method, resolves the method
 //! against the model's structure ([`resolve`]), and calls [`advance`] once per tick. The
-//! tick is split into equal substeps no longer than [`StepSettings::max_substep`]; an
-//! implicit-midpoint step whose fixed-point iteration fails is solved again by Newton where
-//! the backend has Newton solves ([`BatchFlow::midpoint_newton`]).
+//! tick is split into equal substeps no longer than [`StepSettings::max_substep`]. The
+//! implicit midpoint ([`BatchFlow::midpoint`]) is where the backends differ:
 //!
-//! | backend | state | flow | Newton retry | discrete gradient |
-//! |---|---|---|---|---|
-//! | CPU kernel | `Vec<f32>` rows | [`CpuFlow`] | yes | yes |
-//! | burn (e.g. wgpu) | `Tensor<B, 2>` | [`BurnFlow`] | no | no (midpoint instead) |
+//! | backend | state | flow | midpoint iterates | predictor | Newton retry | discrete gradient |
+//! |---|---|---|---|---|---|---|
+//! | CPU kernel | `Vec<f32>` rows | [`CpuFlow`] | each row until it converges | extrapolated slopes ([`StepHistory`]) | failed rows only | yes |
+//! | burn (e.g. wgpu) | `Tensor<B, 2>` | [`BurnFlow`] | the batch until all converge | explicit half step | no | no (midpoint instead) |
 
 use std::collections::BTreeSet;
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use super::StepHistory;
 use crate::{
     integrate::{
         DiscreteGradient, Flow, ImplicitMidpoint, ImplicitSolver, IntegrateError, Integrator,
-        Space, SplitFlow, euler_step, rk4_step, symplectic_euler_step, verlet_step, yoshida4_step,
+        Space, SplitFlow, euler_step, gather_rows, rk4_step, symplectic_euler_step, verlet_step,
+        yoshida4_step,
     },
     nn::{
         Architecture, BurnFlow,
@@ -36,15 +37,26 @@ pub trait BatchFlow<S: Space>: Flow<S> + SplitFlow<S> {
         false
     }
 
-    /// One implicit-midpoint step solved by Newton; `None` when the backend has no Newton
-    /// solve.
-    fn midpoint_newton(
+    /// One implicit-midpoint step of size `h` with the settings' fixed-point iteration.
+    ///
+    /// The default iterates the whole batch until its largest update meets the tolerance,
+    /// from the explicit half step, and has no fallback. The CPU kernel overrides it: rows
+    /// iterate until each converges on its own, start from the slopes `history` extrapolates
+    /// (and record theirs in it), and rows that fail are re-solved by Newton (counted in
+    /// [`StepReport::retries`]).
+    ///
+    /// # Errors
+    /// [`IntegrateError::NotConverged`] when the solve (and its fallback) fails.
+    fn midpoint(
         &self,
-        _midpoint: &ImplicitMidpoint,
-        _x: &S,
-        _h: f64,
-    ) -> Option<Result<S, IntegrateError>> {
-        None
+        settings: &ImplicitMidpoint,
+        x: &S,
+        h: f64,
+        history: &mut StepHistory,
+        report: &mut StepReport,
+    ) -> Result<S, IntegrateError> {
+        let _ = (history, report);
+        settings.step_fixed_point(self, x, h).map(|(x1, _)| x1)
     }
 
     /// One discrete-gradient step of a GENERIC batch; `None` when unavailable.
@@ -63,18 +75,42 @@ impl BatchFlow<Vec<f32>> for CpuFlow<'_> {
         self.model.is_generic()
     }
 
-    fn midpoint_newton(
+    fn midpoint(
         &self,
-        midpoint: &ImplicitMidpoint,
+        settings: &ImplicitMidpoint,
         x: &Vec<f32>,
         h: f64,
-    ) -> Option<Result<Vec<f32>, IntegrateError>> {
-        Some(
-            midpoint
+        history: &mut StepHistory,
+        report: &mut StepReport,
+    ) -> Result<Vec<f32>, IntegrateError> {
+        let n = self.model.dim();
+        let guess = history.predictor(x.len() / n.max(1), n, h);
+        let mut step = settings.step_rows(self, x, h, guess.as_deref());
+        report.row_evaluations += step.row_evaluations;
+        if !step.failed.is_empty() {
+            // Newton for the rows whose fixed point failed, and only for them.
+            let dz = self.model.row_latent();
+            let rows = &step.failed;
+            let latents = gather_rows(self.latents, rows, dz);
+            let sub = CpuFlow {
+                model: self.model,
+                latents: &latents,
+            };
+            let x0 = gather_rows(x, rows, n);
+            let (x1, _) = settings
                 .with_solver(ImplicitSolver::Newton)
-                .step(self, x, h)
-                .map(|(x1, _)| x1),
-        )
+                .step(&sub, &x0, h)?;
+            for (j, &k) in rows.iter().enumerate() {
+                for i in 0..n {
+                    let (at, from) = (k * n + i, j * n + i);
+                    step.x1[at] = x1[from];
+                    step.slope[at] = ((f64::from(x1[from]) - f64::from(x0[from])) / h) as f32;
+                }
+            }
+            report.retries += rows.len() as u64;
+        }
+        history.push(&step.slope, n, h);
+        Ok(step.x1)
     }
 
     fn discrete_gradient(
@@ -170,9 +206,13 @@ impl StepSettings {
 pub struct StepReport {
     /// Substeps taken.
     pub substeps: usize,
-    /// Implicit-midpoint substeps whose fixed-point iteration failed and were re-solved by
-    /// Newton.
+    /// Rows whose implicit-midpoint fixed-point iteration failed and were re-solved by
+    /// Newton (summed over substeps).
     pub retries: u64,
+    /// Field evaluations of the CPU kernel's implicit-midpoint solves summed over rows and
+    /// substeps (0 for other methods and backends): per row and substep, the iterations it
+    /// took, plus one where it had no history to start from.
+    pub row_evaluations: usize,
     /// Rows that were or became non-finite and were kept at their last finite state
     /// ([`advance_isolating`]; always empty from [`advance`]).
     pub frozen: Vec<usize>,
@@ -180,7 +220,8 @@ pub struct StepReport {
 
 /// Advances the batch `x` by `dt` seconds with `method` (resolved by [`resolve`]; `Auto`
 /// and `Dopri` are resolved here for a Hamiltonian model without a discrete gradient) in
-/// [`StepSettings::substeps`] equal substeps.
+/// [`StepSettings::substeps`] equal substeps, with no history before this tick: see
+/// [`advance_with_history`].
 ///
 /// # Errors
 /// [`IntegrateError::NotConverged`] when an implicit solve fails (after the Newton retry
@@ -191,6 +232,23 @@ pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
     x: S,
     dt: f64,
     settings: &StepSettings,
+) -> Result<(S, StepReport), IntegrateError> {
+    advance_with_history(flow, method, x, dt, settings, &mut StepHistory::default())
+}
+
+/// [`advance`] continuing from the rows' previous steps: the implicit midpoint's predictor
+/// is extrapolated from `history` and each substep's slopes are recorded in it (a history
+/// of another shape, e.g. the default, starts over).
+///
+/// # Errors
+/// As [`advance`].
+pub fn advance_with_history<S: Space, F: BatchFlow<S> + ?Sized>(
+    flow: &F,
+    method: Integrator,
+    x: S,
+    dt: f64,
+    settings: &StepSettings,
+    history: &mut StepHistory,
 ) -> Result<(S, StepReport), IntegrateError> {
     if !(dt > 0.0 && dt.is_finite()) {
         return Err(IntegrateError::BadStep { dt });
@@ -213,16 +271,7 @@ pub fn advance<S: Space, F: BatchFlow<S> + ?Sized>(
                 .discrete_gradient(&settings.discrete_gradient, &x, h)
                 .expect("has_discrete_gradient")?,
             Integrator::Midpoint | Integrator::Auto | Integrator::DiscreteGradient => {
-                match settings.midpoint.step_fixed_point(flow, &x, h) {
-                    Ok((x1, _)) => x1,
-                    Err(fixed_point) => match flow.midpoint_newton(&settings.midpoint, &x, h) {
-                        Some(newton) => {
-                            report.retries += 1;
-                            newton?
-                        }
-                        None => return Err(fixed_point),
-                    },
-                }
+                flow.midpoint(&settings.midpoint, &x, h, history, &mut report)?
             }
         };
     }
@@ -237,10 +286,12 @@ fn nonfinite_rows(x: &[f32], n: usize) -> impl Iterator<Item = usize> + '_ {
         .map(|(k, _)| k)
 }
 
-/// [`advance`] on the CPU kernel, with bad rows isolated: a row that is not finite, whose
-/// field is not finite (it cannot converge), or that comes out of the step non-finite keeps
-/// its last finite state and is listed in [`StepReport::frozen`]; the other rows step on,
-/// as if the bad ones were not in the batch. `x` is `[B·n]`, `z` `[B·d_z]`.
+/// [`advance_with_history`] on the CPU kernel, with bad rows isolated: a row that is not
+/// finite, whose field is not finite (it cannot converge), or that comes out of the step
+/// non-finite keeps its last finite state and is listed in [`StepReport::frozen`] (its
+/// history forgotten); the other rows step on, as if the bad ones were not in the batch.
+/// `x` is `[B·n]`, `z` `[B·d_z]`, `history` the rows' [`StepHistory`] (any other shape
+/// starts over).
 ///
 /// # Errors
 /// As [`advance`], for a failure no bad row explains (a stiff, finite batch).
@@ -251,10 +302,14 @@ pub fn advance_isolating(
     z: &[f32],
     dt: f64,
     settings: &StepSettings,
+    history: &mut StepHistory,
 ) -> Result<(Vec<f32>, StepReport), IntegrateError> {
     let n = model.dim();
     let rows = x.len() / n.max(1);
     let dz = z.len() / rows.max(1);
+    if history.rows() != rows {
+        *history = StepHistory::new(rows, n);
+    }
     let mut bad: BTreeSet<usize> = nonfinite_rows(x, n).collect();
     let mut retries = 0;
     // Each attempt either succeeds or finds new bad rows; a third failure is the batch's.
@@ -263,53 +318,58 @@ pub fn advance_isolating(
         if good.is_empty() {
             break;
         }
-        let (xg, zg): (Vec<f32>, Vec<f32>) = if bad.is_empty() {
-            (x.to_vec(), z.to_vec())
+        let (xg, zg, mut hg) = if bad.is_empty() {
+            (x.to_vec(), z.to_vec(), history.clone())
         } else {
             (
-                good.iter()
-                    .flat_map(|&k| x[k * n..(k + 1) * n].iter().copied())
-                    .collect(),
-                good.iter()
-                    .flat_map(|&k| z[k * dz..(k + 1) * dz].iter().copied())
-                    .collect(),
+                gather_rows(x, &good, n),
+                gather_rows(z, &good, dz),
+                history.select(&good),
             )
         };
         let flow = CpuFlow {
             model,
             latents: &zg,
         };
-        let newly: Vec<usize> = match advance(&flow, method, xg.clone(), dt, settings) {
-            Ok((x1, report)) => {
-                retries += report.retries;
-                let newly: Vec<usize> = nonfinite_rows(&x1, n).map(|g| good[g]).collect();
-                if newly.is_empty() {
-                    let mut out = x.to_vec();
-                    for (g, &k) in good.iter().enumerate() {
-                        out[k * n..(k + 1) * n].copy_from_slice(&x1[g * n..(g + 1) * n]);
+        let newly: Vec<usize> =
+            match advance_with_history(&flow, method, xg.clone(), dt, settings, &mut hg) {
+                Ok((x1, report)) => {
+                    retries += report.retries;
+                    let newly: Vec<usize> = nonfinite_rows(&x1, n).map(|g| good[g]).collect();
+                    if newly.is_empty() {
+                        let mut out = x.to_vec();
+                        for (g, &k) in good.iter().enumerate() {
+                            out[k * n..(k + 1) * n].copy_from_slice(&x1[g * n..(g + 1) * n]);
+                        }
+                        history.scatter(&good, &hg);
+                        for &k in &bad {
+                            history.forget(k);
+                        }
+                        return Ok((
+                            out,
+                            StepReport {
+                                retries,
+                                frozen: bad.into_iter().collect(),
+                                ..report
+                            },
+                        ));
                     }
-                    return Ok((
-                        out,
-                        StepReport {
-                            retries,
-                            frozen: bad.into_iter().collect(),
-                            ..report
-                        },
-                    ));
+                    newly
                 }
-                newly
-            }
-            Err(e) => {
-                let newly: Vec<usize> = nonfinite_rows(&flow.rate(&xg), n)
-                    .map(|g| good[g])
-                    .collect();
-                if newly.is_empty() || attempt == 2 {
-                    return Err(e);
+                Err(e) => {
+                    let newly: Vec<usize> = nonfinite_rows(&flow.rate(&xg), n)
+                        .map(|g| good[g])
+                        .collect();
+                    if newly.is_empty() || attempt == 2 {
+                        return Err(e);
+                    }
+                    newly
                 }
-                newly
-            }
-        };
+            };
         bad.extend(newly);
+    }
+    for k in 0..rows {
+        history.forget(k);
     }
     Ok((
         x.to_vec(),
@@ -317,6 +377,7 @@ pub fn advance_isolating(
             substeps: settings.substeps(dt),
             retries,
             frozen: bad.into_iter().collect(),
+            ..StepReport::default()
         },
     ))
 }

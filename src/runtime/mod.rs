@@ -5,7 +5,7 @@
 //! | piece | what it does |
 //! |---|---|
 //! | [`LearnedModel`] | a trained model ready to step (config, host weights, CPU kernel) |
-//! | [`resolve`], [`advance`], [`StepSettings`] | batch stepping of every body of one model and method, on the CPU kernel or a burn backend: method resolution, substeps, the midpoint → Newton fallback |
+//! | [`resolve`], [`advance`], [`StepSettings`], [`StepHistory`] | batch stepping of every body of one model and method, on the CPU kernel or a burn backend: method resolution, substeps, the midpoint's warm start and Newton fallback |
 //! | [`measure`], [`EnergyRecord`] | learned energy / entropy of a batch, and each body's drift record |
 //! | [`SceneDescription`] | a `*.noether.ron` population scene, parsed and checked |
 //! | [`plan_population`], [`fit_population`] | a population's bodies: parameters, states, positions, latents |
@@ -34,6 +34,7 @@
 mod adaptation;
 mod batch;
 mod energy;
+mod history;
 mod model;
 mod population;
 mod scene;
@@ -45,9 +46,11 @@ pub use adaptation::{
     run_job,
 };
 pub use batch::{
-    BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating, resolve,
+    BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating,
+    advance_with_history, resolve,
 };
 pub use energy::{EnergyRecord, EnergySample, measure};
+pub use history::StepHistory;
 pub use model::LearnedModel;
 pub use population::{BodyInit, build_population, fit_population, plan_population};
 pub use scene::{
@@ -84,6 +87,7 @@ pub struct BodyBatch {
     states: Vec<f32>,
     latents: Vec<f32>,
     energies: Vec<EnergyRecord>,
+    history: StepHistory,
     /// How steps are taken.
     pub settings: StepSettings,
 }
@@ -120,6 +124,7 @@ impl BodyBatch {
         let method = resolve(method, model.config.architecture, model.cpu.is_generic());
         let mut batch = Self {
             energies: vec![EnergyRecord::default(); bodies.len()],
+            history: StepHistory::default(),
             model,
             method,
             states,
@@ -186,6 +191,9 @@ impl BodyBatch {
         );
         self.latents[i * dz..(i + 1) * dz].copy_from_slice(latent);
         self.energies[i].restart();
+        if self.history.rows() > i {
+            self.history.forget(i);
+        }
     }
 
     /// Advances every body by `dt` seconds and updates the energy records. A body that
@@ -203,6 +211,7 @@ impl BodyBatch {
             &self.latents,
             dt,
             &self.settings,
+            &mut self.history,
         )?;
         self.states = x;
         self.measure_energies();

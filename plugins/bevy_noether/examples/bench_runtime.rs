@@ -2,7 +2,9 @@
 //!
 //! 1. batched stepping (`noether::runtime::advance` on the CPU kernel): body-steps/s
 //!    for 1k / 10k / 100k bodies, each with its own latent, per integrator, with the
-//!    achieved network GFLOP/s next to a plain GEMM of the same rows in the same run;
+//!    achieved network GFLOP/s next to a plain GEMM of the same rows in the same run; the
+//!    implicit midpoint three ways: a running trajectory with each row's history (the game
+//!    loop), rows from the explicit half step, and the whole batch iterated together;
 //! 2. heterogeneous vs shared latents: the same implicit-midpoint step with every row its
 //!    own z against one z folded into the weights;
 //! 3. the frame time of a headless app stepping 10k bodies;
@@ -11,7 +13,7 @@
 //!    app paced in real time, and the frame time added by adaptation at 1000 bodies.
 //!
 //! ```text
-//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --adapt-only | --overhead-only]
+//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only | --overhead-only]
 //! ```
 //!
 //! The numbers in BENCHMARKS.md come from the release profile
@@ -39,7 +41,7 @@ use noether::{
         observed::predict, system_shots,
     },
     nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, bench_gemm},
-    runtime::{LearnedModel, StepSettings, advance},
+    runtime::{LearnedModel, StepHistory, StepSettings, advance, advance_with_history},
 };
 use rand::RngExt;
 
@@ -105,49 +107,92 @@ impl Flow<Vec<f32>> for Counting<'_> {
     }
 }
 
+/// How a case of [`stepping`] is stepped.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// `advance` as a game loop calls it: a running trajectory, each body's history kept
+    /// (the implicit midpoint iterates row by row from extrapolated slopes).
+    GameLoop,
+    /// `advance` from the same state every call with no history: the midpoint iterates row
+    /// by row from the explicit half step.
+    Cold,
+    /// The whole batch iterated until its largest update converges, from the explicit half
+    /// step (`ImplicitMidpoint::step_fixed_point`: the CPU path before row-wise solves).
+    BatchWide,
+}
+
 fn stepping(sizes: &[usize], budget: Duration) {
     println!("### Batched stepping (CPU kernel, one step of 1/64 s, every body its own latent)\n");
     println!(
         "| model | integrator | bodies | body-steps/s | field evals per body-step | network GFLOP/s | plain GEMM GFLOP/s (same rows) |"
     );
     println!("|---|---|---|---|---|---|---|");
+    use Variant::*;
     let cases = [
-        ("pendulum-svd5", Integrator::Midpoint),
-        ("pendulum-svd5", Integrator::Rk4),
-        ("dno-svd3", Integrator::DiscreteGradient),
+        ("pendulum-svd5", Integrator::Midpoint, GameLoop),
+        ("pendulum-svd5", Integrator::Midpoint, Cold),
+        ("pendulum-svd5", Integrator::Midpoint, BatchWide),
+        ("duffing-svd5", Integrator::Midpoint, GameLoop),
+        ("duffing-svd5", Integrator::Midpoint, BatchWide),
+        ("pendulum-svd5", Integrator::Rk4, GameLoop),
+        ("dno-svd3", Integrator::DiscreteGradient, GameLoop),
     ];
-    for (name, method) in cases {
+    for (name, method, variant) in cases {
         let m = model(name);
         for &count in sizes {
-            let (x, z) = population(&m, count, 7);
+            let (x0, z) = population(&m, count, 7);
             let settings = StepSettings::default();
-            let seconds = time_per_call(budget, 3, || {
-                let flow = CpuFlow {
+            let flow = CpuFlow {
+                model: &m.cpu,
+                latents: &z,
+            };
+            // Field evaluations (rows) of the timed calls: from the step reports for the
+            // row-wise midpoint, counted through the flow for the batch-wide one.
+            let (mut rows, mut calls) = (0usize, 0usize);
+            let counted = Cell::new(0);
+            let counting = Counting {
+                flow: CpuFlow {
                     model: &m.cpu,
                     latents: &z,
-                };
-                let _ = advance(&flow, method, x.clone(), 1.0 / HZ, &settings);
-            });
-            // Field evaluations of one step, counted through the same integrator (Hamiltonian
-            // models; the discrete gradient evaluates E and S separately).
-            let evals = match method {
-                Integrator::Rk4 => Some(4.0),
-                Integrator::Midpoint => {
-                    let rows = Cell::new(0);
-                    let flow = Counting {
-                        flow: CpuFlow {
-                            model: &m.cpu,
-                            latents: &z,
-                        },
-                        rows: &rows,
-                        dim: m.dim(),
-                    };
-                    let _ = ImplicitMidpoint::default()
-                        .with_tolerance(1e-6)
-                        .with_solver(ImplicitSolver::FixedPoint)
-                        .step_fixed_point(&flow, &x, 1.0 / HZ);
-                    Some(rows.get() as f64 / count as f64)
+                },
+                rows: &counted,
+                dim: m.dim(),
+            };
+            let (mut x, mut history) = (x0.clone(), StepHistory::default());
+            let seconds = time_per_call(budget, 3, || {
+                calls += 1;
+                match variant {
+                    GameLoop => {
+                        let (x1, report) = advance_with_history(
+                            &flow,
+                            method,
+                            x.clone(),
+                            1.0 / HZ,
+                            &settings,
+                            &mut history,
+                        )
+                        .expect("steps");
+                        rows += report.row_evaluations;
+                        x = x1;
+                    }
+                    Cold => {
+                        let (_, report) =
+                            advance(&flow, method, x0.clone(), 1.0 / HZ, &settings).expect("steps");
+                        rows += report.row_evaluations;
+                    }
+                    BatchWide => {
+                        let _ = settings.midpoint.step_fixed_point(&counting, &x0, 1.0 / HZ);
+                    }
                 }
+            });
+            // Field evaluations per body-step (Hamiltonian models; the discrete gradient
+            // evaluates E and S separately).
+            let evals = match (method, variant) {
+                (Integrator::Rk4, _) => Some(4.0),
+                (Integrator::Midpoint, BatchWide) => {
+                    Some(counted.get() as f64 / (calls * count) as f64)
+                }
+                (Integrator::Midpoint, _) => Some(rows as f64 / (calls * count) as f64),
                 _ => None,
             };
             let a = uniform(count * 100, -1.0, 1.0, 3);
@@ -155,15 +200,22 @@ fn stepping(sizes: &[usize], budget: Duration) {
             let gemm = time_per_call(budget / 2, 3, || bench_gemm(&a, &w, count));
             let (evals_s, gflops) = evals.map_or(("—".into(), "—".into()), |e| {
                 (
-                    format!("{e:.1}"),
+                    format!("{e:.2}"),
                     format!(
                         "{:.1}",
                         e * count as f64 * BASE_FLOPS_PER_ROW / seconds / 1e9
                     ),
                 )
             });
+            let label = match (method, variant) {
+                (Integrator::Midpoint, GameLoop) => "Midpoint, rows warm-started from history",
+                (Integrator::Midpoint, Cold) => "Midpoint, rows from the explicit half step",
+                (Integrator::Midpoint, BatchWide) => "Midpoint, whole batch (before)",
+                (Integrator::Rk4, _) => "Rk4",
+                _ => "DiscreteGradient",
+            };
             println!(
-                "| {name} | {method:?} | {count} | {:.3e} | {evals_s} | {gflops} | {:.1} |",
+                "| {name} | {label} | {count} | {:.3e} | {evals_s} | {gflops} | {:.1} |",
                 count as f64 / seconds,
                 2.0 * 100.0 * 100.0 * count as f64 / gemm / 1e9
             );
@@ -573,6 +625,10 @@ fn main() {
     );
     if std::env::args().any(|a| a == "--overhead-only") {
         adaptation_overhead(1000);
+        return;
+    }
+    if std::env::args().any(|a| a == "--stepping-only") {
+        stepping(sizes, budget);
         return;
     }
     if std::env::args().any(|a| a == "--adapt-only") {

@@ -43,7 +43,7 @@ use self::{
     mlp::TileOut,
 };
 use crate::{
-    integrate::{Flow, MetriplecticRows, NewtonFlow, SplitFlow},
+    integrate::{Flow, MetriplecticRows, NewtonFlow, RowFlow, SplitFlow, gather_rows},
     nn::{Model, ModelConfig},
 };
 
@@ -402,6 +402,32 @@ impl CpuModel {
         Some(())
     }
 
+    /// (∇E, ∇S) per row of a GENERIC model, both in one pass over the tiles (`None` for
+    /// other models).
+    ///
+    /// # Shapes
+    /// - x: `[B·n]`, z: `[B·row_latent]`; each gradient `[B·n]`
+    pub fn generic_gradients(&self, x: &[f32], z: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+        let CpuNet::Generic(g) = &self.net else {
+            return None;
+        };
+        let (n, dz) = (self.dim, self.row_latent);
+        let mut both = vec![0.0; 2 * x.len()];
+        par_tiles(x, z, n, dz, &mut both, 2 * n, |x, z, rows, out| {
+            let (ge, gs) = g.gradients(x, z, rows);
+            for r in 0..rows {
+                out[2 * r * n..(2 * r + 1) * n].copy_from_slice(&ge[r * n..(r + 1) * n]);
+                out[(2 * r + 1) * n..(2 * r + 2) * n].copy_from_slice(&gs[r * n..(r + 1) * n]);
+            }
+        });
+        let (mut ge, mut gs) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+        for pair in both.chunks_exact(2 * n) {
+            ge.extend_from_slice(&pair[..n]);
+            gs.extend_from_slice(&pair[n..]);
+        }
+        Some((ge, gs))
+    }
+
     /// q̇ = ∇ₚT(p; z) for a separable model (`None` otherwise).
     ///
     /// # Shapes
@@ -510,6 +536,24 @@ impl Flow<Vec<f32>> for CpuFlow<'_> {
     }
 }
 
+impl RowFlow for CpuFlow<'_> {
+    fn row_dim(&self) -> usize {
+        self.model.dim()
+    }
+
+    fn rate_rows(&self, rows: &[usize], x: &[f32]) -> Vec<f32> {
+        let dz = self.model.row_latent();
+        let mut out = vec![0.0; x.len()];
+        if rows.len() * dz == self.latents.len() {
+            self.model.field(x, self.latents, &mut out);
+        } else {
+            self.model
+                .field(x, &gather_rows(self.latents, rows, dz), &mut out);
+        }
+        out
+    }
+}
+
 impl NewtonFlow<Vec<f32>> for CpuFlow<'_> {
     /// Per-row Newton matrices from central differences of the batched field (2n batched
     /// evaluations), each n×n system solved by LU.
@@ -596,35 +640,29 @@ impl MetriplecticRows for CpuFlow<'_> {
         self.model.dim()
     }
 
-    fn energy_grad(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let rows = x.len() / self.model.dim();
-        let (mut e, mut g) = (vec![0.0; rows], vec![0.0; x.len()]);
-        self.model.energy(x, self.latents, &mut e);
-        self.model.energy_grad(x, self.latents, &mut g);
-        (e, g)
-    }
-
     /// # Panics
     /// For a model that is not GENERIC.
-    fn entropy_grad(&self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let rows = x.len() / self.model.dim();
-        let (mut s, mut g) = (vec![0.0; rows], vec![0.0; x.len()]);
-        assert!(
-            self.model.entropy(x, self.latents, &mut s),
-            "entropy_grad needs a GENERIC model"
-        );
+    fn gradients(&self, rows: &[usize], x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let dz = self.model.row_latent();
+        let gathered;
+        let latents = if rows.len() * dz == self.latents.len() {
+            self.latents
+        } else {
+            gathered = gather_rows(self.latents, rows, dz);
+            &gathered
+        };
         self.model
-            .entropy_grad(x, self.latents, &mut g)
-            .expect("GENERIC model");
-        (s, g)
+            .generic_gradients(x, latents)
+            .expect("the discrete gradient needs a GENERIC model")
     }
 
     /// # Panics
     /// For a model that is not GENERIC.
-    fn assemble(&self, x: &[f32], ge: &[f32], gs: &[f32]) -> Vec<f32> {
+    fn assemble(&self, _rows: &[usize], x: &[f32], ge: &[f32], gs: &[f32]) -> Vec<f32> {
         let CpuNet::Generic(g) = &self.model.net else {
             panic!("assemble needs a GENERIC model")
         };
+        // A and C are functions of x alone (not of the latent).
         g.assemble(x, ge, gs, x.len() / self.model.dim())
     }
 }

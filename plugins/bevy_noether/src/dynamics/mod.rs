@@ -24,6 +24,7 @@
 //! | [`BodyIntegrator`] | the integrator (default `auto`: chosen from the model's structure) |
 //! | [`HiddenTruth`] | optional true parameters (for adaptation and comparison) |
 //! | [`BodyEnergy`] | learned energy (and entropy) now and at the first step |
+//! | [`StepMemory`] | the last steps' slopes: the implicit midpoint's warm start |
 //! | [`InvalidBody`] | why the body is not stepped (it does not fit its model) |
 //! | [`FrozenBody`] | the body's state stopped being finite; it is held at its last finite state |
 //!
@@ -78,7 +79,7 @@ pub struct BodyIntegrator(#[reflect(remote = IntegratorReflect)] pub Integrator)
 /// components (inserted with defaults when absent).
 #[derive(Component, Reflect, Clone, Debug, Default)]
 #[reflect(Component, Default, Debug)]
-#[require(PhaseState, LatentCode, BodyIntegrator, BodyEnergy)]
+#[require(PhaseState, LatentCode, BodyIntegrator, BodyEnergy, StepMemory)]
 pub struct NoetherBody {
     /// The model.
     pub model: Handle<NoetherModel>,
@@ -105,6 +106,15 @@ pub struct HiddenTruth {
 #[derive(Component, Reflect, Clone, Copy, Debug, Default, PartialEq, Deref, DerefMut)]
 #[reflect(Component, Default, Debug)]
 pub struct BodyEnergy(#[reflect(remote = EnergyRecordReflect)] pub EnergyRecord);
+
+/// What the body's last steps leave for its next one: the implicit midpoint's last two
+/// slopes and step sizes (a row of [`noether::runtime::StepHistory`]), from which the next
+/// step's predictor is extrapolated instead of evaluated. Kept by [`DynamicsPlugin`] on the
+/// CPU kernel; empty, or forgotten when the game edits the body's [`PhaseState`] or
+/// [`LatentCode`] (the old slopes belong to other physics).
+#[derive(Component, Reflect, Clone, Debug, Default, PartialEq, Deref, DerefMut)]
+#[reflect(Component, Default, Debug)]
+pub struct StepMemory(pub Vec<f32>);
 
 /// The body's state before the last fixed step, kept for views that interpolate between
 /// fixed steps ([`crate::transform`], the visuals). Add it to a body (the views do) and

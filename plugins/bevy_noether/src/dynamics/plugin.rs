@@ -12,12 +12,12 @@ use bevy::{
 };
 use noether::{
     integrate::Integrator,
-    runtime::{StepSettings, advance_isolating, measure, resolve},
+    runtime::{StepHistory, StepSettings, advance_isolating, measure, resolve},
 };
 
 use super::{
     BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBody,
-    PhaseState, PreviousState,
+    PhaseState, PreviousState, StepMemory,
     backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu},
 };
 use crate::{
@@ -184,6 +184,7 @@ type StepQuery<'w, 's> = Query<
         &'static mut PhaseState,
         Ref<'static, LatentCode>,
         &'static BodyIntegrator,
+        &'static mut StepMemory,
     ),
     (Without<InvalidBody>, Without<FrozenBody>),
 >;
@@ -217,7 +218,7 @@ fn step_bodies(
     device_energies.arrived.clear();
     device_energies.unchanged.clear();
     let mut groups: HashMap<(AssetId<NoetherModel>, Integrator), Vec<Entity>> = HashMap::new();
-    for (entity, body, state, latent, method) in &bodies {
+    for (entity, body, state, latent, method, _) in &bodies {
         let Some(model) = models.get(&body.model) else {
             continue;
         };
@@ -238,12 +239,17 @@ fn step_bodies(
         let mut x = Vec::with_capacity(entities.len() * n);
         let mut z = Vec::with_capacity(entities.len() * dz);
         let mut edited = Vec::with_capacity(entities.len());
-        for &e in &entities {
-            let (_, _, state, latent, _) = bodies.get_mut(e).expect("grouped above");
+        let mut history = StepHistory::new(entities.len(), n);
+        for (k, &e) in entities.iter().enumerate() {
+            let (_, _, state, latent, _, memory) = bodies.get_mut(e).expect("grouped above");
             x.extend_from_slice(&state.0);
             z.extend_from_slice(&latent.0);
             // Changes by this system (the scatter below) do not count: only outside edits.
-            edited.push(state.is_changed() || latent.is_changed());
+            let outside = state.is_changed() || latent.is_changed();
+            edited.push(outside);
+            if !outside && memory.len() == StepHistory::width(n) {
+                history.set_row(k, &memory.0);
+            }
         }
         let on_gpu = match gpu.as_deref_mut() {
             Some(g) if active_mut.gpu && GpuStepper::supports(model, method) => {
@@ -277,12 +283,12 @@ fn step_bodies(
                     }
                     Err(err) => {
                         warn!("noether: a GPU batch failed, stepping it on the CPU: {err}");
-                        advance_isolating(&model.cpu, method, &x, &z, dt, &settings)
+                        advance_isolating(&model.cpu, method, &x, &z, dt, &settings, &mut history)
                             .map(|(x1, r)| (Some(x1), r))
                     }
                 }
             }
-            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings)
+            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings, &mut history)
                 .map(|(x1, r)| (Some(x1), r)),
         };
         match result {
@@ -302,11 +308,15 @@ fn step_bodies(
                     commands.entity(e).insert(FrozenBody { reason });
                 }
                 for (k, &e) in entities.iter().enumerate() {
-                    let (_, _, mut state, _, _) = bodies.get_mut(e).expect("grouped above");
+                    let (_, _, mut state, _, _, mut memory) =
+                        bodies.get_mut(e).expect("grouped above");
                     let row = &x1[k * n..(k + 1) * n];
                     if state.0 != row {
                         state.0.copy_from_slice(row);
                     }
+                    // The CPU kernel's slopes (the GPU path keeps none: NaN rows).
+                    memory.0.clear();
+                    memory.0.extend_from_slice(history.row(k));
                 }
                 count += entities.len() - report.frozen.len();
                 diag.frozen += report.frozen.len();
@@ -426,6 +436,7 @@ impl Plugin for DynamicsPlugin {
             .register_type::<InvalidBody>()
             .register_type::<FrozenBody>()
             .register_type::<PreviousState>()
+            .register_type::<StepMemory>()
             .register_type::<StepDiagnostics>()
             .init_resource::<StepDiagnostics>()
             .init_resource::<DeviceEnergies>()
