@@ -202,3 +202,52 @@ fn regularizer_gradients_equal_burn_autodiff() {
         }
     }
 }
+
+/// ∂f/∂z per row from the objective's adjoint ([`Objective::field_latent_jacobian`], what
+/// Gauss–Newton test-time adaptation uses) equals central differences of the field, for
+/// every architecture, each row with its own latent; the field it returns is
+/// [`Objective::field`].
+#[test]
+fn latent_jacobian_equals_finite_differences() {
+    let dev = Default::default();
+    for (family, arch) in [
+        (Family::Pendulum, Architecture::Hnn),
+        (Family::MassSpring, Architecture::SeparableHnn),
+        (Family::Dno, Architecture::Generic { k: 2 }),
+    ] {
+        for modulation in [Modulation::Svd { rank: 3 }, Modulation::Fw] {
+            let config = ModelConfig::new(family, modulation)
+                .with_architecture(arch)
+                .with_hidden(vec![16, 16]);
+            let params = ModelParams::from_model(&config.init::<Flex>(&dev));
+            let objective = Objective::new(&params);
+            let (rows, n, dz) = (5, family.dim(), config.d_latent);
+            let x = random(rows * n, 1.0, 41);
+            let z = random(rows * dz, 1.0, 42);
+            let (f, jac) = objective.field_latent_jacobian(&x, &z);
+            assert_eq!(f, objective.field(&x, &z), "{family} {modulation}");
+            let eps = 1e-2f32;
+            let mut fd = vec![0.0f32; rows * n * dz];
+            for k in 0..dz {
+                let (mut plus, mut minus) = (z.clone(), z.clone());
+                for r in 0..rows {
+                    plus[r * dz + k] += eps;
+                    minus[r * dz + k] -= eps;
+                }
+                let (fp, fm) = (objective.field(&x, &plus), objective.field(&x, &minus));
+                for r in 0..rows {
+                    for i in 0..n {
+                        fd[r * n * dz + i * dz + k] = (fp[r * n + i] - fm[r * n + i]) / (2.0 * eps);
+                    }
+                }
+            }
+            let scale = fd.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+            for (a, b) in jac.iter().zip(&fd) {
+                assert!(
+                    (a - b).abs() <= 2e-2 * scale,
+                    "{family} {modulation}: adjoint {a} vs differences {b} (scale {scale})"
+                );
+            }
+        }
+    }
+}

@@ -10,8 +10,9 @@ use burn::backend::Flex;
 use noether::{
     data::{Dataset, DatasetSpec},
     meta::{
-        AdaptConfig, Baseline, BaselineConfig, LatentStart, MetaConfig, TaskSet, adapt_latents,
-        evaluate_baseline, evaluate_modulated, meta_train, query_error, train_baseline,
+        AdaptConfig, AdaptSolver, Baseline, BaselineConfig, LatentStart, MetaConfig, TaskSet,
+        adapt_latents, evaluate_baseline, evaluate_modulated, meta_train, query_error,
+        train_baseline,
     },
     nn::{ModelConfig, Modulation, cpu::ModelParams},
     systems::Family,
@@ -84,6 +85,49 @@ fn adaptation_beats_the_unadapted_mean_latent() {
     assert!(
         after < 0.8 * before,
         "query error {before:e} with the mean latent, {after:e} adapted"
+    );
+}
+
+/// Gauss–Newton test-time adaptation reaches the shot loss's floor (what 1000 Adam steps
+/// reach) where the protocol's 100 constant-rate Adam steps stop short, on the shipped
+/// mass-spring model.
+#[test]
+fn gauss_newton_adaptation_reaches_the_floor_adam_approaches() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = noether::runtime::LearnedModel::load(&root.join("assets/models/mass_spring-svd5"))
+        .expect("shipped model");
+    let config = &model.config;
+    let data = Dataset::generate(&DatasetSpec::new(config.family, config.seed));
+    let tasks = TaskSet::new(&data);
+    let test = tasks.meta_test();
+    let shots: Vec<_> = test.iter().map(|&i| tasks.shots(i, 10)).collect();
+    let mean = model.mean_latent();
+    let with = |solver, steps| {
+        let cfg = AdaptConfig {
+            solver,
+            steps,
+            ..AdaptConfig::for_model(config, 10)
+        };
+        adapt_latents(&model.params, &shots, &mean, &cfg)
+    };
+    let (adam, long, gn) = (
+        with(AdaptSolver::Adam, 100),
+        with(AdaptSolver::Adam, 1000),
+        with(AdaptSolver::GaussNewton, 100),
+    );
+    assert!(
+        gn.final_loss <= 1.01 * long.final_loss && gn.final_loss < 0.95 * adam.final_loss,
+        "shot loss: Gauss–Newton {:.4e}, Adam ×100 {:.4e}, Adam ×1000 {:.4e}",
+        gn.final_loss,
+        adam.final_loss,
+        long.final_loss
+    );
+    let error = |latents: &[Vec<f32>]| query_error(&model.params, config, &tasks, &test, latents);
+    assert!(
+        error(&gn.latents) < error(&adam.latents),
+        "query error: Gauss–Newton {:.4e}, Adam ×100 {:.4e}",
+        error(&gn.latents),
+        error(&adam.latents)
     );
 }
 

@@ -7,8 +7,9 @@ use clap::Args;
 use noether::{
     data::{DatasetSpec, load_or_generate},
     meta::{
-        AdaptConfig, BaselineOutcome, LatentStart, Method, Profile, TaskSet, adapt_latents,
-        evaluate, evaluate_baseline, evaluate_encoder, latent_distance,
+        AdaptConfig, AdaptSolver, BaselineOutcome, LatentStart, Method, Profile, QUERY, TaskSet,
+        adapt_latents, evaluate, evaluate_baseline, evaluate_encoder, latent_distance,
+        training_box,
     },
     runtime::LearnedModel,
 };
@@ -30,6 +31,14 @@ pub struct EvalArgs {
     /// Start adaptation from zero instead of the mean training latent.
     #[arg(long)]
     zero_start: bool,
+    /// Test-time adaptation solver: `adam` (the paper's: the model's validated steps at a
+    /// constant rate) or `gauss-newton` (Levenberg–Marquardt with the exact ∂f/∂z, stopping
+    /// when a step gains less than 1e-6 of the loss).
+    #[arg(long, default_value = "adam")]
+    solver: AdaptSolver,
+    /// Step cap of the adaptation solver (default: the model's validated Adam steps).
+    #[arg(long, value_parser = count_in(1, 100_000))]
+    adapt_steps: Option<usize>,
     /// Dataset cache directory.
     #[arg(long, default_value = "data")]
     data: PathBuf,
@@ -48,9 +57,12 @@ pub fn run(args: EvalArgs) -> CliResult {
     } else {
         LatentStart::Mean
     };
+    let validated = AdaptConfig::for_model(config, args.shots);
     let adapt = AdaptConfig {
         start,
-        ..AdaptConfig::for_model(config, args.shots)
+        solver: args.solver,
+        steps: args.adapt_steps.unwrap_or(validated.steps),
+        ..validated
     };
     let z0: Vec<f32> = match start {
         LatentStart::Mean => config.mean_latent().iter().map(|v| *v as f32).collect(),
@@ -72,11 +84,13 @@ pub fn run(args: EvalArgs) -> CliResult {
                 .collect();
             let adapted = adapt_latents(params, &shots, &z0, &adapt);
             outln!(
-                "{} {} ({} shots, {:?} start): shot loss {:.3e} → {:.3e}",
+                "{} {} ({} shots, {:?} start, {:?} ≤ {} steps): shot loss {:.3e} → {:.3e}",
                 config.family,
                 config.modulation,
                 args.shots,
                 start,
+                adapt.solver,
+                adapt.steps,
                 adapted.initial_loss,
                 adapted.final_loss
             );
@@ -105,24 +119,67 @@ pub fn run(args: EvalArgs) -> CliResult {
             )
         }
     };
-    outln!("| instance | ε_traj | ε_field | SSIM | energy drift / min dS/dt |");
-    outln!("|---|---|---|---|---|");
+    // What makes an instance hard: its parameters (against the training range, in the
+    // header) and the size of its query orbits.
+    let names: Vec<&str> = config.family.spec().params.iter().map(|p| p.name).collect();
+    let ranges: Vec<String> = config
+        .family
+        .spec()
+        .params
+        .iter()
+        .map(|p| format!("{} ∈ [{}, {}]", p.name, p.train.lo, p.train.hi))
+        .collect();
+    outln!("training parameters: {}", ranges.join(", "));
+    let grid = training_box(&tasks);
+    let n = config.family.dim();
+    let bounds: Vec<String> = config
+        .family
+        .spec()
+        .state
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let values = grid.points.iter().skip(c).step_by(n);
+            let lo = values.clone().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{name} ∈ [{lo:.3}, {hi:.3}]")
+        })
+        .collect();
+    outln!("training box (ε_field grid): {}", bounds.join(", "));
+    outln!(
+        "| instance | ε_traj | ε_field (training box) | ε_field [−3, 3]² (OOD) | SSIM [−3, 3]² | energy drift / min dS/dt | {} | query orbit radius |",
+        names.join(", ")
+    );
+    outln!("|---|---|---|---|---|---|---|---|");
     for m in &report.instances {
         let structure = m
             .energy_drift
             .or(m.min_ds_dt)
             .map_or("—".into(), |v| format!("{v:.2e}"));
+        let (data, local) = tasks.locate(m.instance);
+        let params: Vec<String> = data
+            .params_of(local)
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect();
         outln!(
-            "| {} | {:.3e} | {:.3e} | {} | {structure} |",
+            "| {} | {:.3e} | {} | {:.3e} | {} | {structure} | {} | {:.3} |",
             m.instance,
             m.traj_error,
+            m.field_error_train
+                .map_or("—".into(), |v| format!("{v:.3e}")),
             m.field_error,
-            m.ssim.map_or("—".into(), |s| format!("{s:.4}"))
+            m.ssim.map_or("—".into(), |s| format!("{s:.4}")),
+            params.join(", "),
+            orbit_radius(data, local)
         );
     }
     let (t, f) = (report.traj_error(), report.field_error());
+    let train = report
+        .field_error_train()
+        .map_or("—".into(), |s| format!("{:.3e} ± {:.1e}", s.mean, s.std));
     outln!(
-        "mean: ε_traj {:.3e} ± {:.1e}, ε_field {:.3e} ± {:.1e}",
+        "mean: ε_traj {:.3e} ± {:.1e}, ε_field (training box) {train}, ε_field [−3, 3]² {:.3e} ± {:.1e}",
         t.mean,
         t.std,
         f.mean,
@@ -143,8 +200,8 @@ pub fn run(args: EvalArgs) -> CliResult {
             ("encoder + 2 Gauss–Newton steps".to_owned(), &e.refined),
             (
                 format!(
-                    "auto-decoding ({} shots, {} Adam steps)",
-                    args.shots, adapt.steps
+                    "auto-decoding ({} shots, {:?} ≤ {} steps)",
+                    args.shots, adapt.solver, adapt.steps
                 ),
                 &report,
             ),
@@ -174,4 +231,18 @@ pub fn run(args: EvalArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// The largest ‖x‖₂ reached along the query trajectories of `instance`, averaged over them.
+fn orbit_radius(data: &noether::data::Dataset, instance: usize) -> f64 {
+    let n = data.dim();
+    let radii: Vec<f64> = QUERY
+        .map(|j| {
+            data.trajectory(instance, j)
+                .chunks_exact(n)
+                .map(|x| x.iter().map(|v| v * v).sum::<f64>().sqrt())
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    radii.iter().sum::<f64>() / radii.len().max(1) as f64
 }

@@ -19,11 +19,40 @@ pub enum LatentStart {
     Zero,
 }
 
+/// How test-time adaptation minimises the shot loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdaptSolver {
+    /// [`AdaptConfig::steps`] Adam steps at the constant rate [`AdaptConfig::lr`] (protocol
+    /// v1; the paper's).
+    #[default]
+    Adam,
+    /// Levenberg–Marquardt on each task's shot residuals with the exact ∂f/∂z
+    /// ([`Objective::field_latent_jacobian`]), at most [`AdaptConfig::steps`] steps, each
+    /// task stopping on its own once a step no longer lowers its loss by more than 10⁻⁶ of it
+    /// (see [`adapt_latents`]).
+    GaussNewton,
+}
+
+impl std::str::FromStr for AdaptSolver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "adam" => Ok(Self::Adam),
+            "gauss-newton" | "gn" | "lm" => Ok(Self::GaussNewton),
+            other => Err(format!(
+                "unknown adaptation solver `{other}` (adam, gauss-newton)"
+            )),
+        }
+    }
+}
+
 /// Test-time adaptation settings (docs/protocol.md §5: 100 Adam steps at lr 1e-2 from the mean
 /// latent; λ_z as in training).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptConfig {
-    /// Adam steps.
+    /// Adam steps, or the Gauss–Newton step cap.
     pub steps: usize,
     /// Adam learning rate.
     pub lr: f64,
@@ -33,6 +62,9 @@ pub struct AdaptConfig {
     pub shots: usize,
     /// Initial latent.
     pub start: LatentStart,
+    /// The solver (files written before it existed: Adam).
+    #[serde(default)]
+    pub solver: AdaptSolver,
 }
 
 impl AdaptConfig {
@@ -65,6 +97,7 @@ impl Default for AdaptConfig {
             lambda_z: 1e-2,
             shots: 10,
             start: LatentStart::Mean,
+            solver: AdaptSolver::Adam,
         }
     }
 }
@@ -91,10 +124,17 @@ pub fn concat(tasks: &[Points]) -> Points {
     all
 }
 
-/// Adapts one latent per task to its shots, the network frozen: Adam on
-/// mean ‖f(x; z) − ẋ‖² + λ_z mean_t ‖z_t‖². All tasks are adapted in one batch: Adam is
-/// element-wise and each task's loss depends only on its own latent, so this equals adapting
-/// them one by one (up to the scale of the mean), at the cost of one batched call per step.
+/// Adapts one latent per task to its shots, the network frozen, minimising
+/// mean ‖f(x; z) − ẋ‖² + λ_z mean_t ‖z_t‖². All tasks are adapted in one batch: each task's
+/// loss depends only on its own latent, so this equals adapting them one by one.
+///
+/// - [`AdaptSolver::Adam`]: Adam is element-wise, so one batched call per step serves every
+///   task (up to the scale of the mean).
+/// - [`AdaptSolver::GaussNewton`]: per task t with N shots of width n,
+///   Φₜ(z) = ‖r(z)‖²/(N n) + λ_z ‖z‖² with r = f(x; z) − ẋ and J = ∂r/∂z exact; the step
+///   solves (A + μ diag A) Δ = −∇Φₜ with A = 2JᵀJ/(N n) + 2λ_z I, is kept when Φₜ falls
+///   (μ ← μ/3) and retried with μ ← 5μ otherwise; a task stops once an accepted step lowers
+///   Φₜ by less than 10⁻⁶ Φₜ, or μ passes 10¹⁰ (no descent left).
 pub fn adapt_latents(
     params: &ModelParams,
     tasks: &[Points],
@@ -112,18 +152,129 @@ pub fn adapt_latents(
     let mut z: Vec<f32> = (0..tasks.len())
         .flat_map(|_| start.iter().copied())
         .collect();
-    let mut adam = AdamState::default();
-    let scale = (2.0 * cfg.lambda_z / tasks.len().max(1) as f64) as f32;
     let initial_loss = objective.loss_grad(batch, &z, false).loss;
-    for _ in 0..cfg.steps {
-        let mut g = objective.loss_grad(batch, &z, false).latents;
-        g.iter_mut().zip(&z).for_each(|(g, z)| *g += scale * z);
-        adam.update(&mut z, &g, cfg.lr);
+    match cfg.solver {
+        AdaptSolver::Adam => {
+            let mut adam = AdamState::default();
+            let scale = (2.0 * cfg.lambda_z / tasks.len().max(1) as f64) as f32;
+            for _ in 0..cfg.steps {
+                let mut g = objective.loss_grad(batch, &z, false).latents;
+                g.iter_mut().zip(&z).for_each(|(g, z)| *g += scale * z);
+                adam.update(&mut z, &g, cfg.lr);
+            }
+        }
+        AdaptSolver::GaussNewton => {
+            gauss_newton(&objective, &all, tasks.len(), &mut z, cfg);
+        }
     }
     let final_loss = objective.loss_grad(batch, &z, false).loss;
     Adapted {
         latents: z.chunks(dz.max(1)).map(<[f32]>::to_vec).collect(),
         initial_loss,
         final_loss,
+    }
+}
+
+/// Levenberg–Marquardt on every task's Φₜ at once (see [`adapt_latents`]): `z` `[T·d_z]`
+/// is updated in place.
+fn gauss_newton(
+    objective: &Objective<'_>,
+    all: &Points,
+    tasks: usize,
+    z: &mut [f32],
+    cfg: &AdaptConfig,
+) {
+    let dz = z.len() / tasks.max(1);
+    let rows = all.len();
+    let n = all.x.len() / rows.max(1);
+    let lambda = cfg.lambda_z;
+    let per_row = |z: &[f32]| -> Vec<f32> {
+        all.task
+            .iter()
+            .flat_map(|&t| z[t * dz..(t + 1) * dz].iter().copied())
+            .collect()
+    };
+    // Φₜ per task from the field at the shots.
+    let losses = |f: &[f32], z: &[f32]| -> Vec<f64> {
+        let (mut sq, mut count) = (vec![0.0f64; tasks], vec![0usize; tasks]);
+        for (r, &t) in all.task.iter().enumerate() {
+            for i in r * n..(r + 1) * n {
+                let e = f64::from(f[i] - all.dx[i]);
+                sq[t] += e * e;
+            }
+            count[t] += n;
+        }
+        (0..tasks)
+            .map(|t| {
+                let zz: f64 = z[t * dz..(t + 1) * dz]
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum();
+                sq[t] / count[t].max(1) as f64 + lambda * zz
+            })
+            .collect()
+    };
+    let mut mu = vec![1e-3f64; tasks];
+    let mut active = vec![true; tasks];
+    for _ in 0..cfg.steps {
+        if !active.contains(&true) {
+            break;
+        }
+        let (f, jac) = objective.field_latent_jacobian(&all.x, &per_row(z));
+        let now = losses(&f, z);
+        // Normal equations per task: A = 2JᵀJ/(N n) + 2λ I, g = 2Jᵀr/(N n) + 2λ z.
+        let mut a = vec![0.0f64; tasks * dz * dz];
+        let mut g = vec![0.0f64; tasks * dz];
+        let mut count = vec![0usize; tasks];
+        for (r, &t) in all.task.iter().enumerate() {
+            count[t] += n;
+            for i in 0..n {
+                let e = f64::from(f[r * n + i] - all.dx[r * n + i]);
+                let row = &jac[(r * n + i) * dz..(r * n + i + 1) * dz];
+                for k in 0..dz {
+                    g[t * dz + k] += f64::from(row[k]) * e;
+                    for l in 0..dz {
+                        a[t * dz * dz + k * dz + l] += f64::from(row[k]) * f64::from(row[l]);
+                    }
+                }
+            }
+        }
+        let mut trial = z.to_vec();
+        for t in (0..tasks).filter(|&t| active[t]) {
+            let c = 2.0 / count[t].max(1) as f64;
+            let m = nalgebra::DMatrix::from_fn(dz, dz, |k, l| {
+                let v = c * a[t * dz * dz + k * dz + l] + if k == l { 2.0 * lambda } else { 0.0 };
+                if k == l { v * (1.0 + mu[t]) } else { v }
+            });
+            let rhs = nalgebra::DVector::from_fn(dz, |k, _| {
+                -(c * g[t * dz + k] + 2.0 * lambda * f64::from(z[t * dz + k]))
+            });
+            match m.lu().solve(&rhs) {
+                Some(step) => {
+                    for k in 0..dz {
+                        trial[t * dz + k] = (f64::from(z[t * dz + k]) + step[k]) as f32;
+                    }
+                }
+                None => mu[t] *= 5.0,
+            }
+        }
+        let then = losses(&objective.field(&all.x, &per_row(&trial)), &trial);
+        for t in 0..tasks {
+            if !active[t] {
+                continue;
+            }
+            if then[t] < now[t] {
+                z[t * dz..(t + 1) * dz].copy_from_slice(&trial[t * dz..(t + 1) * dz]);
+                mu[t] /= 3.0;
+                if now[t] - then[t] <= 1e-6 * now[t] {
+                    active[t] = false;
+                }
+            } else {
+                mu[t] *= 5.0;
+                if mu[t] > 1e10 {
+                    active[t] = false;
+                }
+            }
+        }
     }
 }

@@ -5,13 +5,17 @@
 //!
 //! - ε_traj: the query trajectories rolled out from their true x₀ with RK4 at Δt/10, against
 //!   the reference trajectories;
-//! - ε_field and SSIM: the field on the grid of [`FieldGrid`] against the instance's exact field;
+//! - ε_field: the field against the instance's exact field on two grids, over the box of
+//!   the training data ([`training_box`], the primary column) and on the fixed
+//!   [−3, 3]² grid ([`FieldGrid::for_family`], out of distribution for families trained on
+//!   smaller orbits), with SSIM on the latter;
 //! - structure along the rollouts: the relative drift of the *learned* energy (Hamiltonian
 //!   models), or the GENERIC residuals ‖L∇S‖, ‖M∇E‖, |dE/dt| and min dS/dt.
 
 use serde::{Deserialize, Serialize};
 
 use super::task::{QUERY, TaskSet};
+use crate::data::TRAJECTORIES;
 use crate::{
     integrate::rk4_step,
     metrics::{
@@ -28,8 +32,13 @@ pub struct InstanceMetrics {
     pub instance: usize,
     /// ε_traj averaged over the query trajectories (∞ when a rollout diverged).
     pub traj_error: f64,
-    /// ε_field on the evaluation grid.
+    /// ε_field on the fixed [−3, 3]² grid ([`FieldGrid::for_family`]): out of distribution
+    /// for families trained on smaller orbits.
     pub field_error: f64,
+    /// ε_field on the grid over the training data's box ([`training_box`]); `None`
+    /// in results written before it was measured.
+    #[serde(default)]
+    pub field_error_train: Option<f64>,
     /// Mean SSIM of the field components (grid families only).
     pub ssim: Option<f64>,
     /// Max relative drift of the learned energy along the rollouts (Hamiltonian models).
@@ -88,6 +97,12 @@ impl EvalReport {
             .expect("at least one instance")
     }
 
+    /// ε_field over the training data's box ([`training_box`]), over instances (`None` for results
+    /// written before it was measured).
+    pub fn field_error_train(&self) -> Option<Stat> {
+        self.stat(|m| m.field_error_train)
+    }
+
     /// SSIM over instances.
     pub fn ssim(&self) -> Option<Stat> {
         self.stat(|m| m.ssim)
@@ -144,13 +159,45 @@ pub fn rollout_batch(
     out
 }
 
+/// Fraction of the training states left out of [`training_box`] at each end, per component.
+pub const TRAINING_BOX_TAIL: f64 = 0.01;
+
+/// The grid over the box where the meta-training instances' trajectories are
+/// ([`FieldGrid::over_box`]): per state component, from the 1st to the 99th percentile of
+/// every training state ([`TRAINING_BOX_TAIL`]). Percentiles, not the extremes: a few
+/// training pendulums swing over the top and rotate, which stretches the raw bounding box
+/// to q ∈ [−15.8, 2.6], p ∈ [−22.8, 22.9] (seed 0), mostly empty of data.
+pub fn training_box(tasks: &TaskSet<'_>) -> FieldGrid {
+    let n = tasks.dim();
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for i in tasks.meta_train() {
+        let (data, local) = tasks.locate(i);
+        for j in 0..TRAJECTORIES {
+            for x in data.trajectory(local, j).chunks_exact(n) {
+                for c in 0..n {
+                    values[c].push(x[c]);
+                }
+            }
+        }
+    }
+    let (mut lo, mut hi) = (vec![0.0; n], vec![0.0; n]);
+    for (c, v) in values.iter_mut().enumerate() {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (lo[c], hi[c]) = (at(TRAINING_BOX_TAIL), at(1.0 - TRAINING_BOX_TAIL));
+    }
+    FieldGrid::over_box(tasks.family(), &lo, &hi)
+}
+
 /// Scores one instance's adapted field: `model` with `latent` (empty for a model without
-/// latent input, such as a folded or baseline model).
+/// latent input, such as a folded or baseline model); `training` is [`training_box`] of
+/// the task set.
 pub fn evaluate_instance(
     tasks: &TaskSet<'_>,
     instance: usize,
     model: &CpuModel,
     latent: &[f32],
+    training: &FieldGrid,
 ) -> InstanceMetrics {
     let (data, local) = tasks.locate(instance);
     let family = data.spec.family;
@@ -180,15 +227,17 @@ pub fn evaluate_instance(
     }
     let traj_error = errors.iter().sum::<f64>() / rows as f64;
 
-    // ε_field and SSIM on the grid.
-    let grid = FieldGrid::for_family(family);
-    let truth = grid.evaluate(&|x, dx| sys.eval(x, dx));
-    let gx: Vec<f32> = grid.points.iter().map(|v| *v as f32).collect();
-    let mut gf = vec![0.0f32; gx.len()];
-    model.field(&gx, &per_row(grid.len()), &mut gf);
-    let pred: Vec<f64> = gf.iter().map(|v| f64::from(*v)).collect();
-    let field_error = field_error(&pred, &truth);
-    let ssim = field_ssim(&grid, &pred, &truth);
+    // ε_field on both grids, SSIM on the fixed one.
+    let on = |grid: &FieldGrid| {
+        let truth = grid.evaluate(&|x, dx| sys.eval(x, dx));
+        let gx: Vec<f32> = grid.points.iter().map(|v| *v as f32).collect();
+        let mut gf = vec![0.0f32; gx.len()];
+        model.field(&gx, &per_row(grid.len()), &mut gf);
+        let pred: Vec<f64> = gf.iter().map(|v| f64::from(*v)).collect();
+        (field_error(&pred, &truth), field_ssim(grid, &pred, &truth))
+    };
+    let (field_error, ssim) = on(&FieldGrid::for_family(family));
+    let field_error_train = Some(on(training).0);
 
     // Structure along the rollouts.
     let all: Vec<f32> = states.iter().flatten().copied().collect();
@@ -197,6 +246,7 @@ pub fn evaluate_instance(
         instance,
         traj_error,
         field_error,
+        field_error_train,
         ssim,
         energy_drift: None,
         l_grad_s: None,
@@ -249,6 +299,7 @@ pub fn evaluate<'m>(
     tasks: &TaskSet<'_>,
     adapted: impl Fn(usize, usize) -> (&'m CpuModel, Vec<f32>),
 ) -> EvalReport {
+    let training = training_box(tasks);
     EvalReport {
         instances: tasks
             .meta_test()
@@ -256,7 +307,7 @@ pub fn evaluate<'m>(
             .enumerate()
             .map(|(k, i)| {
                 let (model, z) = adapted(k, i);
-                evaluate_instance(tasks, i, model, &z)
+                evaluate_instance(tasks, i, model, &z, &training)
             })
             .collect(),
     }

@@ -11,12 +11,14 @@ pub mod optim;
 pub mod task;
 pub mod train;
 
-pub use adapt::{AdaptConfig, Adapted, LatentStart, adapt_latents};
+pub use adapt::{AdaptConfig, AdaptSolver, Adapted, LatentStart, adapt_latents};
 pub use baselines::{Baseline, BaselineConfig, BaselineOutcome, adapt_baseline, train_baseline};
 pub use encoder::{
     EncoderError, EncoderEval, EncoderTraining, evaluate_encoder, latent_distance, train_encoder,
 };
-pub use eval::{EvalReport, InstanceMetrics, Stat, evaluate, evaluate_instance};
+pub use eval::{
+    EvalReport, InstanceMetrics, Stat, TRAINING_BOX_TAIL, evaluate, evaluate_instance, training_box,
+};
 pub use grid::{
     CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell,
     run_modulated,

@@ -1,4 +1,7 @@
-//! ε_field and field SSIM on the evaluation grid of docs/protocol.md §6.
+//! ε_field and field SSIM on the evaluation grids of docs/protocol.md §6: the fixed
+//! [−3, 3]² grid ([`FieldGrid::for_family`], far outside some families' training data: the
+//! out-of-distribution column) and a grid over the training data's bounding box
+//! ([`FieldGrid::over_box`]: the primary column).
 
 use rand::RngExt;
 
@@ -58,6 +61,50 @@ impl FieldGrid {
         }
     }
 
+    /// The grid over a box `lo`…`hi` (one bound per state component), e.g. the bounding box
+    /// of a family's training data: a 50×50 grid in (q, p) with the other components at
+    /// the box's centre (dno's S), or for tgc [`TGC_FIELD_SAMPLES`] uniform samples of the
+    /// box (stream `metrics/box-grid`, seed 0).
+    ///
+    /// # Panics
+    /// When `lo` or `hi` is not one bound per state component.
+    pub fn over_box(family: Family, lo: &[f64], hi: &[f64]) -> Self {
+        let dim = family.dim();
+        assert!(
+            lo.len() == dim && hi.len() == dim,
+            "FieldGrid::over_box: {dim} bounds needed"
+        );
+        if family == Family::Tgc {
+            let mut rng = stream_rng("metrics/box-grid", 0, 0);
+            let points = (0..TGC_FIELD_SAMPLES)
+                .flat_map(|_| {
+                    (0..dim)
+                        .map(|i| lo[i] + (hi[i] - lo[i]) * rng.random::<f64>())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            return Self {
+                family,
+                points,
+                image: None,
+            };
+        }
+        let n = FIELD_GRID_SIZE;
+        let at = |c: usize, i: usize| lo[c] + (hi[c] - lo[c]) * i as f64 / (n - 1) as f64;
+        let mut points = Vec::with_capacity(n * n * dim);
+        for i in 0..n {
+            for j in 0..n {
+                points.extend_from_slice(&[at(0, j), at(1, i)]);
+                points.extend((2..dim).map(|c| 0.5 * (lo[c] + hi[c])));
+            }
+        }
+        Self {
+            family,
+            points,
+            image: Some((n, n)),
+        }
+    }
+
     /// Number of points.
     pub fn len(&self) -> usize {
         self.points.len() / self.family.dim()
@@ -108,6 +155,27 @@ pub fn field_ssim(grid: &FieldGrid, predicted: &[f64], truth: &[f64]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_box_grid_spans_its_box() {
+        let g = FieldGrid::over_box(Family::Duffing, &[-1.0, -2.0], &[1.0, 2.0]);
+        assert_eq!(g.len(), 2500);
+        assert_eq!(&g.points[..2], &[-1.0, -2.0]);
+        assert_eq!(&g.points[g.points.len() - 2..], &[1.0, 2.0]);
+        // dno's entropy at the box's centre.
+        let d = FieldGrid::over_box(Family::Dno, &[-1.0, -1.0, 0.5], &[1.0, 1.0, 1.5]);
+        assert!(d.points.chunks(3).all(|x| x[2] == 1.0));
+        // tgc: uniform samples inside the box.
+        let (lo, hi) = ([0.3, -2.0, 1.0, 1.2], [1.6, 2.0, 3.0, 2.8]);
+        let t = FieldGrid::over_box(Family::Tgc, &lo, &hi);
+        assert_eq!(t.len(), TGC_FIELD_SAMPLES);
+        assert!(
+            t.points
+                .chunks(4)
+                .all(|x| (0..4).all(|c| lo[c] <= x[c] && x[c] <= hi[c]))
+        );
+        assert!(t.image.is_none());
+    }
 
     #[test]
     fn grids_have_the_protocol_shape() {

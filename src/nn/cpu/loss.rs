@@ -42,6 +42,17 @@ struct Partial {
     sq: f64,
     grads: Option<ModelParams>,
     zbar: Vec<f32>,
+    /// f per row (`[rows, n]`).
+    field: Vec<f32>,
+}
+
+/// Where the reverse pass of [`Objective::tile`] starts: the cotangent ẋ̄ of the field.
+#[derive(Clone, Copy)]
+enum Cotangent<'a> {
+    /// The loss's: ẋ̄ = scale·(f − ẋ), accumulating ‖f − ẋ‖².
+    Loss { dx: &'a [f32], scale: f32 },
+    /// The unit vector eⱼ on every row: the adjoint's latent part is row j of ∂f/∂z.
+    Unit(usize),
 }
 
 /// The network in kernel layout, built once per parameter update.
@@ -108,10 +119,12 @@ impl<'a> Objective<'a> {
                 let r1 = (r0 + tile).min(rows);
                 self.tile(
                     &batch.x[r0 * n..r1 * n],
-                    &batch.dx[r0 * n..r1 * n],
                     &z[r0 * dz..r1 * dz],
                     r1 - r0,
-                    scale,
+                    Cotangent::Loss {
+                        dx: &batch.dx[r0 * n..r1 * n],
+                        scale,
+                    },
                     want_params,
                 )
             })
@@ -142,13 +155,62 @@ impl<'a> Objective<'a> {
         }
     }
 
+    /// f(x; z) per row, each row with its own latent (`z` `[rows·d_z]`).
+    pub fn field(&self, x: &[f32], z: &[f32]) -> Vec<f32> {
+        self.unit_pass(x, z, 0)
+            .into_iter()
+            .flat_map(|p| p.field)
+            .collect()
+    }
+
+    /// One pass over the tiles from the cotangent eⱼ (see [`Cotangent::Unit`]).
+    fn unit_pass(&self, x: &[f32], z: &[f32], j: usize) -> Vec<Partial> {
+        let (n, dz) = (self.dim(), self.d_latent());
+        let rows = x.len() / n.max(1);
+        (0..rows.div_ceil(TRAIN_TILE))
+            .into_par_iter()
+            .map(|t| {
+                let (r0, r1) = (t * TRAIN_TILE, ((t + 1) * TRAIN_TILE).min(rows));
+                let (x, z) = (&x[r0 * n..r1 * n], &z[r0 * dz..r1 * dz]);
+                self.tile(x, z, r1 - r0, Cotangent::Unit(j), false)
+            })
+            .collect()
+    }
+
+    /// f(x; z) and the per-row Jacobian ∂f/∂z, each row with its own latent: one reverse
+    /// pass of the objective's adjoint per output component j, started from ẋ̄ = eⱼ, whose
+    /// latent part is row j of ∂f/∂z (the training loss's own derivative code, so every
+    /// architecture has it, GENERIC included).
+    ///
+    /// # Shapes
+    /// - x: `[rows·n]`, z: `[rows·d_z]`
+    /// - returns f `[rows·n]` and J `[rows·n·d_z]` (row r, output i, latent k at
+    ///   r·n·d_z + i·d_z + k)
+    pub fn field_latent_jacobian(&self, x: &[f32], z: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (n, dz) = (self.dim(), self.d_latent());
+        let rows = x.len() / n.max(1);
+        let (mut f, mut jac) = (Vec::new(), vec![0.0; rows * n * dz]);
+        for j in 0..n {
+            let mut r = 0;
+            for p in self.unit_pass(x, z, j) {
+                for row in p.zbar.chunks_exact(dz.max(1)) {
+                    jac[r * n * dz + j * dz..r * n * dz + (j + 1) * dz].copy_from_slice(row);
+                    r += 1;
+                }
+                if j == 0 {
+                    f.extend(p.field);
+                }
+            }
+        }
+        (f, jac)
+    }
+
     fn tile(
         &self,
         x: &[f32],
-        dx: &[f32],
         z: &[f32],
         rows: usize,
-        scale: f32,
+        cotangent: Cotangent<'_>,
         want_params: bool,
     ) -> Partial {
         let n = self.dim();
@@ -156,16 +218,24 @@ impl<'a> Objective<'a> {
         let mut grads = want_params.then(|| self.params.zeros_like());
         let mut zbar = vec![0.0; rows * dz];
         let mut sq = 0.0f64;
-        // residual → ẋ̄ = 2(f − ẋ)/(rows·n), accumulating the squared error.
+        let mut field = Vec::new();
+        // f → ẋ̄: for the loss 2(f − ẋ)/(rows·n), accumulating the squared error.
         let mut residual = |f: &[f32]| -> Vec<f32> {
-            f.iter()
-                .zip(dx)
-                .map(|(f, t)| {
-                    let e = f - t;
-                    sq += f64::from(e) * f64::from(e);
-                    scale * e
-                })
-                .collect()
+            field = f.to_vec();
+            match cotangent {
+                Cotangent::Loss { dx, scale } => f
+                    .iter()
+                    .zip(dx)
+                    .map(|(f, t)| {
+                        let e = f - t;
+                        sq += f64::from(e) * f64::from(e);
+                        scale * e
+                    })
+                    .collect(),
+                Cotangent::Unit(j) => (0..f.len())
+                    .map(|i| f32::from(u8::from(i % n == j)))
+                    .collect(),
+            }
         };
         match (&self.nets, self.params) {
             (Nets::Hnn(h), ModelParams::Hnn(hp)) => {
@@ -270,7 +340,12 @@ impl<'a> Objective<'a> {
             }
             _ => unreachable!("nets are built from these params"),
         }
-        Partial { sq, grads, zbar }
+        Partial {
+            sq,
+            grads,
+            zbar,
+            field,
+        }
     }
 }
 
