@@ -247,5 +247,30 @@ fn reproduce_resumes_without_redoing_finished_cells() {
         report.contains("| SVD(3) |") && report.contains("not yet run"),
         "{report}"
     );
+    // A cell of an older protocol (written before cells recorded one) is run again, and
+    // listed apart in the report until then.
+    let old = written.replace(&format!("    protocol: {},\n", noether::meta::PROTOCOL), "");
+    assert_ne!(old, written, "the cell records its protocol");
+    std::fs::write(&cell, &old).unwrap();
+    let report_only = Command::new(env!("CARGO_BIN_EXE_noether"))
+        .args(["reproduce", "--systems", "mass_spring", "--report-only"])
+        .arg("--out")
+        .arg(dir.join("results"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(report_only.status.success());
+    let report = std::fs::read_to_string(dir.join("results/quick/RESULTS.md")).unwrap();
+    assert!(
+        report.contains("## Superseded") && report.contains("| mass_spring | SVD(3) | 0 | v1 |"),
+        "{report}"
+    );
+    let third = run();
+    assert!(
+        third.contains("mass_spring-svd3-seed0: done earlier under protocol v1, running again"),
+        "{third}"
+    );
+    assert!(std::fs::read_to_string(&cell).unwrap().contains("protocol: 2"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -33,9 +33,10 @@ pub struct EvalArgs {
     zero_start: bool,
     /// Test-time adaptation solver: `adam` (the paper's: the model's validated steps at a
     /// constant rate) or `gauss-newton` (Levenberg–Marquardt with the exact ∂f/∂z, stopping
-    /// when a step gains less than 1e-6 of the loss).
-    #[arg(long, default_value = "adam")]
-    solver: AdaptSolver,
+    /// when a step gains less than 1e-6 of the loss). Default: the one the model was
+    /// validated with (Adam for models trained before protocol v2).
+    #[arg(long)]
+    solver: Option<AdaptSolver>,
     /// Step cap of the adaptation solver (default: the model's validated Adam steps).
     #[arg(long, value_parser = count_in(1, 100_000))]
     adapt_steps: Option<usize>,
@@ -60,7 +61,7 @@ pub fn run(args: EvalArgs) -> CliResult {
     let validated = AdaptConfig::for_model(config, args.shots);
     let adapt = AdaptConfig {
         start,
-        solver: args.solver,
+        solver: args.solver.unwrap_or(validated.solver),
         steps: args.adapt_steps.unwrap_or(validated.steps),
         ..validated
     };

@@ -23,8 +23,8 @@ use noether::{
         save_model,
     },
     meta::{
-        AdaptConfig, CellResult, LatentStart, Method, Profile, QUERY, TaskSet, adapt_latents,
-        evaluate_modulated, grid::evaluate_baseline, run_cell, run_modulated,
+        AdaptConfig, CellResult, LatentStart, Method, PROTOCOL, Profile, QUERY, TaskSet,
+        adapt_latents, evaluate_modulated, grid::evaluate_baseline, run_cell, run_modulated,
     },
     nn::{
         ModelConfig, Modulation,
@@ -132,8 +132,20 @@ pub fn run(args: ReproduceArgs) -> CliResult {
                     let name = cell_name(family, method, seed);
                     let path = root.join("cells").join(format!("{name}.ron"));
                     if path.exists() {
-                        outln!("{name}: done earlier, skipped");
-                        continue;
+                        match read_cell(&path) {
+                            Some(cell) if cell.protocol == PROTOCOL => {
+                                outln!("{name}: done earlier, skipped");
+                                continue;
+                            }
+                            Some(cell) => outln!(
+                                "{name}: done earlier under protocol v{}, running again under v{PROTOCOL}",
+                                cell.protocol
+                            ),
+                            None => outln!(
+                                "{name}: {} does not parse, running the cell again",
+                                path.display()
+                            ),
+                        }
                     }
                     let bar = progress_bar(1, &name);
                     let (result, model) = run_cell::<Flex>(
@@ -188,6 +200,11 @@ fn to_ron<T: Serialize>(v: &T) -> Result<String, Box<dyn std::error::Error>> {
         v,
         ron::ser::PrettyConfig::default(),
     )?)
+}
+
+/// A finished cell; `None` when the file cannot be read or parsed.
+fn read_cell(path: &Path) -> Option<CellResult> {
+    ron::from_str(&fs::read_to_string(path).ok()?).ok()
 }
 
 fn read_cells(root: &Path) -> Vec<CellResult> {
@@ -424,16 +441,21 @@ fn write_report(
     families: &[Family],
     data_dir: &Path,
 ) -> CliResult {
-    let cells = read_cells(root);
+    // Cells of an older protocol are listed apart, not mixed into the tables.
+    let (cells, superseded): (Vec<CellResult>, Vec<CellResult>) = read_cells(root)
+        .into_iter()
+        .partition(|c| c.protocol == PROTOCOL);
     let mut md = String::new();
     let command = match profile {
         Profile::Quick => "reproduce --profile quick".to_owned(),
         Profile::Paper => "reproduce --profile paper --report RESULTS.md".to_owned(),
     };
     md.push_str(&format!(
-        "# Results ({profile} profile)\n\nProduced by `cargo run --release -- {}` (protocol v1, docs/protocol.md §3–§6). \
+        "# Results ({profile} profile)\n\nProduced by `cargo run --release -- {}` (protocol v{PROTOCOL}, docs/protocol.md §3–§6: \
+         70 training instances, checkpoints chosen on held-out trajectories of ten of them). \
          Errors are ×10⁻², mean ± std over seeds of the mean over the 10 meta-test instances; 10 shots, test-time \
-         adaptation of 100 Adam steps from the mean training latent. ε_field is measured on two grids (docs/protocol.md §6): \
+         adaptation of the modulated methods by Gauss–Newton on the shot loss from the mean training latent (at most \
+         100 steps, stopping at the loss's floor). ε_field is measured on two grids (docs/protocol.md §6): \
          the 50×50 grid over [−3, 3]² of the main table, which reaches beyond the training data for mass_spring \
          (|q| ≤ 1) and duffing (|q| ≤ 1.5) and is out of distribution there, and a grid over the box holding the \
          training states (1st–99th percentile per component), the primary column of the per-family tables \
@@ -608,6 +630,32 @@ fn write_report(
                 c.method.label(),
                 c.seed,
                 c.diverged.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if !superseded.is_empty() {
+        md.push_str(&format!(
+            "\n## Superseded: cells of an older protocol\n\nRun before protocol v{PROTOCOL} \
+             (v1: 60 training instances, validation on 10 held-out instances, test-time adaptation \
+             by 100 Adam steps at a constant rate); kept until the same command reruns them.\n\n\
+             | family | method | seed | protocol | ε_traj ×10⁻² | ε_field [−3, 3]² ×10⁻² |\n|---|---|---|---|---|---|\n"
+        ));
+        for c in &superseded {
+            let (traj, field) =
+                c.report
+                    .as_ref()
+                    .map_or(("diverged".into(), "diverged".into()), |r| {
+                        (
+                            fmt_stat(r.traj_error().mean, r.traj_error().std),
+                            fmt_stat(r.field_error().mean, r.field_error().std),
+                        )
+                    });
+            md.push_str(&format!(
+                "| {} | {} | {} | v{} | {traj} | {field} |\n",
+                c.family,
+                c.method.label(),
+                c.seed,
+                c.protocol
             ));
         }
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{optim::AdamState, task::Points};
+pub use crate::nn::AdaptSolver;
 use crate::nn::cpu::{
     ModelParams,
     loss::{Batch, Objective},
@@ -19,37 +20,9 @@ pub enum LatentStart {
     Zero,
 }
 
-/// How test-time adaptation minimises the shot loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AdaptSolver {
-    /// [`AdaptConfig::steps`] Adam steps at the constant rate [`AdaptConfig::lr`] (protocol
-    /// v1; the paper's).
-    #[default]
-    Adam,
-    /// Levenberg–Marquardt on each task's shot residuals with the exact ∂f/∂z
-    /// ([`Objective::field_latent_jacobian`]), at most [`AdaptConfig::steps`] steps, each
-    /// task stopping on its own once a step no longer lowers its loss by more than 10⁻⁶ of it
-    /// (see [`adapt_latents`]).
-    GaussNewton,
-}
-
-impl std::str::FromStr for AdaptSolver {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "adam" => Ok(Self::Adam),
-            "gauss-newton" | "gn" | "lm" => Ok(Self::GaussNewton),
-            other => Err(format!(
-                "unknown adaptation solver `{other}` (adam, gauss-newton)"
-            )),
-        }
-    }
-}
-
-/// Test-time adaptation settings (docs/protocol.md §5: 100 Adam steps at lr 1e-2 from the mean
-/// latent; λ_z as in training).
+/// Test-time adaptation settings (docs/protocol.md §5, protocol v2: Gauss–Newton, at most
+/// 100 steps, from the mean latent; λ_z as in training. Protocol v1 and the paper: 100 Adam
+/// steps at lr 1e-2).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptConfig {
     /// Adam steps, or the Gauss–Newton step cap.
@@ -62,7 +35,7 @@ pub struct AdaptConfig {
     pub shots: usize,
     /// Initial latent.
     pub start: LatentStart,
-    /// The solver (files written before it existed: Adam).
+    /// The solver (default Gauss–Newton; settings written before it existed: Adam).
     #[serde(default)]
     pub solver: AdaptSolver,
 }
@@ -82,6 +55,7 @@ impl AdaptConfig {
                 steps: t.adapt_steps,
                 lr: t.adapt_lr,
                 lambda_z: t.lambda_z,
+                solver: t.adapt_solver,
                 ..base
             },
             None => base,
@@ -97,7 +71,7 @@ impl Default for AdaptConfig {
             lambda_z: 1e-2,
             shots: 10,
             start: LatentStart::Mean,
-            solver: AdaptSolver::Adam,
+            solver: AdaptSolver::GaussNewton,
         }
     }
 }

@@ -276,6 +276,8 @@ pub fn train_baseline<B: Backend>(
             } else {
                 cfg.inner_lr
             },
+            // Baselines adapt their weights by SGD (`adapt_steps`, `adapt_lr`), not a latent.
+            adapt_solver: crate::nn::AdaptSolver::default(),
             best_iteration: iterations,
             best_validation: f64::NAN,
             seconds: started.elapsed().as_secs_f64(),

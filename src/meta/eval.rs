@@ -14,8 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::task::{QUERY, TaskSet};
-use crate::data::TRAJECTORIES;
+use super::task::{QUERY, TRAIN_TRAJECTORIES, TaskSet};
 use crate::{
     integrate::rk4_step,
     metrics::{
@@ -172,7 +171,7 @@ pub fn training_box(tasks: &TaskSet<'_>) -> FieldGrid {
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); n];
     for i in tasks.meta_train() {
         let (data, local) = tasks.locate(i);
-        for j in 0..TRAJECTORIES {
+        for j in TRAIN_TRAJECTORIES {
             for x in data.trajectory(local, j).chunks_exact(n) {
                 for c in 0..n {
                     values[c].push(x[c]);

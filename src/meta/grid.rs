@@ -10,7 +10,7 @@ use super::{
     adapt::{AdaptConfig, LatentStart, adapt_latents},
     baselines::{Baseline, BaselineConfig, adapt_baseline, train_baseline},
     eval::{EvalReport, Stat, evaluate},
-    task::TaskSet,
+    task::{PROTOCOL, TaskSet},
     train::{MetaConfig, meta_train},
 };
 use crate::{
@@ -222,6 +222,14 @@ pub struct CellResult {
     pub zero_start: Option<Stat>,
     /// Seconds per test instance of test-time adaptation at the protocol's shot count.
     pub adapt_seconds_per_instance: f64,
+    /// The protocol the cell ran under ([`PROTOCOL`]; cells written before it was
+    /// recorded ran under v1).
+    #[serde(default = "protocol_v1")]
+    pub protocol: u32,
+}
+
+fn protocol_v1() -> u32 {
+    1
 }
 
 /// What a cell leaves behind to save: the trained model.
@@ -334,6 +342,7 @@ pub fn run_modulated<B: Backend>(
         shots_sweep,
         zero_start,
         adapt_seconds_per_instance: adapt_seconds,
+        protocol: PROTOCOL,
     };
     (
         result,
@@ -420,6 +429,7 @@ pub fn run_cell<B: Backend>(
                 shots_sweep,
                 zero_start: None,
                 adapt_seconds_per_instance: adapt_seconds,
+                protocol: PROTOCOL,
             };
             (result, CellModel { model })
         }

@@ -28,8 +28,8 @@ pub use observed::{
     fit_latent, fit_step,
 };
 pub use task::{
-    META_TEST, META_TRAIN, Points, QUERY, SUPPORT, TaskSet, VALIDATION, system_shots,
-    system_trajectories,
+    HELD_OUT, META_TEST, META_TRAIN, PROTOCOL, Points, QUERY, SUPPORT, TRAIN_TRAJECTORIES, TaskSet,
+    VALIDATION, system_shots, system_trajectories,
 };
 pub use train::{
     HistoryPoint, MetaConfig, MetaOutcome, latent_stats, meta_train, query_error, validation_error,

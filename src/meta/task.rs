@@ -1,11 +1,15 @@
-//! The meta-learning view of a dataset: instances as tasks, split into meta-train,
-//! validation and meta-test, with support shots and query trajectories (protocol v1).
+//! The meta-learning view of a dataset: instances as tasks, split into meta-train and
+//! meta-test, with support shots and query trajectories (protocol v2, [`PROTOCOL`]).
 //!
 //! | instances | role | data used |
 //! |---|---|---|
-//! | 0 … 59 | meta-train | every sample of every trajectory |
-//! | 60 … 69 | validation (checkpoint selection) | shots from trajectories 0–4, derivative error on 5–9 |
+//! | 0 … 69 | meta-train | every sample of trajectories 0–7 ([`TRAIN_TRAJECTORIES`]) |
+//! | 60 … 69 | also validation (checkpoint selection) | shots from trajectories 0–4, derivative error on the held-out trajectories 8–9 ([`HELD_OUT`]) |
 //! | 70 … 79 | meta-test | shots from trajectories 0–4, ε_traj on 5–9 |
+//!
+//! Protocol v1 trained on instances 0–59 (every trajectory) and validated on instances
+//! 60–69 as if they were test instances; v2 trains on all 70 training instances, as the
+//! paper does, and validates on trajectories of ten of them that training never sees.
 //!
 //! A *shot* is one (x, ẋ) sample of a support trajectory (0–4). The shots of an instance
 //! are drawn without replacement by stream `meta/shots` of the instance index, so every
@@ -28,10 +32,18 @@ use crate::{
     systems::Family,
 };
 
+/// Version of the split, the validation and the test-time adaptation (results record it:
+/// cells of an older protocol are run again).
+pub const PROTOCOL: u32 = 2;
 /// Meta-training instances.
-pub const META_TRAIN: Range<usize> = 0..60;
-/// Validation instances (held-out training instances).
+pub const META_TRAIN: Range<usize> = 0..70;
+/// Validation instances: training instances whose [`HELD_OUT`] trajectories score a
+/// checkpoint.
 pub const VALIDATION: Range<usize> = 60..70;
+/// Trajectories of a training instance that training samples.
+pub const TRAIN_TRAJECTORIES: Range<usize> = 0..8;
+/// Trajectories of a training instance that training never sees: the validation query set.
+pub const HELD_OUT: Range<usize> = 8..TRAJECTORIES;
 /// Meta-test instances.
 pub const META_TEST: Range<usize> = 70..80;
 /// Support trajectories of validation and test instances; the rest are the query set.
@@ -149,14 +161,15 @@ impl<'a> TaskSet<'a> {
         (&x[s * n..(s + 1) * n], &dx[s * n..(s + 1) * n])
     }
 
-    /// `points` random samples (any trajectory) from each of `instances`, tagged by position.
+    /// `points` random samples of the training trajectories ([`TRAIN_TRAJECTORIES`]) of
+    /// each of `instances`, tagged by position.
     pub fn batch(&self, instances: &[usize], points: usize, rng: &mut impl Rng) -> Points {
         let mut out = Points::default();
         for (t, &i) in instances.iter().enumerate() {
             let ns = self.samples_of(i);
             for _ in 0..points {
-                let k = rng.random_range(0..TRAJECTORIES * ns);
-                let (x, dx) = self.sample(i, k / ns, k % ns);
+                let k = rng.random_range(0..TRAIN_TRAJECTORIES.len() * ns);
+                let (x, dx) = self.sample(i, TRAIN_TRAJECTORIES.start + k / ns, k % ns);
                 out.push(x, dx, t);
             }
         }
@@ -189,10 +202,17 @@ impl<'a> TaskSet<'a> {
         out
     }
 
-    /// Every sample of the query trajectories of instance `i` (derivative targets).
+    /// Every sample of the query trajectories of instance `i` (derivative targets): for a
+    /// meta-test instance [`QUERY`], for a training instance its [`HELD_OUT`] trajectories.
     pub fn query_points(&self, i: usize) -> Points {
         let mut out = Points::default();
-        for j in QUERY {
+        let (_, local) = self.locate(i);
+        let query = if META_TRAIN.contains(&local) {
+            HELD_OUT
+        } else {
+            QUERY
+        };
+        for j in query {
             for s in 0..self.samples_of(i) {
                 let (x, dx) = self.sample(i, j, s);
                 out.push(x, dx, 0);
@@ -334,5 +354,40 @@ mod tests {
         assert_eq!(batch.task, vec![0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(batch.x.len(), 16);
         assert_eq!(tasks.query_points(75).len(), QUERY.len() * 30);
+    }
+
+    #[test]
+    fn training_never_sees_the_validation_trajectories() {
+        let data = Dataset::generate(&DatasetSpec::new(Family::MassSpring, 0));
+        let tasks = TaskSet::new(&data);
+        assert_eq!(tasks.meta_train().len(), 70);
+        assert!(
+            tasks
+                .validation()
+                .iter()
+                .all(|i| tasks.meta_train().contains(i))
+        );
+        let rows = |i: usize, trajectories: Range<usize>| -> Vec<Vec<f32>> {
+            trajectories
+                .flat_map(|j| {
+                    data.trajectory(i, j)
+                        .chunks(2)
+                        .map(|x| x.iter().map(|v| *v as f32).collect())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let i = tasks.validation()[0];
+        let held = rows(i, HELD_OUT);
+        let batch = tasks.batch(&[i], 2000, &mut stream_rng("test", 1, 0));
+        for x in batch.x.chunks(2) {
+            assert!(
+                !held.iter().any(|h| h == x),
+                "a held-out sample {x:?} was trained on"
+            );
+        }
+        assert_eq!(tasks.query_points(i).len(), HELD_OUT.len() * 30);
+        let query = tasks.query_points(i);
+        assert!(query.x.chunks(2).all(|x| held.iter().any(|h| h == x)));
     }
 }

@@ -291,6 +291,7 @@ pub fn meta_train<B: Backend>(
         lambda_phi: cfg.lambda_phi,
         adapt_steps: cfg.adapt.steps,
         adapt_lr: cfg.adapt.lr,
+        adapt_solver: cfg.adapt.solver,
         best_iteration,
         best_validation: best,
         seconds: started.elapsed().as_secs_f64(),

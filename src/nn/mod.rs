@@ -46,7 +46,7 @@ pub use generic::{GenericNet, GenericStructure};
 pub use hnn::Hnn;
 pub use init::{uniform, uniform_param};
 pub use mlp::{Mlp, MlpConfig};
-pub use model::{Architecture, LatentStats, Model, ModelConfig, TrainingRecord};
+pub use model::{AdaptSolver, Architecture, LatentStats, Model, ModelConfig, TrainingRecord};
 pub use modulation::{LayerCode, ModulatedLinear, ModulatedLinearConfig, Modulation};
 
 use burn::tensor::{Tensor, backend::Backend};

@@ -40,6 +40,36 @@ pub struct LatentStats {
     pub count: usize,
 }
 
+/// How test-time adaptation minimises the shot loss (`crate::meta::adapt_latents`); the
+/// default, for records written before it existed, is the paper's Adam.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdaptSolver {
+    /// `AdaptConfig::steps` Adam steps at the constant rate `AdaptConfig::lr` (protocol
+    /// v1; the paper's).
+    #[default]
+    Adam,
+    /// Levenberg–Marquardt on each task's shot residuals with the exact ∂f/∂z
+    /// (`Objective::field_latent_jacobian`), at most `AdaptConfig::steps` steps, each
+    /// task stopping on its own once a step no longer lowers its loss by more than 10⁻⁶ of it
+    /// (see `crate::meta::adapt_latents`).
+    GaussNewton,
+}
+
+impl std::str::FromStr for AdaptSolver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "adam" => Ok(Self::Adam),
+            "gauss-newton" | "gn" | "lm" => Ok(Self::GaussNewton),
+            other => Err(format!(
+                "unknown adaptation solver `{other}` (adam, gauss-newton)"
+            )),
+        }
+    }
+}
+
 /// How a model was trained and how it adapts: saved with it so evaluation and the runtime
 /// adapt exactly as validation did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +89,9 @@ pub struct TrainingRecord {
     pub adapt_steps: usize,
     /// Test-time adaptation: Adam learning rate.
     pub adapt_lr: f64,
+    /// Test-time adaptation: the solver (records written before it existed: Adam).
+    #[serde(default)]
+    pub adapt_solver: AdaptSolver,
     /// Iteration of the kept checkpoint.
     pub best_iteration: usize,
     /// Its validation error (relative derivative error on held-out instances).
