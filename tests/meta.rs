@@ -11,8 +11,8 @@ use noether::{
     data::{Dataset, DatasetSpec},
     meta::{
         AdaptConfig, AdaptSolver, Baseline, BaselineConfig, LatentStart, MetaConfig, TaskSet,
-        adapt_latents, evaluate_baseline, evaluate_modulated, meta_train, query_error,
-        train_baseline,
+        adapt_latents, baseline_validation_error, evaluate_baseline, evaluate_modulated,
+        meta_train, query_error, train_baseline, tune_baseline,
     },
     nn::{ModelConfig, Modulation, cpu::ModelParams},
     systems::Family,
@@ -188,6 +188,61 @@ fn a_diverging_baseline_is_reported_as_diverged() {
     );
 }
 
+/// The baselines' fair budget: the inner loop's learning rate and steps chosen by the lowest
+/// pilot validation error, and the returned weights the best validated ones.
+#[test]
+fn baselines_are_tuned_and_checkpointed_on_validation() {
+    let data = Dataset::generate(&DatasetSpec::new(Family::MassSpring, 0));
+    let tasks = TaskSet::new(&data);
+    let config = small(Family::MassSpring, Modulation::None);
+    let dev = Default::default();
+    let cfg = BaselineConfig {
+        iterations: 60,
+        validate_every: 20,
+        tune: vec![(1e-3, 5), (1e-1, 5), (1e4, 5)],
+        pilot_iterations: 20,
+        ..BaselineConfig::default()
+    };
+    let tuning = tune_baseline::<Flex>(&config, Baseline::Maml, &tasks, &cfg, &dev).unwrap();
+    assert_eq!(tuning.tried.len(), 3);
+    let best = tuning
+        .tried
+        .iter()
+        .map(|t| t.2)
+        .fold(f64::INFINITY, f64::min);
+    let chosen = tuning
+        .tried
+        .iter()
+        .find(|t| (t.0, t.1) == tuning.chosen)
+        .unwrap();
+    assert_eq!(chosen.2, best, "{tuning:?}");
+    assert_ne!(
+        tuning.chosen.0, 1e4,
+        "the diverging candidate is not chosen: {tuning:?}"
+    );
+    assert!(tune_baseline::<Flex>(&config, Baseline::Scratch, &tasks, &cfg, &dev).is_none());
+    let tuned = BaselineConfig {
+        inner_lr: tuning.chosen.0,
+        inner_steps: tuning.chosen.1,
+        ..cfg
+    };
+    let out = train_baseline::<Flex>(
+        &config,
+        Baseline::Maml,
+        &tasks,
+        &tuned,
+        &dev,
+        &mut |_, _| {},
+    );
+    let record = out.config.training.clone().unwrap();
+    assert!([20, 40, 60].contains(&record.best_iteration), "{record:?}");
+    let again = baseline_validation_error(&out.params, &out.config, Baseline::Maml, &tasks, &tuned);
+    assert_eq!(
+        again, record.best_validation,
+        "the kept weights are the best validated ones"
+    );
+}
+
 #[test]
 fn reproduce_resumes_without_redoing_finished_cells() {
     let dir = std::env::temp_dir().join(format!("noether-reproduce-{}", std::process::id()));
@@ -271,6 +326,10 @@ fn reproduce_resumes_without_redoing_finished_cells() {
         third.contains("mass_spring-svd3-seed0: done earlier under protocol v1, running again"),
         "{third}"
     );
-    assert!(std::fs::read_to_string(&cell).unwrap().contains("protocol: 2"));
+    assert!(
+        std::fs::read_to_string(&cell)
+            .unwrap()
+            .contains("protocol: 2")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -110,14 +110,12 @@ pub fn run(args: EvalArgs) -> CliResult {
                 history: vec![],
                 diverged: None,
             };
-            evaluate_baseline::<Flex>(
-                &outcome,
-                b,
-                &Profile::Paper.baseline(seed),
-                &tasks,
-                args.shots,
-                &Default::default(),
-            )
+            // The inner loop the model was trained (and tuned) with.
+            let mut cfg = Profile::Paper.baseline(seed);
+            if let Some(t) = &config.training {
+                (cfg.inner_lr, cfg.inner_steps) = (t.adapt_lr, t.adapt_steps);
+            }
+            evaluate_baseline::<Flex>(&outcome, b, &cfg, &tasks, args.shots, &Default::default())
         }
     };
     // What makes an instance hard: its parameters (against the training range, in the

@@ -23,7 +23,7 @@ use noether::{
         save_model,
     },
     meta::{
-        AdaptConfig, CellResult, LatentStart, Method, PROTOCOL, Profile, QUERY, TaskSet,
+        AdaptConfig, Baseline, CellResult, LatentStart, Method, PROTOCOL, Profile, QUERY, TaskSet,
         adapt_latents, evaluate_modulated, grid::evaluate_baseline, run_cell, run_modulated,
     },
     nn::{
@@ -200,6 +200,37 @@ fn to_ron<T: Serialize>(v: &T) -> Result<String, Box<dyn std::error::Error>> {
         v,
         ron::ser::PrettyConfig::default(),
     )?)
+}
+
+/// How a cell's method adapts at test time, with the tuned values and what was tried.
+fn test_time_budget(c: &CellResult) -> String {
+    match (c.method, &c.tuning) {
+        (Method::Modulated(_), _) => "latent: Gauss–Newton ≤ 100 steps".into(),
+        (Method::Baseline(Baseline::Scratch), _) => format!(
+            "fresh net: {} Adam steps",
+            c.profile.baseline(c.seed).scratch_steps
+        ),
+        (Method::Baseline(_), Some(t)) => {
+            let tried: Vec<String> = t
+                .tried
+                .iter()
+                .map(|(lr, k, v)| format!("{lr:.0e}×{k}: {v:.3}"))
+                .collect();
+            format!(
+                "weights: {} SGD steps at {:.0e} (tuned; validation {})",
+                t.chosen.1,
+                t.chosen.0,
+                tried.join(", ")
+            )
+        }
+        (Method::Baseline(_), None) => {
+            let cfg = c.profile.baseline(c.seed);
+            format!(
+                "weights: {} SGD steps at {:.0e}",
+                cfg.inner_steps, cfg.inner_lr
+            )
+        }
+    }
 }
 
 /// A finished cell; `None` when the file cannot be read or parsed.
@@ -455,7 +486,9 @@ fn write_report(
          70 training instances, checkpoints chosen on held-out trajectories of ten of them). \
          Errors are ×10⁻², mean ± std over seeds of the mean over the 10 meta-test instances; 10 shots, test-time \
          adaptation of the modulated methods by Gauss–Newton on the shot loss from the mean training latent (at most \
-         100 steps, stopping at the loss's floor). ε_field is measured on two grids (docs/protocol.md §6): \
+         100 steps, stopping at the loss's floor). MAML, ANIL and Reptile get the modulations' outer-iteration budget \
+         and checkpoint selection; their inner learning rate and step count are chosen on validation from \
+         {{1e-3, 1e-2, 1e-1}} × {{5, 20}} by pilots of a twentieth of the budget (the per-family tables list the choice). ε_field is measured on two grids (docs/protocol.md §6): \
          the 50×50 grid over [−3, 3]² of the main table, which reaches beyond the training data for mass_spring \
          (|q| ≤ 1) and duffing (|q| ≤ 1.5) and is out of distribution there, and a grid over the box holding the \
          training states (1st–99th percentile per component), the primary column of the per-family tables \
@@ -583,7 +616,7 @@ fn write_report(
     );
     // Details per family.
     for &family in families {
-        md.push_str(&format!("\n## {family}\n\n| method | seed | ε_traj ×10⁻² | ε_field training box ×10⁻² | ε_field [−3, 3]² ×10⁻² | SSIM [−3, 3]² | structure | zero-start ε_traj | train s | it/s | adapt ms/instance |\n|---|---|---|---|---|---|---|---|---|---|---|\n"));
+        md.push_str(&format!("\n## {family}\n\n| method | seed | ε_traj ×10⁻² | ε_field training box ×10⁻² | ε_field [−3, 3]² ×10⁻² | SSIM [−3, 3]² | structure | zero-start ε_traj | train s | it/s | adapt ms/instance | test-time adaptation |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
         for c in cells.iter().filter(|c| c.family == family) {
             let (traj, train_field, field, ssim, structure) = match &c.report {
                 Some(r) => {
@@ -612,13 +645,14 @@ fn write_report(
                 ),
             };
             md.push_str(&format!(
-                "| {} | {} | {traj} | {train_field} | {field} | {ssim} | {structure} | {} | {:.0} | {:.0} | {:.1} |\n",
+                "| {} | {} | {traj} | {train_field} | {field} | {ssim} | {structure} | {} | {:.0} | {:.0} | {:.1} | {} |\n",
                 c.method.label(),
                 c.seed,
                 c.zero_start.map_or("—".into(), |s| format!("{:.2}", s.mean * 100.0)),
                 c.train_seconds,
                 c.iterations_per_second,
-                c.adapt_seconds_per_instance * 1e3
+                c.adapt_seconds_per_instance * 1e3,
+                test_time_budget(c)
             ));
         }
         for c in cells

@@ -9,6 +9,10 @@
 //! | ANIL | as MAML, the inner loop adapts only the readout | k SGD steps on the readout |
 //! | Reptile | θ′ = k SGD steps on the task; θ ← θ + ε(θ′ − θ), ε annealed 1 → 0 | k SGD steps on the shots |
 //!
+//! Fair to the modulations (docs/protocol.md §5): the same outer-iteration budget, the same
+//! validation-based checkpoint selection ([`baseline_validation_error`]), and the inner
+//! learning rate and step count chosen on validation from a stated set ([`tune_baseline`]).
+//!
 //! A NaN or infinite loss or weight stops meta-training; the outcome reports the divergence.
 
 use std::fmt;
@@ -82,8 +86,17 @@ impl fmt::Display for Baseline {
 /// Hyper-parameters of the baselines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BaselineConfig {
-    /// Meta-training iterations (MAML, ANIL, Reptile).
+    /// Meta-training iterations (MAML, ANIL, Reptile): the modulations' budget.
     pub iterations: usize,
+    /// Iterations between validations; the best validated weights are kept, as for the
+    /// modulations (docs/protocol.md §5).
+    pub validate_every: usize,
+    /// Candidate (inner SGD learning rate, inner steps) pairs of MAML, ANIL and Reptile,
+    /// each tried for [`BaselineConfig::pilot_iterations`]; the best on validation trains
+    /// for the full budget ([`tune_baseline`]). Empty: `inner_lr`, `inner_steps` as given.
+    pub tune: Vec<(f64, usize)>,
+    /// Iterations of each tuning pilot.
+    pub pilot_iterations: usize,
     /// Tasks per meta-batch (10, as Algorithm 1).
     pub batch_tasks: usize,
     /// Support points per task in meta-training (the test shot count).
@@ -109,7 +122,13 @@ pub struct BaselineConfig {
 impl Default for BaselineConfig {
     fn default() -> Self {
         Self {
-            iterations: 10_000,
+            iterations: 20_000,
+            validate_every: 1_000,
+            tune: [5, 20]
+                .into_iter()
+                .flat_map(|k| [1e-3, 1e-2, 1e-1].map(|lr| (lr, k)))
+                .collect(),
+            pilot_iterations: 1_000,
             batch_tasks: 10,
             support: 10,
             query: 64,
@@ -243,8 +262,91 @@ pub fn adapt_baseline<B: Backend>(
     }
 }
 
+/// Validation error of a meta-learned initialisation: each validation instance's shots
+/// adapted by the inner loop, then the relative derivative error on its held-out
+/// trajectories ([`super::query_error`]), averaged: the modulations' checkpoint criterion.
+pub fn baseline_validation_error(
+    params: &ModelParams,
+    config: &ModelConfig,
+    baseline: Baseline,
+    tasks: &TaskSet<'_>,
+    cfg: &BaselineConfig,
+) -> f64 {
+    let ids = tasks.validation();
+    let zeros = vec![0.0f32; config.d_latent];
+    let total: f64 = ids
+        .iter()
+        .map(|&i| {
+            let adapted = inner_adapt(
+                params,
+                &tasks.shots(i, cfg.support),
+                baseline,
+                cfg,
+                config.d_latent,
+            );
+            super::query_error(&adapted, config, tasks, &[i], std::slice::from_ref(&zeros))
+        })
+        .sum();
+    total / ids.len().max(1) as f64
+}
+
+/// What [`tune_baseline`] tried: (inner lr, inner steps, best validation error) per
+/// candidate, and the chosen pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tuning {
+    /// Every candidate with its pilot's best validation error (∞ when it diverged first).
+    pub tried: Vec<(f64, usize, f64)>,
+    /// The chosen (inner lr, inner steps).
+    pub chosen: (f64, usize),
+}
+
+/// Chooses MAML's, ANIL's or Reptile's inner learning rate and step count: a pilot of
+/// [`BaselineConfig::pilot_iterations`] for each pair of [`BaselineConfig::tune`], the
+/// lowest validation error wins. `None` for Scratch or an empty candidate set.
+pub fn tune_baseline<B: Backend>(
+    config: &ModelConfig,
+    baseline: Baseline,
+    tasks: &TaskSet<'_>,
+    cfg: &BaselineConfig,
+    device: &B::Device,
+) -> Option<Tuning> {
+    if baseline == Baseline::Scratch || cfg.tune.is_empty() {
+        return None;
+    }
+    let tried: Vec<(f64, usize, f64)> = cfg
+        .tune
+        .iter()
+        .map(|&(lr, steps)| {
+            let pilot = BaselineConfig {
+                inner_lr: lr,
+                inner_steps: steps,
+                iterations: cfg.pilot_iterations,
+                validate_every: cfg.pilot_iterations,
+                tune: Vec::new(),
+                ..cfg.clone()
+            };
+            let out = train_baseline::<B>(config, baseline, tasks, &pilot, device, &mut |_, _| {});
+            let val = out
+                .config
+                .training
+                .as_ref()
+                .map_or(f64::INFINITY, |t| t.best_validation);
+            (lr, steps, if val.is_finite() { val } else { f64::INFINITY })
+        })
+        .collect();
+    let best = tried
+        .iter()
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+        .expect("candidates");
+    Some(Tuning {
+        chosen: (best.0, best.1),
+        tried,
+    })
+}
+
 /// Meta-trains a baseline on the meta-train instances (Scratch: returns the untrained
-/// network). `progress(iteration, loss)` is called after every outer step.
+/// network), validating every [`BaselineConfig::validate_every`] iterations and returning
+/// the best validated weights. `progress(iteration, loss)` is called after every outer step.
 pub fn train_baseline<B: Backend>(
     config: &ModelConfig,
     baseline: Baseline,
@@ -259,7 +361,7 @@ pub fn train_baseline<B: Backend>(
     let dz = config.d_latent;
     let mut history = Vec::new();
     let mut diverged = None;
-    let record = |config: &mut ModelConfig, iterations: usize| {
+    let record = |config: &mut ModelConfig, iterations: usize, best: (usize, f64)| {
         config.training = Some(TrainingRecord {
             method: baseline.name().into(),
             iterations,
@@ -278,13 +380,13 @@ pub fn train_baseline<B: Backend>(
             },
             // Baselines adapt their weights by SGD (`adapt_steps`, `adapt_lr`), not a latent.
             adapt_solver: crate::nn::AdaptSolver::default(),
-            best_iteration: iterations,
-            best_validation: f64::NAN,
+            best_iteration: best.0,
+            best_validation: best.1,
             seconds: started.elapsed().as_secs_f64(),
         });
     };
     if baseline == Baseline::Scratch {
-        record(&mut config, 0);
+        record(&mut config, 0, (0, f64::NAN));
         return BaselineOutcome {
             config,
             params,
@@ -296,6 +398,7 @@ pub fn train_baseline<B: Backend>(
     let mut rng = stream_rng(&format!("baselines/{baseline}"), cfg.seed, 0);
     let mut adam = ParamsAdam::default();
     let mut window = (0.0, 0usize);
+    let (mut best, mut best_params) = ((0usize, f64::INFINITY), params.clone());
     for it in 1..=cfg.iterations {
         let batch: Vec<usize> =
             rand::seq::index::sample(&mut rng, ids.len(), cfg.batch_tasks.min(ids.len()))
@@ -372,11 +475,19 @@ pub fn train_baseline<B: Backend>(
             history.push((it, window.0 / window.1 as f64));
             window = (0.0, 0);
         }
+        if it % cfg.validate_every.max(1) == 0 || it == cfg.iterations {
+            let val = baseline_validation_error(&params, &config, baseline, tasks, cfg);
+            if val < best.1 {
+                (best, best_params) = ((it, val), params.clone());
+            }
+        }
     }
-    record(&mut config, history.last().map_or(0, |h| h.0));
+    record(&mut config, history.last().map_or(0, |h| h.0), best);
     BaselineOutcome {
         config,
-        params,
+        // The best validated weights; the initialisation if no validation came before a
+        // divergence (the cell then reports the divergence).
+        params: best_params,
         history,
         diverged,
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     adapt::{AdaptConfig, LatentStart, adapt_latents},
-    baselines::{Baseline, BaselineConfig, adapt_baseline, train_baseline},
+    baselines::{Baseline, BaselineConfig, Tuning, adapt_baseline, train_baseline, tune_baseline},
     eval::{EvalReport, Stat, evaluate},
     task::{PROTOCOL, TaskSet},
     train::{MetaConfig, meta_train},
@@ -156,14 +156,18 @@ impl Profile {
         }
     }
 
-    /// Baseline settings.
+    /// Baseline settings: the modulations' outer-iteration budget and validation cadence
+    /// ([`Profile::meta`]), tuning pilots of a twentieth of it.
     pub fn baseline(self, seed: u64) -> BaselineConfig {
-        let (iterations, scratch_steps) = match self {
-            Profile::Quick => (600, 300),
-            Profile::Paper => (10_000, 1_000),
+        let meta = self.meta(seed);
+        let scratch_steps = match self {
+            Profile::Quick => 300,
+            Profile::Paper => 1_000,
         };
         BaselineConfig {
-            iterations,
+            iterations: meta.iterations,
+            validate_every: meta.validate_every,
+            pilot_iterations: meta.iterations / 20,
             scratch_steps,
             seed,
             ..BaselineConfig::default()
@@ -222,6 +226,10 @@ pub struct CellResult {
     pub zero_start: Option<Stat>,
     /// Seconds per test instance of test-time adaptation at the protocol's shot count.
     pub adapt_seconds_per_instance: f64,
+    /// MAML's, ANIL's or Reptile's tuned inner learning rate and step count, with every
+    /// candidate's validation error (`None` for other methods and older cells).
+    #[serde(default)]
+    pub tuning: Option<Tuning>,
     /// The protocol the cell ran under ([`PROTOCOL`]; cells written before it was
     /// recorded ran under v1).
     #[serde(default = "protocol_v1")]
@@ -342,6 +350,7 @@ pub fn run_modulated<B: Backend>(
         shots_sweep,
         zero_start,
         adapt_seconds_per_instance: adapt_seconds,
+        tuning: None,
         protocol: PROTOCOL,
     };
     (
@@ -386,7 +395,13 @@ pub fn run_cell<B: Backend>(
             let mut cfg = profile.baseline(seed);
             if let Some(it) = iterations {
                 cfg.iterations = it;
+                cfg.validate_every = cfg.validate_every.min(it);
+                cfg.pilot_iterations = cfg.pilot_iterations.clamp(1, it);
                 cfg.scratch_steps = cfg.scratch_steps.min(it);
+            }
+            let tuning = tune_baseline::<B>(&base, baseline, tasks, &cfg, device);
+            if let Some(t) = &tuning {
+                (cfg.inner_lr, cfg.inner_steps) = t.chosen;
             }
             let total = cfg.iterations;
             let outcome =
@@ -395,7 +410,14 @@ pub fn run_cell<B: Backend>(
                 });
             let train_seconds = started.elapsed().as_secs_f64();
             let iterations = outcome.history.last().map_or(0, |h| h.0);
-            let usable = outcome.diverged.is_none();
+            // A run that diverged after a validated checkpoint is evaluated at that
+            // checkpoint (and still reports the divergence).
+            let usable = outcome.diverged.is_none()
+                || outcome
+                    .config
+                    .training
+                    .as_ref()
+                    .is_some_and(|t| t.best_iteration > 0);
             let t = std::time::Instant::now();
             let report = usable
                 .then(|| evaluate_baseline::<B>(&outcome, baseline, &cfg, tasks, shots, device));
@@ -429,6 +451,7 @@ pub fn run_cell<B: Backend>(
                 shots_sweep,
                 zero_start: None,
                 adapt_seconds_per_instance: adapt_seconds,
+                tuning,
                 protocol: PROTOCOL,
             };
             (result, CellModel { model })

@@ -12,7 +12,10 @@ pub mod task;
 pub mod train;
 
 pub use adapt::{AdaptConfig, AdaptSolver, Adapted, LatentStart, adapt_latents};
-pub use baselines::{Baseline, BaselineConfig, BaselineOutcome, adapt_baseline, train_baseline};
+pub use baselines::{
+    Baseline, BaselineConfig, BaselineOutcome, Tuning, adapt_baseline, baseline_validation_error,
+    train_baseline, tune_baseline,
+};
 pub use encoder::{
     EncoderError, EncoderEval, EncoderTraining, evaluate_encoder, latent_distance, train_encoder,
 };
