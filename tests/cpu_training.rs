@@ -161,6 +161,36 @@ fn kernel_gradients_equal_burn_autodiff() {
             );
             assert!(z_only.params.is_none());
             assert_eq!(z_only.latents, out.latents);
+            // Rows of different tasks interleaved (FW folds per task; the others go by
+            // tiles of rows): the same loss and latent gradient.
+            let order: Vec<usize> = (0..rows).map(|r| (r * 7) % rows).collect();
+            let pick = |v: &[f32]| -> Vec<f32> {
+                order
+                    .iter()
+                    .flat_map(|&r| v[r * n..(r + 1) * n].to_vec())
+                    .collect()
+            };
+            let shuffled_task: Vec<usize> = order.iter().map(|&r| task[r]).collect();
+            let shuffled = Objective::new(&params).loss_grad(
+                Batch {
+                    x: &pick(&x),
+                    dx: &pick(&dx),
+                    task: &shuffled_task,
+                },
+                &latents,
+                false,
+            );
+            assert!(
+                (shuffled.loss - out.loss).abs() <= 1e-5 * out.loss.abs(),
+                "{what}: interleaved loss {} vs {}",
+                shuffled.loss,
+                out.loss
+            );
+            assert_close(
+                &shuffled.latents,
+                &out.latents,
+                &format!("{what} interleaved ∂L/∂z"),
+            );
         }
     }
 }

@@ -458,3 +458,106 @@ pub fn run_cell<B: Backend>(
         }
     }
 }
+
+/// The paper's ordering claim for one family, checked on measured ε_traj: every
+/// modulation below every optimization-based method (MAML, ANIL, Reptile), and every
+/// optimization-based method below Scratch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderingVerdict {
+    /// Whether each of the three groups has at least one method.
+    pub complete: bool,
+    /// The pairs that break the order: (the method that should be lower, its ε_traj, the
+    /// method it is not below, that one's ε_traj).
+    pub exceptions: Vec<(Method, f64, Method, f64)>,
+}
+
+impl OrderingVerdict {
+    /// Checks `results` (method, mean ε_traj), one family's. A diverged method counts as
+    /// ε_traj = ∞.
+    pub fn of(results: &[(Method, f64)]) -> Self {
+        let rank = |m: &Method| match m {
+            Method::Modulated(_) => 0,
+            Method::Baseline(Baseline::Scratch) => 2,
+            Method::Baseline(_) => 1,
+        };
+        let complete = (0..3).all(|g| results.iter().any(|(m, _)| rank(m) == g));
+        let mut exceptions = Vec::new();
+        for &(a, ea) in results {
+            for &(b, eb) in results {
+                // NaN compares as not below: it is an exception.
+                if rank(&a) < rank(&b) && ea.partial_cmp(&eb) != Some(std::cmp::Ordering::Less) {
+                    exceptions.push((a, ea, b, eb));
+                }
+            }
+        }
+        Self {
+            complete,
+            exceptions,
+        }
+    }
+
+    /// One line for the report: "holds", "holds except …", or what is missing.
+    pub fn describe(&self) -> String {
+        if !self.complete {
+            return "not yet decidable (a group has no finished cell)".into();
+        }
+        if self.exceptions.is_empty() {
+            return "holds".into();
+        }
+        let list: Vec<String> = self
+            .exceptions
+            .iter()
+            .map(|(a, ea, b, eb)| {
+                format!(
+                    "{} ({:.2}) ≥ {} ({:.2})",
+                    a.label(),
+                    ea * 100.0,
+                    b.label(),
+                    eb * 100.0
+                )
+            })
+            .collect();
+        format!("holds except {}", list.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ordering_claim_lists_its_exceptions() {
+        let svd = Method::Modulated(Modulation::Svd { rank: 5 });
+        let shift = Method::Modulated(Modulation::Shift);
+        let maml = Method::Baseline(Baseline::Maml);
+        let reptile = Method::Baseline(Baseline::Reptile);
+        let scratch = Method::Baseline(Baseline::Scratch);
+        let holds =
+            OrderingVerdict::of(&[(svd, 0.02), (shift, 0.04), (reptile, 0.6), (scratch, 1.5)]);
+        assert!(holds.complete && holds.exceptions.is_empty());
+        assert_eq!(holds.describe(), "holds");
+        // MAML worse than Scratch, and a diverged Shift (∞) above every baseline.
+        let broken = OrderingVerdict::of(&[
+            (svd, 0.02),
+            (shift, f64::INFINITY),
+            (maml, 1.8),
+            (reptile, 0.6),
+            (scratch, 1.5),
+        ]);
+        assert_eq!(
+            broken.exceptions,
+            vec![
+                (shift, f64::INFINITY, maml, 1.8),
+                (shift, f64::INFINITY, reptile, 0.6),
+                (shift, f64::INFINITY, scratch, 1.5),
+                (maml, 1.8, scratch, 1.5),
+            ]
+        );
+        assert!(
+            broken
+                .describe()
+                .contains("MAML (180.00) ≥ Scratch (150.00)")
+        );
+        assert!(!OrderingVerdict::of(&[(svd, 0.02), (scratch, 1.0)]).complete);
+    }
+}

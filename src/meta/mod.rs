@@ -23,8 +23,8 @@ pub use eval::{
     EvalReport, InstanceMetrics, Stat, TRAINING_BOX_TAIL, evaluate, evaluate_instance, training_box,
 };
 pub use grid::{
-    CellResult, Method, Profile, SHOTS_SWEEP, evaluate_baseline, evaluate_modulated, run_cell,
-    run_modulated,
+    CellResult, Method, OrderingVerdict, Profile, SHOTS_SWEEP, evaluate_baseline,
+    evaluate_modulated, run_cell, run_modulated,
 };
 pub use observed::{
     FitConfig, FitOutcome, FitState, FitStep, Observation, ObservedError, ObservedPart, Track,

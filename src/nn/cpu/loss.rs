@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::integrate::gather_rows;
+
 use super::{
     backprop::Tape,
     generic::CpuGeneric,
@@ -106,6 +108,9 @@ impl<'a> Objective<'a> {
             batch.x.len() == rows * n && batch.dx.len() == rows * n,
             "Objective: batch of {rows} rows of width {n} expected"
         );
+        if self.params.is_full_weight() {
+            return self.loss_grad_folded(batch, latents, want_params);
+        }
         let mut z = Vec::with_capacity(rows * dz);
         for &t in batch.task {
             z.extend_from_slice(&latents[t * dz..(t + 1) * dz]);
@@ -150,6 +155,69 @@ impl<'a> Objective<'a> {
         }
         LossGrad {
             loss: sq / (rows * n) as f64,
+            params: grads,
+            latents: zbar,
+        }
+    }
+
+    /// [`Objective::loss_grad`] of an FW model: the latent folded into the weights once per
+    /// latent (task), each task's rows differentiated as an unmodulated network, the folded
+    /// gradients carried back to (W, ΔW, b, A_s, z) ([`super::fold`]). Tasks run in
+    /// parallel; their partial results are added in task order (deterministic).
+    fn loss_grad_folded(&self, batch: Batch<'_>, latents: &[f32], want_params: bool) -> LossGrad {
+        let (n, dz) = (self.dim(), self.d_latent());
+        let rows = batch.task.len();
+        let mut members = vec![Vec::new(); latents.len() / dz.max(1)];
+        for (r, &t) in batch.task.iter().enumerate() {
+            members[t].push(r);
+        }
+        let parts: Vec<Option<(f64, ModelParams, Vec<f32>)>> = members
+            .par_iter()
+            .enumerate()
+            .map(|(t, own)| {
+                if own.is_empty() {
+                    return None;
+                }
+                let z = &latents[t * dz..(t + 1) * dz];
+                let folded = self.params.fold_fw(z);
+                let (x, dx) = (gather_rows(batch.x, own, n), gather_rows(batch.dx, own, n));
+                let task = vec![0; own.len()];
+                let out = Objective::new(&folded).loss_grad(
+                    Batch {
+                        x: &x,
+                        dx: &dx,
+                        task: &task,
+                    },
+                    &[],
+                    true,
+                );
+                // The task's mean over its rows, as a share of the batch's mean.
+                let share = own.len() as f32 / rows as f32;
+                let mut g = out.params.expect("asked for parameter gradients");
+                for (tensor, _) in g.tensors_mut() {
+                    tensor.iter_mut().for_each(|v| *v *= share);
+                }
+                let (mut full, mut zbar) = (self.params.zeros_like(), vec![0.0; dz]);
+                self.params.unfold_fw_grad(&g, z, &mut full, &mut zbar);
+                Some((out.loss * (own.len() * n) as f64, full, zbar))
+            })
+            .collect();
+        let mut sq = 0.0;
+        let mut grads: Option<ModelParams> = None;
+        let mut zbar = vec![0.0; latents.len()];
+        for (t, part) in parts.into_iter().enumerate() {
+            let Some((s, g, zt)) = part else { continue };
+            sq += s;
+            zbar[t * dz..(t + 1) * dz].copy_from_slice(&zt);
+            if want_params {
+                match &mut grads {
+                    Some(acc) => acc.add_assign(&g),
+                    None => grads = Some(g),
+                }
+            }
+        }
+        LossGrad {
+            loss: sq / (rows * n).max(1) as f64,
             params: grads,
             latents: zbar,
         }

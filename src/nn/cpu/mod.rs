@@ -21,6 +21,7 @@
 
 mod backprop;
 pub mod encoder;
+mod fold;
 mod gemm;
 mod generic;
 mod jacobian;
