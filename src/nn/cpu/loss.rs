@@ -171,15 +171,16 @@ impl<'a> Objective<'a> {
         for (r, &t) in batch.task.iter().enumerate() {
             members[t].push(r);
         }
-        let parts: Vec<Option<(f64, ModelParams, Vec<f32>)>> = members
+        // Per task, in parallel: the folded network's loss and gradient (small: the
+        // unmodulated network's). Then, in task order, the chain rule into one accumulator.
+        let parts: Vec<Option<(f64, ModelParams)>> = members
             .par_iter()
             .enumerate()
             .map(|(t, own)| {
                 if own.is_empty() {
                     return None;
                 }
-                let z = &latents[t * dz..(t + 1) * dz];
-                let folded = self.params.fold_fw(z);
+                let folded = self.params.fold_fw(&latents[t * dz..(t + 1) * dz]);
                 let (x, dx) = (gather_rows(batch.x, own, n), gather_rows(batch.dx, own, n));
                 let task = vec![0; own.len()];
                 let out = Objective::new(&folded).loss_grad(
@@ -197,25 +198,20 @@ impl<'a> Objective<'a> {
                 for (tensor, _) in g.tensors_mut() {
                     tensor.iter_mut().for_each(|v| *v *= share);
                 }
-                let (mut full, mut zbar) = (self.params.zeros_like(), vec![0.0; dz]);
-                self.params.unfold_fw_grad(&g, z, &mut full, &mut zbar);
-                Some((out.loss * (own.len() * n) as f64, full, zbar))
+                Some((out.loss * (own.len() * n) as f64, g))
             })
             .collect();
         let mut sq = 0.0;
-        let mut grads: Option<ModelParams> = None;
+        let mut full = self.params.zeros_like();
         let mut zbar = vec![0.0; latents.len()];
         for (t, part) in parts.into_iter().enumerate() {
-            let Some((s, g, zt)) = part else { continue };
+            let Some((s, g)) = part else { continue };
             sq += s;
-            zbar[t * dz..(t + 1) * dz].copy_from_slice(&zt);
-            if want_params {
-                match &mut grads {
-                    Some(acc) => acc.add_assign(&g),
-                    None => grads = Some(g),
-                }
-            }
+            let z = &latents[t * dz..(t + 1) * dz];
+            self.params
+                .unfold_fw_grad(&g, z, &mut full, &mut zbar[t * dz..(t + 1) * dz]);
         }
+        let grads = want_params.then_some(full);
         LossGrad {
             loss: sq / (rows * n).max(1) as f64,
             params: grads,
