@@ -271,7 +271,8 @@ fn latent_jacobian_equals_finite_differences() {
                     }
                 }
             }
-            let scale = fd.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+            let scale =
+                (noether::metrics::worst(fd.iter().map(|v| f64::from(v.abs()))) as f32).max(1e-3);
             for (a, b) in jac.iter().zip(&fd) {
                 assert!(
                     (a - b).abs() <= 2e-2 * scale,

@@ -138,11 +138,12 @@ fn midpoint_rows_converge_on_their_own_and_start_from_their_history() {
             .0;
         x = x1w;
     }
-    let drift = x
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    // `worst`: a NaN must not read as a small difference.
+    let drift = noether::metrics::worst(
+        x.iter()
+            .zip(&reference)
+            .map(|(a, b)| f64::from((a - b).abs())),
+    );
     assert!(
         drift < 1e-4,
         "100 steps apart from the batch-wide solve by {drift}"
