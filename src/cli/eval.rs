@@ -32,8 +32,8 @@ pub struct EvalArgs {
     #[arg(long)]
     zero_start: bool,
     /// Test-time adaptation solver: `adam` (the paper's: the model's validated steps at a
-    /// constant rate) or `gauss-newton` (Levenberg–Marquardt with the exact ∂f/∂z, stopping
-    /// when a step gains less than 1e-6 of the loss). Default: the one the model was
+    /// constant rate) or `gauss-newton` (the same, then Levenberg–Marquardt with the exact
+    /// ∂f/∂z to the loss's floor). Default: the one the model was
     /// validated with (Adam for models trained before protocol v2).
     #[arg(long)]
     solver: Option<AdaptSolver>,

@@ -206,7 +206,7 @@ fn to_ron<T: Serialize>(v: &T) -> Result<String, Box<dyn std::error::Error>> {
 /// How a cell's method adapts at test time, with the tuned values and what was tried.
 fn test_time_budget(c: &CellResult) -> String {
     match (c.method, &c.tuning) {
-        (Method::Modulated(_), _) => "latent: Gauss–Newton ≤ 100 steps".into(),
+        (Method::Modulated(_), _) => "latent: 100 Adam + Gauss–Newton ≤ 100 steps".into(),
         (Method::Baseline(Baseline::Scratch), _) => format!(
             "fresh net: {} Adam steps",
             c.profile.baseline(c.seed).scratch_steps
@@ -486,8 +486,8 @@ fn write_report(
         "# Results ({profile} profile)\n\nProduced by `cargo run --release -- {}` (protocol v{PROTOCOL}, docs/protocol.md §3–§6: \
          70 training instances, checkpoints chosen on held-out trajectories of ten of them). \
          Errors are ×10⁻², mean ± std over seeds of the mean over the 10 meta-test instances; 10 shots, test-time \
-         adaptation of the modulated methods by Gauss–Newton on the shot loss from the mean training latent (at most \
-         100 steps, stopping at the loss's floor). MAML, ANIL and Reptile get the modulations' outer-iteration budget \
+         adaptation of the modulated methods by 100 Adam steps from the mean training latent, then Gauss–Newton on the \
+         shot loss to its floor (at most 100 steps). MAML, ANIL and Reptile get the modulations' outer-iteration budget \
          and checkpoint selection; their inner learning rate and step count are chosen on validation from \
          {{1e-3, 1e-2, 1e-1}} × {{5, 20}} by pilots of a twentieth of the budget (the per-family tables list the choice). ε_field is measured on two grids (docs/protocol.md §6): \
          the 50×50 grid over [−3, 3]² of the main table, which reaches beyond the training data for mass_spring \

@@ -20,12 +20,12 @@ pub enum LatentStart {
     Zero,
 }
 
-/// Test-time adaptation settings (docs/protocol.md §5, protocol v2: Gauss–Newton, at most
-/// 100 steps, from the mean latent; λ_z as in training. Protocol v1 and the paper: 100 Adam
-/// steps at lr 1e-2).
+/// Test-time adaptation settings (docs/protocol.md §5, protocol v2: 100 Adam steps at lr 1e-2
+/// from the mean latent, then Gauss–Newton to the loss's floor; λ_z as in training. Protocol
+/// v1 and the paper: the Adam steps alone).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptConfig {
-    /// Adam steps, or the Gauss–Newton step cap.
+    /// Adam steps, and the cap of the Gauss–Newton steps that follow them.
     pub steps: usize,
     /// Adam learning rate.
     pub lr: f64,
@@ -104,7 +104,8 @@ pub fn concat(tasks: &[Points]) -> Points {
 ///
 /// - [`AdaptSolver::Adam`]: Adam is element-wise, so one batched call per step serves every
 ///   task (up to the scale of the mean).
-/// - [`AdaptSolver::GaussNewton`]: per task t with N shots of width n,
+/// - [`AdaptSolver::GaussNewton`]: the same Adam steps, then, per task t with N shots of
+///   width n,
 ///   Φₜ(z) = ‖r(z)‖²/(N n) + λ_z ‖z‖² with r = f(x; z) − ẋ and J = ∂r/∂z exact; the step
 ///   solves (A + μ diag A) Δ = −∇Φₜ with A = 2JᵀJ/(N n) + 2λ_z I, is kept when Φₜ falls
 ///   (μ ← μ/3) and retried with μ ← 5μ otherwise; a task stops once an accepted step with

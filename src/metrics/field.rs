@@ -31,34 +31,23 @@ impl FieldGrid {
     /// families and dno (at S = 0); 4096 uniform samples of the tgc box q ∈ [0.2, 1.8],
     /// p ∈ [−1, 1], S₁, S₂ ∈ [1, 3] (stream `metrics/tgc-grid`, seed 0).
     pub fn for_family(family: Family) -> Self {
-        if family == Family::Tgc {
-            let mut rng = stream_rng("metrics/tgc-grid", 0, 0);
-            let mut u = |lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
-            let points = (0..TGC_FIELD_SAMPLES)
-                .flat_map(|_| [u(0.2, 1.8), u(-1.0, 1.0), u(1.0, 3.0), u(1.0, 3.0)])
-                .collect();
-            return Self {
-                family,
-                points,
-                image: None,
-            };
-        }
-        let n = FIELD_GRID_SIZE;
         let (lo, hi) = FIELD_GRID_RANGE;
-        let at = |i: usize| lo + (hi - lo) * i as f64 / (n - 1) as f64;
-        let dim = family.dim();
-        let mut points = Vec::with_capacity(n * n * dim);
-        for i in 0..n {
-            for j in 0..n {
-                points.extend_from_slice(&[at(j), at(i)]);
-                points.extend(std::iter::repeat_n(0.0, dim - 2));
-            }
-        }
-        Self {
-            family,
-            points,
-            image: Some((n, n)),
-        }
+        let (lo, hi): (Vec<f64>, Vec<f64>) = if family == Family::Tgc {
+            (vec![0.2, -1.0, 1.0, 1.0], vec![1.8, 1.0, 3.0, 3.0])
+        } else {
+            let rest = family.dim() - 2;
+            (
+                [lo, lo]
+                    .into_iter()
+                    .chain(std::iter::repeat_n(0.0, rest))
+                    .collect(),
+                [hi, hi]
+                    .into_iter()
+                    .chain(std::iter::repeat_n(0.0, rest))
+                    .collect(),
+            )
+        };
+        Self::in_box(family, &lo, &hi, "metrics/tgc-grid")
     }
 
     /// The grid over a box `lo`…`hi` (one bound per state component), e.g. the bounding box
@@ -69,13 +58,18 @@ impl FieldGrid {
     /// # Panics
     /// When `lo` or `hi` is not one bound per state component.
     pub fn over_box(family: Family, lo: &[f64], hi: &[f64]) -> Self {
+        Self::in_box(family, lo, hi, "metrics/box-grid")
+    }
+
+    /// [`FieldGrid::over_box`], tgc's samples drawn from `stream`.
+    fn in_box(family: Family, lo: &[f64], hi: &[f64], stream: &str) -> Self {
         let dim = family.dim();
         assert!(
             lo.len() == dim && hi.len() == dim,
             "FieldGrid::over_box: {dim} bounds needed"
         );
         if family == Family::Tgc {
-            let mut rng = stream_rng("metrics/box-grid", 0, 0);
+            let mut rng = stream_rng(stream, 0, 0);
             let points = (0..TGC_FIELD_SAMPLES)
                 .flat_map(|_| {
                     (0..dim)

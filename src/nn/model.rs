@@ -49,10 +49,10 @@ pub enum AdaptSolver {
     /// v1; the paper's).
     #[default]
     Adam,
-    /// Levenberg–Marquardt on each task's shot residuals with the exact ∂f/∂z
-    /// (`Objective::field_latent_jacobian`), at most `AdaptConfig::steps` steps, each
-    /// task stopping on its own once a step no longer lowers its loss by more than 10⁻⁶ of it
-    /// (see `crate::meta::adapt_latents`).
+    /// The Adam steps, then Levenberg–Marquardt on each task's shot residuals with the exact
+    /// ∂f/∂z (`Objective::field_latent_jacobian`) from where they end, at most
+    /// `AdaptConfig::steps` more steps, each task stopping on its own at the loss's floor
+    /// (see `crate::meta::adapt_latents`). Protocol v2's.
     GaussNewton,
 }
 
