@@ -174,8 +174,9 @@ fn gauss_newton(
     let losses = |f: &[f32], z: &[f32]| -> Vec<f64> {
         let (mut sq, mut count) = (vec![0.0f64; tasks], vec![0usize; tasks]);
         for (r, &t) in all.task.iter().enumerate() {
-            for i in r * n..(r + 1) * n {
-                let e = f64::from(f[i] - all.dx[i]);
+            let row = r * n..(r + 1) * n;
+            for (fv, dv) in f[row.clone()].iter().zip(&all.dx[row]) {
+                let e = f64::from(fv - dv);
                 sq[t] += e * e;
             }
             count[t] += n;
