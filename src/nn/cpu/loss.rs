@@ -44,7 +44,7 @@ struct Partial {
     sq: f64,
     grads: Option<ModelParams>,
     zbar: Vec<f32>,
-    /// f per row (`[rows, n]`).
+    /// f per row (`[rows, n]`; kept for [`Cotangent::Unit`] passes only).
     field: Vec<f32>,
 }
 
@@ -285,8 +285,8 @@ impl<'a> Objective<'a> {
         let mut field = Vec::new();
         // f → ẋ̄: for the loss 2(f − ẋ)/(rows·n), accumulating the squared error.
         let mut residual = |f: &[f32]| -> Vec<f32> {
-            field = f.to_vec();
             match cotangent {
+                // The training hot path: no copy of f.
                 Cotangent::Loss { dx, scale } => f
                     .iter()
                     .zip(dx)
@@ -296,9 +296,12 @@ impl<'a> Objective<'a> {
                         scale * e
                     })
                     .collect(),
-                Cotangent::Unit(j) => (0..f.len())
-                    .map(|i| f32::from(u8::from(i % n == j)))
-                    .collect(),
+                Cotangent::Unit(j) => {
+                    field = f.to_vec();
+                    (0..f.len())
+                        .map(|i| f32::from(u8::from(i % n == j)))
+                        .collect()
+                }
             }
         };
         match (&self.nets, self.params) {
