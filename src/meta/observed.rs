@@ -236,7 +236,8 @@ thread_local! {
 }
 
 /// Runs `f` with `hook` called at every checkpoint of the rollouts it makes on this thread
-/// (before each observation interval): a background fit yields there to a frame that needs
+/// (before each observation interval of a rollout, and before each RK4 stage of a rollout
+/// with sensitivities, whose stages cost ~6× more): a background fit yields there to a frame that needs
 /// the cores ([`crate::runtime::FrameGate`]), a few hundred microseconds apart instead of
 /// once per Levenberg–Marquardt step.
 pub fn with_checkpoint<R>(
@@ -303,7 +304,8 @@ pub fn rollout_intervals(
 /// xᵢ = x + cᵢ h kᵢ₋₁      Sᵢ = S + cᵢ h Kᵢ₋₁
 /// ```
 ///
-/// with f_x, f_z from the network's reverse pass ([`CpuModel::field_jacobian`]). S is then
+/// with f, f_x, f_z from one recorded pass of the network ([`CpuModel::field_jacobian`]; the
+/// frame gate's checkpoint is before each stage). S is then
 /// the exact derivative of the discrete rollout (not of the ODE), so a Gauss–Newton step on
 /// the loss computed from these states uses the loss's true Jacobian. Returns (states, S)
 /// after each interval; `None` for models without a reverse Jacobian (GENERIC).
@@ -323,9 +325,9 @@ pub fn rollout_sensitivities(
     let rows = x0.len() / n;
     // (k, K) = the rates of (x, S) at (x, S) for interval lengths `step`.
     let rates = |x: &[f32], s: &[f32], step: &[f64]| -> Option<(Vec<f32>, Vec<f32>)> {
-        let mut f = vec![0.0f32; x.len()];
-        model.field(x, latents, &mut f);
+        checkpoint();
         let jac = model.field_jacobian(x, latents)?;
+        let mut f = jac.f;
         let mut ds = vec![0.0f32; s.len()];
         for r in 0..rows {
             let h = step[r] as f32;

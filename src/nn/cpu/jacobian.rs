@@ -19,9 +19,12 @@ use rayon::prelude::*;
 
 use super::{CpuModel, CpuNet, TILE, params::ModelParams};
 
-/// Per-row Jacobians of the field, row-major.
+/// Per-row Jacobians of the field, row-major, with the field itself (the recorded forward
+/// pass gives ∇ₓH on the way, so f = J∇ₓH comes free).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldJacobian {
+    /// f, `[rows, n]`: the same values as [`CpuModel::field`].
+    pub f: Vec<f32>,
     /// ∂f/∂x, `[rows, n, n]` (row r, output i, input j at `r·n² + i·n + j`).
     pub fx: Vec<f32>,
     /// ∂f/∂z, `[rows, n, d_z]`.
@@ -52,10 +55,12 @@ impl CpuModel {
             })
             .collect();
         let mut out = FieldJacobian {
+            f: Vec::with_capacity(rows * n),
             fx: Vec::with_capacity(rows * n * n),
             fz: Vec::with_capacity(rows * n * dz),
         };
         for tile in tiles {
+            out.f.extend(tile.f);
             out.fx.extend(tile.fx);
             out.fz.extend(tile.fz);
         }
@@ -72,6 +77,7 @@ impl CpuModel {
         let (n, dz) = (self.dim, self.row_latent);
         let dof = n / 2;
         let mut out = FieldJacobian {
+            f: vec![0.0; rows * n],
             fx: vec![0.0; rows * n * n],
             fz: vec![0.0; rows * n * dz],
         };
@@ -88,6 +94,7 @@ impl CpuModel {
             (CpuNet::Hnn(h), ModelParams::Hnn(hp)) => {
                 let mut g = vec![0.0; rows * n];
                 let tape = h.record(x, z, rows, &mut g);
+                super::j_grad(&g, &mut out.f, dof);
                 for i in 0..n {
                     // f_i = (Jᵀeᵢ)·∇H: q̇ᵢ = ∂H/∂p_i, ṗᵢ = −∂H/∂qᵢ.
                     let (k, sign) = if i < dof {
@@ -112,6 +119,12 @@ impl CpuModel {
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
                 let tape_t = t.record(&p, z, rows, &mut gt);
                 let tape_v = v.record(&q, z, rows, &mut gv);
+                for r in 0..rows {
+                    for i in 0..dof {
+                        out.f[r * n + i] = gt[r * dof + i];
+                        out.f[r * n + dof + i] = -gv[r * dof + i];
+                    }
+                }
                 for i in 0..dof {
                     // q̇ᵢ = ∂T/∂pᵢ depends on p only; ṗᵢ = −∂V/∂qᵢ on q only.
                     for (net, np, tape, sign, row, at) in [
@@ -153,6 +166,7 @@ mod tests {
             f
         };
         let mut out = FieldJacobian {
+            f: field(x, z),
             fx: vec![0.0; rows * n * n],
             fz: vec![0.0; rows * n * dz],
         };
@@ -207,6 +221,10 @@ mod tests {
                 let z: Vec<f32> = (0..12).map(|k| 0.3 * ((k as f32) * 0.7).sin()).collect();
                 let exact = model.field_jacobian(&x, &z).expect("a Hamiltonian model");
                 let approx = numeric(&model, &x, &z);
+                assert_eq!(
+                    exact.f, approx.f,
+                    "{family} {modulation:?}: the recorded pass gives the field bit for bit"
+                );
                 let scale = 1.0
                     + crate::metrics::worst(
                         exact.fx.iter().chain(&exact.fz).map(|v| f64::from(v.abs())),
