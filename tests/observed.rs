@@ -317,3 +317,43 @@ fn rollout_sensitivities_match_finite_differences_and_the_plain_rollout() {
         "sensitivities differ from finite differences by {worst:e}"
     );
 }
+
+/// A body at its floor whose window is longer than its horizon is fitted over the whole
+/// window in the same job (the horizon doubles inside the job), not one doubling per job.
+#[test]
+fn a_job_grows_the_horizon_of_a_body_at_its_floor_to_its_whole_window() {
+    use noether::runtime::{AdaptationSettings, Job, JobBody, run_job};
+    let model = shipped("pendulum-svd5.model.ron");
+    let latent: Vec<f32> = mean_latent(&model)
+        .iter()
+        .enumerate()
+        .map(|(i, z)| z + 0.1 * ((i as f32) * 0.9).cos())
+        .collect();
+    // The model's own motion under `latent`: a fit with that latent is at its floor on
+    // every horizon.
+    let times: Vec<f64> = (0..60).map(|k| f64::from(k) * 0.05).collect();
+    let states = predict(&model, &latent, &[0.9, 0.0], &times, 0.05);
+    let window: Vec<Observation> = times
+        .iter()
+        .zip(&states)
+        .map(|(t, x)| Observation {
+            t: *t,
+            values: x.clone(),
+        })
+        .collect();
+    let mut job = Job::new(&AdaptationSettings::default());
+    job.bodies.push(JobBody {
+        key: 7u32,
+        observations: window[..10].to_vec(),
+        window: window.clone(),
+        part: ObservedPart::States,
+        latent: latent.clone(),
+        carried: None,
+    });
+    let result = run_job(&model, job);
+    let body = &result.bodies[0];
+    assert!(body.misfit <= body.floor, "{} > {}", body.misfit, body.floor);
+    assert_eq!(body.window, 60, "10 → 20 → 40 → 60 observations in one job");
+    assert_eq!(body.fit.t_end, window[59].t, "the carried fit covers the window");
+    assert!(!body.improved, "no step was needed at the floor");
+}

@@ -39,7 +39,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU32, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -71,44 +71,69 @@ pub const DEFAULT_WINDOW: usize = 60;
 pub const HISTORY: usize = 256;
 
 /// Bodies of a [`Job`] fitted together in one batch (the unit of parallel work; the
-/// [`FrameGate`] is checked before every observation interval of their rollouts).
-pub const TILE_BODIES: usize = 64;
+/// [`FrameGate`] is checked before every stage of their rollouts, which for 16 bodies is
+/// well under a millisecond of work).
+pub const TILE_BODIES: usize = 16;
 
-/// A flag the frame raises while it steps the world; background adaptation waits at its
-/// checkpoints (before each observation interval of its rollouts) until the flag is lowered, so it
-/// takes CPU time only between the frame's steps. The wait is bounded
-/// ([`FrameGate::MAX_WAIT`]), so a frame that never lowers it slows the work down but
-/// cannot stop it.
+/// A flag the frame raises while it runs; background adaptation waits at its checkpoints
+/// (before each stage of its rollouts) until the flag is lowered, so it computes only in
+/// the time the frame leaves idle (pacing to the display, waiting for the GPU). Raising
+/// nests: the whole update raises it once and the stepping once more, so a stepping
+/// schedule run on its own is still guarded.
+///
+/// A frame loop that never idles would starve the work, so the wait is bounded: after
+/// waiting [`FrameGate::MAX_WAIT`], a checkpoint lets its thread through for
+/// [`FrameGate::PASS`] without waiting (at the lowest scheduling priority, sharing the
+/// cores with the frame). The work then keeps at least `PASS / (MAX_WAIT + PASS)` of its
+/// threads' time however busy the frame is.
 #[derive(Debug, Default)]
 pub struct FrameGate {
-    raised: AtomicBool,
+    depth: AtomicU32,
+}
+
+thread_local! {
+    /// Until when this thread may pass the gate without waiting.
+    static PASS_UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
 impl FrameGate {
     /// The longest a checkpoint waits for the gate to be lowered.
-    pub const MAX_WAIT: Duration = Duration::from_millis(250);
+    pub const MAX_WAIT: Duration = Duration::from_millis(30);
 
-    /// The frame starts stepping.
+    /// How long a thread that waited [`FrameGate::MAX_WAIT`] in vain passes freely.
+    pub const PASS: Duration = Duration::from_millis(10);
+
+    /// The frame (or its stepping) starts.
     pub fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
+        self.depth.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The frame has stepped.
+    /// The frame (or its stepping) is done; a lower without a raise does nothing.
     pub fn lower(&self) {
-        self.raised.store(false, Ordering::Release);
+        let _ = self
+            .depth
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
     }
 
-    /// Whether the frame is stepping.
+    /// Whether the frame is running.
     pub fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
+        self.depth.load(Ordering::Acquire) > 0
     }
 
     /// Waits while the gate is raised (yielding, then in 50-µs naps), at most
-    /// [`FrameGate::MAX_WAIT`]; returns the time waited.
+    /// [`FrameGate::MAX_WAIT`], after which this thread passes freely for
+    /// [`FrameGate::PASS`]; returns the time waited.
     pub fn wait(&self) -> Duration {
         let start = Instant::now();
+        if PASS_UNTIL.get().is_some_and(|until| start < until) {
+            return Duration::ZERO;
+        }
         let mut spins = 0u32;
-        while self.is_raised() && start.elapsed() < Self::MAX_WAIT {
+        while self.is_raised() {
+            if start.elapsed() >= Self::MAX_WAIT {
+                PASS_UNTIL.set(Some(Instant::now() + Self::PASS));
+                break;
+            }
             if spins < 16 {
                 thread::yield_now();
                 spins += 1;
@@ -535,6 +560,18 @@ pub struct JobBody<K> {
     pub carried: Option<CarriedFit>,
 }
 
+impl<K> JobBody<K> {
+    /// Every observation there is to fit: the window, or the fitted horizon when no
+    /// window came with it.
+    pub fn all(&self) -> &[Observation] {
+        if self.window.len() > self.observations.len() {
+            &self.window
+        } else {
+            &self.observations
+        }
+    }
+}
+
 /// Bodies of one model to fit.
 #[derive(Clone, Debug)]
 pub struct Job<K> {
@@ -750,62 +787,34 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             }
         })
         .collect();
-    let tracks: Vec<Track<'_>> = bodies
-        .iter()
-        .map(|b| Track {
-            observations: &b.observations,
-            part: b.part,
-        })
-        .collect();
     let mut states = starting_states(model, &bodies, &job.config);
     // The floor each body's misfit is held to, from its own observations.
     let floors: Vec<f64> = bodies
         .iter()
         .map(|b| {
-            let estimate = noise_floor(if b.window.len() > b.observations.len() {
-                &b.window
-            } else {
-                &b.observations
+            let noise = job.noise.map_or(noise_floor(b.all()), |known| {
+                noise_floor(b.all()).min(known)
             });
-            let noise = job.noise.map_or(estimate, |known| estimate.min(known));
             (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(&b.observations))
         })
         .collect();
     // Tiles of bodies, each fitted on its own (in parallel on the caller's rayon pool),
-    // waiting at the frame gate before every observation interval of their rollouts. A body
-    // whose misfit is at its floor takes no (further) step in this job.
+    // waiting at the frame gate before every stage of their rollouts.
     let tile = job.tile.max(1);
-    let lambda_z = job.config.lambda_z;
-    let fitted: Vec<(Vec<f64>, Vec<f64>, Vec<bool>)> = tracks
+    let seen: Vec<Seen<'_>> = bodies
+        .iter()
+        .map(|b| Seen {
+            all: b.all(),
+            horizon: b.observations.len(),
+            part: b.part,
+        })
+        .collect();
+    let fitted: Vec<TileFit> = seen
         .par_chunks(tile)
         .zip(states.par_chunks_mut(tile))
         .zip(floors.par_chunks(tile))
-        .map(|((tracks, states), floors)| {
-            let mut fit = || {
-                let n = tracks.len();
-                // One plain rollout first: a body already at its floor (a fit carried to a
-                // longer window that still holds) needs no Jacobian and no step.
-                let base = trajectory_loss(model, tracks, states, &job.config);
-                let (first, mut last, mut improved) = (base.clone(), base, vec![false; n]);
-                for _ in 0..job.steps.max(1) {
-                    let active: Vec<usize> = (0..n)
-                        .filter(|&i| misfit(last[i], &states[i].latent, lambda_z) > floors[i])
-                        .collect();
-                    if active.is_empty() {
-                        break;
-                    }
-                    let sub_tracks: Vec<Track<'_>> = active.iter().map(|&i| tracks[i]).collect();
-                    let mut sub_states: Vec<FitState> =
-                        active.iter().map(|&i| states[i].clone()).collect();
-                    let out = fit_step(model, &sub_tracks, &mut sub_states, &job.config);
-                    for ((&i, s), state) in active.iter().zip(&out).zip(sub_states) {
-                        improved[i] |= s.accepted;
-                        last[i] = s.loss;
-                        states[i] = state;
-                    }
-                }
-                (first, last, improved)
-            };
+        .map(|((bodies, states), floors)| {
+            let mut fit = || fit_tile(model, &job.config, job.steps, bodies, states, floors);
             match &job.gate {
                 Some(gate) => {
                     let gate = gate.clone();
@@ -820,45 +829,37 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             }
         })
         .collect();
-    let (mut first, mut last, mut improved) = (Vec::new(), Vec::new(), Vec::new());
-    for (f, l, i) in fitted {
-        first.extend(f);
-        last.extend(l);
-        improved.extend(i);
-    }
-    drop(tracks);
-    // Settled: the latent the body came with predicted this window nearly as well as
-    // the refit does, or no descent is left at any damping.
-    let settled: Vec<bool> = (0..bodies.len())
-        .map(|i| {
-            let (before, after) = (first[i], last[i]);
-            (before.is_finite() && before - after <= job.settle_tol * before)
-                || states[i].damping >= 1e6
-        })
-        .collect();
-    let bodies = bodies
+    let fits: Vec<BodyFit> = fitted.into_iter().flatten().collect();
+    let lambda_z = job.config.lambda_z;
+    let bodies: Vec<BodyResult<K>> = bodies
         .into_iter()
         .zip(states)
-        .enumerate()
-        .map(|(i, (b, state))| {
-            let misfit = misfit(last[i], &state.latent, lambda_z);
+        .zip(fits)
+        .zip(floors)
+        .map(|(((b, state), fit), floor)| {
+            let misfit = misfit(fit.loss, &state.latent, lambda_z);
             let mut start = b.observations[0].values.clone();
             start.extend_from_slice(&state.hidden);
+            // Settled: the fit the stage started from predicted its horizon nearly as well
+            // as the refit does, or no descent is left at any damping.
+            let settled = (fit.stage_before.is_finite()
+                && fit.stage_before - fit.loss <= job.settle_tol * fit.stage_before)
+                || state.damping >= 1e6;
             BodyResult {
                 fit: CarriedFit {
                     state,
                     t0: b.observations[0].t,
-                    t_end: b.observations[b.observations.len() - 1].t,
+                    t_end: b.all()[fit.horizon - 1].t,
                     start,
                 },
                 key: b.key,
-                loss_before: first[i],
-                loss: last[i],
-                improved: improved[i],
-                settled: settled[i],
+                loss_before: fit.before,
+                loss: fit.loss,
+                improved: fit.improved,
+                settled,
                 misfit,
-                floor: floors[i],
-                window: b.observations.len(),
+                floor,
+                window: fit.horizon,
             }
         })
         .collect();
@@ -867,6 +868,111 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         invalid,
         seconds: clock.elapsed().as_secs_f64(),
     }
+}
+
+/// What a tile fit sees of one body.
+struct Seen<'a> {
+    /// Every observation there is to fit ([`JobBody::all`]).
+    all: &'a [Observation],
+    /// The first horizon: observations fitted first.
+    horizon: usize,
+    /// What each observation holds.
+    part: ObservedPart,
+}
+
+/// How one body's fit went in a job.
+struct BodyFit {
+    /// Loss at the start of the job (its first horizon).
+    before: f64,
+    /// Loss at the start of its last horizon.
+    stage_before: f64,
+    /// Loss at the end.
+    loss: f64,
+    /// Some step lowered the loss.
+    improved: bool,
+    /// Observations its last horizon covers.
+    horizon: usize,
+}
+
+type TileFit = Vec<BodyFit>;
+
+/// Fits one tile of bodies: a plain rollout first (a fit carried to a longer window that
+/// still holds needs no Jacobian and no step), then up to `steps` Levenberg–Marquardt
+/// steps for the bodies above their floor. A body at its floor whose horizon does not yet
+/// cover its window goes on in the same job over twice the horizon (a rollout, then steps
+/// again), so a body whose window filled while it waited for the worker is fitted over all
+/// of it in one job, not one doubling per trip through the queue.
+fn fit_tile(
+    model: &CpuModel,
+    config: &FitConfig,
+    steps: usize,
+    bodies: &[Seen<'_>],
+    states: &mut [FitState],
+    floors: &[f64],
+) -> TileFit {
+    let lambda_z = config.lambda_z;
+    let n = bodies.len();
+    let mut horizon: Vec<usize> = bodies.iter().map(|b| b.horizon).collect();
+    let track = |i: usize, h: usize| Track {
+        observations: &bodies[i].all[..h],
+        part: bodies[i].part,
+    };
+    let tracks: Vec<Track<'_>> = (0..n).map(|i| track(i, horizon[i])).collect();
+    let before = trajectory_loss(model, &tracks, states, config);
+    let (mut stage_before, mut last) = (before.clone(), before.clone());
+    let mut improved = vec![false; n];
+    let mut stage: Vec<usize> = (0..n).collect();
+    let above = |i: usize, last: &[f64], states: &[FitState]| {
+        misfit(last[i], &states[i].latent, lambda_z) > floors[i]
+    };
+    loop {
+        for _ in 0..steps.max(1) {
+            let active: Vec<usize> = stage
+                .iter()
+                .copied()
+                .filter(|&i| above(i, &last, states))
+                .collect();
+            if active.is_empty() {
+                break;
+            }
+            let sub_tracks: Vec<Track<'_>> = active.iter().map(|&i| track(i, horizon[i])).collect();
+            let mut sub_states: Vec<FitState> = active.iter().map(|&i| states[i].clone()).collect();
+            let out = fit_step(model, &sub_tracks, &mut sub_states, config);
+            for ((&i, s), state) in active.iter().zip(&out).zip(sub_states) {
+                improved[i] |= s.accepted;
+                last[i] = s.loss;
+                states[i] = state;
+            }
+        }
+        // At the floor with more window to cover: twice the horizon, in this job.
+        let grow: Vec<usize> = stage
+            .iter()
+            .copied()
+            .filter(|&i| !above(i, &last, states) && horizon[i] < bodies[i].all.len())
+            .collect();
+        if grow.is_empty() {
+            break;
+        }
+        for &i in &grow {
+            horizon[i] = (2 * horizon[i]).min(bodies[i].all.len());
+        }
+        let sub_tracks: Vec<Track<'_>> = grow.iter().map(|&i| track(i, horizon[i])).collect();
+        let sub_states: Vec<FitState> = grow.iter().map(|&i| states[i].clone()).collect();
+        let losses = trajectory_loss(model, &sub_tracks, &sub_states, config);
+        for (&i, loss) in grow.iter().zip(losses) {
+            (stage_before[i], last[i]) = (loss, loss);
+        }
+        stage = grow;
+    }
+    (0..n)
+        .map(|i| BodyFit {
+            before: before[i],
+            stage_before: stage_before[i],
+            loss: last[i],
+            improved: improved[i],
+            horizon: horizon[i],
+        })
+        .collect()
 }
 
 /// What a body does before its first fit when its model may have an encoder
@@ -1200,6 +1306,8 @@ impl AdaptState {
         self.fit = Some(result.fit);
         (self.misfit, self.floor) = (result.misfit, result.floor);
         let at_floor = result.misfit <= result.floor;
+        // The job may have grown the horizon itself.
+        self.horizon = self.horizon.max(result.window);
         if at_floor {
             let covers_window = result.window >= window.len();
             let enough = window.is_full() || span >= settings.converge_span;
@@ -1233,6 +1341,28 @@ impl AdaptState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_gate_nests_and_lets_a_starved_thread_through() {
+        let gate = FrameGate::default();
+        assert_eq!(gate.wait(), Duration::ZERO, "a lowered gate does not wait");
+        gate.raise();
+        gate.raise();
+        gate.lower();
+        assert!(gate.is_raised(), "the stepping's lower leaves the frame's raise");
+        gate.lower();
+        gate.lower();
+        assert!(!gate.is_raised(), "an extra lower does not wrap around");
+        // A frame that never lowers it: the wait ends at MAX_WAIT, then the thread passes.
+        gate.raise();
+        assert!(gate.wait() >= FrameGate::MAX_WAIT);
+        assert!(gate.wait() < FrameGate::PASS, "the starved thread passes freely");
+        std::thread::spawn(move || {
+            assert!(gate.wait() >= FrameGate::MAX_WAIT, "the pass is per thread");
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn the_window_is_bounded_and_refuses_bad_samples() {

@@ -13,7 +13,7 @@
 //!    app paced in real time, and the frame time added by adaptation at 1000 bodies.
 //!
 //! ```text
-//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only | --overhead-only]
+//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only]
 //! ```
 //!
 //! The numbers in BENCHMARKS.md come from the release profile
@@ -348,7 +348,8 @@ fn frame_time(count: usize) {
 fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     let m = model("pendulum-svd5");
     println!(
-        "### Online adaptation (pendulum SVD(5), m, l uniform in [0.5, 2], positions every 0.05 s with 1 % noise, 3-s window, worker: 1 thread)\n"
+        "### Online adaptation (pendulum SVD(5), m, l uniform in [0.5, 2], positions every 0.05 s with 1 % noise, 3-s window, worker: {} threads computing while the frame is idle)\n",
+        bevy_noether::adapt::AdaptWorkerConfig::default().threads
     );
     encoder_latency(&m);
     // Latent updates per second: one LM step per body on a full window, straight on the core.
@@ -451,7 +452,9 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         );
     }
     println!();
-    adaptation_overhead(overhead_bodies);
+    if overhead_bodies > 0 {
+        adaptation_overhead(overhead_bodies);
+    }
 }
 
 /// Relative position error over 10 s of truth, on each body's orbit from its turning
@@ -632,7 +635,15 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--adapt-only") {
-        adaptation(&[1, 100, 1000], Duration::from_secs(300), 1000);
+        // `--bodies N`: only that population (and no frame-overhead run).
+        let only: Option<usize> = std::env::args()
+            .skip_while(|a| a != "--bodies")
+            .nth(1)
+            .and_then(|n| n.parse().ok());
+        match only {
+            Some(n) => adaptation(&[n], Duration::from_secs(300), 0),
+            None => adaptation(&[1, 100, 1000], Duration::from_secs(300), 1000),
+        }
         return;
     }
     stepping(sizes, budget);

@@ -31,9 +31,10 @@
 //! worker goes on; a latent of the wrong length is refused at dispatch with an error naming
 //! the entity; a result for a body despawned meanwhile is dropped.
 //!
-//! The frame comes first: the stepping raises a flag while it runs and the worker pauses
-//! between tiles of bodies until it is lowered; its threads also run at the lowest normal
-//! priority ([`AdaptWorkerConfig::background`]).
+//! The frame comes first: the app's update (and, inside it, the stepping) raises a flag
+//! while it runs and the worker pauses before every stage of its rollouts until it is
+//! lowered, so the worker's threads (one per logical CPU) compute while the frame is idle;
+//! they also run at the lowest normal priority ([`AdaptWorkerConfig::background`]).
 //!
 //! ```no_run
 //! use bevy::prelude::*;

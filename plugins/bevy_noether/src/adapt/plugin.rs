@@ -48,7 +48,8 @@ pub struct TruthSimulator(#[reflect(ignore)] pub noether::runtime::TruthSimulato
 /// [`crate::NoetherPlugins::with_adaptation_worker`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptWorkerConfig {
-    /// Rayon threads of the worker (default: all logical CPUs but one, at least 1).
+    /// Rayon threads of the worker (default: one per logical CPU; they compute only while
+    /// the frame is idle, see [`noether::runtime::FrameGate`]).
     pub threads: usize,
     /// Fraction of the time the worker may be busy (1: always). On a machine with few
     /// cores the worker competes with the frame's own threads; a lower duty trades
@@ -62,9 +63,7 @@ pub struct AdaptWorkerConfig {
 impl Default for AdaptWorkerConfig {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get().saturating_sub(1))
-                .max(1),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
             duty: 1.0,
             background: true,
         }
@@ -153,6 +152,10 @@ impl Plugin for AdaptPlugin {
                     dispatch.in_set(AdaptSystems::Dispatch),
                 ),
             );
+        // The whole update, too: the worker computes while the frame is idle (pacing,
+        // waiting for the GPU or the display). The inner pair above still guards the
+        // stepping when its schedule runs outside the main loop.
+        app.add_systems(First, raise_gate).add_systems(Last, lower_gate);
     }
 }
 

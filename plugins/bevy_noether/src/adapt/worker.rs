@@ -1,9 +1,9 @@
 //! The adaptation worker: a thread that takes jobs (batches of observed bodies of one
 //! model) over a crossbeam channel, runs them ([`noether::runtime::run_job`]), and sends the
-//! results back. It owns a small rayon pool so it never takes every core from the frame,
-//! its threads run at the lowest normal priority, and every job waits at the frame's
-//! [`FrameGate`] between tiles of bodies, so the worker computes only while the frame is
-//! not stepping.
+//! results back. It owns a rayon pool (a thread per logical CPU by default) whose threads
+//! run at the lowest normal priority, and every job waits at the frame's [`FrameGate`]
+//! before each stage of its rollouts, so the worker computes only while the app's update
+//! is not running.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
