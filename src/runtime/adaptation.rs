@@ -39,7 +39,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -124,6 +124,9 @@ impl FrameGate {
     /// [`FrameGate::MAX_WAIT`], after which this thread passes freely for
     /// [`FrameGate::PASS`]; returns the time waited.
     pub fn wait(&self) -> Duration {
+        if !self.is_raised() {
+            return Duration::ZERO;
+        }
         let start = Instant::now();
         if PASS_UNTIL.get().is_some_and(|until| start < until) {
             return Duration::ZERO;
@@ -645,8 +648,11 @@ pub struct JobResult<K> {
     pub bodies: Vec<BodyResult<K>>,
     /// Bodies whose observations could not be fitted, with the reason.
     pub invalid: Vec<(K, String)>,
-    /// Seconds the job took.
+    /// Seconds the job took, waits at the frame gate included.
     pub seconds: f64,
+    /// Core-seconds it computed: each tile's time less its waits at the frame gate,
+    /// summed over the worker's threads.
+    pub compute_seconds: f64,
 }
 
 /// The fit state each body starts a job from: its current latent (the game may have
@@ -809,27 +815,34 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             part: b.part,
         })
         .collect();
-    let fitted: Vec<TileFit> = seen
+    let serial = clock.elapsed().as_secs_f64();
+    let fitted: Vec<(TileFit, f64)> = seen
         .par_chunks(tile)
         .zip(states.par_chunks_mut(tile))
         .zip(floors.par_chunks(tile))
         .map(|((bodies, states), floors)| {
+            let started = Instant::now();
             let mut fit = || fit_tile(model, &job.config, job.steps, bodies, states, floors);
-            match &job.gate {
+            let (fits, waited) = match &job.gate {
                 Some(gate) => {
-                    let gate = gate.clone();
-                    with_checkpoint(
+                    let (gate, waited) = (gate.clone(), Arc::new(AtomicU64::new(0)));
+                    let counter = waited.clone();
+                    let fits = with_checkpoint(
                         Arc::new(move || {
-                            gate.wait();
+                            let w = gate.wait().as_nanos() as u64;
+                            counter.fetch_add(w, Ordering::Relaxed);
                         }),
                         fit,
-                    )
+                    );
+                    (fits, waited.load(Ordering::Relaxed) as f64 * 1e-9)
                 }
-                None => fit(),
-            }
+                None => (fit(), 0.0),
+            };
+            (fits, (started.elapsed().as_secs_f64() - waited).max(0.0))
         })
         .collect();
-    let fits: Vec<BodyFit> = fitted.into_iter().flatten().collect();
+    let compute_seconds = serial + fitted.iter().map(|(_, busy)| busy).sum::<f64>();
+    let fits: Vec<BodyFit> = fitted.into_iter().flat_map(|(fits, _)| fits).collect();
     let lambda_z = job.config.lambda_z;
     let bodies: Vec<BodyResult<K>> = bodies
         .into_iter()
@@ -867,6 +880,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         bodies,
         invalid,
         seconds: clock.elapsed().as_secs_f64(),
+        compute_seconds,
     }
 }
 

@@ -88,7 +88,7 @@ pub struct AdaptationStats {
     pub rejected: u64,
     /// Results dropped because their body was despawned.
     pub dropped: u64,
-    /// Worker seconds spent on jobs.
+    /// Core-seconds the worker computed (waits at the frame gate excluded).
     pub worker_seconds: f64,
     /// Frame-loop milliseconds spent in the adaptation systems in the last tick.
     pub frame_ms: f64,
@@ -386,7 +386,7 @@ fn apply_results(
         stats.jobs_done += 1;
         let (results, refused) = match outcome {
             WorkOutcome::Done(result) => {
-                stats.worker_seconds += result.seconds;
+                stats.worker_seconds += result.compute_seconds;
                 (result.bodies, result.invalid)
             }
             WorkOutcome::Failed(entities, message) => {

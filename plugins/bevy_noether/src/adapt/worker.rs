@@ -157,6 +157,7 @@ mod tests {
             bodies: Vec::new(),
             invalid: Vec::new(),
             seconds: 0.0,
+            compute_seconds: 0.0,
         }
     }
 
