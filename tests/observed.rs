@@ -10,7 +10,7 @@ use noether::{
     io::load_model,
     meta::{
         FitConfig, Observation, ObservedError, ObservedPart, Track, fit_latent,
-        observed::{predict, trajectory_loss, validate},
+        observed::{position_error, predict, trajectory_loss, validate},
     },
     nn::cpu::{CpuModel, ModelParams},
     systems::Family,
@@ -54,16 +54,8 @@ fn observe(
 
 /// Relative position error of the learned rollout against the truth over 10 s.
 fn ten_second_error(model: &CpuModel, latent: &[f32], params: &[f64], x0: &[f64]) -> f64 {
-    let truth = observe(params, x0, 0.05, 200, ObservedPart::Positions);
-    let times: Vec<f64> = truth.iter().map(|o| o.t).collect();
-    let x0f: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
-    let pred = predict(model, latent, &x0f, &times, 0.01);
-    let (mut num, mut den) = (0.0, 0.0);
-    for (p, o) in pred.iter().zip(&truth) {
-        num += f64::from(p[0] - o.values[0]).powi(2);
-        den += f64::from(o.values[0]).powi(2);
-    }
-    (num / den).sqrt()
+    let sys = Family::Pendulum.build(params).unwrap();
+    position_error(model, latent, sys.as_ref(), x0, 0.05, 200).unwrap()
 }
 
 #[test]

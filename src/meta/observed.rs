@@ -396,6 +396,49 @@ pub fn predict(
     out
 }
 
+/// Relative position error of a learned prediction against the true `system` over
+/// `steps` samples `dt` apart, both from `x0`:
+///
+/// ```text
+/// ε = √( Σₖ ‖q̂ₖ − qₖ‖² / Σₖ ‖qₖ‖² )
+/// ```
+///
+/// q the first `dof` components; the truth by [`Integrator::Dopri`], the prediction by RK4
+/// at ≤ 0.01 s ([`predict`]). How well an adapted latent predicts what comes next (online
+/// adaptation's tests and benchmarks).
+///
+/// # Errors
+/// The truth's integration failed (a non-finite state).
+///
+/// [`Integrator::Dopri`]: crate::integrate::Integrator::Dopri
+pub fn position_error(
+    model: &CpuModel,
+    latent: &[f32],
+    system: &dyn crate::systems::System,
+    x0: &[f64],
+    dt: f64,
+    steps: usize,
+) -> Result<f64, crate::integrate::IntegrateError> {
+    let truth = crate::integrate::simulate(
+        system,
+        crate::integrate::Integrator::Dopri,
+        x0,
+        dt,
+        steps,
+    )?;
+    let times: Vec<f64> = (0..=steps).map(|k| k as f64 * dt).collect();
+    let start: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
+    let dof = model.config().family.dof();
+    let (mut num, mut den) = (0.0, 0.0);
+    for (k, x) in predict(model, latent, &start, &times, 0.01).iter().enumerate() {
+        for (p, q) in x[..dof].iter().zip(&truth.state(k)[..dof]) {
+            num += (f64::from(*p) - q).powi(2);
+            den += q * q;
+        }
+    }
+    Ok((num / den).sqrt())
+}
+
 /// The start state x₀ = (y₀, u) of a track.
 fn start_state(track: Track<'_>, hidden: &[f32]) -> Vec<f32> {
     let mut x = track.observations[0].values.clone();

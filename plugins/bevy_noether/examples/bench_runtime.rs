@@ -38,7 +38,7 @@ use noether::{
     integrate::{Flow, ImplicitMidpoint, ImplicitSolver, simulate},
     meta::{
         AdaptConfig, FitConfig, FitState, Observation, Track, adapt_latents, fit_step,
-        observed::predict, system_shots,
+        observed::position_error, system_shots,
     },
     nn::cpu::{BASE_FLOPS_PER_ROW, CpuFlow, bench_gemm},
     runtime::{LearnedModel, StepHistory, StepSettings, advance, advance_with_history},
@@ -401,7 +401,7 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     println!();
 
     println!(
-        "| observed bodies | wall s until all converged (app paced in real time) | converged by 5 / 10 / 20 s | converged | stalled and retried | started by the encoder | latent updates | worker s | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
+        "| observed bodies | wall s until all converged (app paced in real time) | converged by 5 / 10 / 20 s | converged | stalled and retried | started by the encoder | latent updates | worker core-s (gate waits excluded) | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &count in sizes {
@@ -503,17 +503,7 @@ fn ten_second_error(
     x0: &[f64],
     latent: &[f32],
 ) -> f64 {
-    let truth = simulate(sys, Integrator::Dopri, x0, 0.05, 200).unwrap();
-    let times: Vec<f64> = (0..=200).map(|k| k as f64 * 0.05).collect();
-    let x0f: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
-    let pred = predict(&m.cpu, latent, &x0f, &times, 0.01);
-    let (mut num, mut den) = (0.0, 0.0);
-    for (k, p) in pred.iter().enumerate() {
-        let q = truth.state(k)[0];
-        num += (f64::from(p[0]) - q).powi(2);
-        den += q * q;
-    }
-    (num / den).sqrt()
+    position_error(&m.cpu, latent, sys, x0, 0.05, 200).unwrap()
 }
 
 /// Encoder-only latency: one forward pass per body on a full 1-s window.

@@ -14,7 +14,7 @@ use bevy_noether::{
 use common::{add_model, create_app};
 use noether::{
     integrate::{Integrator, simulate},
-    meta::observed::predict,
+    meta::observed::position_error,
     systems::Family,
 };
 
@@ -105,22 +105,12 @@ fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usiz
     (frames, busy)
 }
 
-/// Mean relative 10-second position error of the learned pendulum with `latent` against
-/// the truth, from the body's spawn state.
+/// Relative 10-second position error of the learned pendulum with `latent` against the
+/// truth, from the body's spawn state.
 fn prediction_error(model: &NoetherModel, params: &[f64], x0: &[f32], latent: &[f32]) -> f64 {
-    let (dt, steps) = (0.05, 200);
     let sys = Family::Pendulum.build(params).unwrap();
-    let x0d: Vec<f64> = x0.iter().map(|v| f64::from(*v)).collect();
-    let truth = simulate(sys.as_ref(), Integrator::Dopri, &x0d, dt, steps).unwrap();
-    let times: Vec<f64> = (0..=steps).map(|k| k as f64 * dt).collect();
-    let pred = predict(&model.cpu, latent, x0, &times, 0.01);
-    let (mut num, mut den) = (0.0, 0.0);
-    for (k, x) in pred.iter().enumerate() {
-        let q = truth.state(k)[0];
-        num += (f64::from(x[0]) - q).powi(2);
-        den += q * q;
-    }
-    (num / den).sqrt()
+    let x0: Vec<f64> = x0.iter().map(|v| f64::from(*v)).collect();
+    position_error(&model.cpu, latent, sys.as_ref(), &x0, 0.05, 200).unwrap()
 }
 
 /// The mean-latent and adapted 10-s errors over `bodies`.
