@@ -52,6 +52,24 @@ fn observe(
         .collect()
 }
 
+/// Full states of the model's own motion under `latent` from `x0`, every 0.05 s for
+/// `intervals` intervals (RK4 sub-steps of at most `max_substep`).
+fn own_motion(
+    model: &CpuModel,
+    latent: &[f32],
+    x0: &[f32],
+    intervals: usize,
+    max_substep: f64,
+) -> Vec<Observation> {
+    let times: Vec<f64> = (0..=intervals).map(|k| k as f64 * 0.05).collect();
+    let states = predict(model, latent, x0, &times, max_substep);
+    times
+        .iter()
+        .zip(states)
+        .map(|(t, values)| Observation { t: *t, values })
+        .collect()
+}
+
 /// Relative position error of the learned rollout against the truth over 10 s.
 fn ten_second_error(model: &CpuModel, latent: &[f32], params: &[f64], x0: &[f64]) -> f64 {
     let sys = Family::Pendulum.build(params).unwrap();
@@ -107,16 +125,7 @@ fn a_model_recovers_its_own_latent_from_full_states() {
         .enumerate()
         .map(|(i, z)| z + 0.2 * ((i as f32) * 1.3).sin())
         .collect();
-    let times: Vec<f64> = (0..=40).map(|k| f64::from(k) * 0.05).collect();
-    let states = predict(&model, &target, &[0.8, -0.3], &times, 0.01);
-    let obs: Vec<Observation> = times
-        .iter()
-        .zip(&states)
-        .map(|(t, x)| Observation {
-            t: *t,
-            values: x.clone(),
-        })
-        .collect();
+    let obs = own_motion(&model, &target, &[0.8, -0.3], 40, 0.01);
     let track = Track {
         observations: &obs,
         part: ObservedPart::States,
@@ -323,16 +332,7 @@ fn a_job_grows_the_horizon_of_a_body_at_its_floor_to_its_whole_window() {
         .collect();
     // The model's own motion under `latent`: a fit with that latent is at its floor on
     // every horizon.
-    let times: Vec<f64> = (0..60).map(|k| f64::from(k) * 0.05).collect();
-    let states = predict(&model, &latent, &[0.9, 0.0], &times, 0.05);
-    let window: Vec<Observation> = times
-        .iter()
-        .zip(&states)
-        .map(|(t, x)| Observation {
-            t: *t,
-            values: x.clone(),
-        })
-        .collect();
+    let window = own_motion(&model, &latent, &[0.9, 0.0], 59, 0.05);
     let mut job = Job::new(&AdaptationSettings::default());
     job.bodies.push(JobBody {
         key: 7u32,
