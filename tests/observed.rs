@@ -344,8 +344,16 @@ fn a_job_grows_the_horizon_of_a_body_at_its_floor_to_its_whole_window() {
     });
     let result = run_job(&model, job);
     let body = &result.bodies[0];
-    assert!(body.misfit <= body.floor, "{} > {}", body.misfit, body.floor);
+    assert!(
+        body.misfit <= body.floor,
+        "{} > {}",
+        body.misfit,
+        body.floor
+    );
     assert_eq!(body.window, 60, "10 → 20 → 40 → 60 observations in one job");
-    assert_eq!(body.fit.t_end, window[59].t, "the carried fit covers the window");
+    assert_eq!(
+        body.fit.t_end, window[59].t,
+        "the carried fit covers the window"
+    );
     assert!(!body.improved, "no step was needed at the floor");
 }

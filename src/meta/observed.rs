@@ -419,18 +419,16 @@ pub fn position_error(
     dt: f64,
     steps: usize,
 ) -> Result<f64, crate::integrate::IntegrateError> {
-    let truth = crate::integrate::simulate(
-        system,
-        crate::integrate::Integrator::Dopri,
-        x0,
-        dt,
-        steps,
-    )?;
+    let truth =
+        crate::integrate::simulate(system, crate::integrate::Integrator::Dopri, x0, dt, steps)?;
     let times: Vec<f64> = (0..=steps).map(|k| k as f64 * dt).collect();
     let start: Vec<f32> = x0.iter().map(|v| *v as f32).collect();
     let dof = model.config().family.dof();
     let (mut num, mut den) = (0.0, 0.0);
-    for (k, x) in predict(model, latent, &start, &times, 0.01).iter().enumerate() {
+    for (k, x) in predict(model, latent, &start, &times, 0.01)
+        .iter()
+        .enumerate()
+    {
         for (p, q) in x[..dof].iter().zip(&truth.state(k)[..dof]) {
             num += (f64::from(*p) - q).powi(2);
             den += q * q;

@@ -798,9 +798,8 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
     let floors: Vec<f64> = bodies
         .iter()
         .map(|b| {
-            let noise = job.noise.map_or(noise_floor(b.all()), |known| {
-                noise_floor(b.all()).min(known)
-            });
+            let estimate = noise_floor(b.all());
+            let noise = job.noise.map_or(estimate, |known| estimate.min(known));
             (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(&b.observations))
         })
         .collect();
@@ -1363,14 +1362,20 @@ mod tests {
         gate.raise();
         gate.raise();
         gate.lower();
-        assert!(gate.is_raised(), "the stepping's lower leaves the frame's raise");
+        assert!(
+            gate.is_raised(),
+            "the stepping's lower leaves the frame's raise"
+        );
         gate.lower();
         gate.lower();
         assert!(!gate.is_raised(), "an extra lower does not wrap around");
         // A frame that never lowers it: the wait ends at MAX_WAIT, then the thread passes.
         gate.raise();
         assert!(gate.wait() >= FrameGate::MAX_WAIT);
-        assert!(gate.wait() < FrameGate::PASS, "the starved thread passes freely");
+        assert!(
+            gate.wait() < FrameGate::PASS,
+            "the starved thread passes freely"
+        );
         std::thread::spawn(move || {
             assert!(gate.wait() >= FrameGate::MAX_WAIT, "the pass is per thread");
         })

@@ -155,7 +155,8 @@ impl Plugin for AdaptPlugin {
         // The whole update, too: the worker computes while the frame is idle (pacing,
         // waiting for the GPU or the display). The inner pair above still guards the
         // stepping when its schedule runs outside the main loop.
-        app.add_systems(First, raise_gate).add_systems(Last, lower_gate);
+        app.add_systems(First, raise_gate)
+            .add_systems(Last, lower_gate);
     }
 }
 
