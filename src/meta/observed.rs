@@ -357,7 +357,6 @@ pub fn rollout_sensitivities(
     let (mut x, mut s) = (x0.to_vec(), s0.to_vec());
     let mut out = Vec::with_capacity(dt.len());
     for step in dt {
-        checkpoint();
         let substeps = substeps(crate::metrics::worst(step.iter().copied()), max_substep);
         let h = 1.0 / substeps as f64;
         for _ in 0..substeps {

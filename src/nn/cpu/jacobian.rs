@@ -119,12 +119,7 @@ impl CpuModel {
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
                 let tape_t = t.record(&p, z, rows, &mut gt);
                 let tape_v = v.record(&q, z, rows, &mut gv);
-                for r in 0..rows {
-                    for i in 0..dof {
-                        out.f[r * n + i] = gt[r * dof + i];
-                        out.f[r * n + dof + i] = -gv[r * dof + i];
-                    }
-                }
+                super::j_separable(&gt, &gv, &mut out.f, dof);
                 for i in 0..dof {
                     // q̇ᵢ = ∂T/∂pᵢ depends on p only; ṗᵢ = −∂V/∂qᵢ on q only.
                     for (net, np, tape, sign, row, at) in [

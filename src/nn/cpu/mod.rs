@@ -245,12 +245,7 @@ impl CpuModel {
             CpuNet::Separable { t, v } => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 let dof = n / 2;
                 let (gt, gv) = separable_grads(t, v, x, z, rows, dof);
-                for r in 0..rows {
-                    for i in 0..dof {
-                        out[r * n + i] = gt[r * dof + i];
-                        out[r * n + dof + i] = -gv[r * dof + i];
-                    }
-                }
+                j_separable(&gt, &gv, out, dof);
             }),
             CpuNet::Generic(g) => par_tiles(x, z, n, dz, out, n, |x, z, rows, out| {
                 g.field_tile(x, z, rows, out)
@@ -675,6 +670,20 @@ fn j_grad(g: &[f32], out: &mut [f32], dof: usize) {
         or[..dof].copy_from_slice(&gr[dof..]);
         for i in 0..dof {
             or[dof + i] = -gr[i];
+        }
+    }
+}
+
+/// ẋ = (∇ₚT, −∇_qV) row by row, from the two halves' `[rows·dof]` gradients.
+fn j_separable(gt: &[f32], gv: &[f32], out: &mut [f32], dof: usize) {
+    for ((t, v), o) in gt
+        .chunks_exact(dof)
+        .zip(gv.chunks_exact(dof))
+        .zip(out.chunks_exact_mut(2 * dof))
+    {
+        o[..dof].copy_from_slice(t);
+        for (o, v) in o[dof..].iter_mut().zip(v) {
+            *o = -v;
         }
     }
 }
