@@ -1,6 +1,8 @@
 //! GPU stepping benchmark: the fused kernel (`noether::nn::gpu::FusedStepper`, one launch per
 //! tick, states resident on the device) against the CPU kernel (`noether::runtime::advance`)
-//! on the shipped pendulum SVD(5) model, every body its own latent, in one run. On a machine
+//! on the shipped pendulum SVD(5) model (implicit midpoint, RK4) and on a separable pendulum
+//! network of the same size (3×100, SVD(5), d_z = 10, weights as initialised; Yoshida-4),
+//! every body its own latent, in one run. On a machine
 //! with a GPU:
 //!
 //! ```text
@@ -15,11 +17,17 @@
 
 use std::time::{Duration, Instant};
 
+use burn::backend::Flex;
 use noether::{
     data::stream_rng,
     integrate::Integrator,
-    nn::{cpu::CpuFlow, gpu::FusedStepper},
+    nn::{
+        Architecture, ModelConfig, Modulation,
+        cpu::{CpuFlow, CpuModel, ModelParams},
+        gpu::FusedStepper,
+    },
     runtime::{LearnedModel, StepSettings, advance},
+    systems::Family,
 };
 use rand::RngExt;
 
@@ -42,85 +50,110 @@ fn main() {
         }
     };
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let model =
+    let shipped =
         LearnedModel::load(&root.join("assets/models/pendulum-svd5")).expect("shipped model");
+    let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 })
+        .with_architecture(Architecture::SeparableHnn)
+        .with_hidden(vec![100, 100, 100])
+        .with_d_latent(10);
+    let split = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
+    // (label, weights, CPU kernel, mean latent, integrators)
+    let cases = [
+        (
+            "pendulum-svd5",
+            (*shipped.params).clone(),
+            (*shipped.cpu).clone(),
+            shipped.mean_latent(),
+            vec![Integrator::Midpoint, Integrator::Rk4],
+        ),
+        (
+            "separable SVD(5)",
+            split.clone(),
+            CpuModel::from_params(&split, &config),
+            vec![0.0; 10],
+            vec![Integrator::Yoshida4],
+        ),
+    ];
     let settings = StepSettings::default();
     let mut gpu = FusedStepper::new(&device);
-    let device_model = gpu.upload_model(&model.params).expect("pendulum packs");
-    let dz = model.config.d_latent;
     println!("adapter: {adapter}\n");
     println!(
-        "| bodies | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step |"
+        "| bodies | model | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = 1000;
     while rows <= max {
         let mut rng = stream_rng("bench/gpu", rows as u64, 0);
         let x: Vec<f32> = (0..rows * 2)
             .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
             .collect();
-        let mean = model.mean_latent();
-        let z: Vec<f32> = (0..rows * dz)
-            .map(|i| mean[i % dz] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
-            .collect();
-        for method in [Integrator::Midpoint, Integrator::Rk4] {
-            let mut batch = gpu.upload_batch(&device_model, &x, &z).expect("batch");
-            // Warm-up: the kernel compiles on its first launch.
-            gpu.step(&device_model, &batch, method, DT, &settings)
-                .expect("step");
-            gpu.read_blocking(&mut batch).expect("read");
-
-            let before = gpu.counters();
-            let (start, mut steps) = (Instant::now(), 0);
-            while start.elapsed() < BUDGET || steps < 3 {
-                // Launches return at once: bound the queue by reading every 16 steps.
-                for _ in 0..16 {
-                    gpu.step(&device_model, &batch, method, DT, &settings)
-                        .expect("step");
-                }
-                gpu.read_blocking(&mut batch).expect("read");
-                steps += 16;
-            }
-            let launch_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
-            let counted = gpu.counters();
-            let per_step = |a: u64, b: u64| (a - b) as f64 / steps as f64;
-            let launches = per_step(counted.dispatches, before.dispatches);
-
-            let before = gpu.counters();
-            let (start, mut steps, mut arrived) = (Instant::now(), 0, 0);
-            while start.elapsed() < BUDGET || steps < 3 {
+        for (label, params, cpu, mean, methods) in &cases {
+            let device_model = gpu
+                .upload_model(params)
+                .expect("a Hamiltonian network packs");
+            let dz = mean.len();
+            let z: Vec<f32> = (0..rows * dz)
+                .map(|i| mean[i % dz] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
+                .collect();
+            for &method in methods {
+                let mut batch = gpu.upload_batch(&device_model, &x, &z).expect("batch");
+                // Warm-up: the kernel compiles on its first launch.
                 gpu.step(&device_model, &batch, method, DT, &settings)
                     .expect("step");
-                gpu.request_readback(&mut batch);
-                if gpu.poll_readback(&mut batch).expect("read").is_some() {
-                    arrived += 1;
-                }
-                steps += 1;
-            }
-            // The time covers every step launched: wait for the last one (outside the sync
-            // count, which is the loop's).
-            let syncs = per_step(gpu.counters().blocking_syncs, before.blocking_syncs);
-            gpu.read_blocking(&mut batch).expect("read");
-            let async_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
-            eprintln!("{rows} {method:?}: {arrived} read-backs arrived during {steps} steps");
+                gpu.read_blocking(&mut batch).expect("read");
 
-            let (start, mut steps) = (Instant::now(), 0);
-            let mut xc = x.clone();
-            while start.elapsed() < BUDGET || steps < 3 {
-                let flow = CpuFlow {
-                    model: &model.cpu,
-                    latents: &z,
-                };
-                xc = advance(&flow, method, xc, DT, &settings)
-                    .expect("CPU step")
-                    .0;
-                steps += 1;
+                let before = gpu.counters();
+                let (start, mut steps) = (Instant::now(), 0);
+                while start.elapsed() < BUDGET || steps < 3 {
+                    // Launches return at once: bound the queue by reading every 16 steps.
+                    for _ in 0..16 {
+                        gpu.step(&device_model, &batch, method, DT, &settings)
+                            .expect("step");
+                    }
+                    gpu.read_blocking(&mut batch).expect("read");
+                    steps += 16;
+                }
+                let launch_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+                let counted = gpu.counters();
+                let per_step = |a: u64, b: u64| (a - b) as f64 / steps as f64;
+                let launches = per_step(counted.dispatches, before.dispatches);
+
+                let before = gpu.counters();
+                let (start, mut steps, mut arrived) = (Instant::now(), 0, 0);
+                while start.elapsed() < BUDGET || steps < 3 {
+                    gpu.step(&device_model, &batch, method, DT, &settings)
+                        .expect("step");
+                    gpu.request_readback(&mut batch);
+                    if gpu.poll_readback(&mut batch).expect("read").is_some() {
+                        arrived += 1;
+                    }
+                    steps += 1;
+                }
+                // The time covers every step launched: wait for the last one (outside the sync
+                // count, which is the loop's).
+                let syncs = per_step(gpu.counters().blocking_syncs, before.blocking_syncs);
+                gpu.read_blocking(&mut batch).expect("read");
+                let async_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+                eprintln!("{rows} {method:?}: {arrived} read-backs arrived during {steps} steps");
+
+                let (start, mut steps) = (Instant::now(), 0);
+                let mut xc = x.clone();
+                while start.elapsed() < BUDGET || steps < 3 {
+                    let flow = CpuFlow {
+                        model: cpu,
+                        latents: &z,
+                    };
+                    xc = advance(&flow, method, xc, DT, &settings)
+                        .expect("CPU step")
+                        .0;
+                    steps += 1;
+                }
+                let cpu_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
+                println!(
+                    "| {rows} | {label} | {method:?} | {launch_rate:.3e} | {async_rate:.3e} | {cpu_rate:.3e} | {:.2} | {launches:.2} | {syncs:.2} |",
+                    async_rate / cpu_rate
+                );
             }
-            let cpu_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
-            println!(
-                "| {rows} | {method:?} | {launch_rate:.3e} | {async_rate:.3e} | {cpu_rate:.3e} | {:.2} | {launches:.2} | {syncs:.2} |",
-                async_rate / cpu_rate
-            );
         }
         rows *= 10;
     }

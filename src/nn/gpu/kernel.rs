@@ -65,6 +65,12 @@ pub const EULER: u32 = 0;
 pub const RK4: u32 = 1;
 /// Implicit midpoint by fixed-point iteration.
 pub const MIDPOINT: u32 = 2;
+/// Symplectic Euler, kick then drift (separable H only).
+pub const SYMPLECTIC_EULER: u32 = 3;
+/// Störmer–Verlet, kick–drift–kick (separable H only).
+pub const VERLET: u32 = 4;
+/// Yoshida's 4th-order triple jump of Verlet steps (separable H only).
+pub const YOSHIDA4: u32 = 5;
 
 /// Flag bit: the implicit solve did not converge (the row kept its state from before the
 /// launch; the host re-solves it).
@@ -78,7 +84,9 @@ pub const FLAG_NON_FINITE: u32 = 2;
 pub struct Shape {
     /// State dimension n.
     pub n: usize,
-    /// Hidden layers L.
+    /// Networks: 1 (H(q, p)) or 2 (separable: T(p) in layer slots 0…L−1, V(q) in L…2L−1).
+    pub nets: usize,
+    /// Hidden layers L of each network.
     pub layers: usize,
     /// Activation stride (widest layer).
     pub width: usize,
@@ -106,11 +114,12 @@ struct Tile {
     acts: SharedMemory<f32>,
     /// `[tile, d_z + 1]`: z̃ per row.
     zt: SharedMemory<f32>,
-    /// `[tile, L, rmax]`: SVD coefficients d(z) per row and layer.
+    /// `[tile, nets·L, rmax]`: SVD coefficients d(z) per row and layer slot.
     dsv: SharedMemory<f32>,
     /// `[tile, rmax]`: rank-r pre-products of the current layer.
     pre: SharedMemory<f32>,
-    /// `[tile, n]`: ∇ₓH of the last evaluation.
+    /// `[tile, n]`: the input gradient of the last network evaluated (∇ₓH; ∇ₚT or ∇_qV
+    /// in the first dof columns for a separable model).
     grad: SharedMemory<f32>,
 }
 
@@ -136,7 +145,7 @@ struct RankStrides {
 fn rank_products(
     w: &Array<f32>,
     t: &mut Tile,
-    l: usize,
+    slot: usize,
     off: usize,
     len: usize,
     r: usize,
@@ -165,7 +174,7 @@ fn rank_products(
             }
         }
         if comptime![s.method == SVD] {
-            acc *= t.dsv[(row * s.layers + l) * s.rmax + j];
+            acc *= t.dsv[(row * comptime![s.nets * s.layers] + slot) * s.rmax + j];
         }
         t.pre[row * s.rmax + j] = acc;
         q += s.units;
@@ -173,14 +182,14 @@ fn rank_products(
     sync_cube();
 }
 
-/// Layer `l`'s forward map for every row of the tile: `acts[out_off..]` =
+/// The forward map of the layer in `slot` for every row of the tile: `acts[out_off..]` =
 /// tanh(`acts[in_off..]` W̃(z) + b̃(z)).
 #[cube]
 fn layer_forward(
     w: &Array<f32>,
     meta: &Array<u32>,
     t: &mut Tile,
-    l: usize,
+    slot: usize,
     in_off: usize,
     out_off: usize,
     #[comptime] s: Shape,
@@ -188,7 +197,7 @@ fn layer_forward(
     let u = UNIT_POS as usize;
     let stride = comptime![s.n + s.layers * s.width];
     let k = comptime![s.dz + 1];
-    let m = l * LAYER_META;
+    let m = slot * LAYER_META;
     let d_in = meta[m] as usize;
     let d_out = meta[m + 1] as usize;
     let o_w = meta[m + 2] as usize;
@@ -209,7 +218,7 @@ fn layer_forward(
             svd_i: r,
             svd_j: 1,
         };
-        rank_products(w, t, l, in_off, d_in, r, o_mv, o_sv, strides, s);
+        rank_products(w, t, slot, in_off, d_in, r, o_mv, o_sv, strides, s);
     }
     let mut o = u;
     while o < d_out {
@@ -275,14 +284,19 @@ fn layer_forward(
     sync_cube();
 }
 
-/// Layer `l`'s transposed map for every row: g = δ W̃(z)ᵀ from `acts[delta_off..]`; then
-/// δ_{ℓ−1} = g ⊙ (1 − a_{ℓ−1}²) in place of a_{ℓ−1} at `acts[dst_off..]`, or ∇ₓH into
-/// `grad` for the first layer.
+/// The transposed map of layer `l` of its network (in `slot`) for every row: g = δ W̃(z)ᵀ
+/// from `acts[delta_off..]`; then δ_{ℓ−1} = g ⊙ (1 − a_{ℓ−1}²) in place of a_{ℓ−1} at
+/// `acts[dst_off..]`, or the input gradient into `grad` for the first layer (ℓ = 0).
 #[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers, layer and offsets"
+)]
 fn layer_backward(
     w: &Array<f32>,
     meta: &Array<u32>,
     t: &mut Tile,
+    slot: usize,
     l: usize,
     delta_off: usize,
     dst_off: usize,
@@ -291,7 +305,7 @@ fn layer_backward(
     let u = UNIT_POS as usize;
     let stride = comptime![s.n + s.layers * s.width];
     let k = comptime![s.dz + 1];
-    let m = l * LAYER_META;
+    let m = slot * LAYER_META;
     let d_in = meta[m] as usize;
     let d_out = meta[m + 1] as usize;
     let o_wt = meta[m + 3] as usize;
@@ -310,7 +324,7 @@ fn layer_backward(
             svd_i: 1,
             svd_j: d_out,
         };
-        rank_products(w, t, l, delta_off, d_out, r, o_mu, o_su, strides, s);
+        rank_products(w, t, slot, delta_off, d_out, r, o_mu, o_su, strides, s);
     }
     let mut i = u;
     while i < d_in {
@@ -374,40 +388,59 @@ fn layer_backward(
     sync_cube();
 }
 
-/// The forward pass from `acts[row][0..n]` (the evaluation point) for every row.
+/// The forward pass of network `net` from `acts[row][0..d_in]` (the evaluation point) for
+/// every row.
 #[cube]
-fn forward(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, #[comptime] s: Shape) {
-    layer_forward(w, meta, t, 0, 0, s.n, s);
+fn forward(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, net: usize, #[comptime] s: Shape) {
+    let base = net * s.layers;
+    layer_forward(w, meta, t, base, 0, s.n, s);
     for l in 1..s.layers {
-        layer_forward(w, meta, t, l, s.n + (l - 1) * s.width, s.n + l * s.width, s);
+        layer_forward(
+            w,
+            meta,
+            t,
+            base + l,
+            s.n + (l - 1) * s.width,
+            s.n + l * s.width,
+            s,
+        );
     }
 }
 
-/// J∇H at `y` (`[tile, n]`) into `f`, every row of the tile.
+/// Where network `net`'s head sits in the meta table: the offset of its readout w in the
+/// weights, then (at the next entry) that of its readout bias c.
 #[cube]
-fn field(
-    w: &Array<f32>,
-    meta: &Array<u32>,
-    t: &mut Tile,
-    y: &SharedMemory<f32>,
-    f: &mut SharedMemory<f32>,
-    #[comptime] s: Shape,
-) {
-    let u = UNIT_POS as usize;
+fn head(net: usize, #[comptime] s: Shape) -> usize {
+    comptime![s.nets * s.layers * LAYER_META] + 2 * net
+}
+
+/// Loads `len` values per row, `y[row][from..from + len]`, as the evaluation point
+/// `acts[row][0..len]`.
+#[cube]
+fn load(t: &mut Tile, y: &SharedMemory<f32>, from: usize, len: usize, #[comptime] s: Shape) {
     let stride = comptime![s.n + s.layers * s.width];
-    let mut p = u;
-    while p < comptime![s.tile * s.n] {
-        let row = p / s.n;
-        t.acts[row * stride + p % s.n] = y[p];
+    let mut p = UNIT_POS as usize;
+    while p < s.tile * len {
+        let row = p / len;
+        let i = p % len;
+        t.acts[row * stride + i] = y[row * s.n + from + i];
         p += s.units;
     }
     sync_cube();
-    forward(w, meta, t, s);
+}
+
+/// The input gradient of network `net` at the loaded evaluation point, every row, into
+/// `grad[row][0..d_in]`: the forward pass, δ_L = w ⊙ (1 − a_L²), then the transposed maps.
+#[cube]
+fn gradient(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, net: usize, #[comptime] s: Shape) {
+    let u = UNIT_POS as usize;
+    let stride = comptime![s.n + s.layers * s.width];
+    forward(w, meta, t, net, s);
+    let base = net * s.layers;
     // δ_L = w ⊙ (1 − a_L²) in place of a_L.
-    let head = s.layers * LAYER_META;
-    let o_r = meta[head] as usize;
+    let o_r = meta[head(net, s)] as usize;
     let last = s.n + (s.layers - 1) * s.width;
-    let width_last = meta[(s.layers - 1) * LAYER_META + 1] as usize;
+    let width_last = meta[(base + s.layers - 1) * LAYER_META + 1] as usize;
     let mut o = u;
     while o < width_last {
         let wr = w[o_r + o];
@@ -424,21 +457,165 @@ fn field(
         // Where δ_{ℓ−1} goes: layer ℓ−1's activations, or (ℓ = 0) nowhere but `grad`. The
         // index is written without a subtraction: ℓ may be a compile-time 0.
         let dst = s.n + ((l + s.layers - 1) % s.layers) * s.width;
-        layer_backward(w, meta, t, l, s.n + l * s.width, dst, s);
+        layer_backward(w, meta, t, base + l, l, s.n + l * s.width, dst, s);
     }
+}
+
+/// The value of network `net` at the evaluation point its last forward pass saw, for row
+/// `row` of the tile: a_L·w + c.
+#[cube]
+fn value(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &Tile,
+    net: usize,
+    row: usize,
+    #[comptime] s: Shape,
+) -> f32 {
+    let stride = comptime![s.n + s.layers * s.width];
+    let at = head(net, s);
+    let o_r = meta[at] as usize;
+    let o_c = meta[at + 1] as usize;
+    let last = s.n + (s.layers - 1) * s.width;
+    let width_last = meta[(net * s.layers + s.layers - 1) * LAYER_META + 1] as usize;
+    let mut v = w[o_c];
+    for o in 0..width_last {
+        v += t.acts[row * stride + last + o] * w[o_r + o];
+    }
+    v
+}
+
+/// The field J∇H at `y` (`[tile, n]`) into `f`, every row of the tile: (∂H/∂p, −∂H/∂q)
+/// from one network, or (∇ₚT(p), −∇_qV(q)) from the two of a separable model.
+#[cube]
+fn field(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    y: &SharedMemory<f32>,
+    f: &mut SharedMemory<f32>,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
     let dof = comptime![s.n / 2];
-    let mut p = u;
-    while p < comptime![s.tile * s.n] {
-        let row = p / s.n;
-        let i = p % s.n;
-        if i < dof {
-            f[p] = t.grad[row * s.n + dof + i];
+    if comptime![s.nets == 1] {
+        load(t, y, 0, s.n, s);
+        gradient(w, meta, t, 0, s);
+        let mut p = u;
+        while p < comptime![s.tile * s.n] {
+            let row = p / s.n;
+            let i = p % s.n;
+            if i < dof {
+                f[p] = t.grad[row * s.n + dof + i];
+            } else {
+                f[p] = -t.grad[row * s.n + i - dof];
+            }
+            p += s.units;
+        }
+        sync_cube();
+    } else {
+        for net in 0..2usize {
+            // T reads p and gives q̇; V reads q and gives −ṗ.
+            load(t, y, dof * (1 - net), dof, s);
+            gradient(w, meta, t, net, s);
+            let mut p = u;
+            while p < comptime![s.tile * dof] {
+                let row = p / dof;
+                let i = p % dof;
+                let g = t.grad[row * s.n + i];
+                if net == 0 {
+                    f[row * s.n + i] = g;
+                } else {
+                    f[row * s.n + dof + i] = -g;
+                }
+                p += s.units;
+            }
+            sync_cube();
+        }
+    }
+}
+
+/// One flow of a separable model applied in place to `x`: the kick p ← p − c ∇_qV(q)
+/// (`net` = 1) or the drift q ← q + c ∇ₚT(p) (`net` = 0).
+#[cube]
+fn split_flow(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    x: &mut SharedMemory<f32>,
+    net: usize,
+    c: f32,
+    #[comptime] s: Shape,
+) {
+    let dof = comptime![s.n / 2];
+    // The drift reads p and moves q; the kick reads q and moves p.
+    let read = dof * (1 - net);
+    let moved = dof * net;
+    load(t, x, read, dof, s);
+    gradient(w, meta, t, net, s);
+    let mut p = UNIT_POS as usize;
+    while p < comptime![s.tile * dof] {
+        let row = p / dof;
+        let i = p % dof;
+        let g = t.grad[row * s.n + i];
+        if net == 0 {
+            x[row * s.n + moved + i] += c * g;
         } else {
-            f[p] = -t.grad[row * s.n + i - dof];
+            x[row * s.n + moved + i] -= c * g;
         }
         p += s.units;
     }
     sync_cube();
+}
+
+/// One step of `h` of a separable scheme, in place: its kicks and drifts in order, from one
+/// call site in a runtime loop (the shader holds the network's passes once, not once per
+/// flow — nine flows would make a Yoshida shader lavapipe takes minutes to compile).
+///
+/// ```text
+/// symplectic Euler   kick h, drift h
+/// Verlet             kick h/2, drift h, kick h/2
+/// Yoshida-4          Verlet of w₁h, w₀h, w₁h   (w₁ = 1/(2 − 2^{1/3}), w₀ = 1 − 2w₁)
+/// ```
+#[cube]
+fn split_step(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    x: &mut SharedMemory<f32>,
+    h: f32,
+    #[comptime] s: Shape,
+) {
+    let flows = comptime![if s.scheme == SYMPLECTIC_EULER {
+        2u32
+    } else if s.scheme == VERLET {
+        3u32
+    } else {
+        9u32
+    }];
+    for k in 0..flows {
+        // Kicks move p by V (network 1), drifts move q by T (network 0).
+        let mut net = 1usize;
+        let mut fraction = 0.5f32;
+        if comptime![s.scheme == SYMPLECTIC_EULER] {
+            fraction = 1.0;
+            if k == 1 {
+                net = 0;
+            }
+        } else if k % 3 == 1 {
+            net = 0;
+            fraction = 1.0;
+        }
+        let mut weight = 1.0f32;
+        if comptime![s.scheme == YOSHIDA4] {
+            // `integrate::yoshida4_weights` in f32.
+            weight = 1.351_207_2f32;
+            if k / 3 == 1 {
+                weight = -1.702_414_4f32;
+            }
+        }
+        split_flow(w, meta, t, x, net, fraction * (weight * h), s);
+    }
 }
 
 /// `dst[p] = a[p] + c·b[p]` over the tile's `[tile, n]` values.
@@ -493,7 +670,7 @@ pub fn step_hnn(
     let mut t = Tile {
         acts: SharedMemory::<f32>::new(comptime![s.tile * (s.n + s.layers * s.width)]),
         zt: SharedMemory::<f32>::new(comptime![s.tile * (s.dz + 1)]),
-        dsv: SharedMemory::<f32>::new(comptime![s.tile * s.layers * s.rmax]),
+        dsv: SharedMemory::<f32>::new(comptime![s.tile * s.nets * s.layers * s.rmax]),
         pre: SharedMemory::<f32>::new(comptime![s.tile * s.rmax]),
         grad: SharedMemory::<f32>::new(tn),
     };
@@ -536,12 +713,12 @@ pub fn step_hnn(
         flag[u] = 0u32;
     }
     sync_cube();
-    // SVD coefficients d = ReLU(z̃ A_d), once per launch.
+    // SVD coefficients d = ReLU(z̃ A_d) of every layer slot, once per launch.
     if comptime![s.method == SVD] {
         let mut p = u;
-        while p < comptime![s.tile * s.layers * s.rmax] {
-            let row = p / comptime![s.layers * s.rmax];
-            let l = (p / s.rmax) % s.layers;
+        while p < comptime![s.tile * s.nets * s.layers * s.rmax] {
+            let row = p / comptime![s.nets * s.layers * s.rmax];
+            let l = (p / s.rmax) % comptime![s.nets * s.layers];
             let j = p % s.rmax;
             let r = meta[l * LAYER_META + 15] as usize;
             let o_d = meta[l * LAYER_META + 14] as usize;
@@ -634,6 +811,9 @@ pub fn step_hnn(
             }
             sync_cube();
         }
+        if comptime![s.scheme >= SYMPLECTIC_EULER] {
+            split_step(w, meta, &mut t, &mut x, h, s);
+        }
     }
 
     // Flags, write-back, and H at the state each row keeps.
@@ -664,24 +844,31 @@ pub fn step_hnn(
         p += s.units;
     }
     sync_cube();
-    let stride = comptime![s.n + s.layers * s.width];
-    let mut p = u;
-    while p < tn {
-        t.acts[(p / s.n) * stride + p % s.n] = y[p];
-        p += s.units;
+    // H = a_L·w + c of the one network, or T(p) + V(q).
+    if u < s.tile {
+        acc[u] = 0.0;
     }
     sync_cube();
-    forward(w, meta, &mut t, s);
-    if u < s.tile && row0 + u < rows {
-        let head = s.layers * LAYER_META;
-        let o_r = meta[head] as usize;
-        let last = s.n + (s.layers - 1) * s.width;
-        let width_last = meta[(s.layers - 1) * LAYER_META + 1] as usize;
-        let mut value = w[meta[head + 1] as usize];
-        for o in 0..width_last {
-            value += t.acts[u * stride + last + o] * w[o_r + o];
+    for net in 0..s.nets {
+        if comptime![s.nets == 1] {
+            load(&mut t, &y, 0, s.n, s);
+        } else {
+            load(
+                &mut t,
+                &y,
+                comptime![s.n / 2] * (1 - net),
+                comptime![s.n / 2],
+                s,
+            );
         }
-        energy[row0 + u] = value;
+        forward(w, meta, &mut t, net, s);
+        if u < s.tile {
+            acc[u] += value(w, meta, &t, net, u, s);
+        }
+        sync_cube();
+    }
+    if u < s.tile && row0 + u < rows {
+        energy[row0 + u] = acc[u];
         flags[row0 + u] = flag[u];
     }
 }

@@ -8,12 +8,15 @@
 //! - [`FusedStepper`]: device-resident batches, row-wise writes, asynchronous read-back,
 //!   and [`GpuCounters`] of launches and blocking syncs.
 //!
-//! General Hamiltonian networks with Euler, RK4 or implicit midpoint run here; separable
-//! (Verlet, Yoshida) and GENERIC models step on the CPU kernel.
+//! Hamiltonian networks run here: general ones H(q, p; z) with Euler, RK4 or implicit
+//! midpoint, separable ones H = T(p; z) + V(q; z) with those or symplectic Euler, Verlet
+//! and Yoshida ([`fuses`]). GENERIC models step on the CPU kernel.
 
 pub mod kernel;
 mod pack;
 mod stepper;
 
 pub use pack::{NetShape, PackError, PackedNet};
-pub use stepper::{DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, Readback};
+pub use stepper::{
+    DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, Readback, fuses,
+};

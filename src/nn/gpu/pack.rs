@@ -1,5 +1,10 @@
 //! A Hamiltonian network's weights packed for the fused kernel: one f32 buffer and a u32
 //! table of per-layer shapes and offsets.
+//!
+//! The table holds [`LAYER_META`] entries per layer *slot*, then two per network (the
+//! readout's offset and the readout bias's). A general HNN H(q, p; z) is one network of L
+//! slots; a separable H = T(p; z) + V(q; z) is two of the same depth, T in slots 0…L−1 and
+//! V in slots L…2L−1, each reading dof = n/2 inputs.
 
 use super::kernel::{FW, LAYER_META, MR, NONE, SHIFT, SVD};
 use crate::nn::{
@@ -12,7 +17,9 @@ use crate::nn::{
 pub struct NetShape {
     /// State dimension n (2·dof).
     pub n: usize,
-    /// Hidden layers.
+    /// Networks: 1 for a general HNN H(q, p), 2 for a separable one (T(p), then V(q)).
+    pub nets: usize,
+    /// Hidden layers of each network.
     pub layers: usize,
     /// Widest layer input or output (the activation buffer's stride).
     pub width: usize,
@@ -29,7 +36,8 @@ pub struct NetShape {
 pub struct PackedNet {
     /// Every tensor, concatenated.
     pub weights: Vec<f32>,
-    /// [`LAYER_META`] entries per layer, then the readout's offset and the readout bias's.
+    /// [`LAYER_META`] entries per layer slot, then each network's readout offset and
+    /// readout bias offset.
     pub meta: Vec<u32>,
     /// The shape.
     pub shape: NetShape,
@@ -38,10 +46,13 @@ pub struct PackedNet {
 /// Why a model cannot run on the fused kernel.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PackError {
-    /// Only general HNNs H(q, p; z) are fused; separable and GENERIC models step on the CPU
-    /// kernel.
-    #[error("the fused GPU kernel steps general Hamiltonian networks only, not {0}")]
+    /// Only Hamiltonian networks (general or separable) are fused; GENERIC models step on
+    /// the CPU kernel.
+    #[error("the fused GPU kernel steps Hamiltonian networks only, not {0}")]
     Architecture(&'static str),
+    /// The two networks of a separable model differ in depth, method or latent width.
+    #[error("the separable model's T and V networks differ in {0}")]
+    Mismatch(&'static str),
     /// An empty network.
     #[error("the network has no hidden layer")]
     NoLayers,
@@ -64,24 +75,36 @@ fn permuted(m: &[f32], len: usize, source: impl Fn(usize) -> usize) -> Vec<f32> 
 }
 
 impl PackedNet {
-    /// Packs a model's H network.
+    /// Packs a model's Hamiltonian: its H network, or T then V for a separable model.
     ///
     /// # Errors
-    /// [`PackError`] for separable and GENERIC models, or an empty network.
+    /// [`PackError`] for GENERIC models, an empty network, or separable networks of
+    /// different shapes.
     pub fn from_params(params: &ModelParams) -> Result<Self, PackError> {
         match params {
-            ModelParams::Hnn(h) => Self::from_mlp(h),
-            ModelParams::Separable { .. } => Err(PackError::Architecture("a separable HNN")),
+            ModelParams::Hnn(h) => {
+                Self::from_mlps(&[h], h.layers.first().map_or(0, |l| l.config.d_input))
+            }
+            ModelParams::Separable { t, v } => {
+                let dof = t.layers.first().map_or(0, |l| l.config.d_input);
+                Self::from_mlps(&[t, v], 2 * dof)
+            }
             ModelParams::Generic(_) => Err(PackError::Architecture("a GENERIC model")),
         }
     }
 
-    /// Packs one scalar MLP.
+    /// Packs one scalar MLP over the whole state.
     ///
     /// # Errors
     /// [`PackError::NoLayers`], [`PackError::TooLarge`].
     pub fn from_mlp(mlp: &MlpParams) -> Result<Self, PackError> {
-        let first = mlp.layers.first().ok_or(PackError::NoLayers)?;
+        Self::from_mlps(&[mlp], mlp.layers.first().map_or(0, |l| l.config.d_input))
+    }
+
+    /// Packs scalar MLPs of one shape (depth, method, latent width) for a state of `n`
+    /// values: every network's layer slots, then every network's readout and bias.
+    fn from_mlps(mlps: &[&MlpParams], n: usize) -> Result<Self, PackError> {
+        let first = mlps[0].layers.first().ok_or(PackError::NoLayers)?;
         let method = match first.config.modulation {
             Modulation::None => NONE,
             Modulation::Shift => SHIFT,
@@ -89,15 +112,27 @@ impl PackedNet {
             Modulation::Mr { .. } => MR,
             Modulation::Svd { .. } => SVD,
         };
+        for other in &mlps[1..] {
+            let o = other.layers.first().ok_or(PackError::NoLayers)?;
+            if other.layers.len() != mlps[0].layers.len() {
+                return Err(PackError::Mismatch("depth"));
+            }
+            if o.config.modulation != first.config.modulation {
+                return Err(PackError::Mismatch("modulation"));
+            }
+            if o.config.d_latent != first.config.d_latent {
+                return Err(PackError::Mismatch("latent width"));
+            }
+        }
         let mut weights = Vec::new();
-        let mut meta = Vec::with_capacity(mlp.layers.len() * LAYER_META + 2);
+        let mut meta = Vec::with_capacity(mlps.len() * (mlps[0].layers.len() * LAYER_META + 2));
         let push = |weights: &mut Vec<f32>, t: &[f32]| {
             let at = weights.len();
             weights.extend_from_slice(t);
             at
         };
-        let (mut width, mut max_rank) = (first.config.d_input, 1);
-        for layer in &mlp.layers {
+        let (mut width, mut max_rank) = (n, 1);
+        for layer in mlps.iter().flat_map(|m| &m.layers) {
             let cfg = layer.config;
             width = width.max(cfg.d_input).max(cfg.d_output);
             max_rank = max_rank.max(cfg.effective_rank());
@@ -133,8 +168,10 @@ impl PackedNet {
             meta.extend(offsets);
             meta.push(cfg.effective_rank());
         }
-        meta.push(push(&mut weights, &mlp.readout));
-        meta.push(push(&mut weights, &[mlp.readout_bias]));
+        for mlp in mlps {
+            meta.push(push(&mut weights, &mlp.readout));
+            meta.push(push(&mut weights, &[mlp.readout_bias]));
+        }
         let meta = meta
             .into_iter()
             .map(u32::try_from)
@@ -142,8 +179,9 @@ impl PackedNet {
             .map_err(|_| PackError::TooLarge(weights.len()))?;
         Ok(Self {
             shape: NetShape {
-                n: first.config.d_input,
-                layers: mlp.layers.len(),
+                n,
+                nets: mlps.len(),
+                layers: mlps[0].layers.len(),
                 width,
                 method,
                 d_latent: first.config.d_latent,

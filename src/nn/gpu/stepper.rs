@@ -24,7 +24,7 @@ use cubecl::{
 };
 
 use super::{
-    kernel::{self, EULER, MIDPOINT, RK4},
+    kernel::{self, EULER, MIDPOINT, RK4, SYMPLECTIC_EULER, VERLET, YOSHIDA4},
     pack::{NetShape, PackError, PackedNet},
 };
 use crate::{integrate::Integrator, nn::cpu::ModelParams, runtime::StepSettings};
@@ -41,9 +41,16 @@ const MAX_TILE_ROWS: usize = 8;
 /// so larger tiles load the weights fewer times; WebGPU guarantees 16 KiB, which holds 8
 /// rows of a 3×100 network.
 fn tile_rows(s: &NetShape, shared_bytes: usize) -> u32 {
-    // acts, z̃, SVD coefficients, pre-products, ∇H and five state vectors, and a flag.
-    let per_row =
-        4 * (s.n + s.layers * s.width + s.d_latent + 1 + (s.layers + 1) * s.max_rank + 6 * s.n) + 8;
+    // acts, z̃, SVD coefficients of every layer slot, pre-products, ∇H and five state
+    // vectors, and a flag.
+    let per_row = 4
+        * (s.n
+            + s.layers * s.width
+            + s.d_latent
+            + 1
+            + (s.nets * s.layers + 1) * s.max_rank
+            + 6 * s.n)
+        + 8;
     (shared_bytes * 3 / 4 / per_row).clamp(1, MAX_TILE_ROWS) as u32
 }
 
@@ -66,11 +73,15 @@ pub struct GpuCounters {
 /// Why a batch cannot be stepped on the fused kernel.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum GpuStepError {
-    /// The model is not fused (separable, GENERIC).
+    /// The model is not fused (GENERIC).
     #[error(transparent)]
     Pack(#[from] PackError),
-    /// An integrator the kernel does not implement.
-    #[error("the fused GPU kernel has no {0:?} step (Euler, RK4 and implicit midpoint only)")]
+    /// An integrator the kernel does not implement for this model: Euler, RK4 and implicit
+    /// midpoint for every Hamiltonian network, symplectic Euler, Verlet and Yoshida for
+    /// separable ones.
+    #[error(
+        "the fused GPU kernel has no {0:?} step for this model (Euler, RK4, implicit midpoint; symplectic Euler, Verlet, Yoshida for separable H)"
+    )]
     Integrator(Integrator),
     /// A non-positive or non-finite tick.
     #[error("bad time step {0}")]
@@ -281,8 +292,8 @@ impl FusedStepper {
     /// row: returns at once, nothing is read back.
     ///
     /// # Errors
-    /// [`GpuStepError::Integrator`] for an integrator the kernel lacks (separable and
-    /// GENERIC schemes), [`GpuStepError::BadStep`], [`GpuStepError::Shape`].
+    /// [`GpuStepError::Integrator`] for an integrator the kernel lacks ([`fuses`]),
+    /// [`GpuStepError::BadStep`], [`GpuStepError::Shape`].
     pub fn step(
         &mut self,
         model: &DeviceModel,
@@ -291,12 +302,7 @@ impl FusedStepper {
         dt: f64,
         settings: &StepSettings,
     ) -> Result<(), GpuStepError> {
-        let scheme = match method {
-            Integrator::Euler => EULER,
-            Integrator::Rk4 => RK4,
-            Integrator::Midpoint => MIDPOINT,
-            other => return Err(GpuStepError::Integrator(other)),
-        };
+        let scheme = scheme(model.shape.nets, method).ok_or(GpuStepError::Integrator(method))?;
         if !(dt > 0.0 && dt.is_finite()) {
             return Err(GpuStepError::BadStep(dt));
         }
@@ -340,6 +346,7 @@ impl FusedStepper {
                 settings.midpoint.tolerance as f32,
                 kernel::Shape {
                     n: s.n,
+                    nets: s.nets,
                     layers: s.layers,
                     width: s.width,
                     method: s.method,
@@ -422,6 +429,31 @@ impl FusedStepper {
         let result = cubecl::future::block_on(self.client.read_async(batch.results()))
             .map_err(|e| format!("{e:?}"));
         decode(batch, result)
+    }
+}
+
+/// Whether the fused kernel steps a model of `params` with `method`: Euler, RK4 and
+/// implicit midpoint for every Hamiltonian network; symplectic Euler, Verlet and Yoshida
+/// for a separable one (they need the split H = T(p) + V(q)); nothing for GENERIC models.
+pub fn fuses(params: &ModelParams, method: Integrator) -> bool {
+    match params {
+        ModelParams::Hnn(_) => scheme(1, method).is_some(),
+        ModelParams::Separable { .. } => scheme(2, method).is_some(),
+        ModelParams::Generic(_) => false,
+    }
+}
+
+/// The kernel's code for `method` on a Hamiltonian of `nets` networks (see [`fuses`]).
+fn scheme(nets: usize, method: Integrator) -> Option<u32> {
+    let separable = nets == 2;
+    match method {
+        Integrator::Euler => Some(EULER),
+        Integrator::Rk4 => Some(RK4),
+        Integrator::Midpoint => Some(MIDPOINT),
+        Integrator::SymplecticEuler if separable => Some(SYMPLECTIC_EULER),
+        Integrator::Verlet if separable => Some(VERLET),
+        Integrator::Yoshida4 if separable => Some(YOSHIDA4),
+        _ => None,
     }
 }
 

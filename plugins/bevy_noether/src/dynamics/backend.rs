@@ -168,14 +168,11 @@ impl GpuStepper {
         self.fused.counters()
     }
 
-    /// Whether the fused kernel steps `model` with `method` (general Hamiltonian networks
-    /// with Euler, RK4 or implicit midpoint).
+    /// Whether the fused kernel steps `model` with `method` (Hamiltonian networks with
+    /// Euler, RK4 or implicit midpoint; separable ones also with symplectic Euler, Verlet or
+    /// Yoshida; see [`noether::nn::gpu::fuses`]).
     pub fn supports(model: &NoetherModel, method: Integrator) -> bool {
-        matches!(&*model.params, ModelParams::Hnn(_))
-            && matches!(
-                method,
-                Integrator::Euler | Integrator::Rk4 | Integrator::Midpoint
-            )
+        noether::nn::gpu::fuses(&model.params, method)
     }
 
     fn device_model(

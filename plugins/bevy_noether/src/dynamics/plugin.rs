@@ -190,10 +190,10 @@ type StepQuery<'w, 's> = Query<
 >;
 
 /// Groups bodies by (model, resolved method), steps each group as one batch and scatters
-/// back: on the fused GPU kernel for general Hamiltonian batches when
-/// [`ActiveBackend::gpu`] and the batch's measurement chose it (states resident on the
-/// device, results arriving a tick or more later), on the CPU kernel otherwise (separable and
-/// GENERIC models always).
+/// back: on the fused GPU kernel for Hamiltonian batches (general or separable,
+/// [`GpuStepper::supports`]) when [`ActiveBackend::gpu`] and the batch's measurement chose
+/// it (states resident on the device, results arriving a tick or more later), on the CPU
+/// kernel otherwise (GENERIC models always).
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,
