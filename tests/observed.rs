@@ -336,8 +336,8 @@ fn a_job_grows_the_horizon_of_a_body_at_its_floor_to_its_whole_window() {
     let mut job = Job::new(&AdaptationSettings::default());
     job.bodies.push(JobBody {
         key: 7u32,
-        observations: window[..10].to_vec(),
         window: window.clone(),
+        horizon: 10,
         part: ObservedPart::States,
         latent: latent.clone(),
         carried: None,

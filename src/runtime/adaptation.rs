@@ -551,10 +551,12 @@ impl CarriedFit {
 pub struct JobBody<K> {
     /// The body.
     pub key: K,
-    /// The observations fitted (the first `horizon` of its window).
-    pub observations: Vec<Observation>,
-    /// Its whole observation window: the noise floor is estimated from it.
+    /// Its whole observation window, oldest first: the noise floor is estimated from it,
+    /// and a fit at its floor goes on over more of it in the same job.
     pub window: Vec<Observation>,
+    /// Observations fitted first: the first `horizon` of the window
+    /// ([`JobBody::observations`]).
+    pub horizon: usize,
     /// What each observation holds.
     pub part: ObservedPart,
     /// Its latent code now.
@@ -564,14 +566,10 @@ pub struct JobBody<K> {
 }
 
 impl<K> JobBody<K> {
-    /// Every observation there is to fit: the window, or the fitted horizon when no
-    /// window came with it.
-    pub fn all(&self) -> &[Observation] {
-        if self.window.len() > self.observations.len() {
-            &self.window
-        } else {
-            &self.observations
-        }
+    /// The observations fitted first: the first `horizon` of the window (all of it when
+    /// the horizon is longer).
+    pub fn observations(&self) -> &[Observation] {
+        &self.window[..self.horizon.min(self.window.len())]
     }
 }
 
@@ -665,21 +663,21 @@ fn starting_states<K>(
     config: &FitConfig,
 ) -> Vec<FitState> {
     fn carries<K>(b: &JobBody<K>) -> Option<&CarriedFit> {
-        let t0 = b.observations[0].t;
+        let t0 = b.observations()[0].t;
         b.carried
             .as_ref()
             .filter(|c| c.t0 <= t0 && t0 <= c.t_end && c.state.latent == b.latent)
     }
     // Bodies whose start must be carried from an earlier time, rolled out together.
     let moved: Vec<usize> = (0..bodies.len())
-        .filter(|&i| carries(&bodies[i]).is_some_and(|c| c.t0 < bodies[i].observations[0].t))
+        .filter(|&i| carries(&bodies[i]).is_some_and(|c| c.t0 < bodies[i].observations()[0].t))
         .collect();
     let (mut latents, mut x0, mut dt) = (Vec::new(), Vec::new(), Vec::new());
     for &i in &moved {
         let c = carries(&bodies[i]).expect("filtered above");
         latents.extend_from_slice(&c.state.latent);
         x0.extend_from_slice(&c.start);
-        dt.push(bodies[i].observations[0].t - c.t0);
+        dt.push(bodies[i].observations()[0].t - c.t0);
     }
     let carried_now = if moved.is_empty() {
         Vec::new()
@@ -694,10 +692,10 @@ fn starting_states<K>(
         .enumerate()
         .map(|(i, body)| {
             let track = Track {
-                observations: &body.observations,
+                observations: body.observations(),
                 part: body.part,
             };
-            let width = body.observations[0].values.len();
+            let width = body.window[0].values.len();
             let fresh = || FitState::new(model, track, body.latent.clone(), config);
             match carries(body) {
                 Some(c) => {
@@ -771,7 +769,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         .into_iter()
         .filter_map(|b| {
             let track = Track {
-                observations: &b.observations,
+                observations: b.observations(),
                 part: b.part,
             };
             let latent_ok = b.latent.len() == model.config().d_latent;
@@ -798,9 +796,9 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
     let floors: Vec<f64> = bodies
         .iter()
         .map(|b| {
-            let estimate = noise_floor(b.all());
+            let estimate = noise_floor(&b.window);
             let noise = job.noise.map_or(estimate, |known| estimate.min(known));
-            (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(&b.observations))
+            (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(b.observations()))
         })
         .collect();
     // Tiles of bodies, each fitted on its own (in parallel on the caller's rayon pool),
@@ -809,8 +807,8 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
     let seen: Vec<Seen<'_>> = bodies
         .iter()
         .map(|b| Seen {
-            all: b.all(),
-            horizon: b.observations.len(),
+            all: &b.window,
+            horizon: b.observations().len(),
             part: b.part,
         })
         .collect();
@@ -850,7 +848,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         .zip(floors)
         .map(|(((b, state), fit), floor)| {
             let misfit = misfit(fit.loss, &state.latent, lambda_z);
-            let mut start = b.observations[0].values.clone();
+            let mut start = b.window[0].values.clone();
             start.extend_from_slice(&state.hidden);
             // Settled: the fit the stage started from predicted its horizon nearly as well
             // as the refit does, or no descent is left at any damping.
@@ -860,8 +858,8 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             BodyResult {
                 fit: CarriedFit {
                     state,
-                    t0: b.observations[0].t,
-                    t_end: b.all()[fit.horizon - 1].t,
+                    t0: b.window[0].t,
+                    t_end: b.window[fit.horizon - 1].t,
                     start,
                 },
                 key: b.key,
@@ -885,7 +883,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
 
 /// What a tile fit sees of one body.
 struct Seen<'a> {
-    /// Every observation there is to fit ([`JobBody::all`]).
+    /// Every observation there is to fit ([`JobBody::window`]).
     all: &'a [Observation],
     /// The first horizon: observations fitted first.
     horizon: usize,
@@ -1233,8 +1231,8 @@ impl AdaptState {
             && observations >= settings.min_observations.max(3).max(self.wait_for)
     }
 
-    /// The body's part of a job: the first `horizon` observations of `window`; the body is
-    /// in flight from now on.
+    /// The body's part of a job: its window (one copy), fitted first over the body's
+    /// horizon; the body is in flight from now on.
     pub fn begin_job<K>(
         &mut self,
         key: K,
@@ -1246,8 +1244,8 @@ impl AdaptState {
         self.phase = AdaptPhase::Adapting;
         JobBody {
             key,
-            observations: window.first(self.horizon.clamp(3, window.len().max(3))),
             window: window.first(window.len()),
+            horizon: self.horizon.clamp(3, window.len().max(3)),
             part,
             latent: latent.to_vec(),
             carried: self.fit.clone(),

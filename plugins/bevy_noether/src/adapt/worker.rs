@@ -166,8 +166,8 @@ mod tests {
         job.bodies = (0..bodies)
             .map(|i| noether::runtime::JobBody {
                 key: Entity::from_raw_u32(i as u32 + 1).unwrap(),
-                observations: Vec::new(),
                 window: Vec::new(),
+                horizon: 0,
                 part: noether::meta::ObservedPart::Positions,
                 latent: Vec::new(),
                 carried: None,
