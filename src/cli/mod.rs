@@ -87,37 +87,7 @@ pub mod limits {
     pub const MAX_SEEDS: usize = 1000;
 }
 
-/// A clap parser for a whole number in `lo..=hi`.
-pub fn count_in(lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
-    move |s: &str| {
-        let v: usize = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a whole number"))?;
-        if (lo..=hi).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!("{v} is outside {lo}..={hi}"))
-        }
-    }
-}
-
-/// A clap parser for a finite number in `lo..=hi` (`lo` excluded when `open_low`).
-pub fn number_in(lo: f64, hi: f64, open_low: bool) -> impl Fn(&str) -> Result<f64, String> + Clone {
-    move |s: &str| {
-        let v: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a number"))?;
-        let above = if open_low { v > lo } else { v >= lo };
-        if v.is_finite() && above && v <= hi {
-            Ok(v)
-        } else {
-            let open = if open_low { "(" } else { "[" };
-            Err(format!("{v} is outside {open}{lo}, {hi}]"))
-        }
-    }
-}
+pub use noether::io::args::{count_in, number_in};
 
 /// Parses the arguments, runs the subcommand, prints an error chain on failure. An argument
 /// outside its documented limits ([`limits`]) exits with 1 like every other bad input;

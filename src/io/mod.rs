@@ -6,6 +6,7 @@
 //! it ([`write_atomic`], [`temp_beside`]): a run killed at any moment leaves either the old
 //! file or the new one, never half of one.
 
+pub mod args;
 mod model_file;
 mod observations;
 pub mod plot;

@@ -31,6 +31,7 @@ use bevy_noether::{
     prelude::*,
 };
 use clap::Parser;
+use noether::io::args::number_in;
 
 /// Open a noether population scene.
 #[derive(Parser, Debug)]
@@ -43,14 +44,14 @@ struct Args {
     #[arg(long)]
     headless: bool,
     /// Simulated seconds to run headless, 0 … 10⁶.
-    #[arg(long, default_value_t = 10.0, value_parser = number_in(0.0, 1e6))]
+    #[arg(long, default_value_t = 10.0, value_parser = number_in(0.0, 1e6, false))]
     seconds: f64,
     /// Headless: pace the ticks at wall-clock speed, as a game would (online adaptation
     /// then sees observations arrive in real time), instead of as fast as possible.
     #[arg(long)]
     realtime: bool,
     /// Fixed timestep rate, 1 … 1000 Hz.
-    #[arg(long, default_value_t = 64.0, value_parser = number_in(1.0, 1000.0))]
+    #[arg(long, default_value_t = 64.0, value_parser = number_in(1.0, 1000.0, false))]
     hz: f64,
     /// Asset root holding the scene and its models.
     #[arg(long, default_value = "assets")]
@@ -99,15 +100,6 @@ fn resident_mib() -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
-}
-
-/// A clap parser for a finite number in `[lo, hi]`.
-fn number_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
-    move |s: &str| match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && (lo..=hi).contains(&v) => Ok(v),
-        Ok(v) => Err(format!("{v} is outside [{lo}, {hi}]")),
-        Err(_) => Err(format!("`{s}` is not a number")),
-    }
 }
 
 fn main() -> ExitCode {
