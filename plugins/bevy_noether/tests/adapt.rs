@@ -377,6 +377,42 @@ fn a_fit_that_cannot_reach_the_noise_floor_is_stalled_not_converged() {
         "AdaptationStalled fired on each body"
     );
     assert!(seen.converged.is_empty(), "nothing converged");
+
+    // Observations past `retry_after`: each body starts over from its encoder's reading of
+    // the window.
+    let (encoded, retries) = {
+        let stats = app.world().resource::<AdaptationStats>();
+        (stats.encoded, stats.retries)
+    };
+    let retry_after = app.world().resource::<AdaptSettings>().retry_after;
+    for e in &bodies {
+        let mut buffer = app.world_mut().get_mut::<ObservationBuffer>(*e).unwrap();
+        let last = buffer.samples().last().unwrap().t;
+        for k in 1..=(retry_after / 0.05).ceil() as u32 + 1 {
+            let t = last + f64::from(k) * 0.05;
+            buffer
+                .push(t, vec![(0.8 * (3.0 * t).cos()) as f32])
+                .unwrap();
+        }
+    }
+    let started = Instant::now();
+    while app.world().resource::<AdaptationStats>().retries - retries < 2
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        app.update();
+        std::thread::sleep(Duration::from_secs_f64(1.0 / common::HZ));
+    }
+    let stats = app.world().resource::<AdaptationStats>();
+    assert_eq!(stats.retries - retries, 2, "both bodies start over");
+    assert_eq!(
+        stats.encoded - encoded,
+        2,
+        "each retry starts from the encoder's reading"
+    );
+    for e in &bodies {
+        let a = app.world().get::<Adaptation>(*e).unwrap();
+        assert_ne!(a.phase, AdaptPhase::Stalled, "{e} started over");
+    }
 }
 
 #[test]

@@ -272,7 +272,9 @@ fn dispatch(
         };
         if settings.enabled && adaptation.retry_due(buffer) {
             adaptation.retry();
-            latent.0 = model.first_guess(&buffer.first(buffer.len()));
+            // The mean latent; a model with an encoder replaces it with the encoder's
+            // reading just below (the body is fresh again), one reading per retry.
+            latent.0 = model.mean_latent();
             stats.retries += 1;
         }
         phases[adaptation.phase as usize] += 1;
