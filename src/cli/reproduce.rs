@@ -801,7 +801,8 @@ fn write_report(
 
 /// A phase portrait of one test instance: the true field and the seed-0 models of the best
 /// modulated method and two baselines, each with a query trajectory (true in black, model
-/// in red). `None` when no model of the family exists yet.
+/// in red). Without the models (a clone holds the cells, not the models), the portrait an
+/// earlier run drew, if any; `None` when there is none.
 fn portrait(
     root: &Path,
     family: Family,
@@ -930,10 +931,12 @@ fn portrait(
             trajectories: vec![plane(&truth_traj), plane(&learned)],
         });
     }
-    if !found {
-        return Ok(None);
-    }
     let name = format!("portrait-{family}.png");
+    if !found {
+        // No model here (models are not committed; a fresh clone has the cells alone):
+        // keep the portrait an earlier run drew from them, if there is one.
+        return Ok(figs.join(&name).exists().then_some(name));
+    }
     field_panels(
         &figs.join(&name),
         &format!("{family}, test instance {instance}: field and a query trajectory"),
