@@ -82,6 +82,21 @@ fn spawn_observed(
 /// converged, stalled or diverged, or `limit` passes; returns the frames run and how many of them
 /// ran while a job was at the worker.
 fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usize, usize) {
+    run_until(app, bodies, limit, |phase| {
+        matches!(
+            phase,
+            AdaptPhase::Converged | AdaptPhase::Stalled | AdaptPhase::Diverged
+        )
+    })
+}
+
+/// [`run_until_settled`], done when every body's phase passes `done`.
+fn run_until(
+    app: &mut App,
+    bodies: &[Entity],
+    limit: Duration,
+    done: impl Fn(AdaptPhase) -> bool,
+) -> (usize, usize) {
     let started = Instant::now();
     let (mut frames, mut busy) = (0, 0);
     while started.elapsed() < limit {
@@ -93,10 +108,9 @@ fn run_until_settled(app: &mut App, bodies: &[Entity], limit: Duration) -> (usiz
             busy += 1;
         }
         let settled = bodies.iter().all(|e| {
-            matches!(
-                app.world().get::<Adaptation>(*e).map(|a| a.phase),
-                Some(AdaptPhase::Converged | AdaptPhase::Stalled | AdaptPhase::Diverged)
-            )
+            app.world()
+                .get::<Adaptation>(*e)
+                .is_some_and(|a| done(a.phase))
         });
         if settled {
             break;
@@ -188,7 +202,11 @@ fn noisy_positions_still_converge() {
         },
     };
     let bodies = spawn_observed(&mut app, &model, 8, &observed);
-    run_until_settled(&mut app, &bodies, Duration::from_secs(90));
+    // A body may stall on an unlucky window (more so on a loaded machine, where the worker
+    // sees the observations later); it is retried from a fresh start and must converge then.
+    run_until(&mut app, &bodies, Duration::from_secs(90), |phase| {
+        matches!(phase, AdaptPhase::Converged | AdaptPhase::Diverged)
+    });
     let (before, after) = errors(&app, &model, &bodies);
     eprintln!("8 pendulums, 1% noise: 10-s error {before:.3e} → {after:.3e}");
     for e in &bodies {
