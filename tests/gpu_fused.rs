@@ -140,25 +140,25 @@ fn fused_step_matches_the_cpu_kernel() {
     }
 }
 
-#[test]
-fn a_thousand_steps_keep_the_energy_like_the_cpu_path_without_a_sync() {
-    let Some(device) = noether::device::wgpu_for_test("gpu_energy_drift") else {
-        return;
-    };
-    let mut gpu = FusedStepper::new(&device);
-    let (params, cpu) = model(Modulation::Svd { rank: 5 }, 11);
-    let device_model = gpu.upload_model(&params).unwrap();
-    let rows = 64;
-    let (x0, z) = batch(rows, 4, 3);
+/// 1000 fused steps of `method` from `x0`, beside the CPU path: one launch and no blocking
+/// sync per step, no flag, and a max |H − H₀| over the rows within twice the CPU path's
+/// (NaN fails).
+fn assert_thousand_steps_keep_the_energy(
+    gpu: &mut FusedStepper,
+    params: &ModelParams,
+    cpu: &CpuModel,
+    (x0, z): (Vec<f32>, Vec<f32>),
+    method: Integrator,
+) {
+    let device_model = gpu.upload_model(params).unwrap();
     let mut b = gpu.upload_batch(&device_model, &x0, &z).unwrap();
     let settings = StepSettings::default();
     let dt = 1.0 / 64.0;
     let before = gpu.counters();
     let mut x_cpu = x0.clone();
     for _ in 0..1000 {
-        gpu.step(&device_model, &b, Integrator::Midpoint, dt, &settings)
-            .unwrap();
-        x_cpu = cpu_step(&cpu, Integrator::Midpoint, &x_cpu, &z, dt);
+        gpu.step(&device_model, &b, method, dt, &settings).unwrap();
+        x_cpu = cpu_step(cpu, method, &x_cpu, &z, dt);
     }
     let stepped = gpu.counters();
     assert_eq!(
@@ -171,7 +171,8 @@ fn a_thousand_steps_keep_the_energy_like_the_cpu_path_without_a_sync() {
         "one launch per step"
     );
     let back = gpu.read_blocking(&mut b).unwrap();
-    let e0 = cpu_energy(&cpu, &x0, &z);
+    assert!(back.flags.iter().all(|&f| f == 0), "flags {:?}", back.flags);
+    let e0 = cpu_energy(cpu, &x0, &z);
     let drift = |e: &[f32]| {
         e.iter()
             .zip(&e0)
@@ -184,11 +185,26 @@ fn a_thousand_steps_keep_the_energy_like_the_cpu_path_without_a_sync() {
                 }
             })
     };
-    let (gpu_drift, cpu_drift) = (drift(&back.energy), drift(&cpu_energy(&cpu, &x_cpu, &z)));
-    eprintln!("max |ΔH| over 1000 midpoint steps: GPU {gpu_drift:e}, CPU {cpu_drift:e}");
+    let (gpu_drift, cpu_drift) = (drift(&back.energy), drift(&cpu_energy(cpu, &x_cpu, &z)));
+    eprintln!("max |ΔH| over 1000 {method:?} steps: GPU {gpu_drift:e}, CPU {cpu_drift:e}");
     assert!(
         gpu_drift <= 2.0 * cpu_drift + 1e-5,
         "GPU drift {gpu_drift:e} against the CPU path's {cpu_drift:e}"
+    );
+}
+
+#[test]
+fn a_thousand_steps_keep_the_energy_like_the_cpu_path_without_a_sync() {
+    let Some(device) = noether::device::wgpu_for_test("gpu_energy_drift") else {
+        return;
+    };
+    let (params, cpu) = model(Modulation::Svd { rank: 5 }, 11);
+    assert_thousand_steps_keep_the_energy(
+        &mut FusedStepper::new(&device),
+        &params,
+        &cpu,
+        batch(64, 4, 3),
+        Integrator::Midpoint,
     );
 }
 
@@ -368,39 +384,13 @@ fn yoshida_on_the_fused_kernel_keeps_the_energy_like_the_cpu_path() {
     let Some(device) = noether::device::wgpu_for_test("gpu_yoshida_drift") else {
         return;
     };
-    let mut gpu = FusedStepper::new(&device);
     let (params, cpu) = separable(Modulation::Svd { rank: 3 }, 31);
-    let device_model = gpu.upload_model(&params).unwrap();
-    let (x0, z) = batch_of(32, 4, 4, 8);
-    let mut b = gpu.upload_batch(&device_model, &x0, &z).unwrap();
-    let settings = StepSettings::default();
-    let dt = 1.0 / 64.0;
-    let syncs = gpu.counters().blocking_syncs;
-    let mut x_cpu = x0.clone();
-    for _ in 0..1000 {
-        gpu.step(&device_model, &b, Integrator::Yoshida4, dt, &settings)
-            .unwrap();
-        x_cpu = cpu_step(&cpu, Integrator::Yoshida4, &x_cpu, &z, dt);
-    }
-    assert_eq!(
-        gpu.counters().blocking_syncs,
-        syncs,
-        "no sync in 1000 steps"
-    );
-    let back = gpu.read_blocking(&mut b).unwrap();
-    assert!(back.flags.iter().all(|&f| f == 0), "flags {:?}", back.flags);
-    let e0 = cpu_energy(&cpu, &x0, &z);
-    let drift = |e: &[f32]| {
-        e.iter()
-            .zip(&e0)
-            .map(|(a, b)| f64::from((a - b).abs()))
-            .fold(0.0f64, f64::max)
-    };
-    let (gpu_drift, cpu_drift) = (drift(&back.energy), drift(&cpu_energy(&cpu, &x_cpu, &z)));
-    eprintln!("max |ΔH| over 1000 Yoshida steps: GPU {gpu_drift:e}, CPU {cpu_drift:e}");
-    assert!(
-        back.energy.iter().all(|e| e.is_finite()) && gpu_drift <= 2.0 * cpu_drift + 1e-5,
-        "GPU drift {gpu_drift:e} against the CPU path's {cpu_drift:e}"
+    assert_thousand_steps_keep_the_energy(
+        &mut FusedStepper::new(&device),
+        &params,
+        &cpu,
+        batch_of(32, 4, 4, 8),
+        Integrator::Yoshida4,
     );
 }
 
