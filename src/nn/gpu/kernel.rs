@@ -38,6 +38,12 @@
 //! whose solve fails or whose state turns non-finite keeps its state from before the
 //! launch and is flagged ([`FLAG_NOT_CONVERGED`], [`FLAG_NON_FINITE`]).
 //!
+//! **Separable models** H = T(p; z) + V(q; z) are two networks of the same shape in one
+//! buffer (layer slots 0…L−1 for T, L…2L−1 for V, each reading dof = n/2 inputs); their field
+//! is (∇ₚT, −∇_qV), and symplectic Euler, Störmer–Verlet and Yoshida-4 compose the kick
+//! p ← p − c∇_qV(q) and the drift q ← q + c∇ₚT(p) in the same launch; the energy is
+//! T(p) + V(q).
+//!
 //! The method, widths, tile and integrator are compile-time parameters: each (model shape,
 //! integrator) pair compiles its own kernel once.
 
@@ -485,6 +491,22 @@ fn value(
     v
 }
 
+/// The input gradient of network `net` of a separable model at its half of `y`: ∇ₚT(p)
+/// (`net` = 0) or ∇_qV(q) (`net` = 1), into `grad[row][0..dof]`.
+#[cube]
+fn split_gradient(
+    w: &Array<f32>,
+    meta: &Array<u32>,
+    t: &mut Tile,
+    y: &SharedMemory<f32>,
+    net: usize,
+    #[comptime] s: Shape,
+) {
+    let dof = comptime![s.n / 2];
+    load(t, y, dof * (1 - net), dof, s);
+    gradient(w, meta, t, net, s);
+}
+
 /// The field J∇H at `y` (`[tile, n]`) into `f`, every row of the tile: (∂H/∂p, −∂H/∂q)
 /// from one network, or (∇ₚT(p), −∇_qV(q)) from the two of a separable model.
 #[cube]
@@ -515,9 +537,8 @@ fn field(
         sync_cube();
     } else {
         for net in 0..2usize {
-            // T reads p and gives q̇; V reads q and gives −ṗ.
-            load(t, y, dof * (1 - net), dof, s);
-            gradient(w, meta, t, net, s);
+            // T gives q̇, V gives −ṗ.
+            split_gradient(w, meta, t, y, net, s);
             let mut p = u;
             while p < comptime![s.tile * dof] {
                 let row = p / dof;
@@ -549,10 +570,8 @@ fn split_flow(
 ) {
     let dof = comptime![s.n / 2];
     // The drift reads p and moves q; the kick reads q and moves p.
-    let read = dof * (1 - net);
     let moved = dof * net;
-    load(t, x, read, dof, s);
-    gradient(w, meta, t, net, s);
+    split_gradient(w, meta, t, x, net, s);
     let mut p = UNIT_POS as usize;
     while p < comptime![s.tile * dof] {
         let row = p / dof;
