@@ -82,9 +82,7 @@ impl PackedNet {
     /// different shapes.
     pub fn from_params(params: &ModelParams) -> Result<Self, PackError> {
         match params {
-            ModelParams::Hnn(h) => {
-                Self::from_mlps(&[h], h.layers.first().map_or(0, |l| l.config.d_input))
-            }
+            ModelParams::Hnn(h) => Self::from_mlp(h),
             ModelParams::Separable { t, v } => {
                 let dof = t.layers.first().map_or(0, |l| l.config.d_input);
                 Self::from_mlps(&[t, v], 2 * dof)
