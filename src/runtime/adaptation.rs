@@ -45,7 +45,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{SMatrix, SVector};
 use rand::{RngExt as _, rngs::Xoshiro256PlusPlus};
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
@@ -427,19 +427,19 @@ pub fn noise_floor(observations: &[Observation]) -> f64 {
     for run in observations.windows(NOISE_WINDOW) {
         let tc = run[NOISE_WINDOW / 2].t;
         let span = (run[NOISE_WINDOW - 1].t - run[0].t).max(f64::MIN_POSITIVE);
-        let basis = DMatrix::from_fn(NOISE_WINDOW, 4, |i, k| {
+        let basis = SMatrix::<f64, NOISE_WINDOW, 4>::from_fn(|i, k| {
             ((run[i].t - tc) / span).powi(k as i32)
         });
-        let svd = basis.clone().svd(true, true);
-        if svd.rank(1e-9 * svd.singular_values.max()) < 4 {
+        // Householder QR of the 7×4 basis (on the stack): the residual of y is y − Q Qᵀ y.
+        let qr = basis.qr();
+        let diagonal = qr.r().diagonal().abs();
+        if diagonal.min() <= 1e-9 * diagonal.max() {
             continue;
         }
+        let q = qr.q();
         for c in 0..width {
-            let y = DVector::from_fn(NOISE_WINDOW, |i, _| f64::from(run[i].values[c]));
-            let Ok(coef) = svd.solve(&y, 1e-12) else {
-                continue;
-            };
-            let rss = (&y - &basis * coef).norm_squared();
+            let y = SVector::<f64, NOISE_WINDOW>::from_fn(|i, _| f64::from(run[i].values[c]));
+            let rss = (y - q * (q.transpose() * y)).norm_squared();
             variances.push(rss / (NOISE_WINDOW - 4) as f64);
         }
     }
@@ -450,6 +450,9 @@ pub fn noise_floor(observations: &[Observation]) -> f64 {
     (variances[variances.len() / 2] / CHI2_3_MEDIAN).sqrt()
 }
 
+/// Default [`AdaptationSettings::max_substep`]: four ticks of 1/64 s.
+pub const DEFAULT_FIT_SUBSTEP: f64 = 4.0 / 64.0;
+
 /// Run-time settings of online adaptation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdaptationSettings {
@@ -459,6 +462,14 @@ pub struct AdaptationSettings {
     pub lambda_z: f64,
     /// Levenberg–Marquardt steps per job.
     pub steps_per_job: usize,
+    /// Longest RK4 substep of a fit's rollouts, in seconds ([`FitConfig::max_substep`]).
+    /// A batch of bodies takes as many substeps per observation interval as its longest
+    /// interval needs, so this should cover the longest spacing the observations have:
+    /// sampled every 0.05 s on 1/64-s ticks, samples are 3 or 4 ticks apart, and a cap
+    /// of 0.05 s would split every interval of a batch that holds one 4-tick interval in
+    /// two (twice the fit's work). RK4's error at 1/16 s is far below observation noise
+    /// for the shipped families (docs/protocol.md §8.1).
+    pub max_substep: f64,
     /// A job that lowers a body's loss on its (new) window by less than this fraction has
     /// no descent left: at the noise floor the fit is done (over a full window the body is
     /// converged, over a shorter horizon the horizon doubles); above it the body stalls.
@@ -497,6 +508,7 @@ impl Default for AdaptationSettings {
             enabled: true,
             lambda_z: FitConfig::default().lambda_z,
             steps_per_job: 2,
+            max_substep: DEFAULT_FIT_SUBSTEP,
             settle_tol: 0.02,
             settle_misfit: 0.02,
             noise: None,
@@ -602,6 +614,7 @@ impl<K> Job<K> {
             bodies: Vec::new(),
             config: FitConfig {
                 lambda_z: settings.lambda_z,
+                max_substep: settings.max_substep,
                 ..FitConfig::default()
             },
             steps: settings.steps_per_job,
@@ -791,6 +804,10 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             }
         })
         .collect();
+    // Bodies of like horizons share tiles: a tile's rollouts run as long as its longest
+    // track, so a mixed tile would roll its short tracks on through idle intervals.
+    let mut bodies = bodies;
+    bodies.sort_by_key(|b| b.observations().len());
     let mut states = starting_states(model, &bodies, &job.config);
     // The floor each body's misfit is held to, from its own observations.
     let floors: Vec<f64> = bodies
@@ -1435,6 +1452,27 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn tick_spaced_observations_take_one_fit_substep_per_interval() {
+        // Samples every 0.05 s on 1/64-s ticks land 3 or 4 ticks apart.
+        let settings = AdaptationSettings::default();
+        for ticks in [3.0, 4.0] {
+            let interval = ticks / 64.0;
+            assert_eq!(
+                crate::meta::observed::substeps(interval, settings.max_substep),
+                1
+            );
+        }
+        assert_eq!(
+            crate::meta::observed::substeps(5.0 / 64.0, settings.max_substep),
+            2
+        );
+        assert_eq!(
+            Job::<u32>::new(&settings).config.max_substep,
+            settings.max_substep
+        );
     }
 
     #[test]

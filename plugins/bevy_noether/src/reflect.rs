@@ -53,6 +53,7 @@ pub struct AdaptationSettingsReflect {
     pub enabled: bool,
     pub lambda_z: f64,
     pub steps_per_job: usize,
+    pub max_substep: f64,
     pub settle_tol: f64,
     pub settle_misfit: f64,
     pub noise: Option<f64>,
