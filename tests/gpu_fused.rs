@@ -11,7 +11,10 @@ use noether::{
     nn::{
         Architecture, ModelConfig, Modulation,
         cpu::{CpuFlow, CpuModel, ModelParams},
-        gpu::{DeviceModel, FusedStepper, GpuStepError, fuses, kernel::FLAG_NON_FINITE},
+        gpu::{
+            BatchPart, DeviceModel, FusedStepper, GpuStepError, PackError, fuses,
+            kernel::FLAG_NON_FINITE,
+        },
     },
     runtime::{StepSettings, advance},
     systems::Family,
@@ -444,4 +447,103 @@ fn the_kernel_refuses_what_it_does_not_fuse() {
         ),
         Err(GpuStepError::Integrator(Integrator::Verlet))
     );
+}
+
+#[test]
+fn models_of_one_shape_step_together_in_one_dispatch() {
+    let Some(device) =
+        noether::device::wgpu_for_test("models_of_one_shape_step_together_in_one_dispatch")
+    else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    let modulation = Modulation::Svd { rank: 3 };
+    let (pa, ca) = model(modulation, 1);
+    let (pb, cb) = model(modulation, 2);
+    let group = gpu.upload_models(&[&pa, &pb]).expect("one shape");
+    assert_eq!(group.models(), 2);
+    // Parts in any order and of any length: B's 19 rows, then A's 5 (a cube boundary
+    // apart: the rows between are padding).
+    let ((xa, za), (xb, zb)) = (batch(5, 4, 11), batch(19, 4, 12));
+    let parts = [
+        BatchPart {
+            model: 1,
+            states: &xb,
+            latents: &zb,
+        },
+        BatchPart {
+            model: 0,
+            states: &xa,
+            latents: &za,
+        },
+    ];
+    let mut b = gpu.upload_parts(&group, &parts).unwrap();
+    let dt = 1.0 / 64.0;
+    let launches = gpu.counters().dispatches;
+    gpu.step(
+        &group,
+        &b,
+        Integrator::Midpoint,
+        dt,
+        &StepSettings::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        gpu.counters().dispatches - launches,
+        1,
+        "one dispatch for both models"
+    );
+    let back = gpu.read_blocking(&mut b).unwrap();
+    let ranges = b.parts().to_vec();
+    assert_eq!((ranges[0].len(), ranges[1].len()), (19, 5));
+    for (range, cpu, x, z, what) in [
+        (&ranges[0], &cb, &xb, &zb, "model B"),
+        (&ranges[1], &ca, &xa, &za, "model A"),
+    ] {
+        let want = cpu_step(cpu, Integrator::Midpoint, x, z, dt);
+        assert!(
+            back.flags[range.clone()].iter().all(|&f| f == 0),
+            "{what}: flags"
+        );
+        assert_close(
+            what,
+            &back.states[range.start * 2..range.end * 2],
+            &want,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} energy"),
+            &back.energy[range.clone()],
+            &cpu_energy(cpu, &want, z),
+            1e-5,
+        );
+    }
+    // The check can fail: B's rows stepped with A's weights are elsewhere.
+    let wrong = cpu_step(&ca, Integrator::Midpoint, &xb, &zb, dt);
+    let r = &ranges[0];
+    assert!(
+        back.states[r.start * 2..r.end * 2]
+            .iter()
+            .zip(&wrong)
+            .any(|(a, b)| (a - b).abs() > 1e-4),
+        "the two models step differently"
+    );
+    // A group of different shapes is refused, naming the odd one; a batch of a group is
+    // refused by a single model.
+    let (sep, _) = separable(modulation, 3);
+    assert!(matches!(
+        gpu.upload_models(&[&pa, &sep]),
+        Err(GpuStepError::Pack(PackError::GroupShape { index: 1, .. }))
+    ));
+    let single = gpu.upload_model(&pa).unwrap();
+    assert!(matches!(
+        gpu.step(
+            &single,
+            &b,
+            Integrator::Midpoint,
+            dt,
+            &StepSettings::default()
+        ),
+        Err(GpuStepError::Shape { .. })
+    ));
 }

@@ -44,6 +44,11 @@
 //! p ← p − c∇_qV(q) and the drift q ← q + c∇ₚT(p) in the same launch; the energy is
 //! T(p) + V(q).
 //!
+//! **Models.** Each cube first copies its model's table (layer shapes and the offsets of its
+//! weights, [`table_len`] entries) from `tables[cube_table[cube]…]` into workgroup memory:
+//! models of one shape packed as a group (`PackedNet::group`, weights concatenated) step in
+//! one launch, every cube's rows belonging to one model.
+//!
 //! The method, widths, tile and integrator are compile-time parameters: each (model shape,
 //! integrator) pair compiles its own kernel once.
 
@@ -110,6 +115,12 @@ pub struct Shape {
     pub tile: usize,
     /// Units per cube.
     pub units: usize,
+}
+
+/// u32 entries of one model's table: [`LAYER_META`] per layer slot, then each network's
+/// readout and readout-bias offsets.
+pub fn table_len(nets: usize, layers: usize) -> usize {
+    nets * layers * LAYER_META + 2 * nets
 }
 
 /// Workgroup buffers of one tile.
@@ -193,7 +204,7 @@ fn rank_products(
 #[cube]
 fn layer_forward(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     slot: usize,
     in_off: usize,
@@ -300,7 +311,7 @@ fn layer_forward(
 )]
 fn layer_backward(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     slot: usize,
     l: usize,
@@ -397,7 +408,13 @@ fn layer_backward(
 /// The forward pass of network `net` from `acts[row][0..d_in]` (the evaluation point) for
 /// every row.
 #[cube]
-fn forward(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, net: usize, #[comptime] s: Shape) {
+fn forward(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    t: &mut Tile,
+    net: usize,
+    #[comptime] s: Shape,
+) {
     let base = net * s.layers;
     layer_forward(w, meta, t, base, 0, s.n, s);
     for l in 1..s.layers {
@@ -438,7 +455,13 @@ fn load(t: &mut Tile, y: &SharedMemory<f32>, from: usize, len: usize, #[comptime
 /// The input gradient of network `net` at the loaded evaluation point, every row, into
 /// `grad[row][0..d_in]`: the forward pass, δ_L = w ⊙ (1 − a_L²), then the transposed maps.
 #[cube]
-fn gradient(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, net: usize, #[comptime] s: Shape) {
+fn gradient(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    t: &mut Tile,
+    net: usize,
+    #[comptime] s: Shape,
+) {
     let u = UNIT_POS as usize;
     let stride = comptime![s.n + s.layers * s.width];
     forward(w, meta, t, net, s);
@@ -472,7 +495,7 @@ fn gradient(w: &Array<f32>, meta: &Array<u32>, t: &mut Tile, net: usize, #[compt
 #[cube]
 fn value(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &Tile,
     net: usize,
     row: usize,
@@ -496,7 +519,7 @@ fn value(
 #[cube]
 fn split_gradient(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     y: &SharedMemory<f32>,
     net: usize,
@@ -512,7 +535,7 @@ fn split_gradient(
 #[cube]
 fn field(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     y: &SharedMemory<f32>,
     f: &mut SharedMemory<f32>,
@@ -561,7 +584,7 @@ fn field(
 #[cube]
 fn split_flow(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     x: &mut SharedMemory<f32>,
     net: usize,
@@ -599,7 +622,7 @@ fn split_flow(
 #[cube]
 fn split_step(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    meta: &SharedMemory<u32>,
     t: &mut Tile,
     x: &mut SharedMemory<f32>,
     h: f32,
@@ -670,7 +693,8 @@ fn add_scaled(dst: &mut SharedMemory<f32>, c: f32, b: &SharedMemory<f32>, #[comp
 #[cube(launch_unchecked)]
 pub fn step_hnn(
     w: &Array<f32>,
-    meta: &Array<u32>,
+    tables: &Array<u32>,
+    cube_table: &Array<u32>,
     states: &mut Array<f32>,
     latents: &Array<f32>,
     energy: &mut Array<f32>,
@@ -701,6 +725,14 @@ pub fn step_hnn(
     let mut flag = SharedMemory::<u32>::new(s.tile);
     let mut done = SharedMemory::<u32>::new(1usize);
     let mut converged = SharedMemory::<u32>::new(s.tile);
+    // This cube's model: its table (absolute offsets into `w`) into workgroup memory.
+    let mut meta = SharedMemory::<u32>::new(comptime![table_len(s.nets, s.layers)]);
+    let base = cube_table[CUBE_POS as usize] as usize;
+    let mut p = u;
+    while p < comptime![table_len(s.nets, s.layers)] {
+        meta[p] = tables[base + p];
+        p += s.units;
+    }
 
     // Load the tile (rows past the batch: zeros, never written back).
     let mut p = u;
@@ -755,27 +787,27 @@ pub fn step_hnn(
 
     for _ in 0..substeps {
         if comptime![s.scheme == EULER] {
-            field(w, meta, &mut t, &x, &mut kf, s);
+            field(w, &meta, &mut t, &x, &mut kf, s);
             axpy(&mut y, &x, h, &kf, s);
             axpy(&mut x, &y, 0.0, &kf, s);
         }
         if comptime![s.scheme == RK4] {
-            field(w, meta, &mut t, &x, &mut kf, s);
+            field(w, &meta, &mut t, &x, &mut kf, s);
             axpy(&mut acc, &kf, 0.0, &kf, s);
             axpy(&mut y, &x, 0.5 * h, &kf, s);
-            field(w, meta, &mut t, &y, &mut kf, s);
+            field(w, &meta, &mut t, &y, &mut kf, s);
             add_scaled(&mut acc, 2.0, &kf, s);
             axpy(&mut y, &x, 0.5 * h, &kf, s);
-            field(w, meta, &mut t, &y, &mut kf, s);
+            field(w, &meta, &mut t, &y, &mut kf, s);
             add_scaled(&mut acc, 2.0, &kf, s);
             axpy(&mut y, &x, h, &kf, s);
-            field(w, meta, &mut t, &y, &mut kf, s);
+            field(w, &meta, &mut t, &y, &mut kf, s);
             add_scaled(&mut acc, 1.0, &kf, s);
             add_scaled(&mut x, h / 6.0, &acc, s);
         }
         if comptime![s.scheme == MIDPOINT] {
             // y = x + (h/2) f(y), from the explicit half step.
-            field(w, meta, &mut t, &x, &mut kf, s);
+            field(w, &meta, &mut t, &x, &mut kf, s);
             axpy(&mut y, &x, 0.5 * h, &kf, s);
             if u == 0 {
                 done[0] = 0u32;
@@ -784,7 +816,7 @@ pub fn step_hnn(
             for _ in 0..s.max_iter {
                 // Uniform: `done` is read by every unit after the barrier that wrote it.
                 if done[0] == 0u32 {
-                    field(w, meta, &mut t, &y, &mut kf, s);
+                    field(w, &meta, &mut t, &y, &mut kf, s);
                     // acc ← |Δy| per entry, then y ← x + (h/2) f(y).
                     let mut p = u;
                     while p < tn {
@@ -831,7 +863,7 @@ pub fn step_hnn(
             sync_cube();
         }
         if comptime![s.scheme >= SYMPLECTIC_EULER] {
-            split_step(w, meta, &mut t, &mut x, h, s);
+            split_step(w, &meta, &mut t, &mut x, h, s);
         }
     }
 
@@ -880,9 +912,9 @@ pub fn step_hnn(
                 s,
             );
         }
-        forward(w, meta, &mut t, net, s);
+        forward(w, &meta, &mut t, net, s);
         if u < s.tile {
-            acc[u] += value(w, meta, &t, net, u, s);
+            acc[u] += value(w, &meta, &t, net, u, s);
         }
         sync_cube();
     }

@@ -4,7 +4,9 @@
 //! - [`kernel`]: the kernel, J∇H of the modulated network (every modulation, per-row
 //!   latents) and the integrator's stages or fixed-point iterations in one launch, with the
 //!   energy and per-row flags;
-//! - [`PackedNet`]: a model's weights as one buffer and a table of offsets;
+//! - [`PackedNet`]: a model's weights as one buffer and a table of offsets; models of one
+//!   network shape pack as a group ([`PackedNet::group`]) that one dispatch steps, each
+//!   cube of rows with its own model's table;
 //! - [`FusedStepper`]: device-resident batches, row-wise writes, asynchronous read-back,
 //!   and [`GpuCounters`] of launches and blocking syncs.
 //!
@@ -18,5 +20,5 @@ mod stepper;
 
 pub use pack::{NetShape, PackError, PackedNet};
 pub use stepper::{
-    DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, Readback, fuses,
+    BatchPart, DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, Readback, fuses,
 };

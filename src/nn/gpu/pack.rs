@@ -56,6 +56,18 @@ pub enum PackError {
     /// An empty network.
     #[error("the network has no hidden layer")]
     NoLayers,
+    /// Models packed into one group (one dispatch) must share a kernel shape.
+    #[error(
+        "model {index} of the group has another network shape than the first ({got:?} against {expected:?})"
+    )]
+    GroupShape {
+        /// Its place in the group.
+        index: usize,
+        /// Its shape.
+        got: NetShape,
+        /// The first model's.
+        expected: NetShape,
+    },
     /// Weights too large for 32-bit offsets.
     #[error("the network's {0} weights do not fit 32-bit offsets")]
     TooLarge(usize),
@@ -89,6 +101,49 @@ impl PackedNet {
             }
             ModelParams::Generic(_) => Err(PackError::Architecture("a GENERIC model")),
         }
+    }
+
+    /// Packs several models of one [`NetShape`] as one: their weights concatenated and their
+    /// tables one after the other ([`Self::models`] of [`super::kernel::table_len`] entries
+    /// each), every offset shifted to where the model's weights now start. The fused kernel
+    /// steps all of them in one dispatch, each cube reading its own model's table.
+    ///
+    /// # Errors
+    /// [`PackError::GroupShape`] when a model's shape differs from the first's;
+    /// [`PackError::TooLarge`]; [`PackError::NoLayers`] for an empty group.
+    pub fn group(nets: &[Self]) -> Result<Self, PackError> {
+        let first = nets.first().ok_or(PackError::NoLayers)?;
+        let slots = first.shape.nets * first.shape.layers;
+        let mut out = Self {
+            weights: Vec::new(),
+            meta: Vec::new(),
+            shape: first.shape,
+        };
+        for (index, net) in nets.iter().enumerate() {
+            if net.shape != first.shape {
+                return Err(PackError::GroupShape {
+                    index,
+                    got: net.shape,
+                    expected: first.shape,
+                });
+            }
+            let base = u32::try_from(out.weights.len())
+                .map_err(|_| PackError::TooLarge(out.weights.len()))?;
+            out.weights.extend_from_slice(&net.weights);
+            // Layer slots hold d_in, d_out, 13 offsets and the rank; the heads, offsets.
+            out.meta.extend(net.meta.iter().enumerate().map(|(e, &v)| {
+                let offset =
+                    e >= slots * LAYER_META || (2..LAYER_META - 1).contains(&(e % LAYER_META));
+                if offset { v + base } else { v }
+            }));
+        }
+        u32::try_from(out.weights.len()).map_err(|_| PackError::TooLarge(out.weights.len()))?;
+        Ok(out)
+    }
+
+    /// Models in the pack: 1, or the size of a [`Self::group`].
+    pub fn models(&self) -> usize {
+        self.meta.len() / super::kernel::table_len(self.shape.nets, self.shape.layers)
     }
 
     /// Packs one scalar MLP over the whole state.
@@ -188,5 +243,49 @@ impl PackedNet {
             weights,
             meta,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+    use crate::{nn::ModelConfig, systems::Family};
+
+    fn packed(seed: u64, hidden: Vec<usize>) -> PackedNet {
+        let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 3 })
+            .with_hidden(hidden)
+            .with_d_latent(4)
+            .with_seed(seed);
+        let params = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
+        PackedNet::from_params(&params).unwrap()
+    }
+
+    #[test]
+    fn a_group_shifts_every_offset_of_its_later_models_and_nothing_else() {
+        let (a, b) = (packed(1, vec![8, 6]), packed(2, vec![8, 6]));
+        let group = PackedNet::group(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!((group.models(), a.models()), (2, 1));
+        assert_eq!(group.weights, [a.weights.clone(), b.weights.clone()].concat());
+        let (len, base) = (a.meta.len(), a.weights.len() as u32);
+        assert_eq!(group.meta[..len], a.meta[..]);
+        let slots = a.shape.nets * a.shape.layers * LAYER_META;
+        for (e, (&got, &own)) in group.meta[len..].iter().zip(&b.meta).enumerate() {
+            let offset = e >= slots || (2..LAYER_META - 1).contains(&(e % LAYER_META));
+            assert_eq!(got, if offset { own + base } else { own }, "entry {e}");
+            if offset {
+                // Each shifted offset still points at the same weights.
+                assert_eq!(group.weights[got as usize], b.weights[own as usize]);
+            }
+        }
+        // Layer widths are in the tables: another width below the widest still groups; another
+        // depth does not.
+        assert!(PackedNet::group(&[a.clone(), packed(3, vec![8, 5])]).is_ok());
+        let other = packed(4, vec![8, 6, 4]);
+        assert!(matches!(
+            PackedNet::group(&[a, other]),
+            Err(PackError::GroupShape { index: 1, .. })
+        ));
     }
 }

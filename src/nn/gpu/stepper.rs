@@ -12,6 +12,7 @@
 
 use std::{
     future::Future,
+    ops::Range,
     pin::Pin,
     task::{Context, Poll, Waker},
 };
@@ -41,8 +42,9 @@ const MAX_TILE_ROWS: usize = 8;
 /// so larger tiles load the weights fewer times; WebGPU guarantees 16 KiB, which holds 8
 /// rows of a 3×100 network.
 fn tile_rows(s: &NetShape, shared_bytes: usize) -> u32 {
-    // acts, z̃, SVD coefficients of every layer slot, pre-products, ∇H and five state
-    // vectors, and a flag.
+    // The cube's model table, then per row: acts, z̃, SVD coefficients of every layer
+    // slot, pre-products, ∇H and five state vectors, and a flag.
+    let table = 4 * kernel::table_len(s.nets, s.layers);
     let per_row = 4
         * (s.n
             + s.layers * s.width
@@ -51,7 +53,7 @@ fn tile_rows(s: &NetShape, shared_bytes: usize) -> u32 {
             + (s.nets * s.layers + 1) * s.max_rank
             + 6 * s.n)
         + 8;
-    (shared_bytes * 3 / 4 / per_row).clamp(1, MAX_TILE_ROWS) as u32
+    ((shared_bytes * 3 / 4).saturating_sub(table) / per_row).clamp(1, MAX_TILE_ROWS) as u32
 }
 
 /// What the GPU path did, for tests, benchmarks and the inspector.
@@ -101,12 +103,14 @@ pub enum GpuStepError {
     Read(String),
 }
 
-/// A packed model on the device.
+/// A packed model on the device, or a group of models of one shape
+/// ([`FusedStepper::upload_models`]) that one dispatch steps together.
 #[derive(Clone)]
 pub struct DeviceModel {
     weights: Handle,
     meta: Handle,
     shape: NetShape,
+    models: usize,
 }
 
 impl DeviceModel {
@@ -114,6 +118,22 @@ impl DeviceModel {
     pub fn shape(&self) -> NetShape {
         self.shape
     }
+
+    /// Models in it (1 unless uploaded as a group).
+    pub fn models(&self) -> usize {
+        self.models
+    }
+}
+
+/// One model's rows of a batch ([`FusedStepper::upload_parts`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPart<'a> {
+    /// The model, by its place in the group the batch is stepped with.
+    pub model: usize,
+    /// States `[rows·n]`.
+    pub states: &'a [f32],
+    /// Latents `[rows·d_z]`.
+    pub latents: &'a [f32],
 }
 
 type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<cubecl::bytes::Bytes>, String>> + Send>>;
@@ -134,6 +154,13 @@ pub struct DeviceBatch {
     rows: usize,
     n: usize,
     d_latent: usize,
+    /// Rows per cube the batch was laid out for, and each cube's table start.
+    tile: usize,
+    cube_table: Handle,
+    /// Models the parts name (the largest index + 1).
+    models: usize,
+    /// Each part's rows.
+    parts: Vec<Range<usize>>,
     states: Handle,
     latents: Handle,
     energy: Handle,
@@ -143,9 +170,17 @@ pub struct DeviceBatch {
 }
 
 impl DeviceBatch {
-    /// Rows.
+    /// Rows, the padding between parts included.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// The rows of each part, in upload order: its bodies' places in the states, energies
+    /// and flags read back and in [`FusedStepper::write_states`]. A part after the first
+    /// starts on a cube boundary, so the rows between parts are padding (zero states,
+    /// stepped and ignored).
+    pub fn parts(&self) -> &[Range<usize>] {
+        &self.parts
     }
 
     /// The buffers a read-back copies, in [`decode`]'s order: states, energies, flags.
@@ -196,16 +231,31 @@ impl FusedStepper {
     /// # Errors
     /// [`GpuStepError::Pack`] for models the kernel does not fuse.
     pub fn upload_model(&mut self, params: &ModelParams) -> Result<DeviceModel, GpuStepError> {
-        let packed = PackedNet::from_params(params)?;
+        self.upload_models(&[params])
+    }
+
+    /// Packs and uploads models of one network shape as a group ([`PackedNet::group`]):
+    /// a batch of [`BatchPart`]s of any of them steps in one dispatch.
+    ///
+    /// # Errors
+    /// [`GpuStepError::Pack`]: a model the kernel does not fuse, or one whose shape
+    /// differs from the first's ([`PackError::GroupShape`]).
+    pub fn upload_models(&mut self, params: &[&ModelParams]) -> Result<DeviceModel, GpuStepError> {
+        let nets = params
+            .iter()
+            .map(|p| PackedNet::from_params(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let packed = PackedNet::group(&nets)?;
         self.counters.uploads += 2;
         Ok(DeviceModel {
             weights: f32_handle(&self.client, &packed.weights),
             meta: u32_handle(&self.client, &packed.meta),
             shape: packed.shape,
+            models: packed.models(),
         })
     }
 
-    /// Uploads a batch: states `[rows·n]`, latents `[rows·d_z]`.
+    /// Uploads a batch of one model's rows: states `[rows·n]`, latents `[rows·d_z]`.
     ///
     /// # Errors
     /// [`GpuStepError::Shape`] when the lengths do not split into rows.
@@ -215,29 +265,79 @@ impl FusedStepper {
         states: &[f32],
         latents: &[f32],
     ) -> Result<DeviceBatch, GpuStepError> {
-        let (n, dz) = (model.shape.n, model.shape.d_latent);
+        self.upload_parts(
+            model,
+            &[BatchPart {
+                model: 0,
+                states,
+                latents,
+            }],
+        )
+    }
+
+    /// Uploads a batch of several models' rows for a group `model`
+    /// ([`FusedStepper::upload_models`]): each part starts on a cube boundary, so every
+    /// cube steps rows of one model with that model's weights ([`DeviceBatch::parts`]).
+    ///
+    /// # Errors
+    /// [`GpuStepError::Shape`] when a part's lengths do not split into rows or it names a
+    /// model the group lacks.
+    pub fn upload_parts(
+        &mut self,
+        model: &DeviceModel,
+        parts: &[BatchPart<'_>],
+    ) -> Result<DeviceBatch, GpuStepError> {
+        let s = model.shape;
+        let (n, dz) = (s.n, s.d_latent);
+        let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size) as usize;
+        let table = kernel::table_len(s.nets, s.layers);
+        let (mut states, mut latents, mut cube_table) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ranges = Vec::with_capacity(parts.len());
+        for part in parts {
+            let rows = part.states.len() / n.max(1);
+            if part.states.len() != rows * n {
+                return Err(GpuStepError::Shape {
+                    what: "state values",
+                    got: part.states.len(),
+                    expected: rows * n,
+                });
+            }
+            if part.latents.len() != rows * dz {
+                return Err(GpuStepError::Shape {
+                    what: "latent values",
+                    got: part.latents.len(),
+                    expected: rows * dz,
+                });
+            }
+            if part.model >= model.models {
+                return Err(GpuStepError::Shape {
+                    what: "model index of a part",
+                    got: part.model,
+                    expected: model.models,
+                });
+            }
+            // Pad the previous part to a whole cube.
+            let start = (states.len() / n.max(1)).next_multiple_of(tile);
+            states.resize(start * n, 0.0);
+            latents.resize(start * dz, 0.0);
+            states.extend_from_slice(part.states);
+            latents.extend_from_slice(part.latents);
+            let end = start + rows;
+            cube_table.resize(end.div_ceil(tile), (part.model * table) as u32);
+            ranges.push(start..end);
+        }
         let rows = states.len() / n.max(1);
-        if states.len() != rows * n {
-            return Err(GpuStepError::Shape {
-                what: "state values",
-                got: states.len(),
-                expected: rows * n,
-            });
-        }
-        if latents.len() != rows * dz {
-            return Err(GpuStepError::Shape {
-                what: "latent values",
-                got: latents.len(),
-                expected: rows * dz,
-            });
-        }
-        self.counters.uploads += 2;
+        self.counters.uploads += 3;
         Ok(DeviceBatch {
             rows,
             n,
             d_latent: dz,
-            states: f32_handle(&self.client, states),
-            latents: f32_handle(&self.client, latents),
+            tile,
+            cube_table: u32_handle(&self.client, &cube_table),
+            models: parts.iter().map(|p| p.model + 1).max().unwrap_or(1),
+            parts: ranges,
+            states: f32_handle(&self.client, &states),
+            latents: f32_handle(&self.client, &latents),
             energy: f32_handle(&self.client, &vec![0.0; rows]),
             flags: u32_handle(&self.client, &vec![0; rows]),
             pending: None,
@@ -322,6 +422,13 @@ impl FusedStepper {
         let rows = batch.rows as u32;
         let max_iter = settings.midpoint.max_iterations as u32;
         let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size);
+        if tile as usize != batch.tile || batch.models > model.models {
+            return Err(GpuStepError::Shape {
+                what: "layout (the batch was uploaded for another network shape or group)",
+                got: batch.tile * 1000 + batch.models,
+                expected: tile as usize * 1000 + model.models,
+            });
+        }
         self.counters.dispatches += 1;
         self.counters.steps += 1;
         // SAFETY: every length is the buffer's own; the kernel bounds-checks `rows`.
@@ -333,6 +440,7 @@ impl FusedStepper {
                 CubeDim::new_1d(CUBE_UNITS),
                 ArrayArg::from_raw_parts(model.weights.clone(), model_len(&model.weights)),
                 ArrayArg::from_raw_parts(model.meta.clone(), model_len(&model.meta)),
+                ArrayArg::from_raw_parts(batch.cube_table.clone(), model_len(&batch.cube_table)),
                 ArrayArg::from_raw_parts(batch.states.clone(), batch.rows * batch.n),
                 ArrayArg::from_raw_parts(
                     batch.latents.clone(),
