@@ -547,3 +547,49 @@ fn models_of_one_shape_step_together_in_one_dispatch() {
         Err(GpuStepError::Shape { .. })
     ));
 }
+
+#[test]
+fn a_batch_dropped_with_a_read_back_in_flight_leaves_the_device_usable() {
+    let Some(device) = noether::device::wgpu_for_test(
+        "a_batch_dropped_with_a_read_back_in_flight_leaves_the_device_usable",
+    ) else {
+        return;
+    };
+    let mut gpu = FusedStepper::new(&device);
+    let (params, cpu) = model(Modulation::Shift, 9);
+    let device_model = gpu.upload_model(&params).unwrap();
+    let (x, z) = batch(16, 4, 5);
+    let dt = 1.0 / 64.0;
+    // A re-formed batch (bodies spawned or despawned) replaces one whose read-back is still
+    // being copied: its staging buffer must not go back to the pool mapped.
+    for _ in 0..3 {
+        let mut old = gpu.upload_batch(&device_model, &x, &z).unwrap();
+        gpu.step(
+            &device_model,
+            &old,
+            Integrator::Midpoint,
+            dt,
+            &StepSettings::default(),
+        )
+        .unwrap();
+        gpu.request_readback(&mut old);
+        drop(old);
+    }
+    let mut b = gpu.upload_batch(&device_model, &x, &z).unwrap();
+    gpu.step(
+        &device_model,
+        &b,
+        Integrator::Midpoint,
+        dt,
+        &StepSettings::default(),
+    )
+    .unwrap();
+    gpu.request_readback(&mut b);
+    let back = gpu.read_blocking(&mut b).unwrap();
+    assert_close(
+        "after dropped batches",
+        &back.states,
+        &cpu_step(&cpu, Integrator::Midpoint, &x, &z, dt),
+        1e-5,
+    );
+}

@@ -267,7 +267,10 @@ mod tests {
         let (a, b) = (packed(1, vec![8, 6]), packed(2, vec![8, 6]));
         let group = PackedNet::group(&[a.clone(), b.clone()]).unwrap();
         assert_eq!((group.models(), a.models()), (2, 1));
-        assert_eq!(group.weights, [a.weights.clone(), b.weights.clone()].concat());
+        assert_eq!(
+            group.weights,
+            [a.weights.clone(), b.weights.clone()].concat()
+        );
         let (len, base) = (a.meta.len(), a.weights.len() as u32);
         assert_eq!(group.meta[..len], a.meta[..]);
         let slots = a.shape.nets * a.shape.layers * LAYER_META;

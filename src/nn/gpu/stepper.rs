@@ -7,8 +7,9 @@
 //! is one launch ([`FusedStepper::step`]), and the results come back by
 //! [`FusedStepper::request_readback`] + [`FusedStepper::poll_readback`]: the copy is queued
 //! behind the step and mapped by the runtime's poll thread, and the host picks it up on a
-//! later frame. Nothing in a step waits for the device; the only blocking read is
-//! [`FusedStepper::read_blocking`] (tests, benchmarks), and [`GpuCounters`] counts both.
+//! later frame. Nothing in a step waits for the device; the only blocking reads are
+//! [`FusedStepper::read_blocking`] (tests, benchmarks; [`GpuCounters`] counts them) and
+//! dropping a batch whose read-back is still in flight (it finishes that copy first).
 
 use std::{
     future::Future,
@@ -167,6 +168,21 @@ pub struct DeviceBatch {
     flags: Handle,
     /// The read-back in flight (a mutex only to make the batch `Sync`; never contended).
     pending: Option<std::sync::Mutex<ReadFuture>>,
+}
+
+impl Drop for DeviceBatch {
+    /// A read-back still in flight is finished before the batch goes: its staging buffer is
+    /// mapped until the copy is read, and the runtime's pool would hand it out again still
+    /// mapped (wgpu then refuses the next submit that copies into it). Only a batch dropped
+    /// within a tick of its last request waits, for that one copy.
+    fn drop(&mut self) {
+        if let Some(future) = self.pending.take() {
+            let future = future
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            drop(cubecl::future::block_on(future));
+        }
+    }
 }
 
 impl DeviceBatch {
