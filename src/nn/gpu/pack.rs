@@ -73,6 +73,12 @@ pub enum PackError {
     TooLarge(usize),
 }
 
+/// Whether entry `e` of a table with `slots` layer slots is a weight offset: a layer slot
+/// holds d_in, d_out, 13 offsets and the rank; the per-network heads hold offsets only.
+fn is_offset(e: usize, slots: usize) -> bool {
+    e >= slots * LAYER_META || (2..LAYER_META - 1).contains(&(e % LAYER_META))
+}
+
 /// Transpose of a row-major `[rows, cols]` matrix (empty stays empty).
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     permuted(m, rows * cols, |e| (e % rows) * cols + e / rows)
@@ -130,12 +136,13 @@ impl PackedNet {
             let base = u32::try_from(out.weights.len())
                 .map_err(|_| PackError::TooLarge(out.weights.len()))?;
             out.weights.extend_from_slice(&net.weights);
-            // Layer slots hold d_in, d_out, 13 offsets and the rank; the heads, offsets.
-            out.meta.extend(net.meta.iter().enumerate().map(|(e, &v)| {
-                let offset =
-                    e >= slots * LAYER_META || (2..LAYER_META - 1).contains(&(e % LAYER_META));
-                if offset { v + base } else { v }
-            }));
+            out.meta.extend(
+                net.meta.iter().enumerate().map(
+                    |(e, &v)| {
+                        if is_offset(e, slots) { v + base } else { v }
+                    },
+                ),
+            );
         }
         u32::try_from(out.weights.len()).map_err(|_| PackError::TooLarge(out.weights.len()))?;
         Ok(out)
@@ -273,9 +280,9 @@ mod tests {
         );
         let (len, base) = (a.meta.len(), a.weights.len() as u32);
         assert_eq!(group.meta[..len], a.meta[..]);
-        let slots = a.shape.nets * a.shape.layers * LAYER_META;
+        let slots = a.shape.nets * a.shape.layers;
         for (e, (&got, &own)) in group.meta[len..].iter().zip(&b.meta).enumerate() {
-            let offset = e >= slots || (2..LAYER_META - 1).contains(&(e % LAYER_META));
+            let offset = is_offset(e, slots);
             assert_eq!(got, if offset { own + base } else { own }, "entry {e}");
             if offset {
                 // Each shifted offset still points at the same weights.
