@@ -13,7 +13,9 @@
 //! same CPUs; keep `--max` at 10 000 there). Two GPU columns: launches only (one blocking
 //! read after the timed steps, so the time covers every step), and the game loop's pattern
 //! (launch + an asynchronous read-back requested every tick and picked up when ready).
-//! Prints a Markdown table with launches and blocking syncs per step.
+//! Prints a Markdown table with launches and blocking syncs per step, then a second: the
+//! three shipped Hamiltonian models of one network shape (pendulum, mass_spring and duffing
+//! SVD(5)) stepped as one group in one dispatch per tick against one dispatch per model.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use noether::{
     nn::{
         Architecture, ModelConfig, Modulation,
         cpu::{CpuFlow, CpuModel, ModelParams},
-        gpu::FusedStepper,
+        gpu::{BatchPart, DeviceBatch, DeviceModel, FusedStepper},
     },
     runtime::{LearnedModel, StepSettings, advance},
     systems::Family,
@@ -155,6 +157,100 @@ fn main() {
                 );
             }
         }
+        rows *= 10;
+    }
+    grouped(&mut gpu, &root, max, &settings);
+}
+
+/// Launches-only body-steps/s of `step` (one tick of every batch) on `bodies` bodies: a
+/// blocking read of `batches` every 16 ticks bounds the queue.
+fn launch_rate(
+    gpu: &mut FusedStepper,
+    bodies: usize,
+    batches: &mut [DeviceBatch],
+    mut step: impl FnMut(&mut FusedStepper, &[DeviceBatch]),
+) -> f64 {
+    step(gpu, batches);
+    let (start, mut steps) = (Instant::now(), 0);
+    while start.elapsed() < BUDGET || steps < 3 {
+        for _ in 0..16 {
+            step(gpu, batches);
+        }
+        for b in batches.iter_mut() {
+            gpu.read_blocking(b).expect("read");
+        }
+        steps += 16;
+    }
+    (bodies * steps) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Three shipped models of one shape: one grouped dispatch per tick against one per model.
+fn grouped(gpu: &mut FusedStepper, root: &std::path::Path, max: usize, settings: &StepSettings) {
+    let models: Vec<LearnedModel> = ["pendulum-svd5", "mass_spring-svd5", "duffing-svd5"]
+        .iter()
+        .map(|name| LearnedModel::load(&root.join("assets/models").join(name)).expect("shipped"))
+        .collect();
+    let params: Vec<&ModelParams> = models.iter().map(|m| m.params.as_ref()).collect();
+    let group = gpu.upload_models(&params).expect("one network shape");
+    let singles: Vec<DeviceModel> = params
+        .iter()
+        .map(|p| gpu.upload_model(p).expect("packs"))
+        .collect();
+    println!(
+        "\n| bodies (three models, a third each) | method | one grouped dispatch: body-steps/s | three dispatches: body-steps/s | grouped / separate | dispatches per tick (grouped / separate) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let method = Integrator::Midpoint;
+    let mut rows = 1000;
+    while rows <= max {
+        let third = rows / 3;
+        let mut rng = stream_rng("bench/gpu-group", rows as u64, 0);
+        let data: Vec<(Vec<f32>, Vec<f32>)> = models
+            .iter()
+            .map(|m| {
+                let mean = m.mean_latent();
+                let x = (0..third * 2)
+                    .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
+                    .collect();
+                let z = (0..third * mean.len())
+                    .map(|i| mean[i % mean.len()] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))
+                    .collect();
+                (x, z)
+            })
+            .collect();
+        let parts: Vec<BatchPart<'_>> = data
+            .iter()
+            .enumerate()
+            .map(|(model, (states, latents))| BatchPart {
+                model,
+                states,
+                latents,
+            })
+            .collect();
+        let mut one = vec![gpu.upload_parts(&group, &parts).expect("batch")];
+        let before = gpu.counters().dispatches;
+        let together = launch_rate(gpu, 3 * third, &mut one, |gpu, b| {
+            gpu.step(&group, &b[0], method, DT, settings).expect("step");
+        });
+        let grouped_launches = gpu.counters().dispatches - before;
+        let mut three: Vec<DeviceBatch> = singles
+            .iter()
+            .zip(&data)
+            .map(|(m, (x, z))| gpu.upload_batch(m, x, z).expect("batch"))
+            .collect();
+        let before = gpu.counters().dispatches;
+        let apart = launch_rate(gpu, 3 * third, &mut three, |gpu, b| {
+            for (m, batch) in singles.iter().zip(b) {
+                gpu.step(m, batch, method, DT, settings).expect("step");
+            }
+        });
+        let separate_launches = gpu.counters().dispatches - before;
+        println!(
+            "| {} | {method:?} | {together:.3e} | {apart:.3e} | {:.2} | 1 / {:.0} |",
+            3 * third,
+            together / apart,
+            separate_launches as f64 / grouped_launches as f64
+        );
         rows *= 10;
     }
 }
