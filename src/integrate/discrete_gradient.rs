@@ -62,7 +62,7 @@ fn discrete_gradients<F: MetriplecticRows + ?Sized>(
     (ge, gs)
 }
 
-/// Settings of [`discrete_gradient_step`].
+/// Settings of [`DiscreteGradient::step`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiscreteGradient {
     /// Relative tolerance on the fixed-point update (default 1e-6 for f32).

@@ -18,7 +18,9 @@ mod ssim;
 mod trajectory;
 
 pub use conservation::{GenericResiduals, energy_drift};
-pub use field::{FIELD_GRID_RANGE, FIELD_GRID_SIZE, FieldGrid, field_error, field_ssim};
+pub use field::{
+    FIELD_GRID_RANGE, FIELD_GRID_SIZE, FieldGrid, TGC_FIELD_SAMPLES, field_error, field_ssim,
+};
 pub use ssim::{SSIM_SIGMA, SSIM_WINDOW, ssim};
 pub use trajectory::{ROLLOUT_SUBSTEPS, relative_l2, rollout, trajectory_error};
 

@@ -406,7 +406,7 @@ impl AdaptPhase {
 pub const NOISE_MULTIPLE: f64 = 2.0;
 
 /// Points of each local fit of [`noise_floor`].
-const NOISE_WINDOW: usize = 7;
+pub const NOISE_WINDOW: usize = 7;
 
 /// The median of χ²₃ / 3 (the residual variance of a 7-point cubic fit, in units of σ²).
 const CHI2_3_MEDIAN: f64 = 0.788_5;

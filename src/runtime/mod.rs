@@ -41,15 +41,15 @@ mod scene;
 
 pub use adaptation::{
     AdaptEvent, AdaptPhase, AdaptState, AdaptationSettings, Applied, BodyResult, CarriedFit,
-    DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult, NOISE_MULTIPLE, ObservationWindow,
-    PushError, Start, TILE_BODIES, TruthSimulator, Verdict, amortised_start, noise_floor, review,
-    run_job,
+    DEFAULT_FIT_SUBSTEP, DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult,
+    NOISE_MULTIPLE, NOISE_WINDOW, ObservationWindow, PushError, Start, TILE_BODIES, TruthSimulator,
+    Verdict, amortised_start, noise_floor, review, run_job,
 };
 pub use batch::{
     BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating,
     advance_with_history, resolve,
 };
-pub use energy::{EnergyRecord, EnergySample, measure};
+pub use energy::{EnergyRecord, EnergySample, RESOLUTION, measure};
 pub use history::StepHistory;
 pub use model::LearnedModel;
 pub use population::{BodyInit, build_population, fit_population, plan_population};

@@ -104,7 +104,8 @@ pub struct PopulationSpec {
     pub seed: u64,
 }
 
-/// How a population watches its hidden truth to adapt online ([`super::adaptation`]).
+/// How a population watches its hidden truth to adapt online ([`super::AdaptationSettings`],
+/// [`super::run_job`]).
 ///
 /// ```ron
 /// observe: Some((components: positions, interval: 0.05, noise: 0.01, window: 60)),

@@ -7,7 +7,10 @@
 //! is one launch ([`FusedStepper::step`]), and the results come back by
 //! [`FusedStepper::request_readback`] + [`FusedStepper::poll_readback`]: the copy is queued
 //! behind the step and mapped by the runtime's poll thread, and the host picks it up on a
-//! later frame. Nothing in a step waits for the device; the only blocking reads are
+//! later frame. Models of one network shape may share a batch: uploaded as a group
+//! ([`FusedStepper::upload_models`]) with one [`BatchPart`] per model
+//! ([`FusedStepper::upload_parts`]), they step in one launch. Nothing in a step waits for
+//! the device; the only blocking reads are
 //! [`FusedStepper::read_blocking`] (tests, benchmarks; [`GpuCounters`] counts them) and
 //! dropping a batch whose read-back is still in flight (it finishes that copy first).
 
