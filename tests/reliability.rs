@@ -40,8 +40,17 @@ fn reproduce(dir: &Path) -> Command {
 }
 
 fn cells(dir: &Path) -> Vec<PathBuf> {
+    // Cell files only: a write in progress is a hidden temporary with the same extension
+    // (`noether::io::temp_beside`), and a cell exists once it is renamed into place.
     let mut cells: Vec<PathBuf> = std::fs::read_dir(dir.join("results/quick/cells"))
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     cells.sort();
     cells
