@@ -45,10 +45,7 @@ fn cells(dir: &Path) -> Vec<PathBuf> {
     let mut cells: Vec<PathBuf> = std::fs::read_dir(dir.join("results/quick/cells"))
         .map(|d| {
             d.map(|e| e.unwrap().path())
-                .filter(|p| {
-                    !p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                })
+                .filter(|p| !noether::io::is_temporary(p))
                 .collect()
         })
         .unwrap_or_default();

@@ -36,7 +36,7 @@ use noether::{
 use serde::{Deserialize, Serialize};
 
 use super::{CliResult, count_in, limits, outln, progress_bar};
-use noether::io::write_atomic;
+use noether::io::{is_temporary, write_atomic};
 
 /// Arguments of `noether reproduce`.
 #[derive(Args, Debug)]
@@ -246,7 +246,7 @@ fn read_cells(root: &Path) -> Vec<CellResult> {
     let mut out: Vec<CellResult> = dir
         .filter_map(Result::ok)
         // Cells, not the hidden temporaries a killed write leaves (`io::temp_beside`).
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| !is_temporary(&e.path()))
         .filter(|e| e.path().extension().is_some_and(|x| x == "ron"))
         .filter_map(|e| ron::from_str(&fs::read_to_string(e.path()).ok()?).ok())
         .collect();
@@ -260,7 +260,7 @@ fn read_extras(root: &Path) -> Vec<ExtraResult> {
     };
     let mut out: Vec<ExtraResult> = dir
         .filter_map(Result::ok)
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| !is_temporary(&e.path()))
         .filter_map(|e| ron::from_str(&fs::read_to_string(e.path()).ok()?).ok())
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

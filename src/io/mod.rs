@@ -53,6 +53,14 @@ pub fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{stem}.{}.tmp{ext}", std::process::id()))
 }
 
+/// Whether `path` is one of [`temp_beside`]'s temporaries (hidden: its name starts with a
+/// dot): readers of a directory of results skip them, as a write killed before its rename
+/// leaves one behind with the target's extension.
+pub fn is_temporary(path: &std::path::Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
 /// Writes `bytes` to `path` atomically: to [`temp_beside`] first (created with its
 /// directory, flushed to disk), then renamed over `path`.
 ///

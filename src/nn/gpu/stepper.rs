@@ -179,6 +179,13 @@ impl Drop for DeviceBatch {
     /// mapped (wgpu then refuses the next submit that copies into it). Only a batch dropped
     /// within a tick of its last request waits, for that one copy.
     fn drop(&mut self) {
+        self.finish_pending();
+    }
+}
+
+impl DeviceBatch {
+    /// Waits for the read-back in flight, if any, and discards it.
+    fn finish_pending(&mut self) {
         if let Some(future) = self.pending.take() {
             let future = future
                 .into_inner()
@@ -186,9 +193,7 @@ impl Drop for DeviceBatch {
             drop(cubecl::future::block_on(future));
         }
     }
-}
 
-impl DeviceBatch {
     /// Rows, the padding between parts included.
     pub fn rows(&self) -> usize {
         self.rows
@@ -545,13 +550,8 @@ impl FusedStepper {
     /// [`GpuStepError::Read`].
     pub fn read_blocking(&mut self, batch: &mut DeviceBatch) -> Result<Readback, GpuStepError> {
         self.counters.blocking_syncs += 1;
-        if let Some(future) = batch.pending.take() {
-            // Drain the earlier request first so the answer is the latest state.
-            let future = future
-                .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            drop(cubecl::future::block_on(future));
-        }
+        // Drain the earlier request first so the answer is the latest state.
+        batch.finish_pending();
         self.counters.readbacks += 1;
         let result = cubecl::future::block_on(self.client.read_async(batch.results()))
             .map_err(|e| format!("{e:?}"));
