@@ -2,13 +2,14 @@
 //! stepped by the fused kernel follows the CPU kernel's trajectory (a tick or more behind:
 //! results come back asynchronously), stays resident on the device with one launch and no
 //! blocking sync per tick — general networks by implicit midpoint, separable ones by
-//! Yoshida-4; `Measure` times both backends and reports the choice.
+//! Yoshida-4, two models of one kernel shape in one launch; `Measure` times both backends
+//! and reports the choice.
 
 mod common;
 
 use bevy::prelude::*;
 use bevy_noether::{
-    dynamics::{ActiveBackend, BodyEnergy, GpuStepper, LatentCode, NoetherBackend},
+    dynamics::{ActiveBackend, BodyEnergy, GpuStepper, LatentCode, NoetherBackend, NoetherBody},
     model::NoetherModel,
 };
 use common::{add_model, create_app, spawn_bodies, states};
@@ -30,6 +31,19 @@ fn app_with_model(
     app.cleanup();
     let model = add(&mut app);
     let bodies = spawn_bodies(&mut app, &model, 16, 21);
+    (app, bodies)
+}
+
+/// An app whose backend is `backend` with two populations of models of one kernel shape:
+/// 9 pendulums and 7 mass-springs (the shipped SVD(5) models).
+fn app_with_two_models(backend: NoetherBackend) -> (App, Vec<Entity>) {
+    let (mut app, mut bodies) =
+        app_with_model(backend, |app| add_model(app, "pendulum-svd5"));
+    for e in bodies.split_off(9) {
+        app.world_mut().despawn(e);
+    }
+    let springs = add_model(&mut app, "mass_spring-svd5");
+    bodies.extend(spawn_bodies(&mut app, &springs, 7, 22));
     (app, bodies)
 }
 
@@ -75,9 +89,15 @@ fn a_separable_population_steps_by_yoshida_on_the_fused_kernel() {
     assert_gpu_follows_cpu(|backend| app_with_model(backend, add_separable));
 }
 
-/// 12 ticks of the same population on the GPU and on the CPU: the GPU shows the CPU's
-/// trajectory a few ticks back to 1e-4, energies from the launch are H of the shown states,
-/// one upload, one launch per step and no blocking sync.
+#[test]
+fn populations_of_two_models_of_one_shape_share_one_launch_per_tick() {
+    assert_gpu_follows_cpu(app_with_two_models);
+}
+
+/// 12 ticks of the same bodies on the GPU and on the CPU: the GPU shows the CPU's
+/// trajectory a few ticks back to 1e-4, energies from the launch are H of the shown states
+/// (each under its own model), one batch on the device, one upload, one launch per step
+/// and no blocking sync.
 fn assert_gpu_follows_cpu(app_with: impl Fn(NoetherBackend) -> (App, Vec<Entity>)) {
     let (mut gpu, g) = app_with(NoetherBackend::Gpu);
     if !gpu.world().resource::<ActiveBackend>().gpu {
@@ -117,26 +137,28 @@ fn assert_gpu_follows_cpu(app_with: impl Fn(NoetherBackend) -> (App, Vec<Entity>
         "every fixed point converged on the device"
     );
     // Energies came with the read-back (the same launch): they are H at the shown states.
-    let z: Vec<f32> = g
-        .iter()
-        .flat_map(|&e| gpu.world().get::<LatentCode>(e).expect("latent").0.clone())
-        .collect();
     let models = gpu.world().resource::<Assets<NoetherModel>>();
-    let (_, model) = models.iter().next().expect("one model");
-    let mut want = vec![0.0; g.len()];
-    model.cpu.energy(&x_gpu, &z, &mut want);
+    let n = x_gpu.len() / g.len();
     for (k, &e) in g.iter().enumerate() {
+        let body = gpu.world().get::<NoetherBody>(e).expect("body");
+        let model = models.get(&body.model).expect("model");
+        let z = &gpu.world().get::<LatentCode>(e).expect("latent").0;
+        let mut want = [0.0];
+        model
+            .cpu
+            .energy(&x_gpu[k * n..(k + 1) * n], z, &mut want);
         let got = gpu.world().get::<BodyEnergy>(e).expect("energy").energy;
         assert!(
-            (got - want[k]).abs() <= 1e-5 * want[k].abs().max(1.0),
+            (got - want[0]).abs() <= 1e-5 * want[0].abs().max(1.0),
             "body {k}: recorded H {got}, H of its state {}",
-            want[k]
+            want[0]
         );
     }
     let stepper = gpu.world().resource::<GpuStepper>();
     let counters = stepper.counters();
-    // One upload at the start: the batch stayed on the device for all 12 ticks, each one
-    // launch, none waiting for the device.
+    // One batch, uploaded once at the start: it stayed on the device for all 12 ticks,
+    // each one launch (every model of the shape in it), none waiting for the device.
+    assert_eq!(stepper.resident_batches(), 1);
     assert_eq!(stepper.uploads, 1);
     // The first update only starts the clock: 11 steps.
     assert_eq!(counters.steps, 11);

@@ -43,7 +43,7 @@ mod plugin;
 #[cfg(feature = "render")]
 mod render_device;
 
-pub use backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu};
+pub use backend::{ActiveBackend, GpuBatch, GpuStepper, GpuTick, NoetherBackend, standalone_gpu};
 pub use plugin::{
     DynamicsPlugin, DynamicsSettings, DynamicsSystems, EnergySystems, StepDiagnostics,
 };

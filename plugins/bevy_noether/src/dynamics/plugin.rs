@@ -12,13 +12,14 @@ use bevy::{
 };
 use noether::{
     integrate::Integrator,
+    nn::gpu::GpuStepError,
     runtime::{StepHistory, StepSettings, advance_isolating, measure, resolve},
 };
 
 use super::{
     BodyEnergy, BodyIntegrator, FrozenBody, HiddenTruth, InvalidBody, LatentCode, NoetherBody,
     PhaseState, PreviousState, StepMemory,
-    backend::{ActiveBackend, GpuStepper, NoetherBackend, standalone_gpu},
+    backend::{ActiveBackend, GpuBatch, GpuStepper, GpuTick, NoetherBackend, standalone_gpu},
 };
 use crate::{
     model::NoetherModel,
@@ -189,11 +190,40 @@ type StepQuery<'w, 's> = Query<
     (Without<InvalidBody>, Without<FrozenBody>),
 >;
 
+/// One (model, integrator) batch of [`step_bodies`]: its bodies' rows as the ECS holds them.
+struct Gathered {
+    id: AssetId<NoetherModel>,
+    method: Integrator,
+    entities: Vec<Entity>,
+    x: Vec<f32>,
+    z: Vec<f32>,
+    /// Per body: changed outside the stepper since its last tick.
+    edited: Vec<bool>,
+    history: StepHistory,
+    on_gpu: bool,
+}
+
+impl Gathered {
+    /// The batch as the GPU stepper takes it.
+    fn view<'a>(&'a self, model: &'a NoetherModel) -> GpuBatch<'a> {
+        GpuBatch {
+            id: self.id,
+            model,
+            method: self.method,
+            entities: &self.entities,
+            x: &self.x,
+            z: &self.z,
+            edited: &self.edited,
+        }
+    }
+}
+
 /// Groups bodies by (model, resolved method), steps each group as one batch and scatters
 /// back: on the fused GPU kernel for Hamiltonian batches (general or separable,
 /// [`GpuStepper::supports`]) when [`ActiveBackend::gpu`] and the batch's measurement chose
-/// it (states resident on the device, results arriving a tick or more later), on the CPU
-/// kernel otherwise (GENERIC models always).
+/// it (states resident on the device, results arriving a tick or more later; the batches of
+/// models of one kernel shape and integrator share one launch), on the CPU kernel otherwise
+/// (GENERIC models always).
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,
@@ -232,28 +262,36 @@ fn step_bodies(
             .or_default()
             .push(entity);
     }
-    let (mut count, batches) = (0, groups.len());
+    let batches = groups.len();
+    // Gather each batch's rows and decide where it steps.
+    let mut gathered = Vec::with_capacity(batches);
     for ((id, method), entities) in groups {
         let model = models.get(id).expect("checked above");
-        let (n, dz) = (model.dim(), model.d_latent());
-        let mut x = Vec::with_capacity(entities.len() * n);
-        let mut z = Vec::with_capacity(entities.len() * dz);
-        let mut edited = Vec::with_capacity(entities.len());
-        let mut history = StepHistory::new(entities.len(), n);
-        for (k, &e) in entities.iter().enumerate() {
+        let n = model.dim();
+        let mut batch = Gathered {
+            id,
+            method,
+            x: Vec::with_capacity(entities.len() * n),
+            z: Vec::with_capacity(entities.len() * model.d_latent()),
+            edited: Vec::with_capacity(entities.len()),
+            history: StepHistory::new(entities.len(), n),
+            entities,
+            on_gpu: false,
+        };
+        for (k, &e) in batch.entities.iter().enumerate() {
             let (_, _, state, latent, _, memory) = bodies.get_mut(e).expect("grouped above");
-            x.extend_from_slice(&state.0);
-            z.extend_from_slice(&latent.0);
+            batch.x.extend_from_slice(&state.0);
+            batch.z.extend_from_slice(&latent.0);
             // Changes by this system (the scatter below) do not count: only outside edits.
             let outside = state.is_changed() || latent.is_changed();
-            edited.push(outside);
+            batch.edited.push(outside);
             if !outside && memory.len() == StepHistory::width(n) {
-                history.set_row(k, &memory.0);
+                batch.history.set_row(k, &memory.0);
             }
         }
-        let on_gpu = match gpu.as_deref_mut() {
+        batch.on_gpu = match gpu.as_deref_mut() {
             Some(g) if active_mut.gpu && GpuStepper::supports(model, method) => {
-                match g.choose(id, model, method, &x, &z, dt, &settings) {
+                match g.choose(&batch.view(model), dt, &settings) {
                     Ok((chosen, measured)) => {
                         if let Some(choice) = measured {
                             active_mut.choices.retain(|c| c.batch != choice.batch);
@@ -269,34 +307,63 @@ fn step_bodies(
             }
             _ => false,
         };
-        let result = match (on_gpu, gpu.as_deref_mut()) {
-            (true, Some(g)) => {
-                match g.step(id, model, method, &entities, &x, &z, &edited, dt, &settings) {
-                    Ok(tick) => {
-                        match &tick.energy {
-                            Some(energy) => device_energies
-                                .arrived
-                                .extend(entities.iter().copied().zip(energy.iter().copied())),
-                            None => device_energies.unchanged.extend(entities.iter().copied()),
-                        }
-                        Ok((tick.states, tick.report))
-                    }
-                    Err(err) => {
-                        warn!("noether: a GPU batch failed, stepping it on the CPU: {err}");
-                        advance_isolating(&model.cpu, method, &x, &z, dt, &settings, &mut history)
-                            .map(|(x1, r)| (Some(x1), r))
-                    }
-                }
-            }
-            _ => advance_isolating(&model.cpu, method, &x, &z, dt, &settings, &mut history)
-                .map(|(x1, r)| (Some(x1), r)),
+        gathered.push(batch);
+    }
+    // Every GPU batch at once: models of one kernel shape share a launch.
+    let mut gpu_ticks: Vec<Option<Result<GpuTick, GpuStepError>>> =
+        gathered.iter().map(|_| None).collect();
+    if let Some(g) = gpu.as_deref_mut() {
+        let on_gpu: Vec<usize> = (0..gathered.len()).filter(|&k| gathered[k].on_gpu).collect();
+        let views: Vec<GpuBatch<'_>> = on_gpu
+            .iter()
+            .map(|&k| gathered[k].view(models.get(gathered[k].id).expect("checked above")))
+            .collect();
+        for (k, tick) in on_gpu.into_iter().zip(g.step(&views, dt, &settings)) {
+            gpu_ticks[k] = Some(tick);
+        }
+    }
+    let mut count = 0;
+    for (mut batch, tick) in gathered.into_iter().zip(gpu_ticks) {
+        let model = models.get(batch.id).expect("checked above");
+        let method = batch.method;
+        let n = model.dim();
+        let on_cpu = |batch: &mut Gathered| {
+            advance_isolating(
+                &model.cpu,
+                method,
+                &batch.x,
+                &batch.z,
+                dt,
+                &settings,
+                &mut batch.history,
+            )
+            .map(|(x1, r)| (Some(x1), r))
         };
+        let result = match tick {
+            Some(Ok(tick)) => {
+                match &tick.energy {
+                    Some(energy) => device_energies
+                        .arrived
+                        .extend(batch.entities.iter().copied().zip(energy.iter().copied())),
+                    None => device_energies
+                        .unchanged
+                        .extend(batch.entities.iter().copied()),
+                }
+                Ok((tick.states, tick.report))
+            }
+            Some(Err(err)) => {
+                warn!("noether: a GPU batch failed, stepping it on the CPU: {err}");
+                on_cpu(&mut batch)
+            }
+            None => on_cpu(&mut batch),
+        };
+        let entities = &batch.entities;
         match result {
             Ok((states, report)) => {
                 diag.non_converged += report.retries;
                 // GPU batches: nothing new until a read-back arrives (the bodies were
                 // stepped on the device all the same).
-                let x1 = states.unwrap_or(x);
+                let x1 = states.unwrap_or(batch.x);
                 for &k in &report.frozen {
                     let e = entities[k];
                     let reason = format!(
@@ -316,7 +383,7 @@ fn step_bodies(
                     }
                     // The CPU kernel's slopes (the GPU path keeps none: NaN rows).
                     memory.0.clear();
-                    memory.0.extend_from_slice(history.row(k));
+                    memory.0.extend_from_slice(batch.history.row(k));
                 }
                 count += entities.len() - report.frozen.len();
                 diag.frozen += report.frozen.len();
