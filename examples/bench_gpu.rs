@@ -1,8 +1,9 @@
 //! GPU stepping benchmark: the fused kernel (`noether::nn::gpu::FusedStepper`, one launch per
 //! tick, states resident on the device) against the CPU kernel (`noether::runtime::advance`)
-//! on the shipped pendulum SVD(5) model (implicit midpoint, RK4) and on a separable pendulum
-//! network of the same size (3×100, SVD(5), d_z = 10, weights as initialised; Yoshida-4),
-//! every body its own latent, in one run. On a machine
+//! on the shipped pendulum SVD(5) model (implicit midpoint, RK4), on a separable pendulum
+//! network of the same size (3×100, SVD(5), d_z = 10, weights as initialised; Yoshida-4)
+//! and on the shipped GENERIC dno SVD(3) model (discrete gradient), every body its own
+//! latent, in one run. On a machine
 //! with a GPU:
 //!
 //! ```text
@@ -10,7 +11,9 @@
 //! ```
 //!
 //! Without one it runs on whatever adapter wgpu finds (Mesa lavapipe: software Vulkan on the
-//! same CPUs; keep `--max` at 10 000 there). Two GPU columns: launches only (one blocking
+//! same CPUs; keep `--max` at 10 000 there, and `--min 100 --max 100` for the GENERIC row,
+//! whose discrete gradient takes six network gradients per fixed-point update). Rows go from
+//! `--min` (default 1000) up by 10× to `--max`. Two GPU columns: launches only (one blocking
 //! read after the timed steps, so the time covers every step), and the game loop's pattern
 //! (launch + an asynchronous read-back requested every tick and picked up when ready).
 //! Prints a Markdown table with launches and blocking syncs per step, then a second: the
@@ -44,6 +47,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    let min: usize = args
+        .iter()
+        .position(|a| a == "--min")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let (device, adapter) = match noether::device::probe_wgpu() {
         Ok(found) => found,
         Err(reason) => {
@@ -59,6 +68,7 @@ fn main() {
         .with_hidden(vec![100, 100, 100])
         .with_d_latent(10);
     let split = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
+    let dno = LearnedModel::load(&root.join("assets/models/dno-svd3")).expect("shipped model");
     // (label, weights, CPU kernel, mean latent, integrators)
     let cases = [
         (
@@ -75,6 +85,13 @@ fn main() {
             vec![0.0; 10],
             vec![Integrator::Yoshida4],
         ),
+        (
+            "dno-svd3",
+            (*dno.params).clone(),
+            (*dno.cpu).clone(),
+            dno.mean_latent(),
+            vec![Integrator::DiscreteGradient],
+        ),
     ];
     let settings = StepSettings::default();
     let mut gpu = FusedStepper::new(&device);
@@ -83,16 +100,14 @@ fn main() {
         "| bodies | model | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let mut rows = 1000;
+    let mut rows = min.max(1);
     while rows <= max {
         let mut rng = stream_rng("bench/gpu", rows as u64, 0);
-        let x: Vec<f32> = (0..rows * 2)
-            .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
-            .collect();
         for (label, params, cpu, mean, methods) in &cases {
-            let device_model = gpu
-                .upload_model(params)
-                .expect("a Hamiltonian network packs");
+            let x: Vec<f32> = (0..rows * cpu.dim())
+                .map(|_| (2.0 * rng.random::<f64>() - 1.0) as f32)
+                .collect();
+            let device_model = gpu.upload_model(params).expect("the model packs");
             let dz = mean.len();
             let z: Vec<f32> = (0..rows * dz)
                 .map(|i| mean[i % dz] + 0.1 * (2.0 * rng.random::<f32>() - 1.0))

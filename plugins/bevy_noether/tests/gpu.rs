@@ -2,8 +2,8 @@
 //! stepped by the fused kernel follows the CPU kernel's trajectory (a tick or more behind:
 //! results come back asynchronously), stays resident on the device with one launch and no
 //! blocking sync per tick — general networks by implicit midpoint, separable ones by
-//! Yoshida-4, two models of one kernel shape in one launch; `Measure` times both backends
-//! and reports the choice.
+//! Yoshida-4, GENERIC ones by the discrete gradient, two models of one kernel shape in one
+//! launch; `Measure` times both backends and reports the choice.
 
 mod common;
 
@@ -47,6 +47,20 @@ fn app_with_two_models(backend: NoetherBackend) -> (App, Vec<Entity>) {
     (app, bodies)
 }
 
+/// A GENERIC dno network (E, S: 16, 12; A, C: 8, 8; weights as initialised): its bodies
+/// step by the discrete gradient.
+fn add_generic(app: &mut App) -> Handle<NoetherModel> {
+    let mut config = ModelConfig::new(Family::Dno, Modulation::Svd { rank: 3 })
+        .with_hidden(vec![16, 12])
+        .with_d_latent(4)
+        .with_seed(6);
+    config.assembly_hidden = vec![8, 8];
+    let params = ModelParams::from_model(&config.init::<burn::backend::Flex>(&Default::default()));
+    app.world_mut()
+        .resource_mut::<Assets<NoetherModel>>()
+        .add(NoetherModel(LearnedModel::new(config, params)))
+}
+
 /// [`app_with_model`] with the shipped pendulum SVD(5).
 fn app_with(backend: NoetherBackend) -> (App, Vec<Entity>) {
     app_with_model(backend, |app| add_model(app, "pendulum-svd5"))
@@ -87,6 +101,11 @@ fn a_population_on_the_fused_kernel_follows_the_cpu_kernel() {
 #[test]
 fn a_separable_population_steps_by_yoshida_on_the_fused_kernel() {
     assert_gpu_follows_cpu(|backend| app_with_model(backend, add_separable));
+}
+
+#[test]
+fn a_generic_population_steps_by_the_discrete_gradient_on_the_fused_kernel() {
+    assert_gpu_follows_cpu(|backend| app_with_model(backend, add_generic));
 }
 
 #[test]

@@ -44,6 +44,16 @@
 //! p ← p − c∇_qV(q) and the drift q ← q + c∇ₚT(p) in the same launch; the energy is
 //! T(p) + V(q).
 //!
+//! **GENERIC models** ẋ = L∇E + M∇S pack E(x; z) and S(x; z) as two networks over the
+//! whole state (slots 0…L−1 and L…2L−1) beside the dense A(x), C(x) networks and the skew
+//! tensors ξ, ζ (`super::pack`). They step by the discrete gradient of
+//! `crate::integrate::DiscreteGradient`: from the explicit Euler step, fixed-point updates
+//! x₁ ← x₀ + h [L̄∇̄E + M̄∇̄S] with the average-vector-field gradients ∇̄E, ∇̄S by 3-point
+//! Gauss–Legendre between x₀ and x₁ (six network gradients per update) and L̄, M̄ assembled
+//! at x̄ = (x₀ + x₁)/2 from them, so that L̄∇̄S = 0 and M̄∇̄E = 0 and E is conserved, S never
+//! decreases. The assembly runs one unit per row (K and n are small); the convergence rule
+//! is the midpoint's. E(x₁) and S(x₁) are written with the state.
+//!
 //! **Models.** Each cube first copies its model's table (layer shapes and the offsets of its
 //! weights, [`table_len`] entries) from `tables[cube_table[cube]…]` into workgroup memory:
 //! models of one shape packed as a group (`PackedNet::group`, weights concatenated) step in
@@ -83,6 +93,13 @@ pub const VERLET: u32 = 4;
 /// Yoshida's 4th-order triple jump of Verlet steps (separable H only).
 pub const YOSHIDA4: u32 = 5;
 
+/// The discrete-gradient step of GENERIC models (`crate::integrate::DiscreteGradient`).
+pub const DISCRETE_GRADIENT: u32 = 6;
+
+/// u32 entries per layer of a GENERIC model's dense A / C networks in the meta table: d_in,
+/// d_out, the offsets of W (`[d_in, d_out]`) and b.
+pub const DENSE_META: usize = 4;
+
 /// Flag bit: the implicit solve did not converge (the row kept its state from before the
 /// launch; the host re-solves it).
 pub const FLAG_NOT_CONVERGED: u32 = 1;
@@ -107,6 +124,12 @@ pub struct Shape {
     pub dz: usize,
     /// Largest rank (≥ 1).
     pub rmax: usize,
+    /// GENERIC: the assembly rank K (0: a Hamiltonian).
+    pub k: usize,
+    /// GENERIC: layers of each dense network A, C.
+    pub dense_layers: usize,
+    /// GENERIC: the widest dense layer.
+    pub dense_width: usize,
     /// Integrator code.
     pub scheme: u32,
     /// Fixed-point iteration cap.
@@ -118,8 +141,19 @@ pub struct Shape {
 }
 
 /// u32 entries of one model's table: [`LAYER_META`] per layer slot, then each network's
-/// readout and readout-bias offsets.
-pub fn table_len(nets: usize, layers: usize) -> usize {
+/// readout and readout-bias offsets; for a GENERIC model ( `dense_layers` > 0) then
+/// [`DENSE_META`] per layer of A and of C, and the offsets of ξ and ζ.
+pub fn table_len(nets: usize, layers: usize, dense_layers: usize) -> usize {
+    let dense = if dense_layers > 0 {
+        2 * dense_layers * DENSE_META + 2
+    } else {
+        0
+    };
+    dense_table(nets, layers) + dense
+}
+
+/// Where a GENERIC model's dense-network entries start in its table.
+pub fn dense_table(nets: usize, layers: usize) -> usize {
     nets * layers * LAYER_META + 2 * nets
 }
 
@@ -138,6 +172,19 @@ struct Tile {
     /// `[tile, n]`: the input gradient of the last network evaluated (∇ₓH; ∇ₚT or ∇_qV
     /// in the first dof columns for a separable model).
     grad: SharedMemory<f32>,
+}
+
+/// Workgroup buffers of a GENERIC model's step (one element each for a Hamiltonian).
+#[derive(CubeType)]
+struct Generic {
+    /// `[tile, n]`: ∇E and ∇S (or their discrete averages) per row.
+    ge: SharedMemory<f32>,
+    gs: SharedMemory<f32>,
+    /// `[tile, 2·dense width]`: hidden activations of A or C.
+    dense: SharedMemory<f32>,
+    /// `[tile, K²]`: A(x) and C(x) per row.
+    amat: SharedMemory<f32>,
+    cmat: SharedMemory<f32>,
 }
 
 /// Strides of the rank-r maps over (vector entry i, latent index k, rank index j).
@@ -688,16 +735,256 @@ fn add_scaled(dst: &mut SharedMemory<f32>, c: f32, b: &SharedMemory<f32>, #[comp
     sync_cube();
 }
 
+/// `dst[p] = v` over the tile's `[tile, n]` values.
+#[cube]
+fn fill(dst: &mut SharedMemory<f32>, v: f32, #[comptime] s: Shape) {
+    let mut p = UNIT_POS as usize;
+    while p < comptime![s.tile * s.n] {
+        dst[p] = v;
+        p += s.units;
+    }
+    sync_cube();
+}
+
+/// GENERIC: `ge += c ∇E(pt)`, `gs += c ∇S(pt)` for every row of the tile (E is network 0,
+/// S network 1, each over the whole state).
+#[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers and shape"
+)]
+fn add_gradients(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    t: &mut Tile,
+    pt: &SharedMemory<f32>,
+    ge: &mut SharedMemory<f32>,
+    gs: &mut SharedMemory<f32>,
+    c: f32,
+    #[comptime] s: Shape,
+) {
+    load(t, pt, 0, s.n, s);
+    gradient(w, meta, t, 0, s);
+    add_scaled(ge, c, &t.grad, s);
+    load(t, pt, 0, s.n, s);
+    gradient(w, meta, t, 1, s);
+    add_scaled(gs, c, &t.grad, s);
+}
+
+/// GENERIC: the dense network `net` (0: A, 1: C; tanh hidden layers, linear output) at
+/// `pt` for every row, its K² outputs into `out` (`[tile, K²]`); `dn` (`[tile, 2·width]`)
+/// holds the hidden activations, alternating halves.
+#[cube]
+fn dense_forward(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    pt: &SharedMemory<f32>,
+    dn: &mut SharedMemory<f32>,
+    out: &mut SharedMemory<f32>,
+    net: usize,
+    #[comptime] s: Shape,
+) {
+    let dw = comptime![s.dense_width];
+    let kk = comptime![s.k * s.k];
+    let at = comptime![dense_table(s.nets, s.layers)] + net * comptime![s.dense_layers * DENSE_META];
+    for l in 0..s.dense_layers {
+        let m = at + l * DENSE_META;
+        let d_in = meta[m] as usize;
+        let d_out = meta[m + 1] as usize;
+        let o_w = meta[m + 2] as usize;
+        let o_b = meta[m + 3] as usize;
+        let src = (l % 2) * dw;
+        let dst = ((l + 1) % 2) * dw;
+        let mut o = UNIT_POS as usize;
+        while o < d_out {
+            let mut acc = Array::<f32>::new(s.tile);
+            let b = w[o_b + o];
+            #[unroll]
+            for row in 0..s.tile {
+                acc[row] = 0.0;
+            }
+            for i in 0..d_in {
+                let wv = w[o_w + i * d_out + o];
+                #[unroll]
+                for row in 0..s.tile {
+                    // (`src + i` < the dense width: in bounds for the first layer too.)
+                    let mut v = dn[row * 2 * dw + src + i];
+                    if l == 0 {
+                        v = pt[row * s.n + i];
+                    }
+                    acc[row] += v * wv;
+                }
+            }
+            #[unroll]
+            for row in 0..s.tile {
+                if l + 1 < s.dense_layers {
+                    dn[row * 2 * dw + dst + o] = (acc[row] + b).tanh();
+                } else {
+                    out[row * kk + o] = acc[row] + b;
+                }
+            }
+            o += s.units;
+        }
+        sync_cube();
+    }
+}
+
+/// GENERIC: ẋ = L∇E + M∇S per row into `rate`, with A, C (`[tile, K²]`) evaluated at the
+/// point and L, M assembled from the given gradients `ge`, `gs`, matrix-free
+/// (`cpu::generic::Assembly::forward`): B_S[p][j] = Σᵢ ∇Sᵢ ξₚᵢⱼ, B_E[p][j] = Σᵢ ∇Eᵢ ζₚᵢⱼ,
+/// w = B_S∇E, w₂ = B_E∇S, v = (A − Aᵀ)w, v₂ = CCᵀw₂, ẋ = B_Sᵀv + B_Eᵀv₂. One unit per row.
+#[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers and shape"
+)]
+fn assemble(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    ge: &SharedMemory<f32>,
+    gs: &SharedMemory<f32>,
+    amat: &SharedMemory<f32>,
+    cmat: &SharedMemory<f32>,
+    rate: &mut SharedMemory<f32>,
+    #[comptime] s: Shape,
+) {
+    let u = UNIT_POS as usize;
+    let n = comptime![s.n];
+    let k = comptime![s.k];
+    let nn = comptime![s.n * s.n];
+    let at = comptime![dense_table(s.nets, s.layers) + 2 * s.dense_layers * DENSE_META];
+    let o_xi = meta[at] as usize;
+    let o_zeta = meta[at + 1] as usize;
+    if u < s.tile {
+        let r = u * n;
+        let a0 = u * k * k;
+        let mut wv = Array::<f32>::new(comptime![s.k]);
+        let mut w2 = Array::<f32>::new(comptime![s.k]);
+        for p in 0..k {
+            let mut acc = 0.0f32;
+            let mut acc2 = 0.0f32;
+            for j in 0..n {
+                let mut bs = 0.0f32;
+                let mut be = 0.0f32;
+                for i in 0..n {
+                    bs += gs[r + i] * w[o_xi + p * nn + i * n + j];
+                    be += ge[r + i] * w[o_zeta + p * nn + i * n + j];
+                }
+                acc += bs * ge[r + j];
+                acc2 += be * gs[r + j];
+            }
+            wv[p] = acc;
+            w2[p] = acc2;
+        }
+        let mut v = Array::<f32>::new(comptime![s.k]);
+        let mut ctw = Array::<f32>::new(comptime![s.k]);
+        let mut v2 = Array::<f32>::new(comptime![s.k]);
+        for p in 0..k {
+            let mut acc = 0.0f32;
+            let mut acc2 = 0.0f32;
+            for q in 0..k {
+                acc += (amat[a0 + p * k + q] - amat[a0 + q * k + p]) * wv[q];
+                acc2 += cmat[a0 + q * k + p] * w2[q];
+            }
+            v[p] = acc;
+            ctw[p] = acc2;
+        }
+        for p in 0..k {
+            let mut acc = 0.0f32;
+            for q in 0..k {
+                acc += cmat[a0 + p * k + q] * ctw[q];
+            }
+            v2[p] = acc;
+        }
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                let mut bs = 0.0f32;
+                let mut be = 0.0f32;
+                for i in 0..n {
+                    bs += gs[r + i] * w[o_xi + p * nn + i * n + j];
+                    be += ge[r + i] * w[o_zeta + p * nn + i * n + j];
+                }
+                acc += bs * v[p] + be * v2[p];
+            }
+            rate[r + j] = acc;
+        }
+    }
+    sync_cube();
+}
+
+/// GENERIC: ẋ at `pt` with L, M from the given (discrete) gradients into `rate`: A and C at
+/// `pt`, then [`assemble`].
+#[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers and shape"
+)]
+fn generic_rate(
+    w: &Array<f32>,
+    meta: &SharedMemory<u32>,
+    g: &mut Generic,
+    pt: &SharedMemory<f32>,
+    rate: &mut SharedMemory<f32>,
+    #[comptime] s: Shape,
+) {
+    dense_forward(w, meta, pt, &mut g.dense, &mut g.amat, 0, s);
+    dense_forward(w, meta, pt, &mut g.dense, &mut g.cmat, 1, s);
+    assemble(w, meta, &g.ge, &g.gs, &g.amat, &g.cmat, rate, s);
+}
+
+/// The fixed-point test of every row of the tile: `converged[row]` when its update
+/// `acc` (|Δ| per entry) meets ‖Δ‖∞ ≤ tol·(1 + ‖y‖∞) (the CPU path's rule), and `done[0]`
+/// when every row of the batch in the tile has (a non-finite row cannot converge and is
+/// flagged later: it does not hold the others back).
+#[cube]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a kernel helper: buffers and shape"
+)]
+fn converge(
+    acc: &SharedMemory<f32>,
+    y: &SharedMemory<f32>,
+    converged: &mut SharedMemory<u32>,
+    done: &mut SharedMemory<u32>,
+    tolerance: f32,
+    row0: usize,
+    rows: usize,
+    #[comptime] s: Shape,
+) {
+    if UNIT_POS == 0 {
+        let mut all = 1u32;
+        for row in 0..s.tile {
+            let mut du = 0.0f32;
+            let mut ymax = 0.0f32;
+            for i in 0..s.n {
+                du = f32::max(du, acc[row * s.n + i]);
+                ymax = f32::max(ymax, f32::abs(y[row * s.n + i]));
+            }
+            let ok = du <= tolerance * (1.0 + ymax);
+            let lost = f32::is_nan(du) || f32::is_inf(du);
+            converged[row] = u32::cast_from(ok);
+            if row0 + row < rows && !ok && !lost {
+                all = 0u32;
+            }
+        }
+        done[0] = all;
+    }
+    sync_cube();
+}
+
 /// Advances every row of a batch by `substeps` steps of `h`, then writes each row's state
-/// (unless flagged), energy H(x₁) and flags. See the module docs.
+/// (unless flagged), energy (H(x₁), or E(x₁) and S(x₁) of a GENERIC model) and flags. See
+/// the module docs.
 #[cube(launch_unchecked)]
-pub fn step_hnn(
+pub fn step_batch(
     w: &Array<f32>,
     tables: &Array<u32>,
     cube_table: &Array<u32>,
     states: &mut Array<f32>,
     latents: &Array<f32>,
     energy: &mut Array<f32>,
+    entropy: &mut Array<f32>,
     flags: &mut Array<u32>,
     rows: u32,
     h: f32,
@@ -725,11 +1012,24 @@ pub fn step_hnn(
     let mut flag = SharedMemory::<u32>::new(s.tile);
     let mut done = SharedMemory::<u32>::new(1usize);
     let mut converged = SharedMemory::<u32>::new(s.tile);
+    // GENERIC buffers (one element each for a Hamiltonian).
+    let gn = comptime![if s.k > 0 { s.tile * s.n } else { 1 }];
+    let mut g = Generic {
+        ge: SharedMemory::<f32>::new(gn),
+        gs: SharedMemory::<f32>::new(gn),
+        dense: SharedMemory::<f32>::new(comptime![if s.k > 0 {
+            s.tile * 2 * s.dense_width
+        } else {
+            1
+        }]),
+        amat: SharedMemory::<f32>::new(comptime![if s.k > 0 { s.tile * s.k * s.k } else { 1 }]),
+        cmat: SharedMemory::<f32>::new(comptime![if s.k > 0 { s.tile * s.k * s.k } else { 1 }]),
+    };
     // This cube's model: its table (absolute offsets into `w`) into workgroup memory.
-    let mut meta = SharedMemory::<u32>::new(comptime![table_len(s.nets, s.layers)]);
+    let mut meta = SharedMemory::<u32>::new(comptime![table_len(s.nets, s.layers, s.dense_layers)]);
     let base = cube_table[CUBE_POS as usize] as usize;
     let mut p = u;
-    while p < comptime![table_len(s.nets, s.layers)] {
+    while p < comptime![table_len(s.nets, s.layers, s.dense_layers)] {
         meta[p] = tables[base + p];
         p += s.units;
     }
@@ -826,27 +1126,7 @@ pub fn step_hnn(
                         p += s.units;
                     }
                     sync_cube();
-                    if u == 0 {
-                        let mut all = 1u32;
-                        for row in 0..s.tile {
-                            let mut du = 0.0f32;
-                            let mut ymax = 0.0f32;
-                            for i in 0..s.n {
-                                du = f32::max(du, acc[row * s.n + i]);
-                                ymax = f32::max(ymax, f32::abs(y[row * s.n + i]));
-                            }
-                            let ok = du <= tolerance * (1.0 + ymax);
-                            // A non-finite row cannot converge and is flagged below: it
-                            // does not hold the others back.
-                            let lost = f32::is_nan(du) || f32::is_inf(du);
-                            converged[row] = u32::cast_from(ok);
-                            if row0 + row < rows && !ok && !lost {
-                                all = 0u32;
-                            }
-                        }
-                        done[0] = all;
-                    }
-                    sync_cube();
+                    converge(&acc, &y, &mut converged, &mut done, tolerance, row0, rows, s);
                 }
             }
             if u < s.tile {
@@ -862,7 +1142,73 @@ pub fn step_hnn(
             }
             sync_cube();
         }
-        if comptime![s.scheme >= SYMPLECTIC_EULER] {
+        if comptime![s.scheme == DISCRETE_GRADIENT] {
+            // x₁ = x₀ + h [L̄∇̄E + M̄∇̄S] (`integrate::discrete_gradient`): from the explicit
+            // Euler step, fixed-point iterations with the average-vector-field gradients
+            // by 3-point Gauss–Legendre between x₀ (`x`) and x₁ (`y`), L̄ and M̄ at x̄.
+            fill(&mut g.ge, 0.0, s);
+            fill(&mut g.gs, 0.0, s);
+            add_gradients(w, &meta, &mut t, &x, &mut g.ge, &mut g.gs, 1.0, s);
+            generic_rate(w, &meta, &mut g, &x, &mut acc, s);
+            axpy(&mut y, &x, h, &acc, s);
+            if u == 0 {
+                done[0] = 0u32;
+            }
+            sync_cube();
+            for _ in 0..s.max_iter {
+                if done[0] == 0u32 {
+                    fill(&mut g.ge, 0.0, s);
+                    fill(&mut g.gs, 0.0, s);
+                    for node in 0..3u32 {
+                        // (0.1127…, 5/18), (0.5, 8/18), (0.8873…, 5/18): the f32 values of
+                        // `integrate::discrete_gradient`'s table, as literals set in two
+                        // plain `if`s (written first as quotients in an `else if` chain, the
+                        // shader kept the middle node's weight for all three).
+                        let mut at = 0.5f32;
+                        let mut weight = 0.444_444_45f32;
+                        if node == 0 {
+                            at = 0.112_701_66f32;
+                            weight = 0.277_777_8f32;
+                        }
+                        if node == 2 {
+                            at = 0.887_298_34f32;
+                            weight = 0.277_777_8f32;
+                        }
+                        let mut p = u;
+                        while p < tn {
+                            kf[p] = x[p] + at * (y[p] - x[p]);
+                            p += s.units;
+                        }
+                        sync_cube();
+                        add_gradients(w, &meta, &mut t, &kf, &mut g.ge, &mut g.gs, weight, s);
+                    }
+                    let mut p = u;
+                    while p < tn {
+                        kf[p] = 0.5 * (x[p] + y[p]);
+                        p += s.units;
+                    }
+                    sync_cube();
+                    generic_rate(w, &meta, &mut g, &kf, &mut acc, s);
+                    // acc ← |Δx₁| per entry, then x₁ ← x₀ + h·rate.
+                    let mut p = u;
+                    while p < tn {
+                        let next = x[p] + h * acc[p];
+                        acc[p] = f32::abs(next - y[p]);
+                        y[p] = next;
+                        p += s.units;
+                    }
+                    sync_cube();
+                    converge(&acc, &y, &mut converged, &mut done, tolerance, row0, rows, s);
+                }
+            }
+            if u < s.tile {
+                if converged[u] == 0u32 {
+                    flag[u] |= FLAG_NOT_CONVERGED;
+                }
+            }
+            axpy(&mut x, &y, 0.0, &y, s);
+        }
+        if comptime![s.scheme >= SYMPLECTIC_EULER && s.scheme != DISCRETE_GRADIENT] {
             split_step(w, &meta, &mut t, &mut x, h, s);
         }
     }
@@ -895,13 +1241,15 @@ pub fn step_hnn(
         p += s.units;
     }
     sync_cube();
-    // H = a_L·w + c of the one network, or T(p) + V(q).
+    // H = a_L·w + c of the one network, or T(p) + V(q); a GENERIC model's E (network 0)
+    // into `acc`, S (network 1) into `kf`.
     if u < s.tile {
         acc[u] = 0.0;
+        kf[u] = 0.0;
     }
     sync_cube();
     for net in 0..s.nets {
-        if comptime![s.nets == 1] {
+        if comptime![s.nets == 1 || s.k > 0] {
             load(&mut t, &y, 0, s.n, s);
         } else {
             load(
@@ -914,12 +1262,24 @@ pub fn step_hnn(
         }
         forward(w, &meta, &mut t, net, s);
         if u < s.tile {
-            acc[u] += value(w, &meta, &t, net, u, s);
+            let v = value(w, &meta, &t, net, u, s);
+            if comptime![s.k > 0] {
+                if net == 1 {
+                    kf[u] = v;
+                } else {
+                    acc[u] += v;
+                }
+            } else {
+                acc[u] += v;
+            }
         }
         sync_cube();
     }
     if u < s.tile && row0 + u < rows {
         energy[row0 + u] = acc[u];
+        if comptime![s.k > 0] {
+            entropy[row0 + u] = kf[u];
+        }
         flags[row0 + u] = flag[u];
     }
 }

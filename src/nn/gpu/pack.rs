@@ -4,12 +4,16 @@
 //! The table holds [`LAYER_META`] entries per layer *slot*, then two per network (the
 //! readout's offset and the readout bias's). A general HNN H(q, p; z) is one network of L
 //! slots; a separable H = T(p; z) + V(q; z) is two of the same depth, T in slots 0…L−1 and
-//! V in slots L…2L−1, each reading dof = n/2 inputs.
+//! V in slots L…2L−1, each reading dof = n/2 inputs. A GENERIC model packs E(x; z) and
+//! S(x; z) the same way (slots 0…L−1 and L…2L−1, each reading all n inputs), then the
+//! dense A(x) and C(x) networks ([`DENSE_META`] entries per layer: d_in, d_out, the
+//! offsets of W and b; A's layers, then C's) and the offsets of the skew tensors
+//! ξₖ = Ξₖ − Ξₖᵀ and ζₖ = Zₖ − Zₖᵀ (`[K, n, n]`, formed here once).
 
-use super::kernel::{FW, LAYER_META, MR, NONE, SHIFT, SVD};
+use super::kernel::{DENSE_META, FW, LAYER_META, MR, NONE, SHIFT, SVD, table_len};
 use crate::nn::{
     Modulation,
-    cpu::{MlpParams, ModelParams},
+    cpu::{DenseParams, GenericParams, MlpParams, ModelParams},
 };
 
 /// The compile-time shape of a packed network: what a kernel is specialised for.
@@ -29,6 +33,31 @@ pub struct NetShape {
     pub d_latent: usize,
     /// Largest effective rank over the layers (at least 1).
     pub max_rank: usize,
+    /// GENERIC models: the assembly rank K (0 for a Hamiltonian).
+    pub assembly: usize,
+    /// GENERIC models: layers of each of the dense A(x), C(x) networks (0 for a
+    /// Hamiltonian).
+    pub dense_layers: usize,
+    /// GENERIC models: the widest A / C layer input or output (K² at least; 0 for a
+    /// Hamiltonian).
+    pub dense_width: usize,
+}
+
+impl NetShape {
+    /// Whether the model is GENERIC (E and S networks, A and C, the assembly).
+    pub fn is_generic(&self) -> bool {
+        self.assembly > 0
+    }
+
+    /// Whether the model is a separable Hamiltonian T(p) + V(q).
+    pub fn is_separable(&self) -> bool {
+        self.nets == 2 && !self.is_generic()
+    }
+
+    /// u32 entries of one model's table ([`table_len`]).
+    pub fn table_len(&self) -> usize {
+        table_len(self.nets, self.layers, self.dense_layers)
+    }
 }
 
 /// Weights and their table, ready to upload.
@@ -46,12 +75,9 @@ pub struct PackedNet {
 /// Why a model cannot run on the fused kernel.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PackError {
-    /// Only Hamiltonian networks (general or separable) are fused; GENERIC models step on
-    /// the CPU kernel.
-    #[error("the fused GPU kernel steps Hamiltonian networks only, not {0}")]
-    Architecture(&'static str),
-    /// The two networks of a separable model differ in depth, method or latent width.
-    #[error("the separable model's T and V networks differ in {0}")]
+    /// The two networks of a separable (T, V) or GENERIC (E, S; A, C) model differ in
+    /// depth, method, latent width or (A, C) widths.
+    #[error("the model's paired networks differ in {0}")]
     Mismatch(&'static str),
     /// An empty network.
     #[error("the network has no hidden layer")]
@@ -73,10 +99,20 @@ pub enum PackError {
     TooLarge(usize),
 }
 
-/// Whether entry `e` of a table with `slots` layer slots is a weight offset: a layer slot
-/// holds d_in, d_out, 13 offsets and the rank; the per-network heads hold offsets only.
-fn is_offset(e: usize, slots: usize) -> bool {
-    e >= slots * LAYER_META || (2..LAYER_META - 1).contains(&(e % LAYER_META))
+/// Whether entry `e` of a table of `shape` is a weight offset: a layer slot holds d_in,
+/// d_out, 13 offsets and the rank; the per-network heads hold offsets only; a dense layer
+/// holds d_in, d_out and two offsets; ξ and ζ are offsets.
+fn is_offset(e: usize, shape: &NetShape) -> bool {
+    let heads = shape.nets * shape.layers * LAYER_META;
+    let dense = heads + 2 * shape.nets;
+    if e < heads {
+        (2..LAYER_META - 1).contains(&(e % LAYER_META))
+    } else if e < dense {
+        true
+    } else {
+        let d = e - dense;
+        d >= 2 * shape.dense_layers * DENSE_META || d % DENSE_META >= 2
+    }
 }
 
 /// Transpose of a row-major `[rows, cols]` matrix (empty stays empty).
@@ -93,11 +129,11 @@ fn permuted(m: &[f32], len: usize, source: impl Fn(usize) -> usize) -> Vec<f32> 
 }
 
 impl PackedNet {
-    /// Packs a model's Hamiltonian: its H network, or T then V for a separable model.
+    /// Packs a model: its H network, T then V for a separable model, E, S, A, C, ξ and ζ
+    /// for a GENERIC one.
     ///
     /// # Errors
-    /// [`PackError`] for GENERIC models, an empty network, or separable networks of
-    /// different shapes.
+    /// [`PackError`] for an empty network, or paired networks of different shapes.
     pub fn from_params(params: &ModelParams) -> Result<Self, PackError> {
         match params {
             ModelParams::Hnn(h) => Self::from_mlp(h),
@@ -105,8 +141,57 @@ impl PackedNet {
                 let dof = t.layers.first().map_or(0, |l| l.config.d_input);
                 Self::from_mlps(&[t, v], 2 * dof)
             }
-            ModelParams::Generic(_) => Err(PackError::Architecture("a GENERIC model")),
+            ModelParams::Generic(g) => Self::from_generic(g),
         }
+    }
+
+    /// Packs a GENERIC model: E and S as two networks over the whole state, then A, C, ξ
+    /// and ζ (see the module docs).
+    ///
+    /// # Errors
+    /// [`PackError::NoLayers`], [`PackError::Mismatch`] when E and S differ in shape,
+    /// [`PackError::TooLarge`].
+    pub fn from_generic(g: &GenericParams) -> Result<Self, PackError> {
+        let mut packed = Self::from_mlps(&[&g.energy, &g.entropy], g.dim)?;
+        if g.a_net.sizes != g.c_net.sizes {
+            return Err(PackError::Mismatch("assembly network widths"));
+        }
+        let (n, k) = (g.dim, g.k);
+        let mut meta: Vec<usize> = Vec::new();
+        let mut push = |t: &[f32]| {
+            let at = packed.weights.len();
+            packed.weights.extend_from_slice(t);
+            at
+        };
+        for net in [&g.a_net, &g.c_net] {
+            let DenseParams { layers, sizes } = net;
+            for (l, (w, b)) in layers.iter().enumerate() {
+                meta.extend([sizes[l], sizes[l + 1], push(w), push(b)]);
+            }
+        }
+        // ξₖ = Ξₖ − Ξₖᵀ, ζₖ = Zₖ − Zₖᵀ, as `cpu::generic::Assembly` forms them.
+        let skew = |raw: &[f32]| -> Vec<f32> {
+            (0..k * n * n)
+                .map(|e| {
+                    let (kk, i, j) = (e / (n * n), e / n % n, e % n);
+                    raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i]
+                })
+                .collect()
+        };
+        meta.push(push(&skew(&g.xi)));
+        meta.push(push(&skew(&g.zeta)));
+        for v in meta {
+            packed
+                .meta
+                .push(u32::try_from(v).map_err(|_| PackError::TooLarge(packed.weights.len()))?);
+        }
+        packed.shape.assembly = k;
+        packed.shape.dense_layers = g.a_net.layers.len();
+        packed.shape.dense_width = g.a_net.sizes.iter().copied().max().unwrap_or(0);
+        if packed.shape.dense_layers == 0 || k == 0 {
+            return Err(PackError::NoLayers);
+        }
+        Ok(packed)
     }
 
     /// Packs several models of one [`NetShape`] as one: their weights concatenated and their
@@ -119,7 +204,6 @@ impl PackedNet {
     /// [`PackError::TooLarge`]; [`PackError::NoLayers`] for an empty group.
     pub fn group(nets: &[Self]) -> Result<Self, PackError> {
         let first = nets.first().ok_or(PackError::NoLayers)?;
-        let slots = first.shape.nets * first.shape.layers;
         let mut out = Self {
             weights: Vec::new(),
             meta: Vec::new(),
@@ -139,7 +223,7 @@ impl PackedNet {
             out.meta.extend(
                 net.meta.iter().enumerate().map(
                     |(e, &v)| {
-                        if is_offset(e, slots) { v + base } else { v }
+                        if is_offset(e, &first.shape) { v + base } else { v }
                     },
                 ),
             );
@@ -150,7 +234,7 @@ impl PackedNet {
 
     /// Models in the pack: 1, or the size of a [`Self::group`].
     pub fn models(&self) -> usize {
-        self.meta.len() / super::kernel::table_len(self.shape.nets, self.shape.layers)
+        self.meta.len() / self.shape.table_len()
     }
 
     /// Packs one scalar MLP over the whole state.
@@ -246,6 +330,9 @@ impl PackedNet {
                 method,
                 d_latent: first.config.d_latent,
                 max_rank,
+                assembly: 0,
+                dense_layers: 0,
+                dense_width: 0,
             },
             weights,
             meta,
@@ -269,9 +356,9 @@ mod tests {
         PackedNet::from_params(&params).unwrap()
     }
 
-    #[test]
-    fn a_group_shifts_every_offset_of_its_later_models_and_nothing_else() {
-        let (a, b) = (packed(1, vec![8, 6]), packed(2, vec![8, 6]));
+    /// `group` of `a` then `b`: `a`'s table unchanged, every offset of `b`'s shifted by
+    /// `a`'s weights and still pointing at the same value, nothing else changed.
+    fn assert_grouped(a: &PackedNet, b: &PackedNet) {
         let group = PackedNet::group(&[a.clone(), b.clone()]).unwrap();
         assert_eq!((group.models(), a.models()), (2, 1));
         assert_eq!(
@@ -279,16 +366,22 @@ mod tests {
             [a.weights.clone(), b.weights.clone()].concat()
         );
         let (len, base) = (a.meta.len(), a.weights.len() as u32);
+        assert_eq!(len, a.shape.table_len());
         assert_eq!(group.meta[..len], a.meta[..]);
-        let slots = a.shape.nets * a.shape.layers;
         for (e, (&got, &own)) in group.meta[len..].iter().zip(&b.meta).enumerate() {
-            let offset = is_offset(e, slots);
+            let offset = is_offset(e, &a.shape);
             assert_eq!(got, if offset { own + base } else { own }, "entry {e}");
             if offset {
                 // Each shifted offset still points at the same weights.
                 assert_eq!(group.weights[got as usize], b.weights[own as usize]);
             }
         }
+    }
+
+    #[test]
+    fn a_group_shifts_every_offset_of_its_later_models_and_nothing_else() {
+        let (a, b) = (packed(1, vec![8, 6]), packed(2, vec![8, 6]));
+        assert_grouped(&a, &b);
         // Layer widths are in the tables: another width below the widest still groups; another
         // depth does not.
         assert!(PackedNet::group(&[a.clone(), packed(3, vec![8, 5])]).is_ok());
@@ -297,5 +390,35 @@ mod tests {
             PackedNet::group(&[a, other]),
             Err(PackError::GroupShape { index: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_generic_model_packs_its_assembly_and_groups_like_the_others() {
+        let generic = |seed| {
+            let mut config = ModelConfig::new(Family::Dno, Modulation::Shift)
+                .with_hidden(vec![8, 6])
+                .with_d_latent(3)
+                .with_seed(seed);
+            config.assembly_hidden = vec![5];
+            let params = ModelParams::from_model(&config.init::<Flex>(&Default::default()));
+            PackedNet::from_params(&params).unwrap()
+        };
+        let (a, b) = (generic(1), generic(2));
+        let (n, k) = (Family::Dno.dim(), 4);
+        assert!(a.shape.is_generic() && !a.shape.is_separable());
+        assert_eq!(
+            (a.shape.nets, a.shape.assembly, a.shape.dense_layers, a.shape.dense_width),
+            (2, k, 2, k * k)
+        );
+        // The dense table: A's two layers, C's two, then ξ and ζ — skew.
+        let dense = super::super::kernel::dense_table(2, 2);
+        assert_eq!(a.meta[dense..dense + 2], [n as u32, 5]);
+        assert_eq!(a.meta[dense + 4..dense + 6], [5, (k * k) as u32]);
+        let xi = a.meta[dense + 16] as usize;
+        for (i, j) in [(0, 1), (1, 2), (0, 2)] {
+            assert_eq!(a.weights[xi + i * n + j], -a.weights[xi + j * n + i]);
+        }
+        assert_eq!(a.weights[xi], 0.0);
+        assert_grouped(&a, &b);
     }
 }

@@ -29,7 +29,7 @@ use cubecl::{
 };
 
 use super::{
-    kernel::{self, EULER, MIDPOINT, RK4, SYMPLECTIC_EULER, VERLET, YOSHIDA4},
+    kernel::{self, DISCRETE_GRADIENT, EULER, MIDPOINT, RK4, SYMPLECTIC_EULER, VERLET, YOSHIDA4},
     pack::{NetShape, PackError, PackedNet},
 };
 use crate::{integrate::Integrator, nn::cpu::ModelParams, runtime::StepSettings};
@@ -47,15 +47,22 @@ const MAX_TILE_ROWS: usize = 8;
 /// rows of a 3×100 network.
 fn tile_rows(s: &NetShape, shared_bytes: usize) -> u32 {
     // The cube's model table, then per row: acts, z̃, SVD coefficients of every layer
-    // slot, pre-products, ∇H and five state vectors, and a flag.
-    let table = 4 * kernel::table_len(s.nets, s.layers);
+    // slot, pre-products, ∇H and five state vectors, and a flag; a GENERIC model's ∇E,
+    // ∇S, dense activations, A and C besides.
+    let table = 4 * s.table_len();
+    let generic = if s.is_generic() {
+        2 * s.n + 2 * s.dense_width + 2 * s.assembly * s.assembly
+    } else {
+        0
+    };
     let per_row = 4
         * (s.n
             + s.layers * s.width
             + s.d_latent
             + 1
             + (s.nets * s.layers + 1) * s.max_rank
-            + 6 * s.n)
+            + 6 * s.n
+            + generic)
         + 8;
     ((shared_bytes * 3 / 4).saturating_sub(table) / per_row).clamp(1, MAX_TILE_ROWS) as u32
 }
@@ -79,14 +86,15 @@ pub struct GpuCounters {
 /// Why a batch cannot be stepped on the fused kernel.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum GpuStepError {
-    /// The model is not fused (GENERIC).
+    /// The model cannot be packed (an empty network, mismatched paired networks, weights
+    /// past 32-bit offsets).
     #[error(transparent)]
     Pack(#[from] PackError),
     /// An integrator the kernel does not implement for this model: Euler, RK4 and implicit
     /// midpoint for every Hamiltonian network, symplectic Euler, Verlet and Yoshida for
-    /// separable ones.
+    /// separable ones, the discrete gradient for GENERIC ones.
     #[error(
-        "the fused GPU kernel has no {0:?} step for this model (Euler, RK4, implicit midpoint; symplectic Euler, Verlet, Yoshida for separable H)"
+        "the fused GPU kernel has no {0:?} step for this model (Euler, RK4, implicit midpoint; symplectic Euler, Verlet, Yoshida for separable H; discrete gradient for GENERIC models)"
     )]
     Integrator(Integrator),
     /// A non-positive or non-finite tick.
@@ -147,8 +155,10 @@ type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<cubecl::bytes::Bytes>, 
 pub struct Readback {
     /// States `[rows·n]` after the last step launched before the request.
     pub states: Vec<f32>,
-    /// H at those states `[rows]`.
+    /// H at those states `[rows]` (E for a GENERIC model).
     pub energy: Vec<f32>,
+    /// S at those states `[rows]` (GENERIC models; empty for Hamiltonian batches).
+    pub entropy: Vec<f32>,
     /// Per-row flags of that step (`kernel::FLAG_*`).
     pub flags: Vec<u32>,
 }
@@ -168,6 +178,9 @@ pub struct DeviceBatch {
     states: Handle,
     latents: Handle,
     energy: Handle,
+    /// S per row (GENERIC batches; one unused element otherwise).
+    entropy: Handle,
+    generic: bool,
     flags: Handle,
     /// The read-back in flight (a mutex only to make the batch `Sync`; never contended).
     pending: Option<std::sync::Mutex<ReadFuture>>,
@@ -207,9 +220,14 @@ impl DeviceBatch {
         &self.parts
     }
 
-    /// The buffers a read-back copies, in [`decode`]'s order: states, energies, flags.
+    /// The buffers a read-back copies, in [`decode`]'s order: states, energies, flags, and
+    /// entropies of a GENERIC batch.
     fn results(&self) -> Vec<Handle> {
-        vec![self.states.clone(), self.energy.clone(), self.flags.clone()]
+        let mut handles = vec![self.states.clone(), self.energy.clone(), self.flags.clone()];
+        if self.generic {
+            handles.push(self.entropy.clone());
+        }
+        handles
     }
 
     /// Whether a read-back is in flight.
@@ -314,7 +332,7 @@ impl FusedStepper {
         let s = model.shape;
         let (n, dz) = (s.n, s.d_latent);
         let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size) as usize;
-        let table = kernel::table_len(s.nets, s.layers);
+        let table = s.table_len();
         let (mut states, mut latents, mut cube_table) = (Vec::new(), Vec::new(), Vec::new());
         let mut ranges = Vec::with_capacity(parts.len());
         for part in parts {
@@ -363,6 +381,8 @@ impl FusedStepper {
             states: f32_handle(&self.client, &states),
             latents: f32_handle(&self.client, &latents),
             energy: f32_handle(&self.client, &vec![0.0; rows]),
+            entropy: f32_handle(&self.client, &vec![0.0; if s.is_generic() { rows } else { 1 }]),
+            generic: s.is_generic(),
             flags: u32_handle(&self.client, &vec![0; rows]),
             pending: None,
         })
@@ -426,7 +446,8 @@ impl FusedStepper {
         dt: f64,
         settings: &StepSettings,
     ) -> Result<(), GpuStepError> {
-        let scheme = scheme(model.shape.nets, method).ok_or(GpuStepError::Integrator(method))?;
+        let scheme =
+            scheme(Kind::of(&model.shape), method).ok_or(GpuStepError::Integrator(method))?;
         if !(dt > 0.0 && dt.is_finite()) {
             return Err(GpuStepError::BadStep(dt));
         }
@@ -444,7 +465,12 @@ impl FusedStepper {
         let substeps = settings.substeps(dt);
         let h = (dt / substeps as f64) as f32;
         let rows = batch.rows as u32;
-        let max_iter = settings.midpoint.max_iterations as u32;
+        let (tolerance, max_iter) = if scheme == DISCRETE_GRADIENT {
+            let dg = &settings.discrete_gradient;
+            (dg.tolerance, dg.max_iterations)
+        } else {
+            (settings.midpoint.tolerance, settings.midpoint.max_iterations)
+        };
         let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size);
         if tile as usize != batch.tile || batch.models > model.models {
             return Err(GpuStepError::Shape {
@@ -458,7 +484,7 @@ impl FusedStepper {
         // SAFETY: every length is the buffer's own; the kernel bounds-checks `rows`.
         #[expect(unsafe_code, reason = "CubeCL's raw buffer arguments")]
         unsafe {
-            kernel::step_hnn::launch_unchecked::<WgpuRuntime>(
+            kernel::step_batch::launch_unchecked::<WgpuRuntime>(
                 &self.client,
                 CubeCount::Static(rows.div_ceil(tile), 1, 1),
                 CubeDim::new_1d(CUBE_UNITS),
@@ -471,11 +497,12 @@ impl FusedStepper {
                     (batch.rows * batch.d_latent).max(1),
                 ),
                 ArrayArg::from_raw_parts(batch.energy.clone(), batch.rows),
+                ArrayArg::from_raw_parts(batch.entropy.clone(), model_len(&batch.entropy)),
                 ArrayArg::from_raw_parts(batch.flags.clone(), batch.rows),
                 rows,
                 h,
                 substeps as u32,
-                settings.midpoint.tolerance as f32,
+                tolerance as f32,
                 kernel::Shape {
                     n: s.n,
                     nets: s.nets,
@@ -484,8 +511,11 @@ impl FusedStepper {
                     method: s.method,
                     dz: s.d_latent,
                     rmax: s.max_rank,
+                    k: s.assembly,
+                    dense_layers: s.dense_layers,
+                    dense_width: s.dense_width,
                     scheme,
-                    max_iter,
+                    max_iter: max_iter as u32,
                     tile: tile as usize,
                     units: CUBE_UNITS as usize,
                 },
@@ -561,25 +591,52 @@ impl FusedStepper {
 
 /// Whether the fused kernel steps a model of `params` with `method`: Euler, RK4 and
 /// implicit midpoint for every Hamiltonian network; symplectic Euler, Verlet and Yoshida
-/// for a separable one (they need the split H = T(p) + V(q)); nothing for GENERIC models.
+/// for a separable one (they need the split H = T(p) + V(q)); the discrete gradient for a
+/// GENERIC model.
 pub fn fuses(params: &ModelParams, method: Integrator) -> bool {
-    match params {
-        ModelParams::Hnn(_) => scheme(1, method).is_some(),
-        ModelParams::Separable { .. } => scheme(2, method).is_some(),
-        ModelParams::Generic(_) => false,
+    let kind = match params {
+        ModelParams::Hnn(_) => Kind::General,
+        ModelParams::Separable { .. } => Kind::Separable,
+        ModelParams::Generic(_) => Kind::Generic,
+    };
+    scheme(kind, method).is_some()
+}
+
+/// What the kernel steps: which integrators apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// H(q, p; z).
+    General,
+    /// T(p; z) + V(q; z).
+    Separable,
+    /// E, S, L, M.
+    Generic,
+}
+
+impl Kind {
+    fn of(shape: &NetShape) -> Self {
+        if shape.is_generic() {
+            Self::Generic
+        } else if shape.is_separable() {
+            Self::Separable
+        } else {
+            Self::General
+        }
     }
 }
 
-/// The kernel's code for `method` on a Hamiltonian of `nets` networks (see [`fuses`]).
-fn scheme(nets: usize, method: Integrator) -> Option<u32> {
-    let separable = nets == 2;
-    match method {
-        Integrator::Euler => Some(EULER),
-        Integrator::Rk4 => Some(RK4),
-        Integrator::Midpoint => Some(MIDPOINT),
-        Integrator::SymplecticEuler if separable => Some(SYMPLECTIC_EULER),
-        Integrator::Verlet if separable => Some(VERLET),
-        Integrator::Yoshida4 if separable => Some(YOSHIDA4),
+/// The kernel's code for `method` on a model of `kind` (see [`fuses`]).
+fn scheme(kind: Kind, method: Integrator) -> Option<u32> {
+    let separable = kind == Kind::Separable;
+    match (kind, method) {
+        (Kind::Generic, Integrator::DiscreteGradient) => Some(DISCRETE_GRADIENT),
+        (Kind::Generic, _) => None,
+        (_, Integrator::Euler) => Some(EULER),
+        (_, Integrator::Rk4) => Some(RK4),
+        (_, Integrator::Midpoint) => Some(MIDPOINT),
+        (_, Integrator::SymplecticEuler) if separable => Some(SYMPLECTIC_EULER),
+        (_, Integrator::Verlet) if separable => Some(VERLET),
+        (_, Integrator::Yoshida4) if separable => Some(YOSHIDA4),
         _ => None,
     }
 }
@@ -593,13 +650,16 @@ fn decode(
     result: Result<Vec<cubecl::bytes::Bytes>, String>,
 ) -> Result<Readback, GpuStepError> {
     let bytes = result.map_err(GpuStepError::Read)?;
-    let [states, energy, flags] = bytes.as_slice() else {
-        return Err(GpuStepError::Read(format!("{} buffers", bytes.len())));
+    let (states, energy, flags, entropy) = match bytes.as_slice() {
+        [states, energy, flags] => (states, energy, flags, None),
+        [states, energy, flags, entropy] => (states, energy, flags, Some(entropy)),
+        _ => return Err(GpuStepError::Read(format!("{} buffers", bytes.len()))),
     };
     let take_f32 = |b: &[u8], len: usize| f32::from_bytes(b)[..len].to_vec();
     Ok(Readback {
         states: take_f32(states, batch.rows * batch.n),
         energy: take_f32(energy, batch.rows),
+        entropy: entropy.map_or_else(Vec::new, |b| take_f32(b, batch.rows)),
         flags: u32::from_bytes(flags)[..batch.rows].to_vec(),
     })
 }

@@ -18,8 +18,10 @@
 //! by **one launch per tick** (each cube of rows reads its own model's weights): a scene of
 //! five families trained with one architecture is one dispatch, not five. A row whose fixed
 //! point failed is re-solved on the CPU by Newton and written back; a row that turned
-//! non-finite is reported frozen. The energy of each row comes back with its state (H
-//! computed in the same launch). GENERIC models step on the CPU kernel.
+//! non-finite is reported frozen. The energy of each Hamiltonian row comes back with its
+//! state (H computed in the same launch). GENERIC models step by the discrete gradient in
+//! the same kernel; their bookkeeping ([`super::BodyEnergy`]: E, S and the temperatures
+//! ∂E/∂Sᵢ, which need ∇E) is measured on the CPU.
 
 use std::{collections::HashMap, ops::Range, sync::Arc, time::Instant};
 
@@ -217,7 +219,7 @@ impl GpuStepper {
 
     /// Whether the fused kernel steps `model` with `method` (Hamiltonian networks with
     /// Euler, RK4 or implicit midpoint; separable ones also with symplectic Euler, Verlet or
-    /// Yoshida; see [`noether::nn::gpu::fuses`]).
+    /// Yoshida; GENERIC ones with the discrete gradient; see [`noether::nn::gpu::fuses`]).
     pub fn supports(model: &NoetherModel, method: Integrator) -> bool {
         noether::nn::gpu::fuses(&model.params, method)
     }

@@ -222,8 +222,8 @@ impl Gathered {
 /// back: on the fused GPU kernel for Hamiltonian batches (general or separable,
 /// [`GpuStepper::supports`]) when [`ActiveBackend::gpu`] and the batch's measurement chose
 /// it (states resident on the device, results arriving a tick or more later; the batches of
-/// models of one kernel shape and integrator share one launch), on the CPU kernel otherwise
-/// (GENERIC models always).
+/// models of one kernel shape and integrator share one launch; GENERIC models by the
+/// discrete gradient), on the CPU kernel otherwise.
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,
@@ -342,6 +342,9 @@ fn step_bodies(
         let result = match tick {
             Some(Ok(tick)) => {
                 match &tick.energy {
+                    // A GENERIC body's record also holds its temperatures ∂E/∂Sᵢ, which
+                    // need ∇E: measured on the CPU.
+                    _ if model.cpu.is_generic() => {}
                     Some(energy) => device_energies
                         .arrived
                         .extend(batch.entities.iter().copied().zip(energy.iter().copied())),
