@@ -97,9 +97,9 @@ fn main() {
     let mut gpu = FusedStepper::new(&device);
     println!("adapter: {adapter}\n");
     println!(
-        "| bodies | model | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step |"
+        "| bodies | model | method | GPU body-steps/s (launches) | GPU body-steps/s (launch + async read-back) | CPU kernel body-steps/s | GPU / CPU | launches per step | blocking syncs per step | one step: max rel. |GPU − CPU| |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = min.max(1);
     while rows <= max {
         let mut rng = stream_rng("bench/gpu", rows as u64, 0);
@@ -114,10 +114,24 @@ fn main() {
                 .collect();
             for &method in methods {
                 let mut batch = gpu.upload_batch(&device_model, &x, &z).expect("batch");
-                // Warm-up: the kernel compiles on its first launch.
+                // Warm-up: the kernel compiles on its first launch. Its step against the CPU
+                // kernel's, for the accuracy column.
                 gpu.step(&device_model, &batch, method, DT, &settings)
                     .expect("step");
-                gpu.read_blocking(&mut batch).expect("read");
+                let first = gpu.read_blocking(&mut batch).expect("read");
+                let flow = CpuFlow {
+                    model: cpu,
+                    latents: &z,
+                };
+                let want = advance(&flow, method, x.clone(), DT, &settings)
+                    .expect("CPU step")
+                    .0;
+                let error = first
+                    .states
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(0.0f32, f32::max);
 
                 let before = gpu.counters();
                 let (start, mut steps) = (Instant::now(), 0);
@@ -167,7 +181,7 @@ fn main() {
                 }
                 let cpu_rate = (rows * steps) as f64 / start.elapsed().as_secs_f64();
                 println!(
-                    "| {rows} | {label} | {method:?} | {launch_rate:.3e} | {async_rate:.3e} | {cpu_rate:.3e} | {:.2} | {launches:.2} | {syncs:.2} |",
+                    "| {rows} | {label} | {method:?} | {launch_rate:.3e} | {async_rate:.3e} | {cpu_rate:.3e} | {:.2} | {launches:.2} | {syncs:.2} | {error:.1e} |",
                     async_rate / cpu_rate
                 );
             }
