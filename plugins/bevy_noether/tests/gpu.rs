@@ -3,7 +3,8 @@
 //! results come back asynchronously), stays resident on the device with one launch and no
 //! blocking sync per tick — general networks by implicit midpoint, separable ones by
 //! Yoshida-4, GENERIC ones by the discrete gradient, two models of one kernel shape in one
-//! launch; `Measure` times both backends and reports the choice.
+//! launch, a hot-reloaded model uploaded again; `Measure` times both backends and reports
+//! the choice.
 
 mod common;
 
@@ -210,4 +211,43 @@ fn measuring_times_both_backends_and_reports_the_choice() {
         // On the CPU kernel the bodies move every tick.
         assert_ne!(states(&mut app, &bodies), start);
     }
+}
+
+#[test]
+fn a_hot_reloaded_model_is_uploaded_again_and_changes_the_gpu_result() {
+    // Two identical GPU apps; in one, the pendulum asset gets the mass-spring model's
+    // weights (same kernel shape) after 4 ticks, as a hot reload would replace it.
+    let (mut swapped, bodies) = app_with(NoetherBackend::Gpu);
+    let (mut kept, same) = app_with(NoetherBackend::Gpu);
+    assert!(swapped.world().resource::<ActiveBackend>().gpu, "lavapipe in CI");
+    for _ in 0..4 {
+        swapped.update();
+        kept.update();
+    }
+    let handle = swapped
+        .world()
+        .get::<NoetherBody>(bodies[0])
+        .expect("body")
+        .model
+        .clone();
+    let spring = LearnedModel::load(&common::assets().join("models/mass_spring-svd5"))
+        .expect("shipped model");
+    swapped
+        .world_mut()
+        .resource_mut::<Assets<NoetherModel>>()
+        .insert(handle.id(), NoetherModel(spring))
+        .expect("the asset exists");
+    for _ in 0..8 {
+        swapped.update();
+        kept.update();
+    }
+    let uploads = |app: &App| app.world().resource::<GpuStepper>().uploads;
+    assert_eq!(uploads(&kept), 1, "no reload: the batch stayed on the device");
+    assert_eq!(uploads(&swapped), 2, "the reloaded model's group was uploaded again");
+    let (a, b) = (states(&mut swapped, &bodies), states(&mut kept, &same));
+    assert!(
+        max_diff(&a, &b) > 1e-4,
+        "the new weights moved the bodies differently (max diff {:e})",
+        max_diff(&a, &b)
+    );
 }
