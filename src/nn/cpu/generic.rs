@@ -106,6 +106,17 @@ impl CpuDense {
     }
 }
 
+/// The skew parts of raw `[K, n, n]` tensors: Ξₖ − Ξₖᵀ for every k (the assembly's ξ and ζ;
+/// the GPU kernel's too).
+pub(crate) fn skew(raw: &[f32], k: usize, n: usize) -> Vec<f32> {
+    (0..k * n * n)
+        .map(|idx| {
+            let (kk, i, j) = (idx / (n * n), idx / n % n, idx % n);
+            raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i]
+        })
+        .collect()
+}
+
 /// The skew tensors ξ, ζ and the per-row assembly of L and M.
 #[derive(Clone, Debug)]
 pub(super) struct Assembly {
@@ -129,17 +140,9 @@ impl Assembly {
     /// From the raw Ξ, Z `[K, n, n]`: ξₖ = Ξₖ − Ξₖᵀ, ζₖ = Zₖ − Zₖᵀ.
     pub(super) fn new(p: &GenericParams) -> Self {
         let (k, n) = (p.k, p.dim);
-        let skew = |raw: &[f32]| -> Vec<f32> {
-            (0..k * n * n)
-                .map(|idx| {
-                    let (kk, i, j) = (idx / (n * n), idx / n % n, idx % n);
-                    raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i]
-                })
-                .collect()
-        };
         Self {
-            xi: skew(&p.xi),
-            zeta: skew(&p.zeta),
+            xi: skew(&p.xi, k, n),
+            zeta: skew(&p.zeta, k, n),
             n,
             k,
         }

@@ -24,6 +24,7 @@ pub mod encoder;
 mod fold;
 mod gemm;
 mod generic;
+pub(crate) use generic::skew;
 mod jacobian;
 pub mod loss;
 pub mod mlp;

@@ -13,7 +13,7 @@
 use super::kernel::{DENSE_META, FW, LAYER_META, MR, NONE, SHIFT, SVD, table_len};
 use crate::nn::{
     Modulation,
-    cpu::{DenseParams, GenericParams, MlpParams, ModelParams},
+    cpu::{DenseParams, GenericParams, MlpParams, ModelParams, skew},
 };
 
 /// The compile-time shape of a packed network: what a kernel is specialised for.
@@ -169,17 +169,9 @@ impl PackedNet {
                 meta.extend([sizes[l], sizes[l + 1], push(w), push(b)]);
             }
         }
-        // ξₖ = Ξₖ − Ξₖᵀ, ζₖ = Zₖ − Zₖᵀ, as `cpu::generic::Assembly` forms them.
-        let skew = |raw: &[f32]| -> Vec<f32> {
-            (0..k * n * n)
-                .map(|e| {
-                    let (kk, i, j) = (e / (n * n), e / n % n, e % n);
-                    raw[kk * n * n + i * n + j] - raw[kk * n * n + j * n + i]
-                })
-                .collect()
-        };
-        meta.push(push(&skew(&g.xi)));
-        meta.push(push(&skew(&g.zeta)));
+        // ξₖ = Ξₖ − Ξₖᵀ, ζₖ = Zₖ − Zₖᵀ, as the CPU kernel's assembly forms them.
+        meta.push(push(&skew(&g.xi, k, n)));
+        meta.push(push(&skew(&g.zeta, k, n)));
         for v in meta {
             packed
                 .meta
