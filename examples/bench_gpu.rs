@@ -39,20 +39,18 @@ use rand::RngExt;
 const DT: f64 = 1.0 / 64.0;
 const BUDGET: Duration = Duration::from_secs(3);
 
+/// The value after `--name` on the command line, or `default`.
+fn count(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let max: usize = args
-        .iter()
-        .position(|a| a == "--max")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let min: usize = args
-        .iter()
-        .position(|a| a == "--min")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let (min, max) = (count(&args, "--min", 1000), count(&args, "--max", 10_000));
     let (device, adapter) = match noether::device::probe_wgpu() {
         Ok(found) => found,
         Err(reason) => {
