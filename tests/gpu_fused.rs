@@ -424,7 +424,7 @@ fn generic(family: Family, modulation: Modulation, seed: u64) -> (ModelParams, C
 
 /// GENERIC models, every modulation of the paper's tables (dno) and tgc's state: one
 /// discrete-gradient step (three substeps) on the fused kernel against the CPU kernel to
-/// 1e-5 — states, E and S — then 20 steps on the device with E conserved and S never
+/// 1e-5 — states, E and S; ∇E to 1e-4 — then 20 steps on the device with E conserved and S never
 /// decreasing per step to the CPU path's tolerances (`tests/batched_integrators.rs`).
 #[test]
 fn generic_models_step_by_the_discrete_gradient_like_the_cpu_kernel() {
@@ -458,6 +458,10 @@ fn generic_models_step_by_the_discrete_gradient_like_the_cpu_kernel() {
         assert!(cpu.entropy(&want, &z, &mut s_want));
         assert_close(&format!("{what} E"), &back.energy, &cpu_energy(&cpu, &want, &z), 1e-5);
         assert_close(&format!("{what} S"), &back.entropy, &s_want, 1e-5);
+        // ∇E (the temperatures) at states that agree to 1e-5.
+        let mut g_want = vec![0.0; rows * n];
+        cpu.energy_grad(&want, &z, &mut g_want);
+        assert_close(&format!("{what} ∇E"), &back.energy_grad, &g_want, 1e-4);
         let (e0, mut s_prev, mut moved) = (back.energy.clone(), back.entropy.clone(), 0.0f32);
         for step in 0..20 {
             gpu.step(&device_model, &b, method, dt, &StepSettings::default())

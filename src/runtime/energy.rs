@@ -90,19 +90,23 @@ pub fn measure(model: &CpuModel, x: &[f32], z: &[f32], first: &[bool]) -> Vec<En
             energy: e[k],
             rest: rest[k],
             entropy: s[k],
-            // The entropy components follow (q, p): dno's S is x[2], tgc's S₁, S₂ are
-            // x[2], x[3].
             temperatures: if has_entropy {
-                let g = &grad[k * n..(k + 1) * n];
-                [
-                    g.get(2).copied().unwrap_or(f32::NAN),
-                    g.get(3).copied().unwrap_or(f32::NAN),
-                ]
+                temperatures(&grad[k * n..(k + 1) * n])
             } else {
                 [f32::NAN; 2]
             },
         })
         .collect()
+}
+
+/// The learned temperatures ∂E/∂Sᵢ of a GENERIC state from its ∇E (`[n]`): the entropy
+/// components follow (q, p) — dno's S is x[2], tgc's S₁, S₂ are x[2], x[3]; NaN where the
+/// state has no such component.
+pub fn temperatures(energy_grad: &[f32]) -> [f32; 2] {
+    [
+        energy_grad.get(2).copied().unwrap_or(f32::NAN),
+        energy_grad.get(3).copied().unwrap_or(f32::NAN),
+    ]
 }
 
 /// A body's learned energy (and entropy) now and at its first measurement.

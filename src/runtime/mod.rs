@@ -49,7 +49,7 @@ pub use batch::{
     BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating,
     advance_with_history, resolve,
 };
-pub use energy::{EnergyRecord, EnergySample, RESOLUTION, measure};
+pub use energy::{EnergyRecord, EnergySample, RESOLUTION, measure, temperatures};
 pub use history::StepHistory;
 pub use model::LearnedModel;
 pub use population::{BodyInit, build_population, fit_population, plan_population};

@@ -173,6 +173,22 @@ fn assert_gpu_follows_cpu(app_with: impl Fn(NoetherBackend) -> (App, Vec<Entity>
             "body {k}: recorded H {got}, H of its state {}",
             want[0]
         );
+        if model.cpu.is_generic() {
+            // E, S and ∇E came with the read-back too: S and the temperatures ∂E/∂Sᵢ.
+            let record = gpu.world().get::<BodyEnergy>(e).expect("energy");
+            let x = &x_gpu[k * n..(k + 1) * n];
+            let (mut s, mut grad) = ([0.0], vec![0.0; n]);
+            assert!(model.cpu.entropy(x, z, &mut s));
+            model.cpu.energy_grad(x, z, &mut grad);
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+            assert!(close(record.entropy, s[0]), "body {k}: S {} against {}", record.entropy, s[0]);
+            assert!(
+                close(record.temperatures[0], grad[2]),
+                "body {k}: T {} against ∂E/∂S {}",
+                record.temperatures[0],
+                grad[2]
+            );
+        }
     }
     let stepper = gpu.world().resource::<GpuStepper>();
     let counters = stepper.counters();

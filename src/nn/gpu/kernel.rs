@@ -52,7 +52,8 @@
 //! Gauss–Legendre between x₀ and x₁ (six network gradients per update) and L̄, M̄ assembled
 //! at x̄ = (x₀ + x₁)/2 from them, so that L̄∇̄S = 0 and M̄∇̄E = 0 and E is conserved, S never
 //! decreases. The assembly runs one unit per row (K and n are small); the convergence rule
-//! is the midpoint's. E(x₁) and S(x₁) are written with the state.
+//! is the midpoint's. E(x₁), S(x₁) and ∇E(x₁) (the temperatures ∂E/∂Sᵢ) are written with
+//! the state.
 //!
 //! **Models.** Each cube first copies its model's table (layer shapes and the offsets of its
 //! weights, [`table_len`] entries) from `tables[cube_table[cube]…]` into workgroup memory:
@@ -974,8 +975,8 @@ fn converge(
 }
 
 /// Advances every row of a batch by `substeps` steps of `h`, then writes each row's state
-/// (unless flagged), energy (H(x₁), or E(x₁) and S(x₁) of a GENERIC model) and flags. See
-/// the module docs.
+/// (unless flagged), energy (H(x₁), or E(x₁), S(x₁) and ∇E(x₁) of a GENERIC model) and
+/// flags. See the module docs.
 #[cube(launch_unchecked)]
 pub fn step_batch(
     w: &Array<f32>,
@@ -985,6 +986,7 @@ pub fn step_batch(
     latents: &Array<f32>,
     energy: &mut Array<f32>,
     entropy: &mut Array<f32>,
+    energy_grad: &mut Array<f32>,
     flags: &mut Array<u32>,
     rows: u32,
     h: f32,
@@ -1281,6 +1283,18 @@ pub fn step_batch(
             entropy[row0 + u] = kf[u];
         }
         flags[row0 + u] = flag[u];
+    }
+    // A GENERIC model's ∇E at the state each row keeps (its temperatures ∂E/∂Sᵢ).
+    if comptime![s.k > 0] {
+        load(&mut t, &y, 0, s.n, s);
+        gradient(w, &meta, &mut t, 0, s);
+        let mut p = u;
+        while p < tn {
+            if row0 + p / s.n < rows {
+                energy_grad[row0 * s.n + p] = t.grad[p];
+            }
+            p += s.units;
+        }
     }
 }
 

@@ -159,6 +159,8 @@ pub struct Readback {
     pub energy: Vec<f32>,
     /// S at those states `[rows]` (GENERIC models; empty for Hamiltonian batches).
     pub entropy: Vec<f32>,
+    /// ∇E at those states `[rows·n]` (GENERIC models; empty for Hamiltonian batches).
+    pub energy_grad: Vec<f32>,
     /// Per-row flags of that step (`kernel::FLAG_*`).
     pub flags: Vec<u32>,
 }
@@ -180,6 +182,8 @@ pub struct DeviceBatch {
     energy: Handle,
     /// S per row (GENERIC batches; one unused element otherwise).
     entropy: Handle,
+    /// ∇E per row (GENERIC batches; one unused element otherwise).
+    energy_grad: Handle,
     generic: bool,
     flags: Handle,
     /// The read-back in flight (a mutex only to make the batch `Sync`; never contended).
@@ -221,11 +225,12 @@ impl DeviceBatch {
     }
 
     /// The buffers a read-back copies, in [`decode`]'s order: states, energies, flags, and
-    /// entropies of a GENERIC batch.
+    /// the entropies and energy gradients of a GENERIC batch.
     fn results(&self) -> Vec<Handle> {
         let mut handles = vec![self.states.clone(), self.energy.clone(), self.flags.clone()];
         if self.generic {
             handles.push(self.entropy.clone());
+            handles.push(self.energy_grad.clone());
         }
         handles
     }
@@ -382,6 +387,10 @@ impl FusedStepper {
             latents: f32_handle(&self.client, &latents),
             energy: f32_handle(&self.client, &vec![0.0; rows]),
             entropy: f32_handle(&self.client, &vec![0.0; if s.is_generic() { rows } else { 1 }]),
+            energy_grad: f32_handle(
+                &self.client,
+                &vec![0.0; if s.is_generic() { rows * n } else { 1 }],
+            ),
             generic: s.is_generic(),
             flags: u32_handle(&self.client, &vec![0; rows]),
             pending: None,
@@ -498,6 +507,7 @@ impl FusedStepper {
                 ),
                 ArrayArg::from_raw_parts(batch.energy.clone(), batch.rows),
                 ArrayArg::from_raw_parts(batch.entropy.clone(), model_len(&batch.entropy)),
+                ArrayArg::from_raw_parts(batch.energy_grad.clone(), model_len(&batch.energy_grad)),
                 ArrayArg::from_raw_parts(batch.flags.clone(), batch.rows),
                 rows,
                 h,
@@ -650,16 +660,18 @@ fn decode(
     result: Result<Vec<cubecl::bytes::Bytes>, String>,
 ) -> Result<Readback, GpuStepError> {
     let bytes = result.map_err(GpuStepError::Read)?;
-    let (states, energy, flags, entropy) = match bytes.as_slice() {
+    let (states, energy, flags, generic) = match bytes.as_slice() {
         [states, energy, flags] => (states, energy, flags, None),
-        [states, energy, flags, entropy] => (states, energy, flags, Some(entropy)),
+        [states, energy, flags, entropy, grad] => (states, energy, flags, Some((entropy, grad))),
         _ => return Err(GpuStepError::Read(format!("{} buffers", bytes.len()))),
     };
     let take_f32 = |b: &[u8], len: usize| f32::from_bytes(b)[..len].to_vec();
+    let (rows, n) = (batch.rows, batch.n);
     Ok(Readback {
-        states: take_f32(states, batch.rows * batch.n),
-        energy: take_f32(energy, batch.rows),
-        entropy: entropy.map_or_else(Vec::new, |b| take_f32(b, batch.rows)),
+        states: take_f32(states, rows * n),
+        energy: take_f32(energy, rows),
+        entropy: generic.map_or_else(Vec::new, |(s, _)| take_f32(s, rows)),
+        energy_grad: generic.map_or_else(Vec::new, |(_, g)| take_f32(g, rows * n)),
         flags: u32::from_bytes(flags)[..batch.rows].to_vec(),
     })
 }

@@ -19,9 +19,8 @@
 //! five families trained with one architecture is one dispatch, not five. A row whose fixed
 //! point failed is re-solved on the CPU by Newton and written back; a row that turned
 //! non-finite is reported frozen. The energy of each Hamiltonian row comes back with its
-//! state (H computed in the same launch). GENERIC models step by the discrete gradient in
-//! the same kernel; their bookkeeping ([`super::BodyEnergy`]: E, S and the temperatures
-//! ∂E/∂Sᵢ, which need ∇E) is measured on the CPU.
+//! state (H computed in the same launch); GENERIC models step by the discrete gradient in
+//! the same kernel, and E, S and ∇E (the temperatures ∂E/∂Sᵢ) come back the same way.
 
 use std::{collections::HashMap, ops::Range, sync::Arc, time::Instant};
 
@@ -164,6 +163,11 @@ pub struct GpuTick {
     /// H at those states, computed in the same launch (rows edited on the host or re-solved
     /// on the CPU: NaN, to be measured on the CPU).
     pub energy: Option<Vec<f32>>,
+    /// S at those states (GENERIC models), from the same launch.
+    pub entropy: Option<Vec<f32>>,
+    /// ∇E at those states `[rows·n]` (GENERIC models: their temperatures), from the same
+    /// launch.
+    pub energy_grad: Option<Vec<f32>>,
     /// Non-converged rows re-solved on the CPU ([`StepReport::retries`]) and non-finite rows
     /// ([`StepReport::frozen`]) in that read-back.
     pub report: StepReport,
@@ -537,6 +541,10 @@ fn settle(
     }
     tick.states = Some(states);
     tick.energy = Some(energy);
+    if !back.entropy.is_empty() {
+        tick.entropy = Some(back.entropy[range.clone()].to_vec());
+        tick.energy_grad = Some(back.energy_grad[range.start * n..range.end * n].to_vec());
+    }
     solved_rows
 }
 

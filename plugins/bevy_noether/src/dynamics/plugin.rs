@@ -13,7 +13,10 @@ use bevy::{
 use noether::{
     integrate::Integrator,
     nn::gpu::GpuStepError,
-    runtime::{StepHistory, StepSettings, advance_isolating, measure, resolve},
+    runtime::{
+        EnergySample, StepHistory, StepSettings, advance_isolating, measure, resolve,
+        temperatures,
+    },
 };
 
 use super::{
@@ -62,12 +65,12 @@ pub struct StepDiagnostics {
     pub ticks: u64,
 }
 
-/// Energies the GPU step computed this tick for the bodies it stepped (NaN: measure on the
-/// CPU), and the bodies stepped on the device without a read-back this tick (their state
+/// Energies (and a GENERIC body's entropy and temperatures) the GPU step computed this tick
+/// for the bodies it stepped (NaN energy: measure on the CPU), and the bodies stepped on the device without a read-back this tick (their state
 /// did not change, so neither did their energy).
 #[derive(Resource, Default)]
 struct DeviceEnergies {
-    arrived: HashMap<Entity, f32>,
+    arrived: HashMap<Entity, EnergySample>,
     unchanged: std::collections::HashSet<Entity>,
 }
 
@@ -342,12 +345,24 @@ fn step_bodies(
         let result = match tick {
             Some(Ok(tick)) => {
                 match &tick.energy {
-                    // A GENERIC body's record also holds its temperatures ∂E/∂Sᵢ, which
-                    // need ∇E: measured on the CPU.
-                    _ if model.cpu.is_generic() => {}
-                    Some(energy) => device_energies
-                        .arrived
-                        .extend(batch.entities.iter().copied().zip(energy.iter().copied())),
+                    Some(energy) => {
+                        device_energies.arrived.extend(batch.entities.iter().enumerate().map(
+                            |(k, &e)| {
+                                let sample = EnergySample {
+                                    energy: energy[k],
+                                    rest: f32::NAN,
+                                    entropy: tick.entropy.as_ref().map_or(f32::NAN, |s| s[k]),
+                                    temperatures: tick
+                                        .energy_grad
+                                        .as_ref()
+                                        .map_or([f32::NAN; 2], |g| {
+                                            temperatures(&g[k * n..(k + 1) * n])
+                                        }),
+                                };
+                                (e, sample)
+                            },
+                        ))
+                    }
                     None => device_energies
                         .unchanged
                         .extend(batch.entities.iter().copied()),
@@ -442,15 +457,10 @@ fn update_energies(
         }
         if device.unchanged.contains(&entity) {
             from_device.insert(entity);
-        } else if let Some(&e) = device.arrived.get(&entity)
-            && !e.is_nan()
+        } else if let Some(&sample) = device.arrived.get(&entity)
+            && !sample.energy.is_nan()
         {
-            energy.record(noether::runtime::EnergySample {
-                energy: e,
-                rest: f32::NAN,
-                entropy: f32::NAN,
-                temperatures: [f32::NAN; 2],
-            });
+            energy.record(sample);
             from_device.insert(entity);
         }
     }
