@@ -140,6 +140,107 @@ pub fn matmul(
     }
 }
 
+/// Row lengths of [`Padded`] matrices are multiples of this many floats: an AVX-512
+/// register (and two AVX2 registers).
+pub const PAD: usize = 16;
+
+/// A row-major weight matrix whose rows are padded with zeros to a multiple of [`PAD`]
+/// floats, the right-hand side of [`matmul_padded`].
+///
+/// `gemm` computes a row-major C = A·B as Cᵀ = Bᵀ·Aᵀ and copies ("packs") Bᵀ into its
+/// microkernel layout on **every call** unless B's row length is a multiple of the SIMD
+/// width. For a layer's 100 × 105 matrix and a tile of 16 rows that copy costs about as
+/// much as the product itself; with the rows padded to 112, B is read in place.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Padded {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+}
+
+impl Padded {
+    /// Pads a row-major `rows × cols` matrix.
+    pub fn new(m: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(m.len(), rows * cols, "Padded: {rows}×{cols} from {} floats", m.len());
+        let stride = cols.next_multiple_of(PAD);
+        let mut data = vec![0.0; rows * stride];
+        if cols > 0 {
+            for (dst, src) in data.chunks_exact_mut(stride).zip(m.chunks_exact(cols)) {
+                dst[..cols].copy_from_slice(src);
+            }
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            stride,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Element (r, c).
+    pub fn get(&self, r: usize, c: usize) -> f32 {
+        debug_assert!(r < self.rows && c < self.cols);
+        self.data[r * self.stride + c]
+    }
+
+    /// The matrix without its padding, row by row.
+    #[cfg(test)]
+    pub fn unpadded(&self) -> Vec<f32> {
+        (0..self.rows)
+            .flat_map(|r| self.data[r * self.stride..r * self.stride + self.cols].iter().copied())
+            .collect()
+    }
+}
+
+/// C ← A·B (or C ← C + A·B with `accumulate`) for a [`Padded`] B: C is `[a.rows, B's
+/// columns]` with row stride `c_stride`. For a C of at most as many rows as B (a tile of
+/// a few bodies) the product goes to `scratch` at B's padded row length and is copied into
+/// C, so `gemm` never packs B; a taller C is multiplied directly (one packing of B costs
+/// less than copying C).
+///
+/// # Panics
+/// On mismatched shapes or a view that overruns its slice (programming errors).
+pub fn matmul_padded(
+    c: &mut [f32],
+    c_stride: usize,
+    a: MatRef<'_>,
+    b: &Padded,
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let (rows, cols, stride) = (a.rows, b.cols, b.stride);
+    if cols == stride || rows > b.rows {
+        // Unpadded, or C taller than B: packing B once costs less than copying C.
+        let view = MatRef::strided(&b.data, b.rows, cols, stride);
+        return matmul(c, rows, cols, c_stride, a, view, accumulate);
+    }
+    let view = MatRef::rows(&b.data, b.rows, stride);
+    if scratch.len() < rows * stride {
+        scratch.resize(rows * stride, 0.0);
+    }
+    let tmp = &mut scratch[..rows * stride];
+    matmul(tmp, rows, stride, stride, a, view, false);
+    assert!(
+        rows == 0 || (c_stride >= cols && (rows - 1) * c_stride + cols <= c.len()),
+        "matmul_padded: destination [{rows}×{cols}] stride {c_stride} overruns {} floats",
+        c.len()
+    );
+    for (r, src) in tmp.chunks_exact(stride).enumerate() {
+        let dst = &mut c[r * c_stride..r * c_stride + cols];
+        if accumulate {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            dst.copy_from_slice(&src[..cols]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +281,31 @@ mod tests {
             for j in 0..9 {
                 assert!((c[i * 12 + j] - 2.0 * expected[i * 9 + j]).abs() < 1e-5);
             }
+        }
+    }
+
+    #[test]
+    fn padded_products_match_the_plain_product() {
+        // Padded and unpadded widths; C shorter (scratch and copy) and taller (direct) than B.
+        for (rows, cols) in [(6, 5), (6, 16), (6, 21), (9, 21)] {
+            let a: Vec<f32> = (0..rows * 7).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..7 * cols).map(|i| (i as f32 * 0.11).cos()).collect();
+            let padded = Padded::new(&b, 7, cols);
+            assert_eq!(padded.unpadded(), b);
+            assert_eq!(padded.get(3, cols - 1), b[3 * cols + cols - 1]);
+            let av = MatRef::rows(&a, rows, 7);
+            let expected = naive(av, MatRef::rows(&b, 7, cols));
+            let (mut scratch, stride) = (Vec::new(), cols + 2);
+            let mut c = vec![1.0; rows * stride];
+            matmul_padded(&mut c, stride, av, &padded, false, &mut scratch);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert!((c[i * stride + j] - expected[i * cols + j]).abs() < 1e-5);
+                }
+                assert_eq!(c[i * stride + cols], 1.0, "columns past C's width are kept");
+            }
+            matmul_padded(&mut c, stride, av, &padded, true, &mut scratch);
+            assert!((c[stride + 1] - 2.0 * expected[cols + 1]).abs() < 1e-5);
         }
     }
 

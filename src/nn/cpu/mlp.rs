@@ -21,7 +21,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::params::{LayerParams, MlpParams};
 use super::{
-    gemm::{MatRef, matmul},
+    gemm::{MatRef, Padded, matmul, matmul_padded},
     simd::{mul_dtanh, scaled_rank_update, tanh_rows},
 };
 use crate::nn::{Mlp, Modulation};
@@ -52,11 +52,11 @@ pub(super) struct CpuLayer {
     pub(super) d_latent: usize,
     method: Method,
     /// `[d_in + extra_in, d_out + pre]`: [W ‖ P; A_s ‖ 0; ΔW ‖ 0].
-    fwd: Vec<f32>,
+    fwd: Padded,
     /// `[corr, d_out]`: the rank-r update's right factor (U_sᵀ, or U_* for MR).
     fwd_corr: Vec<f32>,
     /// `[d_out + extra_out, d_in + pre]`: [Wᵀ ‖ Q; ΔWᵀ ‖ 0].
-    bwd: Vec<f32>,
+    bwd: Padded,
     /// `[corr, d_in]`: V_sᵀ, or V_*ᵀ for MR.
     bwd_corr: Vec<f32>,
     pub(super) bias: Vec<f32>,
@@ -192,20 +192,23 @@ impl CpuLayer {
                 )
             }
         };
-        let layer = Self {
+        let mut layer = Self {
             d_in: i,
             d_out: o,
             d_latent: dz,
             method,
-            fwd,
+            fwd: Padded::default(),
             fwd_corr,
-            bwd,
+            bwd: Padded::default(),
             bwd_corr,
             bias: p.bias.clone(),
             svd_d: p.svd_d.clone(),
         };
-        debug_assert_eq!(layer.fwd.len(), (i + layer.extra_in()) * (o + layer.pre()));
-        debug_assert_eq!(layer.bwd.len(), (o + layer.extra_out()) * (i + layer.pre()));
+        let cols = o + layer.pre();
+        layer.fwd = Padded::new(&fwd, fwd.len() / cols, cols);
+        layer.bwd = Padded::new(&bwd, bwd.len() / (i + layer.pre()), i + layer.pre());
+        debug_assert_eq!(layer.fwd.rows(), i + layer.extra_in());
+        debug_assert_eq!(layer.bwd.rows(), o + layer.extra_out());
         debug_assert_eq!(layer.fwd_corr.len(), layer.pre() * o);
         layer
     }
@@ -213,8 +216,7 @@ impl CpuLayer {
     /// W̃(z) `[in, out]` and b̃(z) for one latent, as an unmodulated layer.
     fn fold(&self, z: &[f32]) -> CpuLayer {
         let (i, o, dz) = (self.d_in, self.d_out, self.d_latent);
-        let cols = o + self.pre();
-        let fwd = |row: usize, col: usize| self.fwd[row * cols + col];
+        let fwd = |row: usize, col: usize| self.fwd.get(row, col);
         let mut w: Vec<f32> = (0..i * o).map(|idx| fwd(idx / o, idx % o)).collect();
         let mut b = self.bias.clone();
         if self.method != Method::None {
@@ -279,9 +281,9 @@ impl CpuLayer {
             d_out: o,
             d_latent: dz,
             method: Method::None,
-            fwd: w,
+            fwd: Padded::new(&w, i, o),
             fwd_corr: vec![],
-            bwd,
+            bwd: Padded::new(&bwd, o, i),
             bwd_corr: vec![],
             bias: b,
             svd_d: vec![],
@@ -327,14 +329,13 @@ impl CpuLayer {
         fill_forward_extra(self, src, src_stride, rows, z, affine);
         let (o, cols) = (self.d_out, self.d_out + self.pre());
         let k_aug = self.d_in + self.extra_in();
-        matmul(
+        matmul_padded(
             out,
-            rows,
-            cols,
             cols,
             MatRef::strided(src, rows, k_aug, src_stride),
-            MatRef::rows(&self.fwd, k_aug, cols),
+            &self.fwd,
             false,
+            scratch,
         );
         self.add_correction(out, cols, o, rows, zt, d, &self.fwd_corr, scratch);
     }
@@ -360,14 +361,13 @@ impl CpuLayer {
         fill_backward_extra(self, delta, delta_stride, rows, z);
         let (i, cols) = (self.d_in, self.d_in + self.pre());
         let k_aug = self.d_out + self.extra_out();
-        matmul(
+        matmul_padded(
             out,
-            rows,
-            cols,
             cols,
             MatRef::strided(delta, rows, k_aug, delta_stride),
-            MatRef::rows(&self.bwd, k_aug, cols),
+            &self.bwd,
             false,
+            scratch,
         );
         self.add_correction(out, cols, i, rows, zt, d, &self.bwd_corr, scratch);
     }
