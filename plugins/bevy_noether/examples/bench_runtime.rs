@@ -354,9 +354,10 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     encoder_latency(&m);
     // Latent updates per second: one LM step per body on a full window, straight on the core.
     println!(
-        "| observed bodies | latent updates/s (one LM step on 60 observations) | ms per batched step |"
+        "| observed bodies | latent updates/s (one LM step on 60 observations, one batch) | ms per batched step | latent updates/s in the worker's {}-body tiles |",
+        noether::runtime::TILE_BODIES
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     let config = FitConfig::default();
     for &count in sizes {
         let tracks_data: Vec<Vec<Observation>> = (0..count)
@@ -392,10 +393,21 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
             let mut s = states.clone();
             pool.install(|| fit_step(&m.cpu, &tracks, &mut s, &config));
         });
+        // The same steps tile by tile, as a job runs them (one core).
+        let tile = noether::runtime::TILE_BODIES;
+        let tiled = time_per_call(Duration::from_secs(2), 1, || {
+            let mut s = states.clone();
+            pool.install(|| {
+                for (t, s) in tracks.chunks(tile).zip(s.chunks_mut(tile)) {
+                    fit_step(&m.cpu, t, s, &config);
+                }
+            });
+        });
         println!(
-            "| {count} | {:.1} | {:.1} |",
+            "| {count} | {:.1} | {:.1} | {:.1} |",
             count as f64 / seconds,
-            seconds * 1e3
+            seconds * 1e3,
+            count as f64 / tiled
         );
     }
     println!();
