@@ -597,6 +597,7 @@ struct Scratch {
     y: Vec<f32>,
     g: Vec<f32>,
     delta: Vec<f32>,
+    /// The layer maps' own scratch: padded products ([`matmul_padded`]), MR corrections.
     pre: Vec<f32>,
 }
 
