@@ -162,7 +162,12 @@ pub struct Padded {
 impl Padded {
     /// Pads a row-major `rows × cols` matrix.
     pub fn new(m: &[f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(m.len(), rows * cols, "Padded: {rows}×{cols} from {} floats", m.len());
+        assert_eq!(
+            m.len(),
+            rows * cols,
+            "Padded: {rows}×{cols} from {} floats",
+            m.len()
+        );
         let stride = cols.next_multiple_of(PAD);
         let mut data = vec![0.0; rows * stride];
         if cols > 0 {
@@ -193,12 +198,16 @@ impl Padded {
     #[cfg(test)]
     pub fn unpadded(&self) -> Vec<f32> {
         (0..self.rows)
-            .flat_map(|r| self.data[r * self.stride..r * self.stride + self.cols].iter().copied())
+            .flat_map(|r| {
+                self.data[r * self.stride..r * self.stride + self.cols]
+                    .iter()
+                    .copied()
+            })
             .collect()
     }
 }
 
-/// C ← A·B (or C ← C + A·B with `accumulate`) for a [`Padded`] B: C is `[a.rows, B's
+/// C ← A·B for a [`Padded`] B: C is `[a.rows, B's
 /// columns]` with row stride `c_stride`. For a C of at most as many rows as B (a tile of
 /// a few bodies) the product goes to `scratch` at B's padded row length and is copied into
 /// C, so `gemm` never packs B; a taller C is multiplied directly (one packing of B costs
@@ -211,14 +220,13 @@ pub fn matmul_padded(
     c_stride: usize,
     a: MatRef<'_>,
     b: &Padded,
-    accumulate: bool,
     scratch: &mut Vec<f32>,
 ) {
     let (rows, cols, stride) = (a.rows, b.cols, b.stride);
     if cols == stride || rows > b.rows {
         // Unpadded, or C taller than B: packing B once costs less than copying C.
         let view = MatRef::strided(&b.data, b.rows, cols, stride);
-        return matmul(c, rows, cols, c_stride, a, view, accumulate);
+        return matmul(c, rows, cols, c_stride, a, view, false);
     }
     let view = MatRef::rows(&b.data, b.rows, stride);
     if scratch.len() < rows * stride {
@@ -232,12 +240,7 @@ pub fn matmul_padded(
         c.len()
     );
     for (r, src) in tmp.chunks_exact(stride).enumerate() {
-        let dst = &mut c[r * c_stride..r * c_stride + cols];
-        if accumulate {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-        } else {
-            dst.copy_from_slice(&src[..cols]);
-        }
+        c[r * c_stride..r * c_stride + cols].copy_from_slice(&src[..cols]);
     }
 }
 
@@ -297,15 +300,13 @@ mod tests {
             let expected = naive(av, MatRef::rows(&b, 7, cols));
             let (mut scratch, stride) = (Vec::new(), cols + 2);
             let mut c = vec![1.0; rows * stride];
-            matmul_padded(&mut c, stride, av, &padded, false, &mut scratch);
+            matmul_padded(&mut c, stride, av, &padded, &mut scratch);
             for i in 0..rows {
                 for j in 0..cols {
                     assert!((c[i * stride + j] - expected[i * cols + j]).abs() < 1e-5);
                 }
                 assert_eq!(c[i * stride + cols], 1.0, "columns past C's width are kept");
             }
-            matmul_padded(&mut c, stride, av, &padded, true, &mut scratch);
-            assert!((c[stride + 1] - 2.0 * expected[cols + 1]).abs() < 1e-5);
         }
     }
 

@@ -334,7 +334,6 @@ impl CpuLayer {
             cols,
             MatRef::strided(src, rows, k_aug, src_stride),
             &self.fwd,
-            false,
             scratch,
         );
         self.add_correction(out, cols, o, rows, zt, d, &self.fwd_corr, scratch);
@@ -366,7 +365,6 @@ impl CpuLayer {
             cols,
             MatRef::strided(delta, rows, k_aug, delta_stride),
             &self.bwd,
-            false,
             scratch,
         );
         self.add_correction(out, cols, i, rows, zt, d, &self.bwd_corr, scratch);
