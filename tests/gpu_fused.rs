@@ -451,12 +451,21 @@ fn generic_models_step_by_the_discrete_gradient_like_the_cpu_kernel() {
         gpu.step(&device_model, &b, method, dt, &StepSettings::default())
             .unwrap();
         let back = gpu.read_blocking(&mut b).unwrap();
-        assert!(back.flags.iter().all(|&f| f == 0), "{what}: {:?}", back.flags);
+        assert!(
+            back.flags.iter().all(|&f| f == 0),
+            "{what}: {:?}",
+            back.flags
+        );
         let want = cpu_step(&cpu, method, &x, &z, dt);
         assert_close(&what, &back.states, &want, 1e-5);
         let mut s_want = vec![0.0; rows];
         assert!(cpu.entropy(&want, &z, &mut s_want));
-        assert_close(&format!("{what} E"), &back.energy, &cpu_energy(&cpu, &want, &z), 1e-5);
+        assert_close(
+            &format!("{what} E"),
+            &back.energy,
+            &cpu_energy(&cpu, &want, &z),
+            1e-5,
+        );
         assert_close(&format!("{what} S"), &back.entropy, &s_want, 1e-5);
         // ∇E (the temperatures) at states that agree to 1e-5.
         let mut g_want = vec![0.0; rows * n];

@@ -38,8 +38,7 @@ fn app_with_model(
 /// An app whose backend is `backend` with two populations of models of one kernel shape:
 /// 9 pendulums and 7 mass-springs (the shipped SVD(5) models).
 fn app_with_two_models(backend: NoetherBackend) -> (App, Vec<Entity>) {
-    let (mut app, mut bodies) =
-        app_with_model(backend, |app| add_model(app, "pendulum-svd5"));
+    let (mut app, mut bodies) = app_with_model(backend, |app| add_model(app, "pendulum-svd5"));
     for e in bodies.split_off(9) {
         app.world_mut().despawn(e);
     }
@@ -164,9 +163,7 @@ fn assert_gpu_follows_cpu(app_with: impl Fn(NoetherBackend) -> (App, Vec<Entity>
         let model = models.get(&body.model).expect("model");
         let z = &gpu.world().get::<LatentCode>(e).expect("latent").0;
         let mut want = [0.0];
-        model
-            .cpu
-            .energy(&x_gpu[k * n..(k + 1) * n], z, &mut want);
+        model.cpu.energy(&x_gpu[k * n..(k + 1) * n], z, &mut want);
         let got = gpu.world().get::<BodyEnergy>(e).expect("energy").energy;
         assert!(
             (got - want[0]).abs() <= 1e-5 * want[0].abs().max(1.0),
@@ -181,7 +178,12 @@ fn assert_gpu_follows_cpu(app_with: impl Fn(NoetherBackend) -> (App, Vec<Entity>
             assert!(model.cpu.entropy(x, z, &mut s));
             model.cpu.energy_grad(x, z, &mut grad);
             let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
-            assert!(close(record.entropy, s[0]), "body {k}: S {} against {}", record.entropy, s[0]);
+            assert!(
+                close(record.entropy, s[0]),
+                "body {k}: S {} against {}",
+                record.entropy,
+                s[0]
+            );
             assert!(
                 close(record.temperatures[0], grad[2]),
                 "body {k}: T {} against ∂E/∂S {}",
@@ -235,7 +237,10 @@ fn a_hot_reloaded_model_is_uploaded_again_and_changes_the_gpu_result() {
     // weights (same kernel shape) after 4 ticks, as a hot reload would replace it.
     let (mut swapped, bodies) = app_with(NoetherBackend::Gpu);
     let (mut kept, same) = app_with(NoetherBackend::Gpu);
-    assert!(swapped.world().resource::<ActiveBackend>().gpu, "lavapipe in CI");
+    assert!(
+        swapped.world().resource::<ActiveBackend>().gpu,
+        "lavapipe in CI"
+    );
     for _ in 0..4 {
         swapped.update();
         kept.update();
@@ -258,8 +263,16 @@ fn a_hot_reloaded_model_is_uploaded_again_and_changes_the_gpu_result() {
         kept.update();
     }
     let uploads = |app: &App| app.world().resource::<GpuStepper>().uploads;
-    assert_eq!(uploads(&kept), 1, "no reload: the batch stayed on the device");
-    assert_eq!(uploads(&swapped), 2, "the reloaded model's group was uploaded again");
+    assert_eq!(
+        uploads(&kept),
+        1,
+        "no reload: the batch stayed on the device"
+    );
+    assert_eq!(
+        uploads(&swapped),
+        2,
+        "the reloaded model's group was uploaded again"
+    );
     let (a, b) = (states(&mut swapped, &bodies), states(&mut kept, &same));
     assert!(
         max_diff(&a, &b) > 1e-4,

@@ -787,7 +787,8 @@ fn dense_forward(
 ) {
     let dw = comptime![s.dense_width];
     let kk = comptime![s.k * s.k];
-    let at = comptime![dense_table(s.nets, s.layers)] + net * comptime![s.dense_layers * DENSE_META];
+    let at =
+        comptime![dense_table(s.nets, s.layers)] + net * comptime![s.dense_layers * DENSE_META];
     for l in 0..s.dense_layers {
         let m = at + l * DENSE_META;
         let d_in = meta[m] as usize;
@@ -1128,7 +1129,16 @@ pub fn step_batch(
                         p += s.units;
                     }
                     sync_cube();
-                    converge(&acc, &y, &mut converged, &mut done, tolerance, row0, rows, s);
+                    converge(
+                        &acc,
+                        &y,
+                        &mut converged,
+                        &mut done,
+                        tolerance,
+                        row0,
+                        rows,
+                        s,
+                    );
                 }
             }
             if u < s.tile {
@@ -1200,7 +1210,16 @@ pub fn step_batch(
                         p += s.units;
                     }
                     sync_cube();
-                    converge(&acc, &y, &mut converged, &mut done, tolerance, row0, rows, s);
+                    converge(
+                        &acc,
+                        &y,
+                        &mut converged,
+                        &mut done,
+                        tolerance,
+                        row0,
+                        rows,
+                        s,
+                    );
                 }
             }
             if u < s.tile {

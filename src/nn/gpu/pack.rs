@@ -212,13 +212,13 @@ impl PackedNet {
             let base = u32::try_from(out.weights.len())
                 .map_err(|_| PackError::TooLarge(out.weights.len()))?;
             out.weights.extend_from_slice(&net.weights);
-            out.meta.extend(
-                net.meta.iter().enumerate().map(
-                    |(e, &v)| {
-                        if is_offset(e, &first.shape) { v + base } else { v }
-                    },
-                ),
-            );
+            out.meta.extend(net.meta.iter().enumerate().map(|(e, &v)| {
+                if is_offset(e, &first.shape) {
+                    v + base
+                } else {
+                    v
+                }
+            }));
         }
         u32::try_from(out.weights.len()).map_err(|_| PackError::TooLarge(out.weights.len()))?;
         Ok(out)
@@ -399,7 +399,12 @@ mod tests {
         let (n, k) = (Family::Dno.dim(), 4);
         assert!(a.shape.is_generic() && !a.shape.is_separable());
         assert_eq!(
-            (a.shape.nets, a.shape.assembly, a.shape.dense_layers, a.shape.dense_width),
+            (
+                a.shape.nets,
+                a.shape.assembly,
+                a.shape.dense_layers,
+                a.shape.dense_width
+            ),
             (2, k, 2, k * k)
         );
         // The dense table: A's two layers, C's two, then ξ and ζ — skew.

@@ -386,7 +386,10 @@ impl FusedStepper {
             states: f32_handle(&self.client, &states),
             latents: f32_handle(&self.client, &latents),
             energy: f32_handle(&self.client, &vec![0.0; rows]),
-            entropy: f32_handle(&self.client, &vec![0.0; if s.is_generic() { rows } else { 1 }]),
+            entropy: f32_handle(
+                &self.client,
+                &vec![0.0; if s.is_generic() { rows } else { 1 }],
+            ),
             energy_grad: f32_handle(
                 &self.client,
                 &vec![0.0; if s.is_generic() { rows * n } else { 1 }],
@@ -478,7 +481,10 @@ impl FusedStepper {
             let dg = &settings.discrete_gradient;
             (dg.tolerance, dg.max_iterations)
         } else {
-            (settings.midpoint.tolerance, settings.midpoint.max_iterations)
+            (
+                settings.midpoint.tolerance,
+                settings.midpoint.max_iterations,
+            )
         };
         let tile = tile_rows(&s, self.client.properties().hardware.max_shared_memory_size);
         if tile as usize != batch.tile || batch.models > model.models {

@@ -36,8 +36,8 @@ use noether::{
     nn::{
         cpu::ModelParams,
         gpu::{
-            BatchPart, DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError,
-            NetShape, PackedNet, Readback,
+            BatchPart, DeviceBatch, DeviceModel, FusedStepper, GpuCounters, GpuStepError, NetShape,
+            PackedNet, Readback,
             kernel::{FLAG_NON_FINITE, FLAG_NOT_CONVERGED},
         },
     },
@@ -218,7 +218,10 @@ impl GpuStepper {
 
     /// Batches resident on the device: one per kernel shape and integrator in use.
     pub fn resident_batches(&self) -> usize {
-        self.groups.values().filter(|g| g.resident.is_some()).count()
+        self.groups
+            .values()
+            .filter(|g| g.resident.is_some())
+            .count()
     }
 
     /// Whether the fused kernel steps `model` with `method` (Hamiltonian networks with
@@ -405,7 +408,10 @@ impl GpuStepper {
             // again.
             let params: Vec<&ModelParams> = parts.iter().map(|b| &*b.model.params).collect();
             let model = self.fused.upload_models(&params)?;
-            let members = parts.iter().map(|b| (b.id, b.model.params.clone())).collect();
+            let members = parts
+                .iter()
+                .map(|b| (b.id, b.model.params.clone()))
+                .collect();
             self.groups.insert(
                 key,
                 Group {
@@ -524,7 +530,10 @@ fn settle(
     let mut solved_rows = Vec::new();
     if !retry.is_empty() {
         // Newton on the CPU for the rows whose fixed point failed, then back up.
-        let (xs, zs) = (gather_rows(&states, &retry, n), gather_rows(b.z, &retry, dz));
+        let (xs, zs) = (
+            gather_rows(&states, &retry, n),
+            gather_rows(b.z, &retry, dz),
+        );
         let mut history = StepHistory::default();
         if let Ok((solved, report)) =
             advance_isolating(&b.model.cpu, b.method, &xs, &zs, dt, settings, &mut history)

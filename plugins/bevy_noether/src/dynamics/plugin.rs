@@ -14,8 +14,7 @@ use noether::{
     integrate::Integrator,
     nn::gpu::GpuStepError,
     runtime::{
-        EnergySample, StepHistory, StepSettings, advance_isolating, measure, resolve,
-        temperatures,
+        EnergySample, StepHistory, StepSettings, advance_isolating, measure, resolve, temperatures,
     },
 };
 
@@ -316,7 +315,9 @@ fn step_bodies(
     let mut gpu_ticks: Vec<Option<Result<GpuTick, GpuStepError>>> =
         gathered.iter().map(|_| None).collect();
     if let Some(g) = gpu.as_deref_mut() {
-        let on_gpu: Vec<usize> = (0..gathered.len()).filter(|&k| gathered[k].on_gpu).collect();
+        let on_gpu: Vec<usize> = (0..gathered.len())
+            .filter(|&k| gathered[k].on_gpu)
+            .collect();
         let views: Vec<GpuBatch<'_>> = on_gpu
             .iter()
             .map(|&k| gathered[k].view(models.get(gathered[k].id).expect("checked above")))
@@ -346,8 +347,9 @@ fn step_bodies(
             Some(Ok(tick)) => {
                 match &tick.energy {
                     Some(energy) => {
-                        device_energies.arrived.extend(batch.entities.iter().enumerate().map(
-                            |(k, &e)| {
+                        device_energies
+                            .arrived
+                            .extend(batch.entities.iter().enumerate().map(|(k, &e)| {
                                 let sample = EnergySample {
                                     energy: energy[k],
                                     rest: f32::NAN,
@@ -360,8 +362,7 @@ fn step_bodies(
                                         }),
                                 };
                                 (e, sample)
-                            },
-                        ))
+                            }))
                     }
                     None => device_energies
                         .unchanged
