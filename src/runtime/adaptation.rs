@@ -513,7 +513,7 @@ impl Default for AdaptationSettings {
             settle_misfit: 0.02,
             noise: None,
             converge_span: 2.0,
-            retry_after: 2.0,
+            retry_after: 1.0,
             sync_on_converge: false,
             max_bodies_per_job: 256,
             max_jobs_in_flight: 1,
