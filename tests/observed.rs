@@ -357,3 +357,78 @@ fn a_job_grows_the_horizon_of_a_body_at_its_floor_to_its_whole_window() {
     );
     assert!(!body.improved, "no step was needed at the floor");
 }
+
+/// A growth check goes on from where the shorter rollout ended: the loss over the longer
+/// track equals the loss of a rollout over all of it, for bodies of different lengths
+/// (positions and full states) in one batch, and so does the end state.
+#[test]
+fn an_extended_loss_equals_the_loss_of_the_whole_track() {
+    use noether::meta::{
+        FitState,
+        observed::{extended_loss, trajectory_rollout},
+    };
+    let model = shipped("pendulum-svd5.model.ron");
+    let config = FitConfig::default();
+    let z = mean_latent(&model);
+    let z2: Vec<f32> = z.iter().map(|v| v * 0.8 + 0.05).collect();
+    let positions = observe(&[1.2, 0.9], &[0.7, 0.0], 0.05, 40, ObservedPart::Positions);
+    let states = observe(&[0.8, 1.5], &[-0.3, 0.5], 0.05, 30, ObservedPart::States);
+    let fits = [
+        FitState {
+            latent: z.clone(),
+            hidden: vec![0.05],
+            damping: config.initial_damping,
+        },
+        FitState {
+            latent: z2.clone(),
+            hidden: Vec::new(),
+            damping: config.initial_damping,
+        },
+    ];
+    let (from, to) = ([17usize, 9], [41usize, 31]);
+    let tracks = |n: [usize; 2]| {
+        [
+            Track {
+                observations: &positions[..n[0]],
+                part: ObservedPart::Positions,
+            },
+            Track {
+                observations: &states[..n[1]],
+                part: ObservedPart::States,
+            },
+        ]
+    };
+    let (short, long) = (tracks(from), tracks(to));
+    let first = trajectory_rollout(&model, &short, &fits, &config);
+    let whole = trajectory_rollout(&model, &long, &fits, &config);
+    let ends: Vec<Vec<f32>> = first.iter().map(|(_, e)| e.clone()).collect();
+    let losses: Vec<f64> = first.iter().map(|(l, _)| *l).collect();
+    let extended = extended_loss(
+        &model,
+        &long,
+        &from,
+        &ends,
+        &losses,
+        &[&z[..], &z2[..]],
+        &config,
+    );
+    for (row, ((loss, end), (want, want_end))) in extended.iter().zip(&whole).enumerate() {
+        assert!(
+            (loss - want).abs() <= 1e-9 + 1e-6 * want,
+            "body {row}: extended {loss:e}, whole {want:e}"
+        );
+        assert!(
+            *loss > losses[row] * 1e-3,
+            "body {row}: a real loss, not zero"
+        );
+        assert_eq!(end, want_end, "body {row}: the same end state");
+    }
+    assert_eq!(
+        trajectory_loss(&model, &long, &fits, &config),
+        losses_of(&whole)
+    );
+}
+
+fn losses_of(rolled: &[(f64, Vec<f32>)]) -> Vec<f64> {
+    rolled.iter().map(|(l, _)| *l).collect()
+}

@@ -137,7 +137,7 @@ impl FitState {
 }
 
 /// What one Levenberg–Marquardt step did to one body.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FitStep {
     /// Loss at the start of the step (+∞ when the rollout was not finite).
     pub loss_before: f64,
@@ -145,6 +145,9 @@ pub struct FitStep {
     pub loss: f64,
     /// Whether the step lowered the loss and was taken.
     pub accepted: bool,
+    /// Where the rollout of the step taken ended: the full state at the track's last
+    /// observation (`None` when the step was rejected). [`extended_loss`] goes on from it.
+    pub end: Option<Vec<f32>>,
 }
 
 /// Why observations cannot be fitted.
@@ -549,14 +552,15 @@ fn sum_sq(r: &[f64]) -> f64 {
 }
 
 /// Rolls out one parameter vector θ = (z, u) per row for the given tracks (`owner[r]` is
-/// the track of row r) and returns each row's residual.
+/// the track of row r) and returns each row's residual and the state it ended in (at its
+/// track's last observation).
 fn residuals(
     model: &CpuModel,
     tracks: &[Track<'_>],
     owner: &[usize],
     thetas: &[Vec<f32>],
     config: &FitConfig,
-) -> Vec<Vec<f64>> {
+) -> Vec<(Vec<f64>, Vec<f32>)> {
     let (dim, dz) = (model.dim(), model.row_latent());
     let intervals = tracks
         .iter()
@@ -575,12 +579,17 @@ fn residuals(
         }
     }
     let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
+    // A row stands still through the intervals past its track's end (length 0).
+    let last = states.last().unwrap_or(&xs);
     owner
         .iter()
         .zip(thetas)
         .enumerate()
         .map(|(row, (&e, theta))| {
-            residual(tracks[e], &states, row, dim, &theta[..dz], config.lambda_z)
+            (
+                residual(tracks[e], &states, row, dim, &theta[..dz], config.lambda_z),
+                last[row * dim..(row + 1) * dim].to_vec(),
+            )
         })
         .collect()
 }
@@ -592,14 +601,100 @@ pub fn trajectory_loss(
     states: &[FitState],
     config: &FitConfig,
 ) -> Vec<f64> {
+    trajectory_rollout(model, tracks, states, config)
+        .into_iter()
+        .map(|(loss, _)| loss)
+        .collect()
+}
+
+/// [`trajectory_loss`] with the state each body's rollout ended in (the full state at its
+/// track's last observation), from which [`extended_loss`] goes on.
+pub fn trajectory_rollout(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    states: &[FitState],
+    config: &FitConfig,
+) -> Vec<(f64, Vec<f32>)> {
     let owner: Vec<usize> = (0..tracks.len()).collect();
     let thetas: Vec<Vec<f32>> = states
         .iter()
         .map(|s| [s.latent.clone(), s.hidden.clone()].concat())
         .collect();
     residuals(model, tracks, &owner, &thetas, config)
+        .into_iter()
+        .map(|(r, end)| (sum_sq(&r), end))
+        .collect()
+}
+
+/// The trajectory loss of each body over a longer track, going on from where a rollout over
+/// its first `from[i]` observations ended (`ends[i]`, the full state at observation
+/// `from[i] − 1`, with that rollout's loss `losses[i]`): only the new intervals are rolled.
+/// With m = M·(n − 1) observed values over n observations and the penalty P = λ_z‖z‖²,
+///
+/// ```text
+/// L_long = ((L_short − P)·m_short + Σ_new ‖q̂ₖ − qₖ‖²) / m_long + P
+/// ```
+///
+/// the loss [`trajectory_loss`] gives over the longer track (the same states, up to the
+/// substeps a different batch may take). Returns the loss and the new end state. Each
+/// `from[i]` is at least 2 and at most its track's length.
+pub fn extended_loss(
+    model: &CpuModel,
+    tracks: &[Track<'_>],
+    from: &[usize],
+    ends: &[Vec<f32>],
+    losses: &[f64],
+    latents: &[&[f32]],
+    config: &FitConfig,
+) -> Vec<(f64, Vec<f32>)> {
+    let dim = model.dim();
+    let intervals = tracks
         .iter()
-        .map(|r| sum_sq(r))
+        .zip(from)
+        .map(|(t, &f)| t.observations.len().saturating_sub(f))
+        .max()
+        .unwrap_or(0);
+    let (mut xs, mut zs) = (Vec::new(), Vec::new());
+    let mut dt = vec![Vec::with_capacity(tracks.len()); intervals];
+    for ((track, &f), (end, z)) in tracks.iter().zip(from).zip(ends.iter().zip(latents)) {
+        zs.extend_from_slice(z);
+        xs.extend_from_slice(end);
+        let obs = &track.observations[f - 1..];
+        for (k, step) in dt.iter_mut().enumerate() {
+            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
+        }
+    }
+    let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
+    let last = states.last().unwrap_or(&xs);
+    tracks
+        .iter()
+        .enumerate()
+        .map(|(row, track)| {
+            let (f, z) = (from[row], latents[row]);
+            let width = track.observations[0].values.len();
+            let penalty = config.lambda_z * z.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+            let new: f64 = track.observations[f..]
+                .iter()
+                .enumerate()
+                .flat_map(|(k, o)| {
+                    let x = &states[k][row * dim..row * dim + width];
+                    x.iter()
+                        .zip(&o.values)
+                        .map(|(p, y)| f64::from(p - y).powi(2))
+                })
+                .sum();
+            let (short, long) = (
+                ((f - 1) * width) as f64,
+                ((track.observations.len() - 1) * width) as f64,
+            );
+            let loss = ((losses[row] - penalty) * short + new) / long + penalty;
+            let loss = if loss.is_finite() {
+                loss
+            } else {
+                f64::INFINITY
+            };
+            (loss, last[row * dim..(row + 1) * dim].to_vec())
+        })
         .collect()
 }
 
@@ -707,9 +802,9 @@ fn difference_linearization(
     steps
         .iter()
         .map(|hs| {
-            let base = res[row].clone();
+            let base = res[row].0.clone();
             let jac = DMatrix::from_fn(base.len(), hs.len(), |i, j| {
-                (res[row + 1 + j][i] - base[i]) / hs[j]
+                (res[row + 1 + j].0[i] - base[i]) / hs[j]
             });
             row += hs.len() + 1;
             (base, Some(jac))
@@ -782,6 +877,7 @@ pub fn fit_step(
             loss_before: loss,
             loss,
             accepted: false,
+            end: None,
         })
         .collect();
     for round in 0..DAMPING_TRIALS.len() {
@@ -793,8 +889,8 @@ pub fn fit_step(
         }
         let candidates: Vec<Vec<f32>> = owner.iter().map(|&e| trials[e][round].0.clone()).collect();
         let res = residuals(model, tracks, &owner, &candidates, config);
-        for ((&e, r), theta) in owner.iter().zip(&res).zip(candidates) {
-            let loss = sum_sq(r);
+        for ((&e, (r, end)), theta) in owner.iter().zip(res).zip(candidates) {
+            let loss = sum_sq(&r);
             if loss < out[e].loss_before {
                 let mu = trials[e][round].1;
                 states[e].latent = theta[..dz].to_vec();
@@ -802,6 +898,7 @@ pub fn fit_step(
                 states[e].damping = mu.max(1e-9);
                 out[e].loss = loss;
                 out[e].accepted = true;
+                out[e].end = Some(end);
             }
         }
     }
@@ -866,7 +963,7 @@ pub fn fit_latent(
         };
         converged = false;
         for _ in 0..max_steps {
-            let step = fit_step(model, &[part], std::slice::from_mut(&mut state), config)[0];
+            let step = fit_step(model, &[part], std::slice::from_mut(&mut state), config).remove(0);
             steps += 1;
             loss = step.loss;
             // Converged: a small accepted improvement, or no descent left at any damping.

@@ -56,8 +56,10 @@ use crate::{
     integrate::{Integrator, Stepper},
     meta::{
         FitConfig, FitState, Observation, ObservedPart, Track, fit_step,
-        observed::trajectory_loss,
-        observed::{FIRST_HORIZON, predict, rollout_intervals, validate, with_checkpoint},
+        observed::{
+            FIRST_HORIZON, extended_loss, predict, rollout_intervals, trajectory_rollout, validate,
+            with_checkpoint,
+        },
     },
     nn::cpu::{CpuModel, Guess},
     runtime::LearnedModel,
@@ -927,8 +929,8 @@ type TileFit = Vec<BodyFit>;
 /// Fits one tile of bodies: a plain rollout first (a fit carried to a longer window that
 /// still holds needs no Jacobian and no step), then up to `steps` Levenberg–Marquardt
 /// steps for the bodies above their floor. A body at its floor whose horizon does not yet
-/// cover its window goes on in the same job over twice the horizon (a rollout, then steps
-/// again), so a body whose window filled while it waited for the worker is fitted over all
+/// cover its window goes on in the same job over twice the horizon (a rollout of the new
+/// half from where the last one ended, [`extended_loss`], then steps again), so a body whose window filled while it waited for the worker is fitted over all
 /// of it in one job, not one doubling per trip through the queue.
 fn fit_tile(
     model: &CpuModel,
@@ -946,7 +948,11 @@ fn fit_tile(
         part: bodies[i].part,
     };
     let tracks: Vec<Track<'_>> = (0..n).map(|i| track(i, horizon[i])).collect();
-    let before = trajectory_loss(model, &tracks, states, config);
+    // Each body's loss over its horizon and the state its rollout ended in there.
+    let (before, mut ends): (Vec<f64>, Vec<Vec<f32>>) =
+        trajectory_rollout(model, &tracks, states, config)
+            .into_iter()
+            .unzip();
     let (mut stage_before, mut last) = (before.clone(), before.clone());
     let mut improved = vec![false; n];
     let mut stage: Vec<usize> = (0..n).collect();
@@ -966,10 +972,13 @@ fn fit_tile(
             let sub_tracks: Vec<Track<'_>> = active.iter().map(|&i| track(i, horizon[i])).collect();
             let mut sub_states: Vec<FitState> = active.iter().map(|&i| states[i].clone()).collect();
             let out = fit_step(model, &sub_tracks, &mut sub_states, config);
-            for ((&i, s), state) in active.iter().zip(&out).zip(sub_states) {
+            for ((&i, s), state) in active.iter().zip(out).zip(sub_states) {
                 improved[i] |= s.accepted;
                 last[i] = s.loss;
                 states[i] = state;
+                if let Some(end) = s.end {
+                    ends[i] = end;
+                }
             }
         }
         // At the floor with more window to cover: twice the horizon, in this job.
@@ -981,14 +990,27 @@ fn fit_tile(
         if grow.is_empty() {
             break;
         }
+        // The check goes on from where the fit's last rollout ended: only the new part of
+        // the horizon is rolled.
+        let from: Vec<usize> = grow.iter().map(|&i| horizon[i]).collect();
         for &i in &grow {
             horizon[i] = (2 * horizon[i]).min(bodies[i].all.len());
         }
         let sub_tracks: Vec<Track<'_>> = grow.iter().map(|&i| track(i, horizon[i])).collect();
-        let sub_states: Vec<FitState> = grow.iter().map(|&i| states[i].clone()).collect();
-        let losses = trajectory_loss(model, &sub_tracks, &sub_states, config);
-        for (&i, loss) in grow.iter().zip(losses) {
-            (stage_before[i], last[i]) = (loss, loss);
+        let sub_ends: Vec<Vec<f32>> = grow.iter().map(|&i| ends[i].clone()).collect();
+        let sub_losses: Vec<f64> = grow.iter().map(|&i| last[i]).collect();
+        let latents: Vec<&[f32]> = grow.iter().map(|&i| &states[i].latent[..]).collect();
+        let extended = extended_loss(
+            model,
+            &sub_tracks,
+            &from,
+            &sub_ends,
+            &sub_losses,
+            &latents,
+            config,
+        );
+        for (&i, (loss, end)) in grow.iter().zip(extended) {
+            (stage_before[i], last[i], ends[i]) = (loss, loss, end);
         }
         stage = grow;
     }
