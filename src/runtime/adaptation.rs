@@ -487,7 +487,8 @@ pub struct AdaptationSettings {
     /// window is full or spans at least this many seconds.
     pub converge_span: f64,
     /// Seconds of new observations after which a stalled body starts over from a fresh
-    /// estimate (the model's encoder, or its mean latent).
+    /// estimate (the model's encoder, or its mean latent); doubled for each further stall
+    /// of the same body, up to [`MAX_RETRY_BACKOFF`] times ([`AdaptationSettings::retry_delay`]).
     pub retry_after: f64,
     /// When a body converges, move its state to the present as the fit estimates it (the
     /// fitted start carried along the learned flow, [`CarriedFit::state_at`]), so body and
@@ -504,6 +505,21 @@ pub struct AdaptationSettings {
     pub max_rejections: u32,
 }
 
+/// The longest wait of a stalled body, in multiples of [`AdaptationSettings::retry_after`].
+pub const MAX_RETRY_BACKOFF: f64 = 16.0;
+
+impl AdaptationSettings {
+    /// Seconds of new observations a body waits after its `stalls`-th stall:
+    /// `retry_after · 2^(stalls − 1)`, at most [`MAX_RETRY_BACKOFF`] × `retry_after`. A stall
+    /// is most often a wrong basin of the fit (a misfit tens of times the floor), which a
+    /// fresh start soon leaves; a body its model cannot represent at all stalls again and
+    /// again, and then costs the worker less and less.
+    pub fn retry_delay(&self, stalls: u32) -> f64 {
+        let doublings = stalls.saturating_sub(1).min(31);
+        self.retry_after * f64::from(1u32 << doublings).min(MAX_RETRY_BACKOFF)
+    }
+}
+
 impl Default for AdaptationSettings {
     fn default() -> Self {
         Self {
@@ -515,7 +531,7 @@ impl Default for AdaptationSettings {
             settle_misfit: 0.02,
             noise: None,
             converge_span: 2.0,
-            retry_after: 1.0,
+            retry_after: 0.5,
             sync_on_converge: false,
             max_bodies_per_job: 256,
             max_jobs_in_flight: 1,
@@ -1376,8 +1392,8 @@ impl AdaptState {
         } else if result.settled {
             self.phase = AdaptPhase::Stalled;
             self.stalls += 1;
-            self.retry_at =
-                newest.max(window.samples().last().map_or(newest, |o| o.t)) + settings.retry_after;
+            self.retry_at = newest.max(window.samples().last().map_or(newest, |o| o.t))
+                + settings.retry_delay(self.stalls);
             applied.event = Some(AdaptEvent::Stalled {
                 misfit: result.misfit,
                 floor: result.floor,
@@ -1571,6 +1587,20 @@ mod tests {
             (AdaptPhase::Observing, 1, FIRST_HORIZON)
         );
         assert!(s.wants_job(60, &settings));
+        // A second stall waits twice as long; the wait stops doubling at 16×.
+        s.horizon = 60;
+        s.phase = AdaptPhase::Adapting;
+        let newest = window.samples().last().unwrap().t;
+        let applied = s.apply(result(true, 0.3, 0.02, 60), &window, &settings);
+        assert!(
+            matches!(applied.event, Some(AdaptEvent::Stalled { retry_at, .. })
+                if retry_at == newest + 2.0 * settings.retry_after),
+            "{applied:?}"
+        );
+        assert_eq!(
+            settings.retry_delay(9),
+            MAX_RETRY_BACKOFF * settings.retry_after
+        );
         // At the floor over the whole full window: converged.
         s.horizon = 60;
         s.phase = AdaptPhase::Adapting;

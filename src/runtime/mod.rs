@@ -42,8 +42,8 @@ mod scene;
 pub use adaptation::{
     AdaptEvent, AdaptPhase, AdaptState, AdaptationSettings, Applied, BodyResult, CarriedFit,
     DEFAULT_FIT_SUBSTEP, DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult,
-    NOISE_MULTIPLE, NOISE_WINDOW, ObservationWindow, PushError, Start, TILE_BODIES, TruthSimulator,
-    Verdict, amortised_start, noise_floor, review, run_job,
+    MAX_RETRY_BACKOFF, NOISE_MULTIPLE, NOISE_WINDOW, ObservationWindow, PushError, Start,
+    TILE_BODIES, TruthSimulator, Verdict, amortised_start, noise_floor, review, run_job,
 };
 pub use batch::{
     BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating,

@@ -16,7 +16,7 @@
 //!
 //! Every system that changes simulation state runs here, in the fixed schedule. What runs
 //! in `Update` only reads: asset-change tracking ([`crate::scene::SceneSystems`]), and the
-//! optional views ([`crate::transform::TransformSystems`], the visuals, the inspector),
+//! optional views ([`TransformSystems`], the visuals, the inspector),
 //! which interpolate between the last two fixed steps.
 //!
 //! Order your own systems against these sets, never against noether's functions.

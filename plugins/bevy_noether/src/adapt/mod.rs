@@ -9,7 +9,7 @@
 //!   ([`noether::runtime::TruthSimulator`]) runs beside the body from its
 //!   [`HiddenTruth`](crate::dynamics::HiddenTruth) parameters and its state when observation
 //!   began, and is sampled every `interval` seconds with optional Gaussian noise;
-//! - [`ObservationSource::Pushed`]: the game calls [`ObservationBuffer::push`] with what it
+//! - [`ObservationSource::Pushed`]: the game calls [`ObservationBuffer::push`](ObservationWindow::push) with what it
 //!   sees (irregular and noisy samples are fine). Any clock works for fitting; with times on
 //!   the simulation clock (`Time<Simulation>::elapsed_secs_f64()`), a converged body is also
 //!   moved into step with what it observes ([`AdaptationSettings::sync_on_converge`]).
@@ -78,7 +78,7 @@ pub enum ObservationSource {
         /// Relative noise (0.01: 1% of the amplitude).
         noise: f32,
     },
-    /// Samples pushed by the game with [`ObservationBuffer::push`].
+    /// Samples pushed by the game with [`ObservationBuffer::push`](ObservationWindow::push).
     Pushed,
 }
 
@@ -159,7 +159,7 @@ pub struct AdaptationConverged {
 
 /// A body's fit has no descent left above its noise floor ([`AdaptPhase::Stalled`]): it
 /// keeps its latent and starts over from a fresh estimate after
-/// [`AdaptationSettings::retry_after`] seconds. Fired on the body.
+/// [`AdaptationSettings::retry_delay`] seconds (at `retry_at`). Fired on the body.
 #[derive(EntityEvent, Clone, Debug, PartialEq)]
 pub struct AdaptationStalled {
     /// The body.
