@@ -551,6 +551,27 @@ fn sum_sq(r: &[f64]) -> f64 {
     if s.is_finite() { s } else { f64::INFINITY }
 }
 
+/// The interval lengths of a batch of tracks, interval by interval: `dt[k][r]` is the
+/// length of interval k of track r in seconds, 0 past its end (the row then stands still),
+/// as [`rollout_intervals`] takes them.
+fn interval_table<'a>(
+    tracks: impl ExactSizeIterator<Item = &'a [Observation]> + Clone,
+) -> Vec<Vec<f64>> {
+    let rows = tracks.len();
+    let intervals = tracks
+        .clone()
+        .map(|o| o.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    let mut dt = vec![Vec::with_capacity(rows); intervals];
+    for obs in tracks {
+        for (k, step) in dt.iter_mut().enumerate() {
+            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
+        }
+    }
+    dt
+}
+
 /// Rolls out one parameter vector θ = (z, u) per row for the given tracks (`owner[r]` is
 /// the track of row r) and returns each row's residual and the state it ended in (at its
 /// track's last observation).
@@ -562,22 +583,12 @@ fn residuals(
     config: &FitConfig,
 ) -> Vec<(Vec<f64>, Vec<f32>)> {
     let (dim, dz) = (model.dim(), model.row_latent());
-    let intervals = tracks
-        .iter()
-        .map(|t| t.observations.len() - 1)
-        .max()
-        .unwrap_or(0);
     let (mut xs, mut zs) = (Vec::new(), Vec::new());
-    let mut dt = vec![Vec::with_capacity(owner.len()); intervals];
     for (&e, theta) in owner.iter().zip(thetas) {
-        let track = tracks[e];
         zs.extend_from_slice(&theta[..dz]);
-        xs.extend(start_state(track, &theta[dz..]));
-        let obs = track.observations;
-        for (k, step) in dt.iter_mut().enumerate() {
-            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
-        }
+        xs.extend(start_state(tracks[e], &theta[dz..]));
     }
+    let dt = interval_table(owner.iter().map(|&e| tracks[e].observations));
     let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
     // A row stands still through the intervals past its track's end (length 0).
     let last = states.last().unwrap_or(&xs);
@@ -648,46 +659,43 @@ pub fn extended_loss(
     config: &FitConfig,
 ) -> Vec<(f64, Vec<f32>)> {
     let dim = model.dim();
-    let intervals = tracks
+    // The new part of each track, from the observation its rollout ended at.
+    let rest: Vec<Track<'_>> = tracks
         .iter()
         .zip(from)
-        .map(|(t, &f)| t.observations.len().saturating_sub(f))
-        .max()
-        .unwrap_or(0);
-    let (mut xs, mut zs) = (Vec::new(), Vec::new());
-    let mut dt = vec![Vec::with_capacity(tracks.len()); intervals];
-    for ((track, &f), (end, z)) in tracks.iter().zip(from).zip(ends.iter().zip(latents)) {
-        zs.extend_from_slice(z);
-        xs.extend_from_slice(end);
-        let obs = &track.observations[f - 1..];
-        for (k, step) in dt.iter_mut().enumerate() {
-            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
-        }
-    }
+        .map(|(t, &f)| Track {
+            observations: &t.observations[f - 1..],
+            ..*t
+        })
+        .collect();
+    let zs: Vec<f32> = latents.concat();
+    let xs: Vec<f32> = ends.concat();
+    let dt = interval_table(rest.iter().map(|t| t.observations));
     let states = rollout_intervals(model, &zs, &xs, &dt, config.max_substep);
     let last = states.last().unwrap_or(&xs);
     tracks
         .iter()
+        .zip(&rest)
         .enumerate()
-        .map(|(row, track)| {
-            let (f, z) = (from[row], latents[row]);
+        .map(|(row, (track, rest))| {
             let width = track.observations[0].values.len();
-            let penalty = config.lambda_z * z.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
-            let new: f64 = track.observations[f..]
-                .iter()
-                .enumerate()
-                .flat_map(|(k, o)| {
-                    let x = &states[k][row * dim..row * dim + width];
-                    x.iter()
-                        .zip(&o.values)
-                        .map(|(p, y)| f64::from(p - y).powi(2))
-                })
-                .sum();
-            let (short, long) = (
-                ((f - 1) * width) as f64,
+            let penalty = config.lambda_z
+                * latents[row]
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum::<f64>();
+            // The new part's squared misfit: its mean from `residual`, times its count.
+            let (short, new, long) = (
+                ((from[row] - 1) * width) as f64,
+                ((rest.observations.len() - 1) * width) as f64,
                 ((track.observations.len() - 1) * width) as f64,
             );
-            let loss = ((losses[row] - penalty) * short + new) / long + penalty;
+            let new_sq = if new > 0.0 {
+                sum_sq(&residual(*rest, &states, row, dim, &[], 0.0)) * new
+            } else {
+                0.0
+            };
+            let loss = ((losses[row] - penalty) * short + new_sq) / long + penalty;
             let loss = if loss.is_finite() {
                 loss
             } else {
@@ -723,13 +731,7 @@ fn exact_linearization(
     }
     // Columns: the latent, then up to n unobserved start components (unused ones stay 0).
     let p = dz + dim;
-    let intervals = tracks
-        .iter()
-        .map(|t| t.observations.len() - 1)
-        .max()
-        .unwrap_or(0);
     let (mut xs, mut zs, mut s0) = (Vec::new(), Vec::new(), Vec::new());
-    let mut dt = vec![Vec::with_capacity(tracks.len()); intervals];
     for (track, theta) in tracks.iter().zip(thetas) {
         zs.extend_from_slice(&theta[..dz]);
         xs.extend(start_state(*track, &theta[dz..]));
@@ -740,11 +742,8 @@ fn exact_linearization(
             s[(width + j) * p + dz + j] = 1.0;
         }
         s0.extend(s);
-        let obs = track.observations;
-        for (k, step) in dt.iter_mut().enumerate() {
-            step.push(obs.get(k + 1).map_or(0.0, |o| o.t - obs[k].t));
-        }
     }
+    let dt = interval_table(tracks.iter().map(|t| t.observations));
     let rolled = rollout_sensitivities(model, &zs, &xs, &s0, p, &dt, config.max_substep)?;
     let states: Vec<Vec<f32>> = rolled.iter().map(|(x, _)| x.clone()).collect();
     Some(

@@ -946,8 +946,9 @@ type TileFit = Vec<BodyFit>;
 /// still holds needs no Jacobian and no step), then up to `steps` Levenberg–Marquardt
 /// steps for the bodies above their floor. A body at its floor whose horizon does not yet
 /// cover its window goes on in the same job over twice the horizon (a rollout of the new
-/// half from where the last one ended, [`extended_loss`], then steps again), so a body whose window filled while it waited for the worker is fitted over all
-/// of it in one job, not one doubling per trip through the queue.
+/// half from where the last one ended, [`extended_loss`], then steps again), so a body
+/// whose window filled while it waited for the worker is fitted over all of it in one job,
+/// not one doubling per trip through the queue.
 fn fit_tile(
     model: &CpuModel,
     config: &FitConfig,
