@@ -207,11 +207,10 @@ impl Padded {
     }
 }
 
-/// C ← A·B for a [`Padded`] B: C is `[a.rows, B's
-/// columns]` with row stride `c_stride`. For a C of at most as many rows as B (a tile of
-/// a few bodies) the product goes to `scratch` at B's padded row length and is copied into
-/// C, so `gemm` never packs B; a taller C is multiplied directly (one packing of B costs
-/// less than copying C).
+/// C ← A·B for a [`Padded`] B: C is `[a.rows, B's columns]` with row stride `c_stride`.
+/// For a C of at most as many rows as B (a tile of a few bodies) the product goes to
+/// `scratch` at B's padded row length and is copied into C, so `gemm` never packs B; a
+/// taller C is multiplied directly (one packing of B costs less than copying C).
 ///
 /// # Panics
 /// On mismatched shapes or a view that overruns its slice (programming errors).
