@@ -31,7 +31,9 @@ pub use discrete_gradient::{DiscreteGradient, MetriplecticRows};
 pub use dopri::{Dopri5, DopriStats};
 pub use explicit::{euler_step, rk4_step};
 pub use midpoint::{ImplicitMidpoint, ImplicitSolver, NewtonFlow, RowFlow, RowStep};
-pub use space::{FieldFlow, Flow, SeparableFlow, Space, SplitFlow, gather_rows};
+pub use space::{
+    FieldFlow, Flow, SMALL_DIM, SeparableFlow, SmallState, Space, SplitFlow, gather_rows,
+};
 pub use symplectic::{symplectic_euler_step, verlet_step, yoshida4_step, yoshida4_weights};
 
 use std::{fmt, str::FromStr};

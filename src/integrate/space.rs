@@ -8,6 +8,7 @@
 //! | state | [`Space`] impl | typical flow |
 //! |---|---|---|
 //! | one system, f64 | `Vec<f64>` | [`FieldFlow`] over a [`VectorField`] |
+//! | one small system, f64, no heap | [`SmallState`] | [`FieldFlow`] over a [`VectorField`] |
 //! | a batch, f32 rows | `Vec<f32>` | a learned model on the CPU kernel |
 //! | a batch on a device | `Tensor<B, 2>` | a learned model in burn |
 
@@ -148,6 +149,90 @@ impl<F: VectorField + ?Sized> Flow<Vec<f64>> for FieldFlow<'_, F> {
         let mut dx = vec![0.0; x.len()];
         self.0.eval(x, &mut dx);
         dx
+    }
+}
+
+impl<F: VectorField + ?Sized> Flow<SmallState> for FieldFlow<'_, F> {
+    fn rate(&self, x: &SmallState) -> SmallState {
+        let mut dx = SmallState::zeros(x.len());
+        self.0.eval(x, &mut dx);
+        dx
+    }
+}
+
+/// Largest dimension a [`SmallState`] holds: every ground-truth family's (tgc's is 4).
+pub const SMALL_DIM: usize = 4;
+
+/// A state of at most [`SMALL_DIM`] f64 values held inline: the same arithmetic as
+/// `Vec<f64>` (bit for bit) without a heap allocation per stage, for code that steps many
+/// small systems one at a time every frame (the ground truth beside observed bodies,
+/// [`crate::runtime::TruthSimulator`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SmallState {
+    values: [f64; SMALL_DIM],
+    len: usize,
+}
+
+impl SmallState {
+    /// `len` zeros; `None` when `len` > [`SMALL_DIM`].
+    pub fn try_zeros(len: usize) -> Option<Self> {
+        (len <= SMALL_DIM).then_some(Self {
+            values: [0.0; SMALL_DIM],
+            len,
+        })
+    }
+
+    fn zeros(len: usize) -> Self {
+        Self::try_zeros(len).expect("a SmallState's length is checked where it is made")
+    }
+
+    /// A copy of `values`; `None` when there are more than [`SMALL_DIM`].
+    pub fn from_slice(values: &[f64]) -> Option<Self> {
+        let mut out = Self::try_zeros(values.len())?;
+        out.copy_from_slice(values);
+        Some(out)
+    }
+}
+
+impl std::ops::Deref for SmallState {
+    type Target = [f64];
+
+    fn deref(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for SmallState {
+    fn deref_mut(&mut self) -> &mut [f64] {
+        &mut self.values[..self.len]
+    }
+}
+
+impl Space for SmallState {
+    fn add_scaled(&self, a: f64, k: &Self) -> Self {
+        let mut out = *self;
+        out.iter_mut().zip(k.iter()).for_each(|(x, k)| *x += a * k);
+        out
+    }
+
+    fn lincomb(&self, terms: &[(f64, &Self)]) -> Self {
+        let mut out = *self;
+        for (a, k) in terms {
+            out.iter_mut().zip(k.iter()).for_each(|(o, k)| *o += a * k);
+        }
+        out
+    }
+
+    fn max_abs_diff(&self, other: &Self) -> f64 {
+        worst(self.iter().zip(other.iter()).map(|(a, b)| (a - b).abs()))
+    }
+
+    fn max_abs(&self) -> f64 {
+        worst(self.iter().map(|a| a.abs()))
+    }
+
+    fn all_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
     }
 }
 

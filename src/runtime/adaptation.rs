@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     data::stream_rng,
-    integrate::{Integrator, Stepper},
+    integrate::{FieldFlow, SMALL_DIM, SmallState, rk4_step},
     meta::{
         FitConfig, FitState, Observation, ObservedPart, Track, fit_step,
         observed::{
@@ -274,8 +274,7 @@ impl ObservationWindow {
 #[derive(Debug)]
 pub struct TruthSimulator {
     system: Box<dyn System>,
-    stepper: Stepper,
-    x: Vec<f64>,
+    x: SmallState,
     t: f64,
     next_sample: f64,
     amplitude: Vec<f64>,
@@ -306,12 +305,16 @@ impl TruthSimulator {
     ) -> Result<Self, SystemError> {
         let system = family.build(params)?;
         system.check_state(&x0)?;
+        // Every family's state fits (a unit test checks); the check above fixed its length.
+        let x = SmallState::from_slice(&x0).ok_or_else(|| SystemError::InvalidState {
+            family,
+            reason: format!("the truth simulator holds at most {SMALL_DIM} components"),
+        })?;
         Ok(Self {
             system,
-            stepper: Stepper::new(Integrator::Rk4, family.dim()),
             amplitude: x0.iter().map(|v| v.abs()).collect(),
             width: part.width(family.dim(), family.dof()),
-            x: x0,
+            x,
             t: 0.0,
             next_sample: 0.0,
             interval,
@@ -337,14 +340,11 @@ impl TruthSimulator {
         if dt > 0.0 {
             let substeps = (dt / TRUTH_SUBSTEP).ceil().max(1.0) as usize;
             let h = dt / substeps as f64;
+            // RK4 on an inline state: no allocation per stage for a simulator stepped
+            // every frame beside each observed body.
+            let flow = FieldFlow(self.system.as_ref());
             for _ in 0..substeps {
-                if self
-                    .stepper
-                    .step(self.system.as_ref(), &mut self.x, h)
-                    .is_err()
-                {
-                    break;
-                }
+                self.x = rk4_step(&flow, &self.x, h);
             }
             self.t += dt;
         }
@@ -352,7 +352,7 @@ impl TruthSimulator {
             return None;
         }
         self.next_sample = (self.next_sample + self.interval).max(self.t + 0.5 * self.interval);
-        for (a, v) in self.amplitude.iter_mut().zip(&self.x) {
+        for (a, v) in self.amplitude.iter_mut().zip(self.x.iter()) {
             *a = a.max(v.abs());
         }
         let values = (0..self.width)
