@@ -179,3 +179,52 @@ fn a_damaged_encoder_section_is_refused_by_name() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_fresh_body_waits_for_the_encoder_span_then_starts_from_its_reading_once() {
+    use noether::{
+        meta::ObservedPart,
+        runtime::{AdaptState, ObservationWindow, Start, TruthSimulator, amortised_start},
+        systems::Family,
+    };
+    let model = LearnedModel::load(&model_path("pendulum-svd5")).unwrap();
+    let span = model.encoder.as_ref().unwrap().span();
+    let mut truth = TruthSimulator::new(
+        Family::Pendulum,
+        &[1.0, 1.2],
+        vec![1.0, 0.0],
+        ObservedPart::Positions,
+        0.05,
+        0.0,
+        0,
+    )
+    .unwrap();
+    let (mut window, mut state) = (ObservationWindow::default(), AdaptState::default());
+    let mut seen = Vec::new();
+    for _ in 0..(2.0 * span * 64.0) as usize {
+        if let Some(o) = truth.advance(1.0 / 64.0) {
+            window.push(o.t, o.values).unwrap();
+        }
+        let start = amortised_start(&model, &mut state, &window, ObservedPart::Positions);
+        let covered = window.span() + 1e-9 >= span;
+        match &start {
+            Start::Wait => assert!(!covered, "waits only while the window is short"),
+            Start::Encoded(z) => {
+                assert!(covered, "reads only a window that spans the encoder's span");
+                assert_eq!(z.len(), model.d_latent());
+                assert!(z.iter().all(|v| v.is_finite()));
+            }
+            Start::Ready => assert!(covered),
+        }
+        seen.push(std::mem::discriminant(&start));
+    }
+    let encoded = std::mem::discriminant(&Start::Encoded(Vec::new()));
+    let waited = std::mem::discriminant(&Start::Wait);
+    assert_eq!(
+        seen.iter().filter(|d| **d == encoded).count(),
+        1,
+        "read once"
+    );
+    assert_eq!(seen[0], waited, "the first frame waits");
+    assert!(!state.is_fresh(), "the fit has started from the reading");
+}

@@ -231,6 +231,14 @@ impl ObservationWindow {
         Ok(())
     }
 
+    /// Seconds from the oldest sample held to the newest (0 with fewer than two).
+    pub fn span(&self) -> f64 {
+        self.samples
+            .front()
+            .zip(self.samples.back())
+            .map_or(0.0, |(first, last)| last.t - first.t)
+    }
+
     /// Samples held.
     pub fn len(&self) -> usize {
         self.samples.len()
@@ -1069,22 +1077,18 @@ pub fn amortised_start(
     let Some(encoder) = model.encoder.as_ref().filter(|_| state.is_fresh()) else {
         return Start::Ready;
     };
-    let observations = window.first(window.len());
-    match encoder.encode(&observations) {
+    // Checked before the window is copied: a fresh body is asked every frame until then.
+    if !encoder.covers(window.span()) {
+        return Start::Wait;
+    }
+    match encoder.encode(&window.first(window.len())) {
         Some(guess) => {
             let latent = guess.latent.clone();
             state.start_from(guess, window, encoder.span(), part);
             Start::Encoded(latent)
         }
-        None if observations
-            .last()
-            .zip(observations.first())
-            .is_some_and(|(l, f)| l.t - f.t >= encoder.span()) =>
-        {
-            // Long enough but unreadable (a non-finite reading): fit from the current latent.
-            Start::Ready
-        }
-        None => Start::Wait,
+        // Long enough but unreadable (a non-finite reading): fit from the current latent.
+        None => Start::Ready,
     }
 }
 

@@ -163,6 +163,11 @@ impl Encoder {
         self.spec.span
     }
 
+    /// Whether observations spanning `seconds` (first to last) are long enough to read.
+    pub fn covers(&self, seconds: f64) -> bool {
+        seconds + 1e-9 >= self.spec.span
+    }
+
     /// The tensors of its weights, `(name, shape, values)`, in a fixed order: the
     /// `encoder.*` section of a weights file.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
@@ -201,8 +206,7 @@ impl Encoder {
     pub fn features(&self, observations: &[Observation]) -> Option<Vec<f32>> {
         let dof = self.family.dof();
         let first = observations.first()?;
-        let end = first.t + self.spec.span;
-        if observations.last()?.t + 1e-9 < end || first.values.len() < dof {
+        if !self.covers(observations.last()?.t - first.t) || first.values.len() < dof {
             return None;
         }
         let mut out = Vec::with_capacity(self.spec.grid * dof);
