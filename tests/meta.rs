@@ -333,3 +333,72 @@ fn reproduce_resumes_without_redoing_finished_cells() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
+    let dir = std::env::temp_dir().join(format!("noether-dz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The other extras are there already (empty), so only the ablation runs.
+    let extras = dir.join("results/quick/extras");
+    std::fs::create_dir_all(&extras).unwrap();
+    for name in [
+        "ood-mass_spring",
+        "locality-mr5",
+        "locality-svd5",
+        "joint-svd5",
+    ] {
+        std::fs::write(
+            extras.join(format!("{name}.ron")),
+            format!("(name: \"{name}\", rows: [])"),
+        )
+        .unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_noether"))
+        .args([
+            "reproduce",
+            "--profile",
+            "quick",
+            "--systems",
+            "pendulum",
+            "--methods",
+            "svd5",
+            "--iterations",
+            "10",
+            "--extras",
+            "true",
+        ])
+        .arg("--out")
+        .arg(dir.join("results"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(extras.join("dz-svd5.ron")).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Extra {
+        name: String,
+        rows: Vec<(String, f64, f64, f64)>,
+    }
+    let Extra { name, rows } =
+        ron::from_str(&text).unwrap_or_else(|e| panic!("dz-svd5.ron parses ({e}): {text}"));
+    assert_eq!(name, "dz-svd5");
+    let labels: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(labels, ["d_z = 5", "d_z = 10", "d_z = 20"]);
+    for (label, traj, _, field) in &rows {
+        assert!(
+            traj.is_finite() && field.is_finite(),
+            "{label}: {traj} {field}"
+        );
+    }
+    let report = std::fs::read_to_string(dir.join("results/quick/RESULTS.md")).unwrap();
+    assert!(
+        report.contains("### dz-svd5"),
+        "the report shows the ablation"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

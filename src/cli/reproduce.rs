@@ -54,7 +54,8 @@ pub struct ReproduceArgs {
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<u64>,
     /// Also run the extra experiments: out-of-distribution mass_spring, the λ_φ × λ_z
-    /// locality sweep, one base for three families (default: on for paper).
+    /// locality sweep, one base for three families, the latent-dimension ablation
+    /// (pendulum SVD(5), d_z ∈ {5, 10, 20}) (default: on for paper).
     #[arg(long)]
     extras: Option<bool>,
     /// Results directory.
@@ -180,7 +181,7 @@ pub fn run(args: ReproduceArgs) -> CliResult {
             }
         }
         if extras {
-            run_extras(&root, &args.data, profile, &device)?;
+            run_extras(&root, &args.data, profile, args.iterations, &device)?;
         }
     }
     let report = args
@@ -267,13 +268,27 @@ fn read_extras(root: &Path) -> Vec<ExtraResult> {
     out
 }
 
-/// Out-of-distribution mass_spring, the locality sweep, and the joint three-family base.
+/// The latent dimensions of the d_z ablation (pendulum SVD(5); 10 is the grid's).
+const DZ_ABLATION: [usize; 3] = [5, 10, 20];
+
+/// Out-of-distribution mass_spring, the locality sweep, the joint three-family base, and
+/// the latent-dimension ablation. `iterations` overrides the profile's outer iterations of
+/// every training here, as it does the cells' (smoke tests).
 fn run_extras(
     root: &Path,
     data_dir: &Path,
     profile: Profile,
+    iterations: Option<usize>,
     device: &burn::backend::flex::FlexDevice,
 ) -> CliResult {
+    let meta = |seed: u64| {
+        let mut cfg = profile.meta(seed);
+        if let Some(it) = iterations {
+            cfg.iterations = it;
+            cfg.validate_every = cfg.validate_every.min(it);
+        }
+        cfg
+    };
     let extras = root.join("extras");
     // Out of distribution: the seed-0 mass_spring models on m, k ∈ [5, 7].
     let ood_path = extras.join("ood-mass_spring.ron");
@@ -334,10 +349,63 @@ fn run_extras(
             })?,
         )?;
     }
-    // Locality sweep on pendulum: λ_φ × λ_z for MR(5) and SVD(5).
     let (pendulum, _) =
         load_or_generate(data_dir, &DatasetSpec::new(Family::Pendulum, 0), &|_| ())?;
     let tasks = TaskSet::new(&pendulum);
+    // Latent dimension on pendulum SVD(5), seed 0: d_z ∈ {5, 10, 20}. The grid's cell is
+    // d_z = 10 (training is deterministic); it is read when it exists at this protocol.
+    let dz_path = extras.join("dz-svd5.ron");
+    if !dz_path.exists() {
+        let modulation = Modulation::Svd { rank: 5 };
+        let grid = ModelConfig::new(Family::Pendulum, modulation).with_seed(0);
+        let mut rows = Vec::new();
+        for dz in DZ_ABLATION {
+            let cell_path = root.join("cells").join(format!(
+                "{}.ron",
+                cell_name(Family::Pendulum, Method::Modulated(modulation), 0)
+            ));
+            let mut label = format!("d_z = {dz}");
+            let report = match read_cell(&cell_path) {
+                Some(cell)
+                    if dz == grid.d_latent && iterations.is_none() && cell.protocol == PROTOCOL =>
+                {
+                    label.push_str(" (the grid's cell)");
+                    cell.report
+                }
+                _ => {
+                    let config = grid.clone().with_d_latent(dz);
+                    let cfg = meta(0);
+                    let bar = progress_bar(cfg.iterations as u64, &format!("d_z = {dz}"));
+                    let (result, _) = run_modulated::<Flex>(
+                        &config,
+                        &cfg,
+                        profile,
+                        &tasks,
+                        device,
+                        &mut |it, _, _| bar.set_position(it as u64),
+                    );
+                    bar.finish_and_clear();
+                    result.report
+                }
+            };
+            let (t, s, f) = report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
+                (
+                    r.traj_error().mean,
+                    r.traj_error().std,
+                    r.field_error().mean,
+                )
+            });
+            rows.push((label, t, s, f));
+        }
+        write_atomic(
+            &dz_path,
+            &to_ron(&ExtraResult {
+                name: "dz-svd5".into(),
+                rows,
+            })?,
+        )?;
+    }
+    // Locality sweep on pendulum: λ_φ × λ_z for MR(5) and SVD(5).
     for modulation in [Modulation::Mr { rank: 5 }, Modulation::Svd { rank: 5 }] {
         let path = extras.join(format!("locality-{modulation}.ron"));
         if path.exists() {
@@ -346,7 +414,7 @@ fn run_extras(
         let mut rows = Vec::new();
         for lphi in [1e-2, 1e-3, 1e-4] {
             for lz in [1e-1, 1e-2, 1e-3] {
-                let mut cfg = profile.meta(0);
+                let mut cfg = meta(0);
                 cfg.lambda_phi = lphi;
                 cfg.lambda_z = lz;
                 cfg.adapt.lambda_z = lz;
@@ -390,7 +458,7 @@ fn run_extras(
             .collect::<Result<_, _>>()?;
         let tasks = TaskSet::joint(datasets.iter().collect());
         let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 });
-        let cfg = profile.meta(0);
+        let cfg = meta(0);
         let bar = progress_bar(cfg.iterations as u64, "joint svd5");
         let (result, model) =
             run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| {
