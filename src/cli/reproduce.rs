@@ -281,14 +281,6 @@ fn run_extras(
     iterations: Option<usize>,
     device: &burn::backend::flex::FlexDevice,
 ) -> CliResult {
-    let meta = |seed: u64| {
-        let mut cfg = profile.meta(seed);
-        if let Some(it) = iterations {
-            cfg.iterations = it;
-            cfg.validate_every = cfg.validate_every.min(it);
-        }
-        cfg
-    };
     let extras = root.join("extras");
     // Out of distribution: the seed-0 mass_spring models on m, k ∈ [5, 7].
     let ood_path = extras.join("ood-mass_spring.ron");
@@ -358,23 +350,22 @@ fn run_extras(
     if !dz_path.exists() {
         let modulation = Modulation::Svd { rank: 5 };
         let grid = ModelConfig::new(Family::Pendulum, modulation).with_seed(0);
+        let cell = read_cell(&root.join("cells").join(format!(
+            "{}.ron",
+            cell_name(Family::Pendulum, Method::Modulated(modulation), 0)
+        )))
+        .filter(|cell| iterations.is_none() && cell.protocol == PROTOCOL);
         let mut rows = Vec::new();
         for dz in DZ_ABLATION {
-            let cell_path = root.join("cells").join(format!(
-                "{}.ron",
-                cell_name(Family::Pendulum, Method::Modulated(modulation), 0)
-            ));
             let mut label = format!("d_z = {dz}");
-            let report = match read_cell(&cell_path) {
-                Some(cell)
-                    if dz == grid.d_latent && iterations.is_none() && cell.protocol == PROTOCOL =>
-                {
+            let report = match &cell {
+                Some(cell) if dz == grid.d_latent => {
                     label.push_str(" (the grid's cell)");
-                    cell.report
+                    cell.report.clone()
                 }
                 _ => {
                     let config = grid.clone().with_d_latent(dz);
-                    let cfg = meta(0);
+                    let cfg = profile.meta_with(0, iterations);
                     let bar = progress_bar(cfg.iterations as u64, &format!("d_z = {dz}"));
                     let (result, _) = run_modulated::<Flex>(
                         &config,
@@ -414,7 +405,7 @@ fn run_extras(
         let mut rows = Vec::new();
         for lphi in [1e-2, 1e-3, 1e-4] {
             for lz in [1e-1, 1e-2, 1e-3] {
-                let mut cfg = meta(0);
+                let mut cfg = profile.meta_with(0, iterations);
                 cfg.lambda_phi = lphi;
                 cfg.lambda_z = lz;
                 cfg.adapt.lambda_z = lz;
@@ -458,7 +449,7 @@ fn run_extras(
             .collect::<Result<_, _>>()?;
         let tasks = TaskSet::joint(datasets.iter().collect());
         let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 });
-        let cfg = meta(0);
+        let cfg = profile.meta_with(0, iterations);
         let bar = progress_bar(cfg.iterations as u64, "joint svd5");
         let (result, model) =
             run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| {

@@ -138,6 +138,17 @@ impl Profile {
         }
     }
 
+    /// [`Profile::meta`] with its outer iterations overridden when `iterations` is given
+    /// (smoke tests), validation then at least once.
+    pub fn meta_with(self, seed: u64, iterations: Option<usize>) -> MetaConfig {
+        let mut cfg = self.meta(seed);
+        if let Some(it) = iterations {
+            cfg.iterations = it;
+            cfg.validate_every = cfg.validate_every.min(it);
+        }
+        cfg
+    }
+
     /// Encoder training settings ([`crate::meta::encoder`]).
     pub fn encoder(self, seed: u64) -> super::EncoderTraining {
         let base = super::EncoderTraining {
@@ -384,11 +395,7 @@ pub fn run_cell<B: Backend>(
     match method {
         Method::Modulated(modulation) => {
             let config = ModelConfig { modulation, ..base };
-            let mut cfg = profile.meta(seed);
-            if let Some(it) = iterations {
-                cfg.iterations = it;
-                cfg.validate_every = cfg.validate_every.min(it);
-            }
+            let cfg = profile.meta_with(seed, iterations);
             run_modulated::<B>(&config, &cfg, profile, tasks, device, progress)
         }
         Method::Baseline(baseline) => {
