@@ -243,16 +243,34 @@ fn baselines_are_tuned_and_checkpointed_on_validation() {
     );
 }
 
+/// `noether reproduce --profile quick ARGS` into `dir` (results and dataset cache); its
+/// stdout, after asserting that it succeeded.
+fn reproduce(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_noether"))
+        .args(["reproduce", "--profile", "quick"])
+        .args(args)
+        .arg("--out")
+        .arg(dir.join("results"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .output()
+        .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn reproduce_resumes_without_redoing_finished_cells() {
     let dir = std::env::temp_dir().join(format!("noether-reproduce-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_noether"))
-            .args([
-                "reproduce",
-                "--profile",
-                "quick",
+        reproduce(
+            &dir,
+            &[
                 "--systems",
                 "mass_spring",
                 "--methods",
@@ -261,19 +279,8 @@ fn reproduce_resumes_without_redoing_finished_cells() {
                 "20",
                 "--extras",
                 "false",
-            ])
-            .arg("--out")
-            .arg(dir.join("results"))
-            .arg("--data")
-            .arg(dir.join("data"))
-            .output()
-            .expect("the binary runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            ],
+        )
     };
     let first = run();
     assert!(first.contains("mass_spring-svd3-seed0: ε_traj"), "{first}");
@@ -353,11 +360,9 @@ fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
         )
         .unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_noether"))
-        .args([
-            "reproduce",
-            "--profile",
-            "quick",
+    reproduce(
+        &dir,
+        &[
             "--systems",
             "pendulum",
             "--methods",
@@ -366,17 +371,7 @@ fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
             "10",
             "--extras",
             "true",
-        ])
-        .arg("--out")
-        .arg(dir.join("results"))
-        .arg("--data")
-        .arg(dir.join("data"))
-        .output()
-        .expect("the binary runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let text = std::fs::read_to_string(extras.join("dz-svd5.ron")).unwrap();
     #[derive(serde::Deserialize)]

@@ -23,9 +23,10 @@ use noether::{
         save_model,
     },
     meta::{
-        AdaptConfig, Baseline, CellResult, LatentStart, Method, OrderingVerdict, PROTOCOL, Profile,
-        QUERY, TaskSet, adapt_latents, evaluate_modulated, grid::evaluate_baseline, run_cell,
-        run_modulated,
+        AdaptConfig, Baseline, CellResult, EvalReport, LatentStart, MetaConfig, Method,
+        OrderingVerdict, PROTOCOL, Profile, QUERY, TaskSet, adapt_latents, evaluate_modulated,
+        grid::{CellModel, evaluate_baseline},
+        run_cell, run_modulated,
     },
     nn::{
         ModelConfig, Modulation,
@@ -366,26 +367,11 @@ fn run_extras(
                 _ => {
                     let config = grid.clone().with_d_latent(dz);
                     let cfg = profile.meta_with(0, iterations);
-                    let bar = progress_bar(cfg.iterations as u64, &format!("d_z = {dz}"));
-                    let (result, _) = run_modulated::<Flex>(
-                        &config,
-                        &cfg,
-                        profile,
-                        &tasks,
-                        device,
-                        &mut |it, _, _| bar.set_position(it as u64),
-                    );
-                    bar.finish_and_clear();
+                    let (result, _) = train_extra(&config, &cfg, profile, &tasks, device, &label);
                     result.report
                 }
             };
-            let (t, s, f) = report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
-                (
-                    r.traj_error().mean,
-                    r.traj_error().std,
-                    r.field_error().mean,
-                )
-            });
+            let (t, s, f) = summary(report.as_ref());
             rows.push((label, t, s, f));
         }
         write_atomic(
@@ -411,23 +397,15 @@ fn run_extras(
                 cfg.adapt.lambda_z = lz;
                 let config = ModelConfig::new(Family::Pendulum, modulation);
                 let label = format!("λφ={lphi:e} λz={lz:e}");
-                let bar = progress_bar(cfg.iterations as u64, &format!("locality {modulation}"));
-                let (result, _) = run_modulated::<Flex>(
+                let (result, _) = train_extra(
                     &config,
                     &cfg,
                     profile,
                     &tasks,
                     device,
-                    &mut |it, _, _| bar.set_position(it as u64),
+                    &format!("locality {modulation}"),
                 );
-                bar.finish_and_clear();
-                let (t, s, f) = result.report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
-                    (
-                        r.traj_error().mean,
-                        r.traj_error().std,
-                        r.field_error().mean,
-                    )
-                });
+                let (t, s, f) = summary(result.report.as_ref());
                 rows.push((label, t, s, f));
             }
         }
@@ -450,12 +428,7 @@ fn run_extras(
         let tasks = TaskSet::joint(datasets.iter().collect());
         let config = ModelConfig::new(Family::Pendulum, Modulation::Svd { rank: 5 });
         let cfg = profile.meta_with(0, iterations);
-        let bar = progress_bar(cfg.iterations as u64, "joint svd5");
-        let (result, model) =
-            run_modulated::<Flex>(&config, &cfg, profile, &tasks, device, &mut |it, _, _| {
-                bar.set_position(it as u64)
-            });
-        bar.finish_and_clear();
+        let (result, model) = train_extra(&config, &cfg, profile, &tasks, device, "joint svd5");
         save_model(&model.model, &root.join("models").join("joint-svd5-seed0"))?;
         let mut rows = Vec::new();
         if let Some(report) = result.report {
@@ -480,6 +453,35 @@ fn run_extras(
         )?;
     }
     Ok(())
+}
+
+/// Meta-trains and evaluates one model of an extra experiment, with a progress bar.
+fn train_extra(
+    config: &ModelConfig,
+    cfg: &MetaConfig,
+    profile: Profile,
+    tasks: &TaskSet<'_>,
+    device: &burn::backend::flex::FlexDevice,
+    label: &str,
+) -> (CellResult, CellModel<Flex>) {
+    let bar = progress_bar(cfg.iterations as u64, label);
+    let out = run_modulated::<Flex>(config, cfg, profile, tasks, device, &mut |it, _, _| {
+        bar.set_position(it as u64)
+    });
+    bar.finish_and_clear();
+    out
+}
+
+/// (ε_traj mean, ε_traj std, ε_field mean) of an extra's evaluation; NaN without one (the
+/// training diverged).
+fn summary(report: Option<&EvalReport>) -> (f64, f64, f64) {
+    report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
+        (
+            r.traj_error().mean,
+            r.traj_error().std,
+            r.field_error().mean,
+        )
+    })
 }
 
 /// Published numbers (docs/protocol.md §7), ×10⁻², (field, traj).
