@@ -325,13 +325,8 @@ fn run_extras(
                         )
                     }
                 };
-                let (t, f) = (report.traj_error(), report.field_error());
-                rows.push((
-                    format!("{} ({label})", method.label()),
-                    t.mean,
-                    t.std,
-                    f.mean,
-                ));
+                let (t, s, f) = summary(Some(&report));
+                rows.push((format!("{} ({label})", method.label()), t, s, f));
             }
         }
         write_atomic(
@@ -439,9 +434,8 @@ fn run_extras(
                     .filter(|m| m.instance / 80 == d)
                     .cloned()
                     .collect();
-                let sub = noether::meta::EvalReport { instances: part };
-                let (t, f) = (sub.traj_error(), sub.field_error());
-                rows.push((format!("{family}"), t.mean, t.std, f.mean));
+                let (t, s, f) = summary(Some(&EvalReport { instances: part }));
+                rows.push((format!("{family}"), t, s, f));
             }
         }
         write_atomic(
