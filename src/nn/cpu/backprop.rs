@@ -27,6 +27,7 @@ use super::{
     gemm::{MatRef, matmul},
     mlp::{CpuMlp, affine_latents},
     params::{LayerParams, MlpParams},
+    scratch::Buf,
     simd::mul_dtanh,
 };
 use crate::nn::Modulation;
@@ -36,17 +37,17 @@ use crate::nn::Modulation;
 pub(super) struct Tape {
     rows: usize,
     zt: Vec<f32>,
-    d: Vec<Vec<f32>>,
-    acts: Vec<Vec<f32>>,
+    d: Vec<Buf>,
+    acts: Vec<Buf>,
     strides: Vec<usize>,
     /// Forward outputs `[rows, out + pre]` (pre-products a·V).
-    y: Vec<Vec<f32>>,
+    y: Vec<Buf>,
     /// g_ℓ before the tanh derivative, `[rows, out]`.
-    g: Vec<Vec<f32>>,
+    g: Vec<Buf>,
     /// δ_ℓ with the transposed map's extra columns, `[rows, out + extra_out]`.
-    delta: Vec<Vec<f32>>,
+    delta: Vec<Buf>,
     /// Transposed outputs `[rows, in + pre]` (pre-products δ·U).
-    gy: Vec<Vec<f32>>,
+    gy: Vec<Buf>,
 }
 
 /// grad[m×n] += leftᵀ·right with left `[rows, m]` (stride `ls`) and right `[rows, n]` (stride `rs`).
@@ -106,8 +107,8 @@ fn contract(
     k: usize,
     r: usize,
     rows: usize,
-) -> Vec<f32> {
-    let mut c = vec![0.0; rows * r];
+) -> Buf {
+    let mut c = Buf::zeroed(rows * r);
     for row in 0..rows {
         for kk in 0..k {
             let zk = zt[row * k + kk];
@@ -120,8 +121,8 @@ fn contract(
 }
 
 /// e[row, k·r + j] = z̃[row, k] c[row, j].
-fn spread(c: &[f32], zt: &[f32], k: usize, r: usize, rows: usize) -> Vec<f32> {
-    let mut e = vec![0.0; rows * k * r];
+fn spread(c: &[f32], zt: &[f32], k: usize, r: usize, rows: usize) -> Buf {
+    let mut e = Buf::zeroed(rows * k * r);
     for row in 0..rows {
         for kk in 0..k {
             for j in 0..r {
@@ -147,17 +148,17 @@ impl CpuMlp {
             t.strides
                 .push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
         }
-        let mut a0 = vec![0.0; rows * t.strides[0]];
+        let mut a0 = Buf::zeroed(rows * t.strides[0]);
         for r in 0..rows {
             a0[r * t.strides[0]..r * t.strides[0] + n].copy_from_slice(&x[r * n..(r + 1) * n]);
         }
         t.acts.push(a0);
-        let mut scratch = Vec::new();
+        let mut scratch = Buf::default();
         for (l, layer) in self.layers.iter().enumerate() {
-            let mut d = Vec::new();
+            let mut d = Buf::default();
             layer.svd_coefficients(&t.zt, rows, &mut d);
             let cols = layer.d_out + layer.pre();
-            let mut y = vec![0.0; rows * cols];
+            let mut y = Buf::zeroed(rows * cols);
             let stride = t.strides[l];
             layer.forward_map(
                 &mut t.acts[l],
@@ -171,7 +172,7 @@ impl CpuMlp {
                 &mut scratch,
             );
             let next = t.strides[l + 1];
-            let mut a = vec![0.0; rows * next];
+            let mut a = Buf::zeroed(rows * next);
             super::simd::tanh_rows(&y, cols, &layer.bias, &mut a, next, rows, layer.d_out);
             t.acts.push(a);
             t.y.push(y);
@@ -179,18 +180,18 @@ impl CpuMlp {
         }
         // ∇ₓ pass, keeping g_ℓ, δ_ℓ and the transposed outputs.
         let width = self.readout.len();
-        let mut g = Vec::with_capacity(rows * width);
+        let mut g = Buf::zeroed(0);
         for _ in 0..rows {
             g.extend_from_slice(&self.readout);
         }
         let mut g_stride = width;
-        t.g = vec![Vec::new(); layers];
-        t.delta = vec![Vec::new(); layers];
-        t.gy = vec![Vec::new(); layers];
+        t.g = (0..layers).map(|_| Buf::default()).collect();
+        t.delta = (0..layers).map(|_| Buf::default()).collect();
+        t.gy = (0..layers).map(|_| Buf::default()).collect();
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (o, i) = (layer.d_out, layer.d_in);
             let ds = o + layer.extra_out();
-            let mut delta = vec![0.0; rows * ds];
+            let mut delta = Buf::zeroed(rows * ds);
             mul_dtanh(
                 &g,
                 g_stride,
@@ -202,7 +203,7 @@ impl CpuMlp {
                 o,
             );
             let cols = i + layer.pre();
-            let mut gy = vec![0.0; rows * cols];
+            let mut gy = Buf::zeroed(rows * cols);
             layer.transpose_map(
                 &mut delta,
                 ds,
@@ -213,7 +214,7 @@ impl CpuMlp {
                 &mut gy,
                 &mut scratch,
             );
-            let mut kept = Vec::with_capacity(rows * o);
+            let mut kept = Buf::zeroed(0);
             for r in 0..rows {
                 kept.extend_from_slice(&g[r * g_stride..r * g_stride + o]);
             }
@@ -251,20 +252,20 @@ impl CpuMlp {
         let rows = tape.rows;
         let n = self.d_input;
         let layers = self.layers.len();
-        let mut scratch = Vec::new();
+        let mut scratch = Buf::default();
         // Pass 1, through the ∇ₓ chain in forward order: δ̄_ℓ = ḡ_{ℓ−1}W̃_ℓ.
-        let mut gbars: Vec<(Vec<f32>, usize)> = Vec::with_capacity(layers + 1);
+        let mut gbars: Vec<(Buf, usize)> = Vec::with_capacity(layers + 1);
         let s0 = n + self.layers[0].extra_in();
-        let mut g0 = vec![0.0; rows * s0];
+        let mut g0 = Buf::zeroed(rows * s0);
         for r in 0..rows {
             g0[r * s0..r * s0 + n].copy_from_slice(&gbar0[r * n..(r + 1) * n]);
         }
         gbars.push((g0, s0));
-        let mut dbar_y: Vec<Vec<f32>> = Vec::with_capacity(layers);
-        let mut abar: Vec<Vec<f32>> = Vec::with_capacity(layers);
+        let mut dbar_y: Vec<Buf> = Vec::with_capacity(layers);
+        let mut abar: Vec<Buf> = Vec::with_capacity(layers);
         for (l, layer) in self.layers.iter().enumerate() {
             let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
-            let mut dy = vec![0.0; rows * cols];
+            let mut dy = Buf::zeroed(rows * cols);
             let (src, ss) = &mut gbars[l];
             layer.forward_map(
                 src,
@@ -279,9 +280,9 @@ impl CpuMlp {
             );
             let (a, as_) = (&tape.acts[l + 1], tape.strides[l + 1]);
             let next_stride = o + self.layers.get(l + 1).map_or(0, |next| next.extra_in());
-            let mut next = vec![0.0; rows * next_stride];
+            let mut next = Buf::zeroed(rows * next_stride);
             mul_dtanh(&dy, cols, a, as_, &mut next, next_stride, rows, o);
-            let mut ab = vec![0.0; rows * o];
+            let mut ab = Buf::zeroed(rows * o);
             for (r, abr) in ab.chunks_exact_mut(o).enumerate() {
                 let (dyr, gr, ar) = (
                     &dy[r * cols..r * cols + o],
@@ -309,7 +310,7 @@ impl CpuMlp {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (o, i) = (layer.d_out, layer.d_in);
             let us = o + layer.extra_out();
-            let mut ubar = vec![0.0; rows * us];
+            let mut ubar = Buf::zeroed(rows * us);
             mul_dtanh(
                 &abar[l],
                 o,
@@ -321,7 +322,7 @@ impl CpuMlp {
                 o,
             );
             let cols = i + layer.pre();
-            let mut uy = vec![0.0; rows * cols];
+            let mut uy = Buf::zeroed(rows * cols);
             layer.transpose_map(
                 &mut ubar,
                 us,
@@ -432,14 +433,14 @@ fn layer_grads(
     if let Some(g) = g.as_deref_mut() {
         add_outer(&mut g.shift, dz, o, z, dz, s.ubar.0, s.ubar.1, rows);
     }
-    let mut zb = vec![0.0; rows * dz];
+    let mut zb = Buf::zeroed(rows * dz);
     mul_t(&mut zb, s.ubar.0, s.ubar.1, &p.shift, rows, o, dz);
     match cfg.modulation {
         Modulation::None | Modulation::Shift => {}
         Modulation::Fw => {
             // ΔW̄ₖ[i, o] += Σ zₖ(aᵢūₒ + ḡᵢδₒ): right factors laid out as (k, o).
-            let kron = |v: (&[f32], usize)| -> Vec<f32> {
-                let mut e = vec![0.0; rows * dz * o];
+            let kron = |v: (&[f32], usize)| -> Buf {
+                let mut e = Buf::zeroed(rows * dz * o);
                 for r in 0..rows {
                     for kk in 0..dz {
                         for oo in 0..o {
@@ -472,7 +473,7 @@ fn layer_grads(
                 );
             }
             // z̄ₖ += (aΔWₖ)·ū + (ḡΔWₖ)·δ.
-            let (mut aw, mut gw) = (vec![0.0; rows * dz * o], vec![0.0; rows * dz * o]);
+            let (mut aw, mut gw) = (Buf::zeroed(rows * dz * o), Buf::zeroed(rows * dz * o));
             mul(&mut aw, s.a.0, s.a.1, &p.fw, rows, i, dz * o);
             mul(&mut gw, s.gbar.0, s.gbar.1, &p.fw, rows, i, dz * o);
             for r in 0..rows {
@@ -515,7 +516,7 @@ fn layer_grads(
                     rows,
                 );
                 // Ū as [out, K·r] = ūᵀ(z̃ ⊗ f₁) + δᵀ(z̃ ⊗ f₂), scattered into mr_u [r, K·out].
-                let mut gu = vec![0.0; o * k * r_];
+                let mut gu = Buf::zeroed(o * k * r_);
                 add_outer(
                     &mut gu,
                     o,
@@ -564,11 +565,11 @@ fn layer_grads(
             let col =
                 |buf: (&[f32], usize), off: usize, r: usize, j: usize| buf.0[r * buf.1 + off + j];
             let (mut t1, mut t2, mut s1, mut s2, mut dbar) = (
-                vec![0.0; rows * r_],
-                vec![0.0; rows * r_],
-                vec![0.0; rows * r_],
-                vec![0.0; rows * r_],
-                vec![0.0; rows * r_],
+                Buf::zeroed(rows * r_),
+                Buf::zeroed(rows * r_),
+                Buf::zeroed(rows * r_),
+                Buf::zeroed(rows * r_),
+                Buf::zeroed(rows * r_),
             );
             for r in 0..rows {
                 for j in 0..r_ {
@@ -600,7 +601,7 @@ fn layer_grads(
             }
         }
     }
-    for (a, b) in zbar.iter_mut().zip(&zb) {
+    for (a, b) in zbar.iter_mut().zip(zb.iter()) {
         *a += b;
     }
 }

@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::{CpuModel, CpuNet, TILE, params::ModelParams};
+use super::{CpuModel, CpuNet, TILE, params::ModelParams, scratch::Buf};
 
 /// Per-row Jacobians of the field, row-major, with the field itself (the recorded forward
 /// pass gives ∇ₓH on the way, so f = J∇ₓH comes free).
@@ -46,6 +46,9 @@ impl CpuModel {
         let rows = x.len() / n;
         if rows == 0 || matches!(self.net, CpuNet::Generic(_)) {
             return None;
+        }
+        if rows <= TILE {
+            return Some(self.jacobian_tile(params, x, z, rows));
         }
         let tiles: Vec<FieldJacobian> = (0..rows.div_ceil(TILE))
             .into_par_iter()
@@ -92,7 +95,7 @@ impl CpuModel {
         };
         match (&self.net, params) {
             (CpuNet::Hnn(h), ModelParams::Hnn(hp)) => {
-                let mut g = vec![0.0; rows * n];
+                let mut g = Buf::zeroed(rows * n);
                 let tape = h.record(x, z, rows, &mut g);
                 super::j_grad(&g, &mut out.f, dof);
                 for i in 0..n {
@@ -102,9 +105,9 @@ impl CpuModel {
                     } else {
                         (i - dof, -1.0)
                     };
-                    let mut gbar = vec![0.0; rows * n];
+                    let mut gbar = Buf::zeroed(rows * n);
                     gbar.chunks_exact_mut(n).for_each(|row| row[k] = sign);
-                    let (mut xbar, mut zbar) = (vec![0.0; rows * n], vec![0.0; rows * dz]);
+                    let (mut xbar, mut zbar) = (Buf::zeroed(rows * n), Buf::zeroed(rows * dz));
                     h.adjoint(hp, &tape, z, &gbar, None, &mut zbar, Some(&mut xbar));
                     put(i, &xbar, n, 0, &zbar);
                 }
@@ -116,7 +119,7 @@ impl CpuModel {
                         .collect()
                 };
                 let (q, p) = (split(0), split(dof));
-                let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
+                let (mut gt, mut gv) = (Buf::zeroed(rows * dof), Buf::zeroed(rows * dof));
                 let tape_t = t.record(&p, z, rows, &mut gt);
                 let tape_v = v.record(&q, z, rows, &mut gv);
                 super::j_separable(&gt, &gv, &mut out.f, dof);
@@ -126,9 +129,10 @@ impl CpuModel {
                         (t, tp, &tape_t, 1.0, i, dof),
                         (v, vp, &tape_v, -1.0, dof + i, 0),
                     ] {
-                        let mut gbar = vec![0.0; rows * dof];
+                        let mut gbar = Buf::zeroed(rows * dof);
                         gbar.chunks_exact_mut(dof).for_each(|r| r[i] = sign);
-                        let (mut xbar, mut zbar) = (vec![0.0; rows * dof], vec![0.0; rows * dz]);
+                        let (mut xbar, mut zbar) =
+                            (Buf::zeroed(rows * dof), Buf::zeroed(rows * dz));
                         net.adjoint(np, tape, z, &gbar, None, &mut zbar, Some(&mut xbar));
                         put(row, &xbar, dof, at, &zbar);
                     }

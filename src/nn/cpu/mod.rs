@@ -29,6 +29,7 @@ mod jacobian;
 pub mod loss;
 pub mod mlp;
 pub mod params;
+mod scratch;
 mod simd;
 
 pub use encoder::{Encoder, EncoderRecord, EncoderSpec, Guess};
