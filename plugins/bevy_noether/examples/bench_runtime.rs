@@ -10,10 +10,11 @@
 //! 3. the frame time of a headless app stepping 10k bodies;
 //! 4. online adaptation: latent updates/s (one Levenberg–Marquardt step per body on a
 //!    full 3-s window), wall time until 1 / 100 / 1000 observed pendulums converge with the
-//!    app paced in real time, and the frame time added by adaptation at 1000 bodies.
+//!    app paced in real time, and the frame time added by adaptation at 1000 bodies
+//!    (`--fit-only`: the latent updates/s alone).
 //!
 //! ```text
-//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only]
+//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only | --fit-only]
 //! ```
 //!
 //! The numbers in BENCHMARKS.md come from the release profile
@@ -352,7 +353,68 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         bevy_noether::adapt::AdaptWorkerConfig::default().threads
     );
     encoder_latency(&m);
-    // Latent updates per second: one LM step per body on a full window, straight on the core.
+    latent_updates(&m, sizes);
+
+    println!(
+        "| observed bodies | wall s until all converged (app paced in real time) | converged by 5 / 10 / 20 s | converged | stalled and retried | started by the encoder | latent updates | worker core-s (gate waits excluded) | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &count in sizes {
+        let mut app = headless_app(assets(), HZ);
+        let handle = app
+            .world_mut()
+            .resource_mut::<Assets<NoetherModel>>()
+            .add(m.clone());
+        let bodies = spawn(&mut app, &handle, &m, count, true);
+        let start = Instant::now();
+        let mut k = 0usize;
+        let mut at = [(5.0, 0usize), (10.0, 0), (20.0, 0)];
+        let done = loop {
+            app.update();
+            k += 1;
+            let due = start + Duration::from_secs_f64(k as f64 / HZ);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let stats = app.world().resource::<AdaptationStats>();
+            for (t, n) in &mut at {
+                if start.elapsed().as_secs_f64() <= *t {
+                    *n = stats.phases[2];
+                }
+            }
+            if stats.phases[2] + stats.phases[3] == bodies.len() && k > 2 {
+                break true;
+            }
+            if start.elapsed() > limit {
+                break false;
+            }
+        };
+        let stats = app.world().resource::<AdaptationStats>().clone();
+        let wall = if done {
+            format!("{:.1}", start.elapsed().as_secs_f64())
+        } else {
+            format!("> {:.0} (stopped)", limit.as_secs_f64())
+        };
+        let (adapted, decoded) = accuracy(&app, &m, &bodies);
+        println!(
+            "| {count} | {wall} | {} / {} / {} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
+            at[0].1,
+            at[1].1,
+            at[2].1,
+            stats.phases[2],
+            stats.retries,
+            stats.encoded,
+            stats.updates,
+            stats.worker_seconds
+        );
+    }
+    println!();
+    if overhead_bodies > 0 {
+        adaptation_overhead(overhead_bodies);
+    }
+}
+
+/// Latent updates per second: one Levenberg–Marquardt step per body on a full 3-s window
+/// of positions, straight on the core (one thread), as one batch and in the worker's tiles.
+fn latent_updates(m: &NoetherModel, sizes: &[usize]) {
     println!(
         "| observed bodies | latent updates/s (one LM step on 60 observations, one batch) | ms per batched step | latent updates/s in the worker's {}-body tiles |",
         noether::runtime::TILE_BODIES
@@ -411,62 +473,6 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
         );
     }
     println!();
-
-    println!(
-        "| observed bodies | wall s until all converged (app paced in real time) | converged by 5 / 10 / 20 s | converged | stalled and retried | started by the encoder | latent updates | worker core-s (gate waits excluded) | ε_traj, next 10 s, converged latents | ε_traj, 100-step auto-decoding on 10 exact shots |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for &count in sizes {
-        let mut app = headless_app(assets(), HZ);
-        let handle = app
-            .world_mut()
-            .resource_mut::<Assets<NoetherModel>>()
-            .add(m.clone());
-        let bodies = spawn(&mut app, &handle, &m, count, true);
-        let start = Instant::now();
-        let mut k = 0usize;
-        let mut at = [(5.0, 0usize), (10.0, 0), (20.0, 0)];
-        let done = loop {
-            app.update();
-            k += 1;
-            let due = start + Duration::from_secs_f64(k as f64 / HZ);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            let stats = app.world().resource::<AdaptationStats>();
-            for (t, n) in &mut at {
-                if start.elapsed().as_secs_f64() <= *t {
-                    *n = stats.phases[2];
-                }
-            }
-            if stats.phases[2] + stats.phases[3] == bodies.len() && k > 2 {
-                break true;
-            }
-            if start.elapsed() > limit {
-                break false;
-            }
-        };
-        let stats = app.world().resource::<AdaptationStats>().clone();
-        let wall = if done {
-            format!("{:.1}", start.elapsed().as_secs_f64())
-        } else {
-            format!("> {:.0} (stopped)", limit.as_secs_f64())
-        };
-        let (adapted, decoded) = accuracy(&app, &m, &bodies);
-        println!(
-            "| {count} | {wall} | {} / {} / {} | {} | {} | {} | {} | {:.1} | {adapted:.3e} | {decoded:.3e} |",
-            at[0].1,
-            at[1].1,
-            at[2].1,
-            stats.phases[2],
-            stats.retries,
-            stats.encoded,
-            stats.updates,
-            stats.worker_seconds
-        );
-    }
-    println!();
-    if overhead_bodies > 0 {
-        adaptation_overhead(overhead_bodies);
-    }
 }
 
 /// Relative position error over 10 s of truth, on each body's orbit from its turning
@@ -630,6 +636,10 @@ fn main() {
     );
     if std::env::args().any(|a| a == "--overhead-only") {
         adaptation_overhead(1000);
+        return;
+    }
+    if std::env::args().any(|a| a == "--fit-only") {
+        latent_updates(&model("pendulum-svd5"), &[1000]);
         return;
     }
     if std::env::args().any(|a| a == "--stepping-only") {
