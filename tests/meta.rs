@@ -360,27 +360,27 @@ fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
         )
         .unwrap();
     }
-    reproduce(
-        &dir,
-        &[
-            "--systems",
-            "pendulum",
-            "--methods",
-            "svd5",
-            "--iterations",
-            "10",
-            "--extras",
-            "true",
-        ],
-    );
-    let text = std::fs::read_to_string(extras.join("dz-svd5.ron")).unwrap();
+    let args = [
+        "--systems",
+        "pendulum",
+        "--methods",
+        "svd5",
+        "--iterations",
+        "10",
+        "--extras",
+        "true",
+    ];
+    reproduce(&dir, &args);
     #[derive(serde::Deserialize)]
     struct Extra {
         name: String,
         rows: Vec<(String, f64, f64, f64)>,
     }
-    let Extra { name, rows } =
-        ron::from_str(&text).unwrap_or_else(|e| panic!("dz-svd5.ron parses ({e}): {text}"));
+    let read = || {
+        let text = std::fs::read_to_string(extras.join("dz-svd5.ron")).unwrap();
+        ron::from_str::<Extra>(&text).unwrap_or_else(|e| panic!("dz-svd5.ron parses ({e}): {text}"))
+    };
+    let Extra { name, rows } = read();
     assert_eq!(name, "dz-svd5");
     let labels: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(labels, ["d_z = 5", "d_z = 10", "d_z = 20"]);
@@ -390,6 +390,25 @@ fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
             "{label}: {traj} {field}"
         );
     }
+    // An interrupted sweep resumes from its finished rows: with the result gone and one
+    // row's file marked, the next run assembles the result from the row files, training
+    // nothing again.
+    let row = extras.join("dz-svd5.rows-10it/dz20.ron");
+    let (label, _, std, field): (String, f64, f64, f64) =
+        ron::from_str(&std::fs::read_to_string(&row).unwrap()).unwrap();
+    std::fs::write(&row, ron::to_string(&(label, 123.0, std, field)).unwrap()).unwrap();
+    std::fs::remove_file(extras.join("dz-svd5.ron")).unwrap();
+    let again = reproduce(&dir, &args);
+    assert!(
+        again.contains("dz20.ron: done earlier, read back"),
+        "{again}"
+    );
+    let resumed = read().rows;
+    assert_eq!(
+        resumed[2].1, 123.0,
+        "the marked row was read back, not trained again"
+    );
+    assert_eq!(resumed[..2], rows[..2], "the other rows too");
     let report = std::fs::read_to_string(dir.join("results/quick/RESULTS.md")).unwrap();
     assert!(
         report.contains("### dz-svd5"),

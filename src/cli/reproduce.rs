@@ -80,8 +80,7 @@ pub struct ReproduceArgs {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ExtraResult {
     name: String,
-    /// (label, ε_traj mean, ε_traj std, ε_field mean)
-    rows: Vec<(String, f64, f64, f64)>,
+    rows: Vec<ExtraRow>,
 }
 
 /// A report's hand-written part starts at this line; regenerating the tables keeps it.
@@ -351,23 +350,24 @@ fn run_extras(
             cell_name(Family::Pendulum, Method::Modulated(modulation), 0)
         )))
         .filter(|cell| iterations.is_none() && cell.protocol == PROTOCOL);
+        let rows_dir = sweep_dir(&extras, "dz-svd5", iterations);
         let mut rows = Vec::new();
         for dz in DZ_ABLATION {
-            let mut label = format!("d_z = {dz}");
-            let report = match &cell {
+            let row = match &cell {
                 Some(cell) if dz == grid.d_latent => {
-                    label.push_str(" (the grid's cell)");
-                    cell.report.clone()
+                    let (t, s, f) = summary(cell.report.as_ref());
+                    (format!("d_z = {dz} (the grid's cell)"), t, s, f)
                 }
-                _ => {
+                _ => sweep_row(&rows_dir, &format!("dz{dz}"), || {
+                    let label = format!("d_z = {dz}");
                     let config = grid.clone().with_d_latent(dz);
                     let cfg = profile.meta_with(0, iterations);
                     let (result, _) = train_extra(&config, &cfg, profile, &tasks, device, &label);
-                    result.report
-                }
+                    let (t, s, f) = summary(result.report.as_ref());
+                    (label, t, s, f)
+                })?,
             };
-            let (t, s, f) = summary(report.as_ref());
-            rows.push((label, t, s, f));
+            rows.push(row);
         }
         write_atomic(
             &dz_path,
@@ -383,25 +383,31 @@ fn run_extras(
         if path.exists() {
             continue;
         }
+        let rows_dir = sweep_dir(&extras, &format!("locality-{modulation}"), iterations);
         let mut rows = Vec::new();
         for lphi in [1e-2, 1e-3, 1e-4] {
             for lz in [1e-1, 1e-2, 1e-3] {
-                let mut cfg = profile.meta_with(0, iterations);
-                cfg.lambda_phi = lphi;
-                cfg.lambda_z = lz;
-                cfg.adapt.lambda_z = lz;
-                let config = ModelConfig::new(Family::Pendulum, modulation);
-                let label = format!("λφ={lphi:e} λz={lz:e}");
-                let (result, _) = train_extra(
-                    &config,
-                    &cfg,
-                    profile,
-                    &tasks,
-                    device,
-                    &format!("locality {modulation}"),
-                );
-                let (t, s, f) = summary(result.report.as_ref());
-                rows.push((label, t, s, f));
+                rows.push(sweep_row(
+                    &rows_dir,
+                    &format!("phi{lphi:e}-z{lz:e}"),
+                    || {
+                        let mut cfg = profile.meta_with(0, iterations);
+                        cfg.lambda_phi = lphi;
+                        cfg.lambda_z = lz;
+                        cfg.adapt.lambda_z = lz;
+                        let config = ModelConfig::new(Family::Pendulum, modulation);
+                        let (result, _) = train_extra(
+                            &config,
+                            &cfg,
+                            profile,
+                            &tasks,
+                            device,
+                            &format!("locality {modulation}"),
+                        );
+                        let (t, s, f) = summary(result.report.as_ref());
+                        (format!("λφ={lphi:e} λz={lz:e}"), t, s, f)
+                    },
+                )?);
             }
         }
         write_atomic(
@@ -468,6 +474,39 @@ fn train_extra(
 
 /// (ε_traj mean, ε_traj std, ε_field mean) of an extra's evaluation; NaN without one (the
 /// training diverged).
+/// A row of an extra experiment: (label, ε_traj mean, ε_traj std, ε_field mean).
+type ExtraRow = (String, f64, f64, f64);
+
+/// Where the finished rows of a sweep of several trainings wait until the whole sweep is
+/// done (`extras/<name>.rows`; a run with `--iterations N` keeps its own, `….rows-Nit`).
+fn sweep_dir(extras: &Path, name: &str, iterations: Option<usize>) -> PathBuf {
+    extras.join(match iterations {
+        Some(n) => format!("{name}.rows-{n}it"),
+        None => format!("{name}.rows"),
+    })
+}
+
+/// One row of a sweep: read back from `dir/<slug>.ron` when an earlier run finished it,
+/// else computed and written there first, so the same command resumes an interrupted
+/// sweep (the locality sweep is 18 trainings) where it stopped.
+fn sweep_row(
+    dir: &Path,
+    slug: &str,
+    compute: impl FnOnce() -> ExtraRow,
+) -> Result<ExtraRow, Box<dyn std::error::Error>> {
+    let path = dir.join(format!("{slug}.ron"));
+    if let Some(row) = fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| ron::from_str(&text).ok())
+    {
+        outln!("{}: done earlier, read back", path.display());
+        return Ok(row);
+    }
+    let row = compute();
+    write_atomic(&path, to_ron(&row)?)?;
+    Ok(row)
+}
+
 fn summary(report: Option<&EvalReport>) -> (f64, f64, f64) {
     report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
         (
