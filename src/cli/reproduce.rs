@@ -472,8 +472,6 @@ fn train_extra(
     out
 }
 
-/// (ε_traj mean, ε_traj std, ε_field mean) of an extra's evaluation; NaN without one (the
-/// training diverged).
 /// A row of an extra experiment: (label, ε_traj mean, ε_traj std, ε_field mean).
 type ExtraRow = (String, f64, f64, f64);
 
@@ -507,6 +505,8 @@ fn sweep_row(
     Ok(row)
 }
 
+/// (ε_traj mean, ε_traj std, ε_field mean) of an extra's evaluation; NaN without one (the
+/// training diverged).
 fn summary(report: Option<&EvalReport>) -> (f64, f64, f64) {
     report.map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
         (
