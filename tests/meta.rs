@@ -370,7 +370,11 @@ fn the_latent_dimension_ablation_trains_pendulum_svd5_at_three_latent_sizes() {
         "--extras",
         "true",
     ];
-    reproduce(&dir, &args);
+    let first = reproduce(&dir, &args);
+    assert!(
+        first.contains("dz20.ron (d_z = 20): ε_traj"),
+        "each training of a sweep is reported as it lands: {first}"
+    );
     #[derive(serde::Deserialize)]
     struct Extra {
         name: String,

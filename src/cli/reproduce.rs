@@ -500,8 +500,16 @@ fn sweep_row(
         outln!("{}: done earlier, read back", path.display());
         return Ok(row);
     }
+    let started = std::time::Instant::now();
     let row = compute();
     write_atomic(&path, to_ron(&row)?)?;
+    outln!(
+        "{} ({}): ε_traj {:.3e} ({:.0} s)",
+        path.display(),
+        row.0,
+        row.1,
+        started.elapsed().as_secs_f64()
+    );
     Ok(row)
 }
 
