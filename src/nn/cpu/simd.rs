@@ -37,9 +37,9 @@ fn tanh_scalar(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn tanh_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+fn tanh_simd<S: Simd>(simd: S, x_in: S::f32s) -> S::f32s {
     let x = simd.min_f32s(
-        simd.max_f32s(x, simd.splat_f32s(-CLAMP)),
+        simd.max_f32s(x_in, simd.splat_f32s(-CLAMP)),
         simd.splat_f32s(CLAMP),
     );
     let x2 = simd.mul_f32s(x, x);
@@ -51,7 +51,10 @@ fn tanh_simd<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     for b in BETA[..3].iter().rev() {
         q = simd.mul_add_f32s(q, x2, simd.splat_f32s(*b));
     }
-    simd.div_f32s(simd.mul_f32s(x, p), q)
+    let y = simd.div_f32s(simd.mul_f32s(x, p), q);
+    // The clamp's min/max would turn a NaN into ±7.9 (x86 returns an operand): a NaN
+    // input stays NaN, so a non-finite state or latent is seen downstream, not squashed.
+    simd.select_f32s(simd.equal_f32s(x_in, x_in), y, x_in)
 }
 
 struct TanhRows<'a> {
@@ -285,6 +288,18 @@ mod tests {
                 (tanh_scalar(*x) - y).abs() <= 1e-7,
                 "scalar and SIMD paths agree at {x}"
             );
+        }
+    }
+
+    #[test]
+    fn a_nan_stays_nan_in_the_vectors_and_in_the_tail() {
+        let mut src = vec![0.5f32; 21];
+        src[3] = f32::NAN;
+        src[19] = f32::NAN;
+        let mut dst = vec![0.0; 21];
+        tanh_rows(&src, 21, &[0.0; 21], &mut dst, 21, 1, 21);
+        for (c, v) in dst.iter().enumerate() {
+            assert_eq!(v.is_nan(), c == 3 || c == 19, "column {c}: {v}");
         }
     }
 
