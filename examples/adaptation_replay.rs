@@ -17,7 +17,10 @@
 //! The job runs at once on one thread; its results arrive after its measured compute time
 //! divided by the core share the worker is assumed to get (the frame leaves the worker
 //! about one core of two at 7-ms frames). Prints when all bodies had converged, how many
-//! had by 5, 10 and 20 s, stalls, and the worker's core-seconds.
+//! had by 5, 10 and 20 s, stalls, and the worker's core-seconds. With `REPLAY_TRACE=1` in
+//! the environment it also prints one line per job to stderr: when it was formed, its
+//! bodies, how many settled, reached their floor and covered every observation they were
+//! given, the mean horizon and window, its compute seconds, and the bodies converged so far.
 
 use std::{path::Path, process::ExitCode};
 
@@ -150,6 +153,24 @@ fn main() -> ExitCode {
         let result = pool().install(|| run_job(&model.cpu, job));
         worker_seconds += result.compute_seconds;
         jobs += 1;
+        if std::env::var_os("REPLAY_TRACE").is_some() {
+            let n = result.bodies.len();
+            let settled = result.bodies.iter().filter(|b| b.settled).count();
+            let mean_w =
+                result.bodies.iter().map(|b| b.window).sum::<usize>() as f64 / n.max(1) as f64;
+            let floor = result.bodies.iter().filter(|b| b.misfit <= b.floor).count();
+            let covers = result
+                .bodies
+                .iter()
+                .filter(|b| b.misfit <= b.floor && b.window >= b.observations)
+                .count();
+            let mean_o = result.bodies.iter().map(|b| b.observations).sum::<usize>() as f64
+                / n.max(1) as f64;
+            eprintln!(
+                "t {t:.2} job {jobs} bodies {n} settled {settled} floor {floor} covers {covers} mean_window {mean_w:.1} obs {mean_o:.1} compute {:.3} converged {converged}",
+                result.compute_seconds
+            );
+        }
         pending = Some((t + result.compute_seconds / share, result));
     };
     let wall = done.map_or("> 120 (stopped)".to_string(), |t| format!("{t:.2}"));

@@ -676,6 +676,10 @@ pub struct BodyResult<K> {
     pub floor: f64,
     /// Observations the fit covered.
     pub window: usize,
+    /// Observations the job held: the body's window when the job was formed. A fit that
+    /// covers them all covers the window it was asked to fit, however many observations
+    /// arrived while the job ran.
+    pub observations: usize,
 }
 
 /// A finished job.
@@ -913,6 +917,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
                 misfit,
                 floor,
                 window: fit.horizon,
+                observations: b.window.len(),
             }
         })
         .collect();
@@ -1338,8 +1343,9 @@ impl AdaptState {
 
     /// Takes a job's result for this body: reviews it ([`review`]), keeps or replaces the
     /// latent, and moves the phase. A fit at its noise floor ([`BodyResult::floor`]) that
-    /// covers less than the whole `window` doubles the horizon; covering the whole window,
-    /// full or spanning [`AdaptationSettings::converge_span`] seconds, it converges the body.
+    /// covers less than the observations its job held ([`BodyResult::observations`])
+    /// doubles the horizon; covering them all, a full window or one spanning
+    /// [`AdaptationSettings::converge_span`] seconds, it converges the body.
     /// A fit with no descent left above the floor stalls the body until
     /// [`AdaptationSettings::retry_after`] more seconds of observations have arrived.
     pub fn apply<K>(
@@ -1380,8 +1386,11 @@ impl AdaptState {
         // The job may have grown the horizon itself.
         self.horizon = self.horizon.max(result.window);
         if at_floor {
-            let covers_window = result.window >= window.len();
-            let enough = window.is_full() || span >= settings.converge_span;
+            // Judged on the window the job held: observations that arrived while it ran
+            // were not the fit's to cover, and asking for them would hold back every body
+            // whose window is still filling by a further trip through the queue.
+            let covers_window = result.window >= result.observations;
+            let enough = result.observations >= window.capacity() || span >= settings.converge_span;
             if !covers_window || !enough {
                 self.horizon = (self.horizon * 2).min(window.capacity());
                 if covers_window {
@@ -1558,6 +1567,7 @@ mod tests {
             misfit,
             floor,
             window,
+            observations: window,
         }
     }
 
@@ -1612,6 +1622,55 @@ mod tests {
         let applied = s.apply(result(true, 0.01, 0.02, 60), &window, &settings);
         assert!(matches!(applied.event, Some(AdaptEvent::Converged { .. })));
         assert_eq!(s.phase, AdaptPhase::Converged);
+    }
+
+    #[test]
+    fn a_fit_is_judged_on_the_observations_its_job_held() {
+        let settings = AdaptationSettings::default();
+        // 2.25 s of observations when the job was formed; 0.5 s more arrived while it ran.
+        let mut window = ObservationWindow::with_capacity(60);
+        for i in 0..55 {
+            window.push(f64::from(i) * 0.05, vec![0.0]).unwrap();
+        }
+        let at_floor = |covered: usize| BodyResult {
+            fit: CarriedFit {
+                t_end: (covered - 1) as f64 * 0.05,
+                ..result(true, 0.01, 0.02, covered).fit
+            },
+            observations: 45,
+            ..result(true, 0.01, 0.02, covered)
+        };
+        let mut s = AdaptState {
+            phase: AdaptPhase::Adapting,
+            horizon: 45,
+            ..AdaptState::default()
+        };
+        let applied = s.apply(at_floor(45), &window, &settings);
+        assert!(
+            matches!(applied.event, Some(AdaptEvent::Converged { .. })),
+            "{applied:?}"
+        );
+        // Part of what the job held is not covered: the horizon grows instead.
+        let mut s = AdaptState {
+            phase: AdaptPhase::Adapting,
+            horizon: 40,
+            ..AdaptState::default()
+        };
+        let applied = s.apply(at_floor(40), &window, &settings);
+        assert_eq!(applied.event, None);
+        assert_eq!((s.phase, s.horizon), (AdaptPhase::Adapting, 60));
+        // All it held, but too short a span to converge on: wait for a longer window.
+        let mut s = AdaptState {
+            phase: AdaptPhase::Adapting,
+            horizon: 30,
+            ..AdaptState::default()
+        };
+        let short = BodyResult {
+            observations: 30,
+            ..at_floor(30)
+        };
+        assert_eq!(s.apply(short, &window, &settings).event, None);
+        assert_eq!((s.phase, s.wait_for), (AdaptPhase::Adapting, 60));
     }
 
     #[test]
