@@ -491,8 +491,8 @@ pub struct AdaptationSettings {
     /// A known RMS observation noise (absolute, in the observed units) caps the estimate
     /// of [`noise_floor`], so a motion the estimate mistakes for noise cannot lift the floor.
     pub noise: Option<f64>,
-    /// A fit at the floor converges the body once it covers the whole window and the
-    /// window is full or spans at least this many seconds.
+    /// A fit at the floor converges the body once it covers the whole window its job held
+    /// and that window was full or spanned at least this many seconds.
     pub converge_span: f64,
     /// Seconds of new observations after which a stalled body starts over from a fresh
     /// estimate (the model's encoder, or its mean latent); doubled for each further stall
