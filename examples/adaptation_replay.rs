@@ -12,8 +12,9 @@
 //! pendulum SVD(5) model and its encoder, default [`AdaptationSettings`]. The clock ticks
 //! at 64 Hz. Each tick the bodies are observed, a finished job's results are applied
 //! ([`AdaptState::apply`]), and, when no job is in flight, the next job is formed as the
-//! plugin forms it (stalled bodies due a retry start over, fresh bodies wait for and take
-//! the encoder's reading, the least-updated bodies first, at most `max_bodies_per_job`).
+//! plugin forms it (stalled bodies due a retry start over, fresh bodies wait for the
+//! encoder's span, the least-updated bodies first, at most `max_bodies_per_job`, a fresh
+//! body taking the encoder's reading as it goes in).
 //! The job runs at once on one thread; its results arrive after its measured compute time
 //! divided by the core share the worker is assumed to get (the frame leaves the worker
 //! about one core of two at 7-ms frames). Prints when all bodies had converged, how many
@@ -28,7 +29,7 @@ use noether::{
     meta::ObservedPart,
     runtime::{
         AdaptEvent, AdaptPhase, AdaptState, AdaptationSettings, Job, JobResult, LearnedModel,
-        ObservationWindow, Start, TruthSimulator, amortised_start, run_job,
+        ObservationWindow, Start, TruthSimulator, amortised_start, run_job, waits_for_encoder,
     },
     systems::Family,
 };
@@ -134,10 +135,8 @@ fn main() -> ExitCode {
             if !adapt[i].wants_job(windows[i].len(), &settings) {
                 continue;
             }
-            match amortised_start(&model, &mut adapt[i], &windows[i], part) {
-                Start::Wait => continue,
-                Start::Encoded(z) => latents[i] = z,
-                Start::Ready => {}
+            if waits_for_encoder(&model, &adapt[i], &windows[i]) {
+                continue;
             }
             group.push((adapt[i].updates, i));
         }
@@ -147,6 +146,11 @@ fn main() -> ExitCode {
         group.sort_unstable();
         let mut job = Job::new(&settings);
         for &(_, i) in group.iter().take(settings.max_bodies_per_job) {
+            match amortised_start(&model, &mut adapt[i], &windows[i], part) {
+                Start::Wait => continue,
+                Start::Encoded(z) => latents[i] = z,
+                Start::Ready => {}
+            }
             job.bodies
                 .push(adapt[i].begin_job(i, &windows[i], part, &latents[i]));
         }

@@ -36,7 +36,6 @@
 //! its hidden parameters.
 
 use std::{
-    collections::VecDeque,
     sync::{
         Arc,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -151,9 +150,12 @@ impl FrameGate {
 }
 
 /// The most recent observations of a body, oldest first; at capacity the oldest is dropped.
+/// The samples are held in one slice ([`ObservationWindow::as_slice`]), so a reader (the
+/// encoder) needs no copy; dropping the oldest moves the rest down (a window holds tens of
+/// samples of a few bytes, and a sample arrives every few frames).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservationWindow {
-    samples: VecDeque<Observation>,
+    samples: Vec<Observation>,
     capacity: usize,
     /// Samples accepted since the body started observing.
     pub received: u64,
@@ -197,7 +199,7 @@ impl ObservationWindow {
     /// An empty window that keeps the last `capacity` samples (at least 3).
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            samples: VecDeque::new(),
+            samples: Vec::new(),
             capacity: capacity.max(3),
             received: 0,
         }
@@ -212,7 +214,7 @@ impl ObservationWindow {
         if !t.is_finite() || values.iter().any(|v| !v.is_finite()) {
             return Err(PushError::NonFinite { t });
         }
-        if let Some(last) = self.samples.back() {
+        if let Some(last) = self.samples.last() {
             if t <= last.t {
                 return Err(PushError::OutOfOrder { t, last: last.t });
             }
@@ -224,9 +226,9 @@ impl ObservationWindow {
             }
         }
         if self.samples.len() == self.capacity {
-            self.samples.pop_front();
+            self.samples.remove(0);
         }
-        self.samples.push_back(Observation { t, values });
+        self.samples.push(Observation { t, values });
         self.received += 1;
         Ok(())
     }
@@ -234,8 +236,8 @@ impl ObservationWindow {
     /// Seconds from the oldest sample held to the newest (0 with fewer than two).
     pub fn span(&self) -> f64 {
         self.samples
-            .front()
-            .zip(self.samples.back())
+            .first()
+            .zip(self.samples.last())
             .map_or(0.0, |(first, last)| last.t - first.t)
     }
 
@@ -269,9 +271,14 @@ impl ObservationWindow {
         self.samples.clear();
     }
 
+    /// The samples, oldest first, as one slice.
+    pub fn as_slice(&self) -> &[Observation] {
+        &self.samples
+    }
+
     /// The first `count` samples.
     pub fn first(&self, count: usize) -> Vec<Observation> {
-        self.samples.iter().take(count).cloned().collect()
+        self.samples[..count.min(self.samples.len())].to_vec()
     }
 }
 
@@ -1082,11 +1089,10 @@ pub fn amortised_start(
     let Some(encoder) = model.encoder.as_ref().filter(|_| state.is_fresh()) else {
         return Start::Ready;
     };
-    // Checked before the window is copied: a fresh body is asked every frame until then.
     if !encoder.covers(window.span()) {
         return Start::Wait;
     }
-    match encoder.encode(&window.first(window.len())) {
+    match encoder.encode(window.as_slice()) {
         Some(guess) => {
             let latent = guess.latent.clone();
             state.start_from(guess, window, encoder.span(), part);
@@ -1095,6 +1101,21 @@ pub fn amortised_start(
         // Long enough but unreadable (a non-finite reading): fit from the current latent.
         None => Start::Ready,
     }
+}
+
+/// Whether [`amortised_start`] would have the body wait: its model has an encoder, the body
+/// is fresh, and its window spans less than the encoder reads. A check of two times, for
+/// the runtime's scan of every body each frame; the reading itself is left to the bodies
+/// that go into a job.
+pub fn waits_for_encoder(
+    model: &LearnedModel,
+    state: &AdaptState,
+    window: &ObservationWindow,
+) -> bool {
+    model
+        .encoder
+        .as_ref()
+        .is_some_and(|e| state.is_fresh() && !e.covers(window.span()))
 }
 
 /// Whether an update may replace a body's latent code.

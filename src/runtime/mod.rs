@@ -44,6 +44,7 @@ pub use adaptation::{
     DEFAULT_FIT_SUBSTEP, DEFAULT_WINDOW, FrameGate, HISTORY, Job, JobBody, JobResult,
     MAX_RETRY_BACKOFF, NOISE_MULTIPLE, NOISE_WINDOW, ObservationWindow, PushError, Start,
     TILE_BODIES, TruthSimulator, Verdict, amortised_start, noise_floor, review, run_job,
+    waits_for_encoder,
 };
 pub use batch::{
     BatchFlow, MAX_SUBSTEP, StepReport, StepSettings, advance, advance_isolating,

@@ -10,7 +10,7 @@ use bevy::{
     log::{error, info, warn},
     prelude::*,
 };
-use noether::runtime::{AdaptEvent, Applied, Job, Start, amortised_start};
+use noether::runtime::{AdaptEvent, Applied, Job, Start, amortised_start, waits_for_encoder};
 
 use super::{
     AdaptSettings, Adaptation, AdaptationConverged, AdaptationDiverged, AdaptationStalled,
@@ -253,7 +253,9 @@ type DispatchQuery<'w, 's> = Query<
 /// Starts stalled bodies over when they are due, refuses bodies whose latent code does not
 /// fit their model (an error naming the entity; the refusals diverge the body), and sends
 /// the others with enough observations to the worker, one job per model, the
-/// least-updated bodies first, within the per-tick budget.
+/// least-updated bodies first, within the per-tick budget. A fresh body of a model with an
+/// encoder waits until its window spans what the encoder reads, and is read by it as it
+/// goes into a job ([`amortised_start`]).
 fn dispatch(
     mut commands: Commands,
     settings: Res<AdaptSettings>,
@@ -265,7 +267,7 @@ fn dispatch(
     let clock = Instant::now();
     let mut phases = [0; 5];
     let mut groups: BTreeMap<AssetId<NoetherModel>, Vec<(u32, Entity)>> = BTreeMap::new();
-    for (entity, body, mut latent, observed, buffer, mut adaptation) in &mut bodies {
+    for (entity, body, mut latent, _, buffer, mut adaptation) in &mut bodies {
         let Some(model) = models.get(&body.model) else {
             phases[adaptation.phase as usize] += 1;
             continue;
@@ -296,13 +298,8 @@ fn dispatch(
             }
             continue;
         }
-        match amortised_start(model, &mut adaptation.0, buffer, observed.components) {
-            Start::Wait => continue,
-            Start::Encoded(z) => {
-                latent.0 = z;
-                stats.encoded += 1;
-            }
-            Start::Ready => {}
+        if waits_for_encoder(model, &adaptation.0, buffer) {
+            continue;
         }
         groups
             .entry(body.model.id())
@@ -326,10 +323,22 @@ fn dispatch(
             let mut job = Job::new(&settings);
             job.gate = Some(worker.0.gate.clone());
             for (_, entity) in group.into_iter().take(settings.max_bodies_per_job.max(1)) {
-                let Ok((_, _, latent, observed, buffer, mut adaptation)) = bodies.get_mut(entity)
+                let Ok((_, _, mut latent, observed, buffer, mut adaptation)) =
+                    bodies.get_mut(entity)
                 else {
                     continue;
                 };
+                // The encoder reads only the windows that go into this job: a population
+                // whose windows reach the encoder's span in one frame is read a job at a
+                // time, not all in that frame.
+                match amortised_start(model, &mut adaptation.0, buffer, observed.components) {
+                    Start::Wait => continue,
+                    Start::Encoded(z) => {
+                        latent.0 = z;
+                        stats.encoded += 1;
+                    }
+                    Start::Ready => {}
+                }
                 job.bodies
                     .push(adaptation.begin_job(entity, buffer, observed.components, &latent));
             }
