@@ -66,7 +66,10 @@ fn own_motion(
     times
         .iter()
         .zip(states)
-        .map(|(t, values)| Observation { t: *t, values })
+        .map(|(t, values)| Observation {
+            t: *t,
+            values: values.into(),
+        })
         .collect()
 }
 
@@ -155,7 +158,10 @@ fn a_model_recovers_its_own_latent_from_full_states() {
 #[test]
 fn observations_that_cannot_be_fitted_are_named() {
     let model = shipped("pendulum-svd5.model.ron");
-    let o = |t: f64, v: Vec<f32>| Observation { t, values: v };
+    let o = |t: f64, v: Vec<f32>| Observation {
+        t,
+        values: v.into(),
+    };
     let check = |obs: Vec<Observation>, part| {
         validate(
             &model,

@@ -189,11 +189,11 @@ mod tests {
     fn reads_simulate_output_as_states_or_positions() {
         let (obs, part) = parse_observations(SIMULATED, 2, 1, None).unwrap();
         assert_eq!(part, ObservedPart::States);
-        assert_eq!(obs[1].values, vec![0.94, -0.74]);
+        assert_eq!(obs[1].values[..], [0.94, -0.74]);
         let (obs, part) =
             parse_observations(SIMULATED, 2, 1, Some(ObservedPart::Positions)).unwrap();
         assert_eq!(part, ObservedPart::Positions);
-        assert_eq!(obs[2].values, vec![0.77]);
+        assert_eq!(obs[2].values[..], [0.77]);
         assert_eq!(obs[2].t, 0.2);
     }
 

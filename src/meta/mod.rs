@@ -27,8 +27,8 @@ pub use grid::{
     evaluate_modulated, run_cell, run_modulated,
 };
 pub use observed::{
-    FitConfig, FitOutcome, FitState, FitStep, Observation, ObservedError, ObservedPart, Track,
-    fit_latent, fit_step,
+    FitConfig, FitOutcome, FitState, FitStep, INLINE_VALUES, Observation, ObservedError,
+    ObservedPart, Track, Values, fit_latent, fit_step,
 };
 pub use task::{
     HELD_OUT, META_TEST, META_TRAIN, PROTOCOL, Points, QUERY, SUPPORT, TRAIN_TRAJECTORIES, TaskSet,

@@ -30,6 +30,7 @@
 
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::{
     integrate::{Flow, Space, rk4_step},
@@ -58,13 +59,21 @@ impl ObservedPart {
     }
 }
 
+/// The values of one observation, held inline up to [`INLINE_VALUES`] (every shipped
+/// family observes at most four): copying a window of them, as every adaptation job does,
+/// allocates nothing per sample. Serialised as a plain sequence.
+pub type Values = SmallVec<[f32; INLINE_VALUES]>;
+
+/// Observed values held without a heap allocation ([`Values`]).
+pub const INLINE_VALUES: usize = 4;
+
 /// One observation: time and the observed values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// Time in seconds.
     pub t: f64,
     /// Observed values (q, or the full state).
-    pub values: Vec<f32>,
+    pub values: Values,
 }
 
 /// Settings of the trajectory fit.
@@ -441,9 +450,7 @@ pub fn position_error(
 
 /// The start state x₀ = (y₀, u) of a track.
 fn start_state(track: Track<'_>, hidden: &[f32]) -> Vec<f32> {
-    let mut x = track.observations[0].values.clone();
-    x.extend_from_slice(hidden);
-    x
+    [&track.observations[0].values[..], hidden].concat()
 }
 
 /// Velocity at t₀ from the quadratic through the first three samples.

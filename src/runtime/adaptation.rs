@@ -54,7 +54,7 @@ use crate::{
     data::stream_rng,
     integrate::{FieldFlow, SMALL_DIM, SmallState, rk4_step},
     meta::{
-        FitConfig, FitState, Observation, ObservedPart, Track, fit_step,
+        FitConfig, FitState, Observation, ObservedPart, Track, Values, fit_step,
         observed::{
             FIRST_HORIZON, extended_loss, predict, rollout_intervals, trajectory_rollout, validate,
             with_checkpoint,
@@ -210,7 +210,8 @@ impl ObservationWindow {
     /// # Errors
     /// [`PushError`] for a non-finite value, a time not after the last one, or a width
     /// that differs from earlier samples; the window is unchanged.
-    pub fn push(&mut self, t: f64, values: Vec<f32>) -> Result<(), PushError> {
+    pub fn push(&mut self, t: f64, values: impl Into<Values>) -> Result<(), PushError> {
+        let values = values.into();
         if !t.is_finite() || values.iter().any(|v| !v.is_finite()) {
             return Err(PushError::NonFinite { t });
         }
@@ -902,7 +903,7 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         .zip(floors)
         .map(|(((b, state), fit), floor)| {
             let misfit = misfit(fit.loss, &state.latent, lambda_z);
-            let mut start = b.window[0].values.clone();
+            let mut start = b.window[0].values.to_vec();
             start.extend_from_slice(&state.hidden);
             // Settled: the fit the stage started from predicted its horizon nearly as well
             // as the refit does, or no descent is left at any damping.
@@ -1276,7 +1277,7 @@ impl AdaptState {
             ObservedPart::Positions => guess.hidden,
             ObservedPart::States => Vec::new(),
         };
-        let mut start = first.values.clone();
+        let mut start = first.values.to_vec();
         start.extend_from_slice(&hidden);
         let read = window
             .samples()
@@ -1479,7 +1480,7 @@ mod tests {
         }
         assert_eq!(b.len(), 4);
         assert!(b.is_full());
-        assert_eq!(b.samples().next().unwrap().values, vec![2.0]);
+        assert_eq!(b.samples().next().unwrap().values[..], [2.0]);
         assert_eq!(b.received, 6);
         assert!(matches!(
             b.push(0.3, vec![1.0]),
@@ -1521,7 +1522,7 @@ mod tests {
                 let v = (3.0 * t).sin() + 0.5 * (7.0 * t).cos() + sigma * g;
                 Observation {
                     t,
-                    values: vec![v as f32],
+                    values: [v as f32][..].into(),
                 }
             })
             .collect()
@@ -1718,7 +1719,7 @@ mod tests {
         )
         .unwrap();
         let first = truth.advance(0.0).unwrap();
-        assert_eq!((first.t, first.values.clone()), (0.0, vec![1.0]));
+        assert_eq!((first.t, &first.values[..]), (0.0, &[1.0][..]));
         let samples = (0..64).filter_map(|_| truth.advance(1.0 / 64.0)).count();
         assert!(
             (19..=21).contains(&samples),

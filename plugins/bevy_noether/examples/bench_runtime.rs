@@ -431,7 +431,7 @@ fn latent_updates(m: &NoetherModel, sizes: &[usize]) {
                 (0..60)
                     .map(|k| Observation {
                         t: traj.t[k],
-                        values: vec![traj.state(k)[0] as f32],
+                        values: [traj.state(k)[0] as f32][..].into(),
                     })
                     .collect()
             })
@@ -535,7 +535,7 @@ fn encoder_latency(m: &NoetherModel) {
     let window: Vec<Observation> = (0..=25)
         .map(|k| Observation {
             t: traj.t[k],
-            values: vec![traj.state(k)[0] as f32],
+            values: [traj.state(k)[0] as f32][..].into(),
         })
         .collect();
     let seconds = time_per_call(Duration::from_secs(1), 3, || {

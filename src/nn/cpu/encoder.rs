@@ -437,7 +437,7 @@ mod tests {
             ts.iter()
                 .map(|&t| Observation {
                     t,
-                    values: vec![(2.0 * t) as f32],
+                    values: [(2.0 * t) as f32][..].into(),
                 })
                 .collect()
         };
