@@ -37,10 +37,9 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Condvar, Mutex, PoisonError,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
-    thread,
     time::{Duration, Instant},
 };
 
@@ -90,6 +89,10 @@ pub const TILE_BODIES: usize = 16;
 #[derive(Debug, Default)]
 pub struct FrameGate {
     depth: AtomicU32,
+    /// Waiters sleep on `lowered` (no wake-ups while the frame runs); `lock` orders their
+    /// check of the depth against the lowering's notification, so none is missed.
+    lock: Mutex<()>,
+    lowered: Condvar,
 }
 
 thread_local! {
@@ -109,11 +112,16 @@ impl FrameGate {
         self.depth.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The frame (or its stepping) is done; a lower without a raise does nothing.
+    /// The frame (or its stepping) is done; a lower without a raise does nothing. The
+    /// outermost lowering wakes the waiting threads.
     pub fn lower(&self) {
-        let _ = self
+        let lowered = self
             .depth
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
+        if lowered == Ok(1) {
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.lowered.notify_all();
+        }
     }
 
     /// Whether the frame is running.
@@ -121,9 +129,9 @@ impl FrameGate {
         self.depth.load(Ordering::Acquire) > 0
     }
 
-    /// Waits while the gate is raised (yielding, then in 50-µs naps), at most
-    /// [`FrameGate::MAX_WAIT`], after which this thread passes freely for
-    /// [`FrameGate::PASS`]; returns the time waited.
+    /// Waits while the gate is raised (asleep until it is lowered: a waiting thread takes
+    /// no CPU time from the frame), at most [`FrameGate::MAX_WAIT`], after which this
+    /// thread passes freely for [`FrameGate::PASS`]; returns the time waited.
     pub fn wait(&self) -> Duration {
         if !self.is_raised() {
             return Duration::ZERO;
@@ -132,18 +140,17 @@ impl FrameGate {
         if PASS_UNTIL.get().is_some_and(|until| start < until) {
             return Duration::ZERO;
         }
-        let mut spins = 0u32;
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         while self.is_raised() {
-            if start.elapsed() >= Self::MAX_WAIT {
+            let Some(left) = Self::MAX_WAIT.checked_sub(start.elapsed()) else {
                 PASS_UNTIL.set(Some(Instant::now() + Self::PASS));
                 break;
-            }
-            if spins < 16 {
-                thread::yield_now();
-                spins += 1;
-            } else {
-                thread::sleep(Duration::from_micros(50));
-            }
+            };
+            guard = self
+                .lowered
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         start.elapsed()
     }
@@ -1470,6 +1477,28 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_waiting_thread_wakes_when_the_gate_is_lowered() {
+        // Woken by the lowering, not by its MAX_WAIT: the thread does not take the starved
+        // thread's pass. (A few tries: a machine that stalls this thread past MAX_WAIT
+        // between raising and lowering would time the waiter out.)
+        let woken = (0..5).any(|_| {
+            let gate = Arc::new(FrameGate::default());
+            gate.raise();
+            let waiter = {
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    gate.wait();
+                    !gate.is_raised() && PASS_UNTIL.get().is_none()
+                })
+            };
+            std::thread::sleep(Duration::from_millis(2));
+            gate.lower();
+            waiter.join().unwrap()
+        });
+        assert!(woken);
     }
 
     #[test]
