@@ -14,7 +14,7 @@
 //!    (`--fit-only`: the latent updates/s alone).
 //!
 //! ```text
-//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only | --fit-only]
+//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only [--seconds S] | --fit-only]
 //! ```
 //!
 //! The numbers in BENCHMARKS.md come from the release profile
@@ -408,7 +408,7 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     }
     println!();
     if overhead_bodies > 0 {
-        adaptation_overhead(overhead_bodies);
+        adaptation_overhead(overhead_bodies, 20.0);
     }
 }
 
@@ -552,7 +552,7 @@ fn encoder_latency(m: &NoetherModel) {
 /// pacing, interleaved: chunks of 16 frames with the worker fitting (bodies whose fit ended
 /// start over, so it never runs out of work) alternate with chunks with dispatch stopped
 /// and no job in flight (the jobs still out are waited for, untimed, before the chunk).
-fn adaptation_overhead(overhead_bodies: usize) {
+fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
     let m = model("pendulum-svd5");
     let mut app = headless_app(assets(), HZ);
     let handle = app
@@ -565,7 +565,7 @@ fn adaptation_overhead(overhead_bodies: usize) {
     let (mut busy, mut counted) = (0usize, 0usize);
     let mut systems_ms = 0.0;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
+    while start.elapsed() < Duration::from_secs_f64(seconds) {
         let mut ended = app.world_mut().query::<&mut Adaptation>();
         for mut a in ended.iter_mut(app.world_mut()) {
             if matches!(
@@ -621,6 +621,14 @@ fn adaptation_overhead(overhead_bodies: usize) {
     );
 }
 
+/// The value after `flag` on the command line, if it parses.
+fn value_of<T: std::str::FromStr>(flag: &str) -> Option<T> {
+    std::env::args()
+        .skip_while(|a| a != flag)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = Duration::from_millis(if quick { 300 } else { 1500 });
@@ -635,7 +643,8 @@ fn main() {
         if quick { "--quick" } else { "full" }
     );
     if std::env::args().any(|a| a == "--overhead-only") {
-        adaptation_overhead(1000);
+        // `--seconds S`: a longer interleaved run, for a tighter ratio on a noisy machine.
+        adaptation_overhead(1000, value_of("--seconds").unwrap_or(20.0));
         return;
     }
     if std::env::args().any(|a| a == "--fit-only") {
@@ -648,11 +657,7 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--adapt-only") {
         // `--bodies N`: only that population (and no frame-overhead run).
-        let only: Option<usize> = std::env::args()
-            .skip_while(|a| a != "--bodies")
-            .nth(1)
-            .and_then(|n| n.parse().ok());
-        match only {
+        match value_of::<usize>("--bodies") {
             Some(n) => adaptation(&[n], Duration::from_secs(300), 0),
             None => adaptation(&[1, 100, 1000], Duration::from_secs(300), 1000),
         }
