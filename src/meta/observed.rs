@@ -262,8 +262,9 @@ pub fn with_checkpoint<R>(
     out
 }
 
-/// Calls this thread's checkpoint hook, if one is installed.
-fn checkpoint() {
+/// Calls this thread's checkpoint hook, if one is installed (work outside the rollouts
+/// that runs under [`with_checkpoint`] calls it too, between units of work).
+pub fn checkpoint() {
     let hook = CHECKPOINT.with(|c| c.borrow().clone());
     if let Some(hook) = hook {
         hook();

@@ -55,8 +55,8 @@ use crate::{
     meta::{
         FitConfig, FitState, Observation, ObservedPart, Track, Values, fit_step,
         observed::{
-            FIRST_HORIZON, extended_loss, predict, rollout_intervals, trajectory_rollout, validate,
-            with_checkpoint,
+            FIRST_HORIZON, checkpoint, extended_loss, predict, rollout_intervals,
+            trajectory_rollout, validate, with_checkpoint,
         },
     },
     nn::cpu::{CpuModel, Guess},
@@ -853,18 +853,16 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
     // track, so a mixed tile would roll its short tracks on through idle intervals.
     let mut bodies = bodies;
     bodies.sort_by_key(|b| b.observations().len());
-    let mut states = starting_states(model, &bodies, &job.config);
-    // The floor each body's misfit is held to, from its own observations.
-    let floors: Vec<f64> = bodies
-        .iter()
-        .map(|b| {
-            let estimate = noise_floor(&b.window);
-            let noise = job.noise.map_or(estimate, |known| estimate.min(known));
-            (NOISE_MULTIPLE * noise).max(job.settle_misfit * spread(b.observations()))
-        })
-        .collect();
+    let n = bodies.len();
+    let gate = job.gate.as_ref();
+    // Like the tiles below, the starting states wait at the frame's gate (their rollout
+    // carries a slid window's start along the flow for every body at once).
+    let (mut states, starting) = gated(gate, || starting_states(model, &bodies, &job.config));
     // Tiles of bodies, each fitted on its own (in parallel on the caller's rayon pool),
-    // waiting at the frame gate before every stage of their rollouts.
+    // waiting at the frame gate before every stage of their rollouts. Each tile first
+    // takes its bodies' noise floors from their own observations (a least-squares cubic
+    // per run of samples: for a full window, as much work as a rollout), one body between
+    // checkpoints.
     let tile = job.tile.max(1);
     let seen: Vec<Seen<'_>> = bodies
         .iter()
@@ -874,34 +872,34 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
             part: b.part,
         })
         .collect();
-    let serial = clock.elapsed().as_secs_f64();
-    let fitted: Vec<(TileFit, f64)> = seen
+    let serial = clock.elapsed().as_secs_f64() - starting.waited;
+    let fitted: Vec<((Vec<f64>, TileFit), Gated)> = seen
         .par_chunks(tile)
         .zip(states.par_chunks_mut(tile))
-        .zip(floors.par_chunks(tile))
-        .map(|((bodies, states), floors)| {
-            let started = Instant::now();
-            let mut fit = || fit_tile(model, &job.config, job.steps, bodies, states, floors);
-            let (fits, waited) = match &job.gate {
-                Some(gate) => {
-                    let (gate, waited) = (gate.clone(), Arc::new(AtomicU64::new(0)));
-                    let counter = waited.clone();
-                    let fits = with_checkpoint(
-                        Arc::new(move || {
-                            let w = gate.wait().as_nanos() as u64;
-                            counter.fetch_add(w, Ordering::Relaxed);
-                        }),
-                        fit,
-                    );
-                    (fits, waited.load(Ordering::Relaxed) as f64 * 1e-9)
-                }
-                None => (fit(), 0.0),
-            };
-            (fits, (started.elapsed().as_secs_f64() - waited).max(0.0))
+        .map(|(bodies, states)| {
+            gated(gate, || {
+                let floors: Vec<f64> = bodies
+                    .iter()
+                    .map(|b| {
+                        checkpoint();
+                        let estimate = noise_floor(b.all);
+                        let noise = job.noise.map_or(estimate, |known| estimate.min(known));
+                        (NOISE_MULTIPLE * noise)
+                            .max(job.settle_misfit * spread(&b.all[..b.horizon]))
+                    })
+                    .collect();
+                let fits = fit_tile(model, &job.config, job.steps, bodies, states, &floors);
+                (floors, fits)
+            })
         })
         .collect();
-    let compute_seconds = serial + fitted.iter().map(|(_, busy)| busy).sum::<f64>();
-    let fits: Vec<BodyFit> = fitted.into_iter().flat_map(|(fits, _)| fits).collect();
+    let (mut floors, mut fits) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut compute_seconds = serial;
+    for ((tile_floors, tile_fits), time) in fitted {
+        floors.extend(tile_floors);
+        fits.extend(tile_fits);
+        compute_seconds += time.busy;
+    }
     let lambda_z = job.config.lambda_z;
     let bodies: Vec<BodyResult<K>> = bodies
         .into_iter()
@@ -942,6 +940,36 @@ pub fn run_job<K>(model: &CpuModel, job: Job<K>) -> JobResult<K> {
         seconds: clock.elapsed().as_secs_f64(),
         compute_seconds,
     }
+}
+
+/// Time spent in a [`gated`] call.
+struct Gated {
+    /// Seconds it computed: its wall time less its waits at the gate.
+    busy: f64,
+    /// Seconds it waited at the gate.
+    waited: f64,
+}
+
+/// Runs `f` with the frame's `gate` as this thread's checkpoint ([`with_checkpoint`]),
+/// waiting at it once first; without a gate, just runs `f`.
+fn gated<R>(gate: Option<&Arc<FrameGate>>, f: impl FnOnce() -> R) -> (R, Gated) {
+    let started = Instant::now();
+    let Some(gate) = gate else {
+        let out = f();
+        let busy = started.elapsed().as_secs_f64();
+        return (out, Gated { busy, waited: 0.0 });
+    };
+    let waited = Arc::new(AtomicU64::new(gate.wait().as_nanos() as u64));
+    let (gate, counter) = (gate.clone(), waited.clone());
+    let out = with_checkpoint(
+        Arc::new(move || {
+            counter.fetch_add(gate.wait().as_nanos() as u64, Ordering::Relaxed);
+        }),
+        f,
+    );
+    let waited = waited.load(Ordering::Relaxed) as f64 * 1e-9;
+    let busy = (started.elapsed().as_secs_f64() - waited).max(0.0);
+    (out, Gated { busy, waited })
 }
 
 /// What a tile fit sees of one body.
