@@ -14,7 +14,7 @@
 //!    (`--fit-only`: the latent updates/s alone).
 //!
 //! ```text
-//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only [--seconds S] | --fit-only]
+//! cargo run -p bevy_noether --example bench_runtime [-- --quick | --stepping-only | --adapt-only [--bodies N] | --overhead-only [--seconds S] [--chunk N] | --fit-only]
 //! ```
 //!
 //! The numbers in BENCHMARKS.md come from the release profile
@@ -408,7 +408,7 @@ fn adaptation(sizes: &[usize], limit: Duration, overhead_bodies: usize) {
     }
     println!();
     if overhead_bodies > 0 {
-        adaptation_overhead(overhead_bodies, 20.0);
+        adaptation_overhead(overhead_bodies, 20.0, CHUNK);
     }
 }
 
@@ -549,10 +549,10 @@ fn encoder_latency(m: &NoetherModel) {
 }
 
 /// Frame time with and without adaptation, same observed bodies, one app, real-time
-/// pacing, interleaved: chunks of 16 frames with the worker fitting (bodies whose fit ended
+/// pacing, interleaved: chunks of `chunk` frames with the worker fitting (bodies whose fit ended
 /// start over, so it never runs out of work) alternate with chunks with dispatch stopped
 /// and no job in flight (the jobs still out are waited for, untimed, before the chunk).
-fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
+fn adaptation_overhead(overhead_bodies: usize, seconds: f64, chunk: usize) {
     let m = model("pendulum-svd5");
     let mut app = headless_app(assets(), HZ);
     let handle = app
@@ -576,7 +576,7 @@ fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
             }
         }
         app.world_mut().resource_mut::<AdaptSettings>().enabled = true;
-        for _ in 0..16 {
+        for _ in 0..chunk {
             on.push(frames(&mut app, 1, true));
             busy += usize::from(app.world().resource::<AdaptationStats>().in_flight > 0);
             counted += 1;
@@ -586,11 +586,17 @@ fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
         while app.world().resource::<AdaptationStats>().in_flight > 0 {
             frames(&mut app, 1, true);
         }
-        for _ in 0..16 {
+        for _ in 0..chunk {
             off.push(frames(&mut app, 1, true));
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let by_position = |v: &[f64]| -> Vec<Vec<f64>> {
+        (0..chunk)
+            .map(|k| v.iter().skip(k).step_by(chunk).copied().collect())
+            .collect()
+    };
+    let (on_by_position, off_by_position) = (by_position(&on), by_position(&off));
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -598,7 +604,7 @@ fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
     let (on_mean, off_mean) = (mean(&on), mean(&off));
     let (on_median, off_median) = (median(&mut on), median(&mut off));
     println!(
-        "| {overhead_bodies} observed bodies, real-time pacing, interleaved chunks of 16 frames | frame ms (mean) | frame ms (median) | frames |"
+        "| {overhead_bodies} observed bodies, real-time pacing, interleaved chunks of {chunk} frames | frame ms (mean) | frame ms (median) | frames |"
     );
     println!("|---|---|---|---|");
     println!(
@@ -615,11 +621,25 @@ fn adaptation_overhead(overhead_bodies: usize, seconds: f64) {
         on_mean / off_mean,
         on_median / off_median
     );
+    // Where in a chunk the frames differ: a chunk with adaptation on starts with the
+    // dispatch of a fresh job (and the bodies restarted above).
+    let lead = 4.min(chunk);
+    for (name, v) in [("on", &on_by_position), ("off", &off_by_position)] {
+        let (first, rest) = v.split_at(lead);
+        println!(
+            "adaptation {name}: the first {lead} frames of a chunk {:.2} ms, the rest {:.2} ms",
+            mean(&first.concat()),
+            mean(&rest.concat())
+        );
+    }
     println!(
         "\nmain-thread time in the adaptation systems per frame (adaptation on): {:.3} ms\n",
         systems_ms / counted.max(1) as f64
     );
 }
+
+/// Frames per chunk of the frame-overhead run.
+const CHUNK: usize = 16;
 
 /// The value after `flag` on the command line, if it parses.
 fn value_of<T: std::str::FromStr>(flag: &str) -> Option<T> {
@@ -644,7 +664,11 @@ fn main() {
     );
     if std::env::args().any(|a| a == "--overhead-only") {
         // `--seconds S`: a longer interleaved run, for a tighter ratio on a noisy machine.
-        adaptation_overhead(1000, value_of("--seconds").unwrap_or(20.0));
+        adaptation_overhead(
+            1000,
+            value_of("--seconds").unwrap_or(20.0),
+            value_of("--chunk").unwrap_or(CHUNK).max(1),
+        );
         return;
     }
     if std::env::args().any(|a| a == "--fit-only") {
