@@ -197,6 +197,26 @@ pub fn run(args: ReproduceArgs) -> CliResult {
     Ok(())
 }
 
+/// `path` as seen from the directory `base`: how a report written in `base` links a file at
+/// `path` (both taken against the working directory; `..` where `base` goes deeper).
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (path, base) = (absolute(path), absolute(base));
+    let common = path
+        .components()
+        .zip(base.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in base.components().skip(common) {
+        out.push("..");
+    }
+    for c in path.components().skip(common) {
+        out.push(c);
+    }
+    out
+}
+
 fn to_ron<T: Serialize>(v: &T) -> Result<String, Box<dyn std::error::Error>> {
     Ok(ron::ser::to_string_pretty(
         v,
@@ -824,9 +844,15 @@ fn write_report(
             ));
         }
     }
-    // Figures: shots sweep per family.
+    // Figures: shots sweep per family. The report links them from where it is written.
     let figs = root.join("figures");
     fs::create_dir_all(&figs)?;
+    let report_dir = match report.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let link = relative_to(&figs, report_dir);
+    let link = link.display();
     md.push_str("\n## Figures\n\n");
     for &family in families {
         let series: Vec<Series> = cells
@@ -850,11 +876,9 @@ fn write_report(
             true,
             true,
         )?;
-        md.push_str(&format!(
-            "![{family} shots](figures/shots-{family}.png)\n\n"
-        ));
+        md.push_str(&format!("![{family} shots]({link}/shots-{family}.png)\n\n"));
         if let Some(fig) = portrait(root, family, data_dir, &figs)? {
-            md.push_str(&format!("![{family} portrait](figures/{fig})\n\n"));
+            md.push_str(&format!("![{family} portrait]({link}/{fig})\n\n"));
         }
     }
     // Extras.
@@ -889,7 +913,7 @@ fn write_report(
                 ("λ_z", "λ_φ"),
                 &values,
             )?;
-            md.push_str(&format!("\n![{}](figures/{}.png)\n", e.name, e.name));
+            md.push_str(&format!("\n![{}]({link}/{}.png)\n", e.name, e.name));
         }
         md.push('\n');
     }
@@ -1050,4 +1074,27 @@ fn portrait(
         &panels,
     )?;
     Ok(Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_links_its_figures_from_where_it_is_written() {
+        let figs = Path::new("results/paper/figures");
+        assert_eq!(relative_to(figs, Path::new(".")), figs);
+        assert_eq!(
+            relative_to(figs, Path::new("results/paper")),
+            Path::new("figures")
+        );
+        assert_eq!(
+            relative_to(figs, Path::new("docs")),
+            Path::new("../results/paper/figures")
+        );
+        assert_eq!(
+            relative_to(Path::new("/a/b/figures"), Path::new("/a/c/d")),
+            Path::new("../../b/figures")
+        );
+    }
 }
