@@ -308,20 +308,11 @@ pub fn heatmap(
         .disable_mesh()
         .x_desc(axes.0)
         .y_desc(axes.1)
-        .x_labels(cols)
-        .y_labels(rows)
-        .x_label_formatter(&|v| {
-            col_labels
-                .get(v.floor() as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .y_label_formatter(&|v| {
-            row_labels
-                .get(v.floor() as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
+        // Ticks every half cell: the centres carry the row and column labels, the edges none.
+        .x_labels(2 * cols + 1)
+        .y_labels(2 * rows + 1)
+        .x_label_formatter(&|v| cell_label(col_labels, *v))
+        .y_label_formatter(&|v| cell_label(row_labels, *v))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(x.to_string()))?;
@@ -359,9 +350,31 @@ pub fn heatmap(
     std::fs::rename(&tmp, path).map_err(|x| e(x.to_string()))
 }
 
+/// The label of the cell whose centre is at `v` (cells span [i, i + 1)); none off a centre.
+fn cell_label(labels: &[String], v: f64) -> String {
+    if (v - v.floor() - 0.5).abs() > 1e-6 {
+        return String::new();
+    }
+    labels.get(v.floor() as usize).cloned().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heatmap_labels_the_centres_of_its_cells_only() {
+        let labels = ["1e-2".to_owned(), "1e-3".to_owned(), "1e-4".to_owned()];
+        let at = |v: f64| cell_label(&labels, v);
+        assert_eq!(
+            (at(0.5), at(1.5), at(2.5)),
+            ("1e-2".into(), "1e-3".into(), "1e-4".into())
+        );
+        assert_eq!(
+            (at(0.0), at(1.0), at(3.0), at(3.5)),
+            (String::new(), String::new(), String::new(), String::new())
+        );
+    }
 
     /// The same data gives the same pixels (the font is embedded), and the files are PNGs.
     #[test]
