@@ -1650,13 +1650,19 @@ mod tests {
         }
     }
 
+    /// A 60-sample window holding `samples` observations of a body at rest, 0.05 s apart.
+    fn resting_window(samples: u32) -> ObservationWindow {
+        let mut window = ObservationWindow::with_capacity(60);
+        for i in 0..samples {
+            window.push(f64::from(i) * 0.05, vec![0.0]).unwrap();
+        }
+        window
+    }
+
     #[test]
     fn a_fit_without_descent_above_the_floor_stalls_and_is_retried() {
         let settings = AdaptationSettings::default();
-        let mut window = ObservationWindow::with_capacity(60);
-        for i in 0..60 {
-            window.push(f64::from(i) * 0.05, vec![0.0]).unwrap();
-        }
+        let mut window = resting_window(60);
         let mut s = AdaptState::default();
         s.horizon = 60;
         // Still descending above the floor: keep adapting.
@@ -1707,10 +1713,12 @@ mod tests {
     fn a_fit_is_judged_on_the_observations_its_job_held() {
         let settings = AdaptationSettings::default();
         // 2.25 s of observations when the job was formed; 0.5 s more arrived while it ran.
-        let mut window = ObservationWindow::with_capacity(60);
-        for i in 0..55 {
-            window.push(f64::from(i) * 0.05, vec![0.0]).unwrap();
-        }
+        let window = resting_window(55);
+        let adapting = |horizon| AdaptState {
+            phase: AdaptPhase::Adapting,
+            horizon,
+            ..AdaptState::default()
+        };
         let at_floor = |covered: usize| BodyResult {
             fit: CarriedFit {
                 t_end: (covered - 1) as f64 * 0.05,
@@ -1719,31 +1727,19 @@ mod tests {
             observations: 45,
             ..result(true, 0.01, 0.02, covered)
         };
-        let mut s = AdaptState {
-            phase: AdaptPhase::Adapting,
-            horizon: 45,
-            ..AdaptState::default()
-        };
+        let mut s = adapting(45);
         let applied = s.apply(at_floor(45), &window, &settings);
         assert!(
             matches!(applied.event, Some(AdaptEvent::Converged { .. })),
             "{applied:?}"
         );
         // Part of what the job held is not covered: the horizon grows instead.
-        let mut s = AdaptState {
-            phase: AdaptPhase::Adapting,
-            horizon: 40,
-            ..AdaptState::default()
-        };
+        let mut s = adapting(40);
         let applied = s.apply(at_floor(40), &window, &settings);
         assert_eq!(applied.event, None);
         assert_eq!((s.phase, s.horizon), (AdaptPhase::Adapting, 60));
         // All it held, but too short a span to converge on: wait for a longer window.
-        let mut s = AdaptState {
-            phase: AdaptPhase::Adapting,
-            horizon: 30,
-            ..AdaptState::default()
-        };
+        let mut s = adapting(30);
         let short = BodyResult {
             observations: 30,
             ..at_floor(30)
