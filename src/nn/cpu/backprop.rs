@@ -42,8 +42,6 @@ pub(super) struct Tape {
     strides: Vec<usize>,
     /// Forward outputs `[rows, out + pre]` (pre-products a·V).
     y: Vec<Buf>,
-    /// g_ℓ before the tanh derivative, `[rows, out]`.
-    g: Vec<Buf>,
     /// δ_ℓ with the transposed map's extra columns, `[rows, out + extra_out]`.
     delta: Vec<Buf>,
     /// Transposed outputs `[rows, in + pre]` (pre-products δ·U).
@@ -148,7 +146,7 @@ impl CpuMlp {
             t.strides
                 .push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
         }
-        let mut a0 = Buf::zeroed(rows * t.strides[0]);
+        let mut a0 = Buf::overwritten(rows * t.strides[0]);
         for r in 0..rows {
             a0[r * t.strides[0]..r * t.strides[0] + n].copy_from_slice(&x[r * n..(r + 1) * n]);
         }
@@ -158,7 +156,7 @@ impl CpuMlp {
             let mut d = Buf::default();
             layer.svd_coefficients(&t.zt, rows, &mut d);
             let cols = layer.d_out + layer.pre();
-            let mut y = Buf::zeroed(rows * cols);
+            let mut y = Buf::overwritten(rows * cols);
             let stride = t.strides[l];
             layer.forward_map(
                 &mut t.acts[l],
@@ -172,28 +170,23 @@ impl CpuMlp {
                 &mut scratch,
             );
             let next = t.strides[l + 1];
-            let mut a = Buf::zeroed(rows * next);
+            let mut a = Buf::overwritten(rows * next);
             super::simd::tanh_rows(&y, cols, &layer.bias, &mut a, next, rows, layer.d_out);
             t.acts.push(a);
             t.y.push(y);
             t.d.push(d);
         }
-        // ∇ₓ pass, keeping g_ℓ, δ_ℓ and the transposed outputs.
-        let width = self.readout.len();
-        let mut g = Buf::zeroed(0);
-        for _ in 0..rows {
-            g.extend_from_slice(&self.readout);
-        }
-        let mut g_stride = width;
-        t.g = (0..layers).map(|_| Buf::default()).collect();
+        // ∇ₓ pass, keeping δ_ℓ and the transposed outputs (g_ℓ is read where it lies:
+        // see `grad_input`).
         t.delta = (0..layers).map(|_| Buf::default()).collect();
         t.gy = (0..layers).map(|_| Buf::default()).collect();
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (o, i) = (layer.d_out, layer.d_in);
             let ds = o + layer.extra_out();
-            let mut delta = Buf::zeroed(rows * ds);
+            let mut delta = Buf::overwritten(rows * ds);
+            let (g, g_stride) = self.grad_input(&t, l);
             mul_dtanh(
-                &g,
+                g,
                 g_stride,
                 &t.acts[l + 1],
                 t.strides[l + 1],
@@ -202,8 +195,7 @@ impl CpuMlp {
                 rows,
                 o,
             );
-            let cols = i + layer.pre();
-            let mut gy = Buf::zeroed(rows * cols);
+            let mut gy = Buf::overwritten(rows * (i + layer.pre()));
             layer.transpose_map(
                 &mut delta,
                 ds,
@@ -214,20 +206,26 @@ impl CpuMlp {
                 &mut gy,
                 &mut scratch,
             );
-            let mut kept = Buf::zeroed(0);
-            for r in 0..rows {
-                kept.extend_from_slice(&g[r * g_stride..r * g_stride + o]);
-            }
-            t.g[l] = kept;
-            g = gy.clone();
-            g_stride = cols;
             t.delta[l] = delta;
             t.gy[l] = gy;
         }
+        let (g, g_stride) = self.grad_input(&t, usize::MAX);
         for r in 0..rows {
             grad[r * n..(r + 1) * n].copy_from_slice(&g[r * g_stride..r * g_stride + n]);
         }
         t
+    }
+
+    /// g_ℓ, the ∇ₓ pass's input to layer ℓ (before the tanh derivative), and its row
+    /// stride: the readout on every row (stride 0) for the last layer, else the first
+    /// columns of layer ℓ + 1's transposed output in `tape`; `l = usize::MAX` asks for
+    /// g₀ = ∇ₓf, layer 0's transposed output.
+    fn grad_input<'t>(&'t self, tape: &'t Tape, l: usize) -> (&'t [f32], usize) {
+        let above = l.wrapping_add(1);
+        match self.layers.get(above) {
+            Some(next) => (&tape.gy[above], next.d_in + next.pre()),
+            None => (&self.readout, 0),
+        }
     }
 
     /// Reverse mode through a recorded tile: given ḡ₀ = ∂L/∂(∇ₓf) `[rows, n]`, adds the
@@ -256,7 +254,7 @@ impl CpuMlp {
         // Pass 1, through the ∇ₓ chain in forward order: δ̄_ℓ = ḡ_{ℓ−1}W̃_ℓ.
         let mut gbars: Vec<(Buf, usize)> = Vec::with_capacity(layers + 1);
         let s0 = n + self.layers[0].extra_in();
-        let mut g0 = Buf::zeroed(rows * s0);
+        let mut g0 = Buf::overwritten(rows * s0);
         for r in 0..rows {
             g0[r * s0..r * s0 + n].copy_from_slice(&gbar0[r * n..(r + 1) * n]);
         }
@@ -265,7 +263,7 @@ impl CpuMlp {
         let mut abar: Vec<Buf> = Vec::with_capacity(layers);
         for (l, layer) in self.layers.iter().enumerate() {
             let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
-            let mut dy = Buf::zeroed(rows * cols);
+            let mut dy = Buf::overwritten(rows * cols);
             let (src, ss) = &mut gbars[l];
             layer.forward_map(
                 src,
@@ -280,13 +278,14 @@ impl CpuMlp {
             );
             let (a, as_) = (&tape.acts[l + 1], tape.strides[l + 1]);
             let next_stride = o + self.layers.get(l + 1).map_or(0, |next| next.extra_in());
-            let mut next = Buf::zeroed(rows * next_stride);
+            let mut next = Buf::overwritten(rows * next_stride);
             mul_dtanh(&dy, cols, a, as_, &mut next, next_stride, rows, o);
-            let mut ab = Buf::zeroed(rows * o);
+            let (g_l, g_ls) = self.grad_input(tape, l);
+            let mut ab = Buf::overwritten(rows * o);
             for (r, abr) in ab.chunks_exact_mut(o).enumerate() {
                 let (dyr, gr, ar) = (
                     &dy[r * cols..r * cols + o],
-                    &tape.g[l][r * o..(r + 1) * o],
+                    &g_l[r * g_ls..r * g_ls + o],
                     &a[r * as_..r * as_ + o],
                 );
                 for (((ab, d), g), a) in abr.iter_mut().zip(dyr).zip(gr).zip(ar) {
@@ -310,7 +309,7 @@ impl CpuMlp {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (o, i) = (layer.d_out, layer.d_in);
             let us = o + layer.extra_out();
-            let mut ubar = Buf::zeroed(rows * us);
+            let mut ubar = Buf::overwritten(rows * us);
             mul_dtanh(
                 &abar[l],
                 o,
@@ -322,7 +321,7 @@ impl CpuMlp {
                 o,
             );
             let cols = i + layer.pre();
-            let mut uy = Buf::zeroed(rows * cols);
+            let mut uy = Buf::overwritten(rows * cols);
             layer.transpose_map(
                 &mut ubar,
                 us,
@@ -433,14 +432,14 @@ fn layer_grads(
     if let Some(g) = g.as_deref_mut() {
         add_outer(&mut g.shift, dz, o, z, dz, s.ubar.0, s.ubar.1, rows);
     }
-    let mut zb = Buf::zeroed(rows * dz);
+    let mut zb = Buf::overwritten(rows * dz);
     mul_t(&mut zb, s.ubar.0, s.ubar.1, &p.shift, rows, o, dz);
     match cfg.modulation {
         Modulation::None | Modulation::Shift => {}
         Modulation::Fw => {
             // ΔW̄ₖ[i, o] += Σ zₖ(aᵢūₒ + ḡᵢδₒ): right factors laid out as (k, o).
             let kron = |v: (&[f32], usize)| -> Buf {
-                let mut e = Buf::zeroed(rows * dz * o);
+                let mut e = Buf::overwritten(rows * dz * o);
                 for r in 0..rows {
                     for kk in 0..dz {
                         for oo in 0..o {
@@ -473,7 +472,10 @@ fn layer_grads(
                 );
             }
             // z̄ₖ += (aΔWₖ)·ū + (ḡΔWₖ)·δ.
-            let (mut aw, mut gw) = (Buf::zeroed(rows * dz * o), Buf::zeroed(rows * dz * o));
+            let (mut aw, mut gw) = (
+                Buf::overwritten(rows * dz * o),
+                Buf::overwritten(rows * dz * o),
+            );
             mul(&mut aw, s.a.0, s.a.1, &p.fw, rows, i, dz * o);
             mul(&mut gw, s.gbar.0, s.gbar.1, &p.fw, rows, i, dz * o);
             for r in 0..rows {
@@ -565,11 +567,11 @@ fn layer_grads(
             let col =
                 |buf: (&[f32], usize), off: usize, r: usize, j: usize| buf.0[r * buf.1 + off + j];
             let (mut t1, mut t2, mut s1, mut s2, mut dbar) = (
-                Buf::zeroed(rows * r_),
-                Buf::zeroed(rows * r_),
-                Buf::zeroed(rows * r_),
-                Buf::zeroed(rows * r_),
-                Buf::zeroed(rows * r_),
+                Buf::overwritten(rows * r_),
+                Buf::overwritten(rows * r_),
+                Buf::overwritten(rows * r_),
+                Buf::overwritten(rows * r_),
+                Buf::overwritten(rows * r_),
             );
             for r in 0..rows {
                 for j in 0..r_ {

@@ -39,6 +39,27 @@ pub(super) struct Buf(Vec<f32>);
 impl Buf {
     /// `len` zeros, in a buffer reused from this thread's pool where one is free.
     pub(super) fn zeroed(len: usize) -> Self {
+        let mut v = Self::take(len);
+        v.clear();
+        v.resize(len, 0.0);
+        Self(v)
+    }
+
+    /// `len` values left from the buffer's last use (zeros where it grows), for an output
+    /// every element of which is written before it is read: a GEMM's destination, a tanh's.
+    /// Zeroing those took 6 % of an SVD training step in `memset` (BENCHMARKS.md).
+    pub(super) fn overwritten(len: usize) -> Self {
+        let mut v = Self::take(len);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        Self(v)
+    }
+
+    /// A buffer of at least `len` capacity from this thread's pool where one is free.
+    fn take(len: usize) -> Vec<f32> {
         let reused = FREE
             .try_with(|free| {
                 let mut free = free.try_borrow_mut().ok()?;
@@ -54,10 +75,7 @@ impl Buf {
             })
             .ok()
             .flatten();
-        let mut v = reused.unwrap_or_default();
-        v.clear();
-        v.resize(len, 0.0);
-        Self(v)
+        reused.unwrap_or_default()
     }
 
     /// A pooled copy of `values`.
@@ -131,6 +149,18 @@ mod tests {
         assert_eq!(*c, *b);
         drop((b, c));
         assert!(pooled().0 <= kept + 2);
+        // An output buffer keeps what its last use left, and is zero where it grew.
+        let mut d = Buf::zeroed(10);
+        d.iter_mut().for_each(|v| *v = 3.0);
+        drop(d);
+        let e = Buf::overwritten(12);
+        assert_eq!(e.len(), 12);
+        assert!(e[..10].iter().all(|v| *v == 3.0) && e[10..].iter().all(|v| *v == 0.0));
+        drop(e);
+        assert!(
+            Buf::zeroed(12).iter().all(|v| *v == 0.0),
+            "zeroed still zeroes"
+        );
         // Far more buffers than the list keeps: it stays within its bounds.
         let many: Vec<Buf> = (0..3 * KEPT).map(|_| Buf::zeroed(1000)).collect();
         drop(many);
