@@ -6,6 +6,8 @@
 //! m̂ = m / (1 − β₁ᵗ),     v̂ = v / (1 − β₂ᵗ)
 //! ```
 
+use rayon::prelude::*;
+
 use crate::nn::cpu::{ModelParams, ParamRole};
 
 /// β₁.
@@ -14,6 +16,9 @@ pub const BETA1: f32 = 0.9;
 pub const BETA2: f32 = 0.999;
 /// ε.
 pub const EPSILON: f32 = 1e-8;
+
+/// Parameter vectors at least this long are updated in parallel, in chunks of this size.
+const PARALLEL_FROM: usize = 1 << 14;
 
 /// Adam moments of one parameter vector, with its own step count.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,10 +39,23 @@ impl AdamState {
         self.t += 1;
         let (c1, c2) = (1.0 - BETA1.powi(self.t), 1.0 - BETA2.powi(self.t));
         let lr = lr as f32;
-        for (((x, g), m), v) in x.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
-            *m = BETA1 * *m + (1.0 - BETA1) * g;
-            *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-            *x -= lr * (*m / c1) / ((*v / c2).sqrt() + EPSILON);
+        let step = |x: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((x, g), m), v) in x.iter_mut().zip(g).zip(m).zip(v) {
+                *m = BETA1 * *m + (1.0 - BETA1) * g;
+                *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+                *x -= lr * (*m / c1) / ((*v / c2).sqrt() + EPSILON);
+            }
+        };
+        if x.len() < PARALLEL_FROM {
+            step(x, g, &mut self.m, &mut self.v);
+        } else {
+            // Element by element, so the split changes nothing but the time (an FW
+            // network's 200 k parameters took a tenth of its training step on one thread).
+            x.par_chunks_mut(PARALLEL_FROM)
+                .zip(g.par_chunks(PARALLEL_FROM))
+                .zip(self.m.par_chunks_mut(PARALLEL_FROM))
+                .zip(self.v.par_chunks_mut(PARALLEL_FROM))
+                .for_each(|(((x, g), m), v)| step(x, g, m, v));
         }
     }
 }

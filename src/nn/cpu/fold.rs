@@ -21,6 +21,8 @@
 //!
 //! summed over tasks. [`super::loss::Objective::loss_grad`] takes this path for FW models.
 
+use rayon::prelude::*;
+
 use super::params::{LayerParams, MlpParams, ModelParams};
 use crate::nn::Modulation;
 
@@ -59,41 +61,58 @@ impl LayerParams {
         }
     }
 
-    /// Adds the chain rule of [`LayerParams::fold_fw`] for the folded layer's gradient `g`
-    /// into `out` (this layer's gradient) and `zbar` (∂L/∂z).
-    fn unfold_fw_grad(&self, g: &LayerParams, z: &[f32], out: &mut LayerParams, zbar: &mut [f32]) {
+    /// ∂L/∂zₖ += ⟨ΔWₖ, Ḡ⟩ + aₖ·ḡ for the folded layer's gradient `g` (`zbar` `[d_z]`).
+    fn add_fw_latent_grad(&self, g: &LayerParams, zbar: &mut [f32]) {
         let (i, o) = (self.config.d_input, self.config.d_output);
-        let dz = z.len();
-        out.weight
-            .iter_mut()
-            .zip(&g.weight)
-            .for_each(|(a, b)| *a += b);
-        out.bias.iter_mut().zip(&g.bias).for_each(|(a, b)| *a += b);
+        let dz = zbar.len();
         for ii in 0..i {
             let gw = &g.weight[ii * o..(ii + 1) * o];
-            for (k, zk) in z.iter().enumerate() {
+            for (k, zb) in zbar.iter_mut().enumerate() {
                 let at = ii * dz * o + k * o;
-                let delta = &self.fw[at..at + o];
-                zbar[k] += dot(delta, gw);
-                out.fw[at..at + o]
-                    .iter_mut()
-                    .zip(gw)
-                    .for_each(|(a, g)| *a += zk * g);
+                *zb += dot(&self.fw[at..at + o], gw);
             }
         }
-        for (k, zk) in z.iter().enumerate() {
-            let a = &self.shift[k * o..(k + 1) * o];
-            zbar[k] += dot(a, &g.bias);
-            out.shift[k * o..(k + 1) * o]
+        for (k, zb) in zbar.iter_mut().enumerate() {
+            *zb += dot(&self.shift[k * o..(k + 1) * o], &g.bias);
+        }
+    }
+
+    /// Adds the parameter part of the chain rule of [`LayerParams::fold_fw`] into `out`
+    /// (this layer's gradient) for every task's (z, folded gradient), in task order:
+    /// ∂L/∂W = Σ Ḡ, ∂L/∂ΔWₖ = Σ zₖḠ, ∂L/∂b = Σ ḡ, ∂L/∂aₖ = Σ zₖḡ. The ΔW rows run in
+    /// parallel; every element still sums its tasks in order (deterministic).
+    fn add_unfolded_fw(&self, tasks: &[(&[f32], &LayerParams)], out: &mut LayerParams) {
+        let o = self.config.d_output;
+        let dz = self.config.d_latent;
+        for (_, g) in tasks {
+            out.weight
                 .iter_mut()
-                .zip(&g.bias)
-                .for_each(|(a, g)| *a += zk * g);
+                .zip(&g.weight)
+                .for_each(|(a, b)| *a += b);
+            out.bias.iter_mut().zip(&g.bias).for_each(|(a, b)| *a += b);
+        }
+        out.fw
+            .par_chunks_mut(dz * o)
+            .with_min_len(8)
+            .enumerate()
+            .for_each(|(ii, row)| {
+                for (z, g) in tasks {
+                    let gw = &g.weight[ii * o..(ii + 1) * o];
+                    for (zk, dw) in z.iter().zip(row.chunks_exact_mut(o)) {
+                        dw.iter_mut().zip(gw).for_each(|(a, g)| *a += zk * g);
+                    }
+                }
+            });
+        for (z, g) in tasks {
+            for (zk, a) in z.iter().zip(out.shift.chunks_exact_mut(o)) {
+                a.iter_mut().zip(&g.bias).for_each(|(a, g)| *a += zk * g);
+            }
         }
     }
 }
 
 /// a·b with sixteen partial sums, so that it vectorises (a plain `sum` adds in order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca
         .remainder()
@@ -119,14 +138,23 @@ impl MlpParams {
         }
     }
 
-    fn unfold_fw_grad(&self, g: &MlpParams, z: &[f32], out: &mut MlpParams, zbar: &mut [f32]) {
-        for ((l, gl), ol) in self.layers.iter().zip(&g.layers).zip(&mut out.layers) {
-            l.unfold_fw_grad(gl, z, ol, zbar);
+    fn add_fw_latent_grad(&self, g: &MlpParams, zbar: &mut [f32]) {
+        for (l, gl) in self.layers.iter().zip(&g.layers) {
+            l.add_fw_latent_grad(gl, zbar);
         }
-        out.readout
-            .iter_mut()
-            .zip(&g.readout)
-            .for_each(|(a, b)| *a += b);
+    }
+
+    fn add_unfolded_fw(&self, tasks: &[(&[f32], &MlpParams)], out: &mut MlpParams) {
+        for (at, (l, ol)) in self.layers.iter().zip(&mut out.layers).enumerate() {
+            let layer: Vec<_> = tasks.iter().map(|(z, g)| (*z, &g.layers[at])).collect();
+            l.add_unfolded_fw(&layer, ol);
+        }
+        for (_, g) in tasks {
+            out.readout
+                .iter_mut()
+                .zip(&g.readout)
+                .for_each(|(a, b)| *a += b);
+        }
     }
 
     fn is_full_weight(&self) -> bool {
@@ -165,44 +193,101 @@ impl ModelParams {
         }
     }
 
-    /// Adds the chain rule of [`ModelParams::fold_fw`] for the folded model's gradient `g`
-    /// into `out` (this model's gradient) and `zbar` (∂L/∂z, `[d_z]`).
-    pub fn unfold_fw_grad(
-        &self,
-        g: &ModelParams,
-        z: &[f32],
-        out: &mut ModelParams,
-        zbar: &mut [f32],
-    ) {
-        match (self, g, out) {
-            (Self::Hnn(m), Self::Hnn(gm), Self::Hnn(om)) => m.unfold_fw_grad(gm, z, om, zbar),
-            (
-                Self::Separable { t, v },
-                Self::Separable { t: gt, v: gv },
-                Self::Separable { t: ot, v: ov },
-            ) => {
-                t.unfold_fw_grad(gt, z, ot, zbar);
-                v.unfold_fw_grad(gv, z, ov, zbar);
+    /// ∂L/∂z (`zbar`, `[d_z]`, added to) from the gradient `g` of this model folded at one
+    /// latent ([`ModelParams::fold_fw`]): ∂L/∂zₖ = Σ_layers ⟨ΔWₖ, Ḡ⟩ + aₖ·ḡ.
+    pub fn add_fw_latent_grad(&self, g: &ModelParams, zbar: &mut [f32]) {
+        match (self, g) {
+            (Self::Hnn(m), Self::Hnn(gm)) => m.add_fw_latent_grad(gm, zbar),
+            (Self::Separable { t, v }, Self::Separable { t: gt, v: gv }) => {
+                t.add_fw_latent_grad(gt, zbar);
+                v.add_fw_latent_grad(gv, zbar);
             }
-            (Self::Generic(p), Self::Generic(gp), Self::Generic(op)) => {
-                p.energy.unfold_fw_grad(&gp.energy, z, &mut op.energy, zbar);
-                p.entropy
-                    .unfold_fw_grad(&gp.entropy, z, &mut op.entropy, zbar);
+            (Self::Generic(p), Self::Generic(gp)) => {
+                p.energy.add_fw_latent_grad(&gp.energy, zbar);
+                p.entropy.add_fw_latent_grad(&gp.entropy, zbar);
+            }
+            _ => panic!("add_fw_latent_grad: gradients of another architecture"),
+        }
+    }
+
+    /// Adds the parameter part of the chain rule of [`ModelParams::fold_fw`] into `out`
+    /// (this model's gradient) for every task's (latent, folded model's gradient), summed
+    /// in task order.
+    pub fn add_unfolded_fw(&self, tasks: &[(&[f32], &ModelParams)], out: &mut ModelParams) {
+        /// Every task's (latent, network picked from its gradient).
+        fn nets<'a>(
+            tasks: &[(&'a [f32], &'a ModelParams)],
+            pick: impl Fn(&'a ModelParams) -> Option<&'a MlpParams>,
+        ) -> Vec<(&'a [f32], &'a MlpParams)> {
+            tasks
+                .iter()
+                .map(|&(z, g)| {
+                    let net = pick(g).expect("add_unfolded_fw: gradients of another architecture");
+                    (z, net)
+                })
+                .collect()
+        }
+        match (self, out) {
+            (Self::Hnn(m), Self::Hnn(om)) => {
+                m.add_unfolded_fw(
+                    &nets(tasks, |g| match g {
+                        Self::Hnn(h) => Some(h),
+                        _ => None,
+                    }),
+                    om,
+                );
+            }
+            (Self::Separable { t, v }, Self::Separable { t: ot, v: ov }) => {
+                t.add_unfolded_fw(
+                    &nets(tasks, |g| match g {
+                        Self::Separable { t, .. } => Some(t),
+                        _ => None,
+                    }),
+                    ot,
+                );
+                v.add_unfolded_fw(
+                    &nets(tasks, |g| match g {
+                        Self::Separable { v, .. } => Some(v),
+                        _ => None,
+                    }),
+                    ov,
+                );
+            }
+            (Self::Generic(p), Self::Generic(op)) => {
+                p.energy.add_unfolded_fw(
+                    &nets(tasks, |g| match g {
+                        Self::Generic(g) => Some(&g.energy),
+                        _ => None,
+                    }),
+                    &mut op.energy,
+                );
+                p.entropy.add_unfolded_fw(
+                    &nets(tasks, |g| match g {
+                        Self::Generic(g) => Some(&g.entropy),
+                        _ => None,
+                    }),
+                    &mut op.entropy,
+                );
                 // The unmodulated parts are shared: their gradients add as they are.
-                for ((ow, ob), (gw, gb)) in op
-                    .a_net
-                    .layers
-                    .iter_mut()
-                    .chain(op.c_net.layers.iter_mut())
-                    .zip(gp.a_net.layers.iter().chain(&gp.c_net.layers))
-                {
-                    ow.iter_mut().zip(gw).for_each(|(a, b)| *a += b);
-                    ob.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                for (_, g) in tasks {
+                    let Self::Generic(gp) = g else {
+                        panic!("add_unfolded_fw: gradients of another architecture")
+                    };
+                    for ((ow, ob), (gw, gb)) in op
+                        .a_net
+                        .layers
+                        .iter_mut()
+                        .chain(op.c_net.layers.iter_mut())
+                        .zip(gp.a_net.layers.iter().chain(&gp.c_net.layers))
+                    {
+                        ow.iter_mut().zip(gw).for_each(|(a, b)| *a += b);
+                        ob.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                    }
+                    op.xi.iter_mut().zip(&gp.xi).for_each(|(a, b)| *a += b);
+                    op.zeta.iter_mut().zip(&gp.zeta).for_each(|(a, b)| *a += b);
                 }
-                op.xi.iter_mut().zip(&gp.xi).for_each(|(a, b)| *a += b);
-                op.zeta.iter_mut().zip(&gp.zeta).for_each(|(a, b)| *a += b);
             }
-            _ => panic!("unfold_fw_grad: gradients of another architecture"),
+            _ => panic!("add_unfolded_fw: gradients of another architecture"),
         }
     }
 }

@@ -2,12 +2,15 @@
 //! L = mean ‖f(x; θ, z) − ẋ‖² of a whole model with its gradient with respect to every
 //! parameter and every latent, plus the regularisers of docs/protocol.md §5.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::integrate::gather_rows;
 
 use super::{
     backprop::Tape,
+    fold::dot,
     generic::CpuGeneric,
     mlp::CpuMlp,
     params::{MlpParams, ModelParams, ParamRole},
@@ -60,7 +63,9 @@ enum Cotangent<'a> {
 /// The network in kernel layout, built once per parameter update.
 pub struct Objective<'a> {
     params: &'a ModelParams,
-    nets: Nets,
+    /// Laid out on first use: an FW model's training path folds per task and never
+    /// evaluates the unfolded networks (laying them out cost a quarter of its step).
+    nets: OnceLock<Nets>,
 }
 
 enum Nets {
@@ -72,14 +77,20 @@ enum Nets {
 impl<'a> Objective<'a> {
     /// Lays out `params` for evaluation.
     pub fn new(params: &'a ModelParams) -> Self {
-        let nets = match params {
+        Self {
+            params,
+            nets: OnceLock::new(),
+        }
+    }
+
+    fn nets(&self) -> &Nets {
+        self.nets.get_or_init(|| match self.params {
             ModelParams::Hnn(h) => Nets::Hnn(CpuMlp::from_params(h)),
             ModelParams::Separable { t, v } => {
                 Nets::Separable(CpuMlp::from_params(t), CpuMlp::from_params(v))
             }
             ModelParams::Generic(g) => Nets::Generic(Box::new(CpuGeneric::new(g))),
-        };
-        Self { params, nets }
+        })
     }
 
     fn dim(&self) -> usize {
@@ -172,7 +183,8 @@ impl<'a> Objective<'a> {
             members[t].push(r);
         }
         // Per task, in parallel: the folded network's loss and gradient (small: the
-        // unmodulated network's). Then, in task order, the chain rule into one accumulator.
+        // unmodulated network's) and the task's own ∂L/∂z. Then, in task order, the
+        // parameters' chain rule into one accumulator, when asked for.
         let parts: Vec<Option<(f64, ModelParams)>> = members
             .par_iter()
             .enumerate()
@@ -201,17 +213,25 @@ impl<'a> Objective<'a> {
                 Some((out.loss * (own.len() * n) as f64, g))
             })
             .collect();
-        let mut sq = 0.0;
-        let mut full = self.params.zeros_like();
         let mut zbar = vec![0.0; latents.len()];
-        for (t, part) in parts.into_iter().enumerate() {
-            let Some((s, g)) = part else { continue };
-            sq += s;
-            let z = &latents[t * dz..(t + 1) * dz];
-            self.params
-                .unfold_fw_grad(&g, z, &mut full, &mut zbar[t * dz..(t + 1) * dz]);
-        }
-        let grads = want_params.then_some(full);
+        zbar.par_chunks_mut(dz.max(1))
+            .zip(&parts)
+            .for_each(|(zbar, part)| {
+                if let Some((_, g)) = part {
+                    self.params.add_fw_latent_grad(g, zbar);
+                }
+            });
+        let sq: f64 = parts.iter().flatten().map(|(s, _)| s).sum();
+        let grads = want_params.then(|| {
+            let tasks: Vec<(&[f32], &ModelParams)> = parts
+                .iter()
+                .enumerate()
+                .filter_map(|(t, part)| Some((&latents[t * dz..(t + 1) * dz], &part.as_ref()?.1)))
+                .collect();
+            let mut full = self.params.zeros_like();
+            self.params.add_unfolded_fw(&tasks, &mut full);
+            full
+        });
         LossGrad {
             loss: sq / (rows * n).max(1) as f64,
             params: grads,
@@ -304,7 +324,7 @@ impl<'a> Objective<'a> {
                 }
             }
         };
-        match (&self.nets, self.params) {
+        match (self.nets(), self.params) {
             (Nets::Hnn(h), ModelParams::Hnn(hp)) => {
                 let mut g = vec![0.0; rows * n];
                 let tape = h.record(x, z, rows, &mut g);
@@ -453,10 +473,10 @@ pub fn add_regularizers(
     let (lp, lo) = (lambda_phi as f32, lambda_orth as f32);
     for ((p, role), (g, _)) in params.tensors().into_iter().zip(grads.tensors_mut()) {
         if role == ParamRole::Hyper {
-            for (gv, pv) in g.iter_mut().zip(p.iter()) {
-                *gv += 2.0 * lp * pv;
-                total += f64::from(lp * pv * pv);
-            }
+            g.iter_mut()
+                .zip(p.iter())
+                .for_each(|(gv, pv)| *gv += 2.0 * lp * pv);
+            total += f64::from(lp * dot(p, p));
         }
     }
     let mut orth = |p: &MlpParams, g: &mut MlpParams| {
