@@ -92,7 +92,7 @@ impl LayerParams {
             out.bias.iter_mut().zip(&g.bias).for_each(|(a, b)| *a += b);
         }
         out.fw
-            .par_chunks_mut(dz * o)
+            .par_chunks_mut((dz * o).max(1))
             .with_min_len(8)
             .enumerate()
             .for_each(|(ii, row)| {

@@ -60,7 +60,8 @@ enum Cotangent<'a> {
     Unit(usize),
 }
 
-/// The network in kernel layout, built once per parameter update.
+/// The objective at one set of parameters, their networks laid out for the kernel when first
+/// evaluated.
 pub struct Objective<'a> {
     params: &'a ModelParams,
     /// Laid out on first use: an FW model's training path folds per task and never
@@ -75,7 +76,7 @@ enum Nets {
 }
 
 impl<'a> Objective<'a> {
-    /// Lays out `params` for evaluation.
+    /// The objective at `params` (nothing is laid out yet).
     pub fn new(params: &'a ModelParams) -> Self {
         Self {
             params,
@@ -83,6 +84,7 @@ impl<'a> Objective<'a> {
         }
     }
 
+    /// The networks in kernel layout, laid out on the first call.
     fn nets(&self) -> &Nets {
         self.nets.get_or_init(|| match self.params {
             ModelParams::Hnn(h) => Nets::Hnn(CpuMlp::from_params(h)),
