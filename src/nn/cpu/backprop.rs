@@ -209,7 +209,8 @@ impl CpuMlp {
             t.delta[l] = delta;
             t.gy[l] = gy;
         }
-        let (g, g_stride) = self.grad_input(&t, usize::MAX);
+        // ∇ₓf = g₀: layer 0's transposed output.
+        let (g, g_stride) = (&t.gy[0], n + self.layers[0].pre());
         for r in 0..rows {
             grad[r * n..(r + 1) * n].copy_from_slice(&g[r * g_stride..r * g_stride + n]);
         }
@@ -218,10 +219,9 @@ impl CpuMlp {
 
     /// g_ℓ, the ∇ₓ pass's input to layer ℓ (before the tanh derivative), and its row
     /// stride: the readout on every row (stride 0) for the last layer, else the first
-    /// columns of layer ℓ + 1's transposed output in `tape`; `l = usize::MAX` asks for
-    /// g₀ = ∇ₓf, layer 0's transposed output.
+    /// columns of layer ℓ + 1's transposed output in `tape`.
     fn grad_input<'t>(&'t self, tape: &'t Tape, l: usize) -> (&'t [f32], usize) {
-        let above = l.wrapping_add(1);
+        let above = l + 1;
         match self.layers.get(above) {
             Some(next) => (&tape.gy[above], next.d_in + next.pre()),
             None => (&self.readout, 0),
