@@ -23,19 +23,87 @@
 //! | MR | W + V(z)U(z)ᵀ | V̄ₖ = Σ z̃ₖ(a⊗(ūU) + ḡ⊗(δU)), Ūₖ likewise, z̄ₖ from the pre-products |
 //! | SVD | W + V_s diag(d) U_sᵀ | V̄_s, Ū_s, d̄ = (aV)⊙(ūU) + (ḡV)⊙(δU) → A_d, z |
 
+use std::ops::Range;
+
 use super::{
     gemm::{MatRef, matmul},
-    mlp::{CpuMlp, affine_latents},
+    mlp::{CpuMlp, ShiftInput, affine_latents},
     params::{LayerParams, MlpParams},
     scratch::Buf,
-    simd::mul_dtanh,
+    simd::{dtanh_curvature, mul_dtanh, tanh_rows},
 };
 use crate::nn::Modulation;
+
+/// Consecutive rows of a tile that share one latent: a task's points in a training batch
+/// ([`Runs::of_tasks`]), or every row on its own ([`Runs::singles`]). What depends on the
+/// latent alone, the shift s(z) = zA_s and the SVD coefficients d(z), is computed once per
+/// run, and the latent gradient comes out per run: z̄ = Σ_rows ū A_sᵀ = (Σ_rows ū) A_sᵀ,
+/// Ā_s = Σ_runs zᵀ(Σ_rows ū), and likewise d̄ through A_d.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Runs {
+    /// Run k is rows `bounds[k] .. bounds[k + 1]`.
+    bounds: Vec<usize>,
+}
+
+impl Runs {
+    /// Every one of `rows` rows its own run.
+    pub(super) fn singles(rows: usize) -> Self {
+        Self {
+            bounds: (0..=rows).collect(),
+        }
+    }
+
+    /// Runs of equal consecutive task indices (one per row).
+    pub(super) fn of_tasks(task: &[usize]) -> Self {
+        let mut bounds = vec![0];
+        bounds.extend((1..task.len()).filter(|&r| task[r] != task[r - 1]));
+        bounds.push(task.len());
+        if task.is_empty() {
+            bounds.truncate(1);
+        }
+        Self { bounds }
+    }
+
+    /// Number of runs.
+    pub(super) fn len(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    /// The runs' row ranges, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.bounds.windows(2).map(|w| w[0]..w[1])
+    }
+
+    /// Rows `[rows, width]` of `per_row` (first row of each run) → `[runs, width]`.
+    fn firsts(&self, per_row: &[f32], width: usize) -> Buf {
+        let mut out = Buf::overwritten(self.len() * width);
+        for (k, run) in self.iter().enumerate() {
+            out[k * width..(k + 1) * width]
+                .copy_from_slice(&per_row[run.start * width..(run.start + 1) * width]);
+        }
+        out
+    }
+
+    /// Σ over each run's rows of the first `width` columns of `[rows, stride]` → `[runs, width]`.
+    fn sums(&self, (buf, stride): (&[f32], usize), width: usize) -> Buf {
+        let mut out = Buf::zeroed(self.len() * width);
+        for (k, run) in self.iter().enumerate() {
+            let acc = &mut out[k * width..(k + 1) * width];
+            for r in run {
+                acc.iter_mut()
+                    .zip(&buf[r * stride..r * stride + width])
+                    .for_each(|(a, v)| *a += v);
+            }
+        }
+        out
+    }
+}
 
 /// Everything a tile's forward and ∇ₓ passes computed, kept for the adjoint pass.
 #[derive(Default)]
 pub(super) struct Tape {
     rows: usize,
+    runs: Runs,
     zt: Vec<f32>,
     d: Vec<Buf>,
     acts: Vec<Buf>,
@@ -132,30 +200,63 @@ fn spread(c: &[f32], zt: &[f32], k: usize, r: usize, rows: usize) -> Buf {
 }
 
 impl CpuMlp {
-    /// Runs the forward and ∇ₓ passes of `rows` rows, keeping the tape; writes ∇ₓf to `grad`.
-    pub(super) fn record(&self, x: &[f32], z: &[f32], rows: usize, grad: &mut [f32]) -> Tape {
-        let n = self.d_input;
+    /// Runs the forward and ∇ₓ passes of `rows` rows in `runs` of shared latents, keeping
+    /// the tape; writes ∇ₓf to `grad`.
+    pub(super) fn record(
+        &self,
+        x: &[f32],
+        z: &[f32],
+        runs: &Runs,
+        rows: usize,
+        grad: &mut [f32],
+    ) -> Tape {
+        let (n, dz) = (self.d_input, self.d_latent);
         let layers = self.layers.len();
         let mut t = Tape {
             rows,
+            runs: runs.clone(),
             ..Tape::default()
         };
-        affine_latents(z, rows, self.d_latent, &mut t.zt);
-        t.strides.push(n + self.layers[0].extra_in());
+        affine_latents(z, rows, dz, &mut t.zt);
+        let z_runs = if z.is_empty() {
+            Buf::default()
+        } else {
+            runs.firsts(z, dz)
+        };
+        let mut zt_runs = Vec::new();
+        affine_latents(&z_runs, runs.len(), dz, &mut zt_runs);
+        t.strides.push(n + self.layers[0].tape_extra_in());
         for (l, layer) in self.layers.iter().enumerate() {
-            t.strides
-                .push(layer.d_out + self.layers.get(l + 1).map_or(0, |next| next.extra_in()));
+            t.strides.push(
+                layer.d_out
+                    + self
+                        .layers
+                        .get(l + 1)
+                        .map_or(0, |next| next.tape_extra_in()),
+            );
         }
         let mut a0 = Buf::overwritten(rows * t.strides[0]);
         for r in 0..rows {
             a0[r * t.strides[0]..r * t.strides[0] + n].copy_from_slice(&x[r * n..(r + 1) * n]);
         }
         t.acts.push(a0);
-        let mut scratch = Buf::default();
+        let (mut scratch, mut d_runs, mut biases) = (Buf::default(), Vec::new(), Vec::new());
         for (l, layer) in self.layers.iter().enumerate() {
+            // d(z) and b + s(z) once per run; d spread back over the rows.
+            layer.svd_coefficients(&zt_runs, runs.len(), &mut d_runs);
+            let r = layer.pre();
             let mut d = Buf::default();
-            layer.svd_coefficients(&t.zt, rows, &mut d);
-            let cols = layer.d_out + layer.pre();
+            if !d_runs.is_empty() {
+                d = Buf::overwritten(rows * r);
+                for (k, run) in runs.iter().enumerate() {
+                    for row in run {
+                        d[row * r..(row + 1) * r].copy_from_slice(&d_runs[k * r..(k + 1) * r]);
+                    }
+                }
+            }
+            let o = layer.d_out;
+            layer.run_biases(&z_runs, runs.len(), &mut biases);
+            let cols = o + layer.pre();
             let mut y = Buf::overwritten(rows * cols);
             let stride = t.strides[l];
             layer.forward_map(
@@ -165,13 +266,23 @@ impl CpuMlp {
                 z,
                 &t.zt,
                 &d,
-                true,
+                ShiftInput::ByRun,
                 &mut y,
                 &mut scratch,
             );
             let next = t.strides[l + 1];
             let mut a = Buf::overwritten(rows * next);
-            super::simd::tanh_rows(&y, cols, &layer.bias, &mut a, next, rows, layer.d_out);
+            for (k, run) in runs.iter().enumerate() {
+                tanh_rows(
+                    &y[run.start * cols..],
+                    cols,
+                    &biases[k * o..(k + 1) * o],
+                    &mut a[run.start * next..],
+                    next,
+                    run.len(),
+                    o,
+                );
+            }
             t.acts.push(a);
             t.y.push(y);
             t.d.push(d);
@@ -229,8 +340,9 @@ impl CpuMlp {
     }
 
     /// Reverse mode through a recorded tile: given ḡ₀ = ∂L/∂(∇ₓf) `[rows, n]`, adds the
-    /// parameter gradients to `grads` (skipped when `None`: latents only), ∂L/∂z per row to
-    /// `zbar` `[rows, d_z]`, and, when asked, ∂L/∂x per row to `xbar` `[rows, n]`: with
+    /// parameter gradients to `grads` (skipped when `None`: latents only), ∂L/∂z per run of
+    /// the tape's [`Runs`] to `zbar` `[runs, d_z]`, and, when asked, ∂L/∂x per row to
+    /// `xbar` `[rows, n]`: with
     /// ḡ₀ = v that is the Hessian-vector product ∇²f·v, x entering only through a₀ = x, so
     /// x̄ = ū₁W̃₁ᵀ.
     #[expect(
@@ -253,7 +365,7 @@ impl CpuMlp {
         let mut scratch = Buf::default();
         // Pass 1, through the ∇ₓ chain in forward order: δ̄_ℓ = ḡ_{ℓ−1}W̃_ℓ.
         let mut gbars: Vec<(Buf, usize)> = Vec::with_capacity(layers + 1);
-        let s0 = n + self.layers[0].extra_in();
+        let s0 = n + self.layers[0].tape_extra_in();
         let mut g0 = Buf::overwritten(rows * s0);
         for r in 0..rows {
             g0[r * s0..r * s0 + n].copy_from_slice(&gbar0[r * n..(r + 1) * n]);
@@ -272,26 +384,26 @@ impl CpuMlp {
                 z,
                 &tape.zt,
                 &tape.d[l],
-                false,
+                ShiftInput::Without,
                 &mut dy,
                 &mut scratch,
             );
             let (a, as_) = (&tape.acts[l + 1], tape.strides[l + 1]);
-            let next_stride = o + self.layers.get(l + 1).map_or(0, |next| next.extra_in());
+            let next_stride = o + self
+                .layers
+                .get(l + 1)
+                .map_or(0, |next| next.tape_extra_in());
             let mut next = Buf::overwritten(rows * next_stride);
-            mul_dtanh(&dy, cols, a, as_, &mut next, next_stride, rows, o);
-            let (g_l, g_ls) = self.grad_input(tape, l);
             let mut ab = Buf::overwritten(rows * o);
-            for (r, abr) in ab.chunks_exact_mut(o).enumerate() {
-                let (dyr, gr, ar) = (
-                    &dy[r * cols..r * cols + o],
-                    &g_l[r * g_ls..r * g_ls + o],
-                    &a[r * as_..r * as_ + o],
-                );
-                for (((ab, d), g), a) in abr.iter_mut().zip(dyr).zip(gr).zip(ar) {
-                    *ab = -2.0 * d * g * a;
-                }
-            }
+            dtanh_curvature(
+                (&dy, cols),
+                self.grad_input(tape, l),
+                (a, as_),
+                (&mut next, next_stride),
+                (&mut ab, o),
+                rows,
+                o,
+            );
             gbars.push((next, next_stride));
             dbar_y.push(dy);
             abar.push(ab);
@@ -357,6 +469,7 @@ impl CpuMlp {
                 delta_u: (&tape.gy[l], cols),
                 zt: &tape.zt,
                 d: &tape.d[l],
+                runs: &tape.runs,
             };
             layer_grads(
                 &params.layers[l],
@@ -387,10 +500,11 @@ struct Sides<'a> {
     delta_u: (&'a [f32], usize),
     zt: &'a [f32],
     d: &'a [f32],
+    runs: &'a Runs,
 }
 
-/// Adds one layer's parameter gradients (unless `g` is `None`) and its latent gradient (see
-/// the module table).
+/// Adds one layer's parameter gradients (unless `g` is `None`) and its latent gradient per
+/// run to `zbar` `[runs, d_z]` (see the module table).
 fn layer_grads(
     p: &LayerParams,
     mut g: Option<&mut LayerParams>,
@@ -428,12 +542,18 @@ fn layer_grads(
     if cfg.modulation == Modulation::None {
         return;
     }
-    // Shift: Ā_s += zᵀū, z̄ += ūA_sᵀ.
+    // Shift, per run (z is one row z_k for a run's rows): Ā_s += Σₖ z_kᵀ(Σ_run ū),
+    // z̄_k += (Σ_run ū)A_sᵀ.
+    let runs = s.runs;
+    let z_runs = runs.firsts(z, dz);
+    let ubar_sums = runs.sums(s.ubar, o);
     if let Some(g) = g.as_deref_mut() {
-        add_outer(&mut g.shift, dz, o, z, dz, s.ubar.0, s.ubar.1, rows);
+        add_outer(&mut g.shift, dz, o, &z_runs, dz, &ubar_sums, o, runs.len());
     }
-    let mut zb = Buf::overwritten(rows * dz);
-    mul_t(&mut zb, s.ubar.0, s.ubar.1, &p.shift, rows, o, dz);
+    let mut zb_runs = Buf::overwritten(runs.len() * dz);
+    mul_t(&mut zb_runs, &ubar_sums, o, &p.shift, runs.len(), o, dz);
+    // Per-row latent gradients of FW and MR, summed per run below.
+    let mut zb = Buf::default();
     match cfg.modulation {
         Modulation::None | Modulation::Shift => {}
         Modulation::Fw => {
@@ -472,6 +592,7 @@ fn layer_grads(
                 );
             }
             // z̄ₖ += (aΔWₖ)·ū + (ḡΔWₖ)·δ.
+            zb = Buf::zeroed(rows * dz);
             let (mut aw, mut gw) = (
                 Buf::overwritten(rows * dz * o),
                 Buf::overwritten(rows * dz * o),
@@ -548,6 +669,7 @@ fn layer_grads(
                 }
             }
             // z̄ₖ += Σⱼ e₁ⱼ(aVₖ)ⱼ + e₂ⱼ(ḡVₖ)ⱼ + f₁ⱼ(ūUₖ)ⱼ + f₂ⱼ(δUₖ)ⱼ  (k < d_z).
+            zb = Buf::zeroed(rows * dz);
             for r in 0..rows {
                 for kk in 0..dz {
                     let mut acc = 0.0;
@@ -586,24 +708,62 @@ fn layer_grads(
                     dbar[r * r_ + j] = if dj > 0.0 { av * uu + gv * du } else { 0.0 };
                 }
             }
+            // d(z) is one row per run: Ā_d += Σₖ z̃_kᵀ(Σ_run d̄), z̄_k += (Σ_run d̄) A_d[..d_z]ᵀ.
+            let dbar_sums = runs.sums((&dbar, r_), r_);
             if let Some(g) = g.as_deref_mut() {
                 add_outer(&mut g.svd_v, i, r_, s.a.0, s.a.1, &t1, r_, rows);
                 add_outer(&mut g.svd_v, i, r_, s.gbar.0, s.gbar.1, &t2, r_, rows);
                 add_outer(&mut g.svd_u, o, r_, s.ubar.0, s.ubar.1, &s1, r_, rows);
                 add_outer(&mut g.svd_u, o, r_, s.delta.0, s.delta.1, &s2, r_, rows);
-                add_outer(&mut g.svd_d, k, r_, s.zt, k, &dbar, r_, rows);
+                let zt_runs = runs.firsts(s.zt, k);
+                add_outer(&mut g.svd_d, k, r_, &zt_runs, k, &dbar_sums, r_, runs.len());
             }
-            // z̄ += d̄ A_d[..d_z]ᵀ.
-            for r in 0..rows {
-                for kk in 0..dz {
-                    zb[r * dz + kk] += (0..r_)
-                        .map(|j| dbar[r * r_ + j] * p.svd_d[kk * r_ + j])
+            for (zr, dr) in zb_runs.chunks_exact_mut(dz).zip(dbar_sums.chunks_exact(r_)) {
+                for (kk, zk) in zr.iter_mut().enumerate() {
+                    *zk += dr
+                        .iter()
+                        .zip(&p.svd_d[kk * r_..(kk + 1) * r_])
+                        .map(|(d, a)| d * a)
                         .sum::<f32>();
                 }
             }
         }
     }
-    for (a, b) in zbar.iter_mut().zip(zb.iter()) {
+    if !zb.is_empty() {
+        let sums = runs.sums((&zb, dz), dz);
+        zb_runs
+            .iter_mut()
+            .zip(sums.iter())
+            .for_each(|(a, b)| *a += b);
+    }
+    for (a, b) in zbar.iter_mut().zip(zb_runs.iter()) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_where_the_task_changes_and_sum_per_run() {
+        let runs = Runs::of_tasks(&[3, 3, 1, 1, 1, 3]);
+        assert_eq!(runs.iter().collect::<Vec<_>>(), [0..2, 2..5, 5..6]);
+        assert_eq!(
+            Runs::singles(3).iter().collect::<Vec<_>>(),
+            [0..1, 1..2, 2..3]
+        );
+        assert_eq!(Runs::of_tasks(&[]).len(), 0);
+        // Rows [6, stride 3]; the first two columns summed and the first row taken per run.
+        let rows: Vec<f32> = (0..18).map(|i| i as f32).collect();
+        assert_eq!(
+            &runs.sums((&rows, 3), 2)[..],
+            &[3.0, 5.0, 27.0, 30.0, 15.0, 16.0]
+        );
+        let latents: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        assert_eq!(
+            &runs.firsts(&latents, 2)[..],
+            &[0.0, 1.0, 4.0, 5.0, 10.0, 11.0]
+        );
     }
 }

@@ -194,6 +194,22 @@ impl Padded {
         self.data[r * self.stride + c]
     }
 
+    /// Rows `first .. first + count` (all columns, without the padding).
+    pub fn block(&self, first: usize, count: usize) -> MatRef<'_> {
+        assert!(
+            first + count <= self.rows,
+            "Padded::block: rows {first}..{} of {}",
+            first + count,
+            self.rows
+        );
+        MatRef::strided(
+            &self.data[first * self.stride..],
+            count,
+            self.cols,
+            self.stride,
+        )
+    }
+
     /// The matrix without its padding, row by row.
     #[cfg(test)]
     pub fn unpadded(&self) -> Vec<f32> {
@@ -207,10 +223,11 @@ impl Padded {
     }
 }
 
-/// C ← A·B for a [`Padded`] B: C is `[a.rows, B's columns]` with row stride `c_stride`.
-/// For a C of at most as many rows as B (a tile of a few bodies) the product goes to
-/// `scratch` at B's padded row length and is copied into C, so `gemm` never packs B; a
-/// taller C is multiplied directly (one packing of B costs less than copying C).
+/// C ← A·B' for a [`Padded`] B, B' its first `a.cols` rows (all of them, or the leading
+/// block when A leaves out B's last inputs): C is `[a.rows, B's columns]` with row stride
+/// `c_stride`. For a C of at most as many rows as B' (a tile of a few bodies) the product
+/// goes to `scratch` at B's padded row length and is copied into C, so `gemm` never packs
+/// B; a taller C is multiplied directly (one packing of B costs less than copying C).
 ///
 /// # Panics
 /// On mismatched shapes or a view that overruns its slice (programming errors).
@@ -221,13 +238,18 @@ pub fn matmul_padded(
     b: &Padded,
     scratch: &mut Vec<f32>,
 ) {
-    let (rows, cols, stride) = (a.rows, b.cols, b.stride);
-    if cols == stride || rows > b.rows {
-        // Unpadded, or C taller than B: packing B once costs less than copying C.
-        let view = MatRef::strided(&b.data, b.rows, cols, stride);
+    let (rows, cols, stride, k) = (a.rows, b.cols, b.stride, a.cols);
+    assert!(
+        k <= b.rows,
+        "matmul_padded: {k} inputs for a {}-row matrix",
+        b.rows
+    );
+    if cols == stride || rows > k {
+        // Unpadded, or C taller than B': packing B' once costs less than copying C.
+        let view = MatRef::strided(&b.data, k, cols, stride);
         return matmul(c, rows, cols, c_stride, a, view, false);
     }
-    let view = MatRef::rows(&b.data, b.rows, stride);
+    let view = MatRef::rows(&b.data[..k * stride], k, stride);
     if scratch.len() < rows * stride {
         scratch.resize(rows * stride, 0.0);
     }
@@ -297,6 +319,17 @@ mod tests {
             assert_eq!(padded.get(3, cols - 1), b[3 * cols + cols - 1]);
             let av = MatRef::rows(&a, rows, 7);
             let expected = naive(av, MatRef::rows(&b, 7, cols));
+            // A leading block of B: A's first 4 columns against B's first 4 rows.
+            let (mut scratch, lead) = (Vec::new(), MatRef::strided(&a, rows, 4, 7));
+            let mut c = vec![0.0; rows * cols];
+            matmul_padded(&mut c, cols, lead, &padded, &mut scratch);
+            let expected_lead = naive(lead, MatRef::rows(&b, 4, cols));
+            for (got, want) in c.iter().zip(&expected_lead) {
+                assert!((got - want).abs() < 1e-5);
+            }
+            let block = padded.block(4, 3);
+            assert_eq!((block.rows, block.cols), (3, cols));
+            assert_eq!(block.data[block.row_stride + 2], b[5 * cols + 2]);
             let (mut scratch, stride) = (Vec::new(), cols + 2);
             let mut c = vec![1.0; rows * stride];
             matmul_padded(&mut c, stride, av, &padded, &mut scratch);

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::integrate::gather_rows;
 
 use super::{
-    backprop::Tape,
+    backprop::{Runs, Tape},
     fold::dot,
     generic::CpuGeneric,
     mlp::CpuMlp,
@@ -46,6 +46,7 @@ pub struct LossGrad {
 struct Partial {
     sq: f64,
     grads: Option<ModelParams>,
+    /// ∂L/∂z per run of the tile's [`Runs`], `[runs, d_z]`.
     zbar: Vec<f32>,
     /// f per row (`[rows, n]`; kept for [`Cotangent::Unit`] passes only).
     field: Vec<f32>,
@@ -138,6 +139,7 @@ impl<'a> Objective<'a> {
                 self.tile(
                     &batch.x[r0 * n..r1 * n],
                     &z[r0 * dz..r1 * dz],
+                    &Runs::of_tasks(&batch.task[r0..r1]),
                     r1 - r0,
                     Cotangent::Loss {
                         dx: &batch.dx[r0 * n..r1 * n],
@@ -149,8 +151,8 @@ impl<'a> Objective<'a> {
             .collect();
         let mut sq = 0.0;
         let mut grads: Option<ModelParams> = None;
-        let mut zbar_rows = Vec::with_capacity(rows * dz);
-        for p in partials {
+        let mut zbar = vec![0.0; latents.len()];
+        for (t, p) in partials.into_iter().enumerate() {
             sq += p.sq;
             if let Some(g) = p.grads {
                 match &mut grads {
@@ -158,12 +160,15 @@ impl<'a> Objective<'a> {
                     None => grads = Some(g),
                 }
             }
-            zbar_rows.extend(p.zbar);
-        }
-        let mut zbar = vec![0.0; latents.len()];
-        for (r, &t) in batch.task.iter().enumerate() {
-            for k in 0..dz {
-                zbar[t * dz + k] += zbar_rows[r * dz + k];
+            // Each run is one task's rows: its z̄ goes to that task's latent.
+            let r0 = t * tile;
+            let runs = Runs::of_tasks(&batch.task[r0..(r0 + tile).min(rows)]);
+            for (run, zr) in runs.iter().zip(p.zbar.chunks_exact(dz.max(1))) {
+                let task = batch.task[r0 + run.start];
+                zbar[task * dz..(task + 1) * dz]
+                    .iter_mut()
+                    .zip(zr)
+                    .for_each(|(a, b)| *a += b);
             }
         }
         LossGrad {
@@ -258,7 +263,14 @@ impl<'a> Objective<'a> {
             .map(|t| {
                 let (r0, r1) = (t * TRAIN_TILE, ((t + 1) * TRAIN_TILE).min(rows));
                 let (x, z) = (&x[r0 * n..r1 * n], &z[r0 * dz..r1 * dz]);
-                self.tile(x, z, r1 - r0, Cotangent::Unit(j), false)
+                self.tile(
+                    x,
+                    z,
+                    &Runs::singles(r1 - r0),
+                    r1 - r0,
+                    Cotangent::Unit(j),
+                    false,
+                )
             })
             .collect()
     }
@@ -291,10 +303,13 @@ impl<'a> Objective<'a> {
         (f, jac)
     }
 
+    /// One tile of `rows` rows (latents per row, in `runs` of rows sharing one): the loss
+    /// terms, ∂L/∂z per run and, when `want_params`, ∂L/∂θ.
     fn tile(
         &self,
         x: &[f32],
         z: &[f32],
+        runs: &Runs,
         rows: usize,
         cotangent: Cotangent<'_>,
         want_params: bool,
@@ -302,7 +317,7 @@ impl<'a> Objective<'a> {
         let n = self.dim();
         let dz = self.d_latent();
         let mut grads = want_params.then(|| self.params.zeros_like());
-        let mut zbar = vec![0.0; rows * dz];
+        let mut zbar = vec![0.0; runs.len() * dz];
         let mut sq = 0.0f64;
         let mut field = Vec::new();
         // f → ẋ̄: for the loss 2(f − ẋ)/(rows·n), accumulating the squared error.
@@ -329,7 +344,7 @@ impl<'a> Objective<'a> {
         match (self.nets(), self.params) {
             (Nets::Hnn(h), ModelParams::Hnn(hp)) => {
                 let mut g = vec![0.0; rows * n];
-                let tape = h.record(x, z, rows, &mut g);
+                let tape = h.record(x, z, runs, rows, &mut g);
                 let dof = n / 2;
                 // f = J∇H = (∂H/∂p, −∂H/∂q); ḡ = Jᵀẋ̄ = (−ẋ̄_p, ẋ̄_q).
                 let mut f = vec![0.0; rows * n];
@@ -358,8 +373,8 @@ impl<'a> Objective<'a> {
                 let q: Vec<f32> = x.chunks(n).flat_map(|r| r[..dof].to_vec()).collect();
                 let p: Vec<f32> = x.chunks(n).flat_map(|r| r[dof..].to_vec()).collect();
                 let (mut gt, mut gv) = (vec![0.0; rows * dof], vec![0.0; rows * dof]);
-                let tape_t = t.record(&p, z, rows, &mut gt);
-                let tape_v = v.record(&q, z, rows, &mut gv);
+                let tape_t = t.record(&p, z, runs, rows, &mut gt);
+                let tape_v = v.record(&q, z, runs, rows, &mut gv);
                 let f: Vec<f32> = (0..rows)
                     .flat_map(|r| {
                         gt[r * dof..(r + 1) * dof]
@@ -385,8 +400,8 @@ impl<'a> Objective<'a> {
             (Nets::Generic(net), ModelParams::Generic(gp)) => {
                 let (e, s) = (&net.energy, &net.entropy);
                 let (mut ge, mut gs) = (vec![0.0; rows * n], vec![0.0; rows * n]);
-                let tape_e = e.record(x, z, rows, &mut ge);
-                let tape_s = s.record(x, z, rows, &mut gs);
+                let tape_e = e.record(x, z, runs, rows, &mut ge);
+                let tape_s = s.record(x, z, runs, rows, &mut gs);
                 let a_tape = net.a_net.forward_tape(x, rows);
                 let c_tape = net.c_net.forward_tape(x, rows);
                 let (a_out, c_out) = (

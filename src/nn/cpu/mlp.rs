@@ -16,6 +16,11 @@
 //! so a heterogeneous batch costs one shared GEMM per layer and direction plus a rank-r
 //! update; no per-row weight matrix exists. [`CpuMlp::fold`] builds the homogeneous
 //! alternative: W̃(z), b̃(z) folded once for a batch that shares one latent.
+//!
+//! The training path (the tape of [`super::backprop`]) goes one step further where rows come
+//! in runs sharing a latent (a task's points): Shift, MR and SVD layers leave z out of the
+//! GEMM and add b + s(z) once per run as the tanh's bias ([`ShiftInput::ByRun`]), and the
+//! SVD coefficients d(z) are computed once per run.
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -42,6 +47,20 @@ enum Method {
     Fw,
     Mr(usize),
     Svd(usize),
+}
+
+/// How a forward map takes the shift s(z) = zA_s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ShiftInput {
+    /// As z columns of the GEMM's input (evaluation: every row its own latent).
+    Columns,
+    /// Not at all: the map's linear part (the adjoint's δ̄ = ḡW̃).
+    Without,
+    /// Added by the caller once per run of rows sharing a latent ([`CpuLayer::run_biases`];
+    /// the training path). Layers whose extra columns cannot leave z out
+    /// ([`CpuLayer::shift_by_run`] false: FW, whose z·h columns follow z) take it as
+    /// [`ShiftInput::Columns`].
+    ByRun,
 }
 
 /// One layer in CPU layout (see the module docs for the maps).
@@ -97,6 +116,54 @@ impl CpuLayer {
             Method::None => 0,
             Method::Shift | Method::Mr(_) | Method::Svd(_) => dz,
             Method::Fw => dz + i * dz,
+        }
+    }
+
+    /// Whether the training path adds this layer's shift once per run of rows sharing a
+    /// latent instead of through z columns ([`ShiftInput::ByRun`]): every modulated method
+    /// but FW, whose z·h columns sit after z's.
+    pub(super) fn shift_by_run(&self) -> bool {
+        matches!(self.method, Method::Shift | Method::Mr(_) | Method::Svd(_))
+    }
+
+    /// Extra input columns of the forward GEMM on the training path (none when the shift
+    /// is added per run).
+    pub(super) fn tape_extra_in(&self) -> usize {
+        if self.shift_by_run() {
+            0
+        } else {
+            self.extra_in()
+        }
+    }
+
+    /// The biases of `runs` runs of rows with latents z `[runs, d_z]` into `out`
+    /// `[runs, d_out]`: b + s(z) = b + zA_s where the shift is added per run
+    /// ([`CpuLayer::shift_by_run`]), else b (the shift, if any, comes from z columns).
+    pub(super) fn run_biases(&self, z: &[f32], runs: usize, out: &mut Vec<f32>) {
+        let o = self.d_out;
+        let out = grow(out, runs * o);
+        if !self.shift_by_run() || runs == 0 {
+            for row in out.chunks_exact_mut(o.max(1)) {
+                row.copy_from_slice(&self.bias);
+            }
+            return;
+        }
+        let dz = self.d_latent;
+        matmul(
+            out,
+            runs,
+            o,
+            o,
+            MatRef::rows(z, runs, dz),
+            // A_s: the rows after W, without the pre-product columns.
+            MatRef {
+                cols: o,
+                ..self.fwd.block(self.d_in, dz)
+            },
+            false,
+        );
+        for row in out.chunks_exact_mut(o) {
+            row.iter_mut().zip(&self.bias).for_each(|(v, b)| *v += b);
         }
     }
 
@@ -308,8 +375,10 @@ impl CpuLayer {
 
     /// Computes the layer's forward map of `rows` rows of `src` (`[h ‖ extra]`, stride
     /// `src_stride`; the extra columns are written here) into `out` `[rows, d_out + pre]`:
-    /// `out[·, ..d_out] = h W̃(z) (+ s(z) when `affine`)`, `out[·, d_out..]` the pre-products
-    /// (h V_s or h·[V₀ | … ]). The bias is not added.
+    /// `out[·, ..d_out] = h W̃(z) (+ s(z) as `shift` says)`, `out[·, d_out..]` the
+    /// pre-products (h V_s or h·[V₀ | … ]). The bias is not added. Without z columns
+    /// ([`ShiftInput::ByRun`] on a [`CpuLayer::shift_by_run`] layer, or
+    /// [`ShiftInput::Without`] on one) `src` has none and the GEMM skips A_s's rows.
     #[expect(
         clippy::too_many_arguments,
         reason = "a tile kernel: buffers and their strides"
@@ -322,13 +391,17 @@ impl CpuLayer {
         z: &[f32],
         zt: &[f32],
         d: &[f32],
-        affine: bool,
+        shift: ShiftInput,
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        fill_forward_extra(self, src, src_stride, rows, z, affine);
+        let k_aug = if shift != ShiftInput::Columns && self.shift_by_run() {
+            self.d_in
+        } else {
+            fill_forward_extra(self, src, src_stride, rows, z, shift != ShiftInput::Without);
+            self.d_in + self.extra_in()
+        };
         let (o, cols) = (self.d_out, self.d_out + self.pre());
-        let k_aug = self.d_in + self.extra_in();
         matmul_padded(
             out,
             cols,
@@ -526,7 +599,17 @@ impl CpuMlp {
             let (o, cols) = (layer.d_out, layer.d_out + layer.pre());
             // y = h W̃(z) + s(z); the bias joins in the tanh pass.
             let y = grow(&mut s.y, rows * cols);
-            layer.forward_map(h, stride, rows, z, &s.zt, &s.svd_d[l], true, y, &mut s.pre);
+            layer.forward_map(
+                h,
+                stride,
+                rows,
+                z,
+                &s.zt,
+                &s.svd_d[l],
+                ShiftInput::Columns,
+                y,
+                &mut s.pre,
+            );
             let next_stride = s.strides[l + 1];
             let a = grow(&mut above[0], rows * next_stride);
             tanh_rows(y, cols, &layer.bias, a, next_stride, rows, o);

@@ -261,6 +261,93 @@ pub fn scaled_rank_update(
     });
 }
 
+struct DtanhCurvature<'a> {
+    dy: (&'a [f32], usize),
+    g: (&'a [f32], usize),
+    a: (&'a [f32], usize),
+    next: (&'a mut [f32], usize),
+    abar: (&'a mut [f32], usize),
+    rows: usize,
+    width: usize,
+}
+
+impl WithSimd for DtanhCurvature<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let (one, minus_two) = (simd.splat_f32s(1.0), simd.splat_f32s(-2.0));
+        let w = self.width;
+        fn row<'b>((buf, stride): (&'b [f32], usize), r: usize, w: usize) -> &'b [f32] {
+            &buf[r * stride..r * stride + w]
+        }
+        let (next, ns) = self.next;
+        let (abar, abs) = self.abar;
+        for r in 0..self.rows {
+            let (dy, g, a) = (row(self.dy, r, w), row(self.g, r, w), row(self.a, r, w));
+            let n = &mut next[r * ns..r * ns + w];
+            let ab = &mut abar[r * abs..r * abs + w];
+            let (dy_head, dy_tail) = S::as_simd_f32s(dy);
+            let (g_head, g_tail) = S::as_simd_f32s(g);
+            let (a_head, a_tail) = S::as_simd_f32s(a);
+            let (n_head, n_tail) = S::as_mut_simd_f32s(n);
+            let (ab_head, ab_tail) = S::as_mut_simd_f32s(ab);
+            for ((((nv, abv), dv), gv), av) in n_head
+                .iter_mut()
+                .zip(ab_head.iter_mut())
+                .zip(dy_head)
+                .zip(g_head)
+                .zip(a_head)
+            {
+                *nv = simd.mul_f32s(*dv, simd.sub_f32s(one, simd.mul_f32s(*av, *av)));
+                *abv = simd.mul_f32s(simd.mul_f32s(simd.mul_f32s(minus_two, *dv), *gv), *av);
+            }
+            for ((((nv, abv), dv), gv), av) in n_tail
+                .iter_mut()
+                .zip(ab_tail.iter_mut())
+                .zip(dy_tail)
+                .zip(g_tail)
+                .zip(a_tail)
+            {
+                *nv = dv * (1.0 - av * av);
+                *abv = -2.0 * dv * gv * av;
+            }
+        }
+    }
+}
+
+/// The adjoint's step through a tanh layer of the ∇ₓ chain, both outputs in one pass over
+/// rows of width `width` (each operand a buffer with its row stride; `g`'s may be 0, one row
+/// for all): ḡ = δ̄ ⊙ (1 − a²) into `next` and ā = −2 δ̄ ⊙ g ⊙ a into `abar`.
+pub fn dtanh_curvature(
+    dy: (&[f32], usize),
+    g: (&[f32], usize),
+    a: (&[f32], usize),
+    next: (&mut [f32], usize),
+    abar: (&mut [f32], usize),
+    rows: usize,
+    width: usize,
+) {
+    let fits = |len: usize, stride: usize| rows == 0 || len >= (rows - 1) * stride + width;
+    assert!(
+        fits(dy.0.len(), dy.1)
+            && fits(g.0.len(), g.1)
+            && fits(a.0.len(), a.1)
+            && fits(next.0.len(), next.1)
+            && fits(abar.0.len(), abar.1),
+        "dtanh_curvature: operands too short"
+    );
+    Arch::new().dispatch(DtanhCurvature {
+        dy,
+        g,
+        a,
+        next,
+        abar,
+        rows,
+        width,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +432,35 @@ mod tests {
                 &y0[r * stride + width..(r + 1) * stride],
                 "pre-products untouched"
             );
+        }
+    }
+
+    #[test]
+    fn dtanh_curvature_writes_both_outputs_with_a_shared_row() {
+        // 21 columns (vector body and tail), g one row for all (stride 0).
+        let (rows, width, stride) = (3, 21, 23);
+        let dy: Vec<f32> = (0..rows * stride).map(|i| (i as f32 * 0.3).sin()).collect();
+        let a: Vec<f32> = (0..rows * stride)
+            .map(|i| (i as f32 * 0.7).cos() * 0.9)
+            .collect();
+        let g: Vec<f32> = (0..width).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let (mut next, mut abar) = (vec![7.0; rows * stride], vec![0.0; rows * width]);
+        dtanh_curvature(
+            (&dy, stride),
+            (&g, 0),
+            (&a, stride),
+            (&mut next, stride),
+            (&mut abar, width),
+            rows,
+            width,
+        );
+        for r in 0..rows {
+            for c in 0..width {
+                let (d, av) = (dy[r * stride + c], a[r * stride + c]);
+                assert_eq!(next[r * stride + c], d * (1.0 - av * av));
+                assert_eq!(abar[r * width + c], -2.0 * d * g[c] * av);
+            }
+            assert_eq!(next[r * stride + width], 7.0, "past the width: untouched");
         }
     }
 
