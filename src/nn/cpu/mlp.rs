@@ -27,7 +27,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use super::params::{LayerParams, MlpParams};
 use super::{
     gemm::{MatRef, Padded, matmul, matmul_padded},
-    simd::{mul_dtanh, scaled_rank_update, tanh_rows},
+    simd::{mul_dtanh, tanh_rows},
 };
 use crate::nn::{Mlp, Modulation};
 
@@ -444,7 +444,8 @@ impl CpuLayer {
     }
 
     /// The rank-r update y[·, ..width] += c·factor from the pre-product columns
-    /// p = y[·, width..]: SVD cⱼ = pⱼ dⱼ (vector AXPYs); MR (cⱼ z̃ₖ)ⱼₖ with
+    /// p = y[·, width..]: SVD cⱼ = pⱼ dⱼ (a GEMM of inner size r; it measured a little
+    /// faster than r AXPY passes over each row, BENCHMARKS.md); MR (cⱼ z̃ₖ)ⱼₖ with
     /// cⱼ = Σₖ z̃ₖ p_{k·r+j} (a GEMM of inner size K·r). Nothing for other methods.
     #[expect(
         clippy::too_many_arguments,
@@ -462,7 +463,28 @@ impl CpuLayer {
         scratch: &mut Vec<f32>,
     ) {
         match self.method {
-            Method::Svd(r) => scaled_rank_update(y, y_stride, d, factor, rows, r, width),
+            Method::Svd(r) => {
+                let c = grow(scratch, rows * r);
+                for row in 0..rows {
+                    let pre = &y[row * y_stride + width..row * y_stride + width + r];
+                    for ((cv, p), dj) in c[row * r..(row + 1) * r]
+                        .iter_mut()
+                        .zip(pre)
+                        .zip(&d[row * r..(row + 1) * r])
+                    {
+                        *cv = p * dj;
+                    }
+                }
+                matmul(
+                    y,
+                    rows,
+                    width,
+                    y_stride,
+                    MatRef::rows(c, rows, r),
+                    MatRef::rows(factor, r, width),
+                    true,
+                );
+            }
             Method::Mr(r) => {
                 let k = self.k();
                 let c_rows = grow(scratch, rows * r * k);

@@ -191,76 +191,6 @@ pub fn mul_dtanh(
     });
 }
 
-struct ScaledRankUpdate<'a> {
-    y: &'a mut [f32],
-    y_stride: usize,
-    d: &'a [f32],
-    factor: &'a [f32],
-    rows: usize,
-    rank: usize,
-    width: usize,
-}
-
-impl WithSimd for ScaledRankUpdate<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (rank, width) = (self.rank, self.width);
-        for r in 0..self.rows {
-            let row = &mut self.y[r * self.y_stride..r * self.y_stride + width + rank];
-            let (y, pre) = row.split_at_mut(width);
-            let d = &self.d[r * rank..(r + 1) * rank];
-            let (y_head, y_tail) = S::as_mut_simd_f32s(y);
-            // One pass over the row per rank term, in term order (each element sums
-            // y + c₀f₀ + c₁f₁ + …): a tight load–FMA–store loop over a row that stays in
-            // L1. Keeping each output vector in a register across the terms instead spent
-            // its time walking the terms' slices (11 % of an SVD training step against
-            // 8 % now, BENCHMARKS.md).
-            for ((p, dj), f) in pre.iter().zip(d).zip(self.factor.chunks_exact(width)) {
-                let c = p * dj;
-                let cv = simd.splat_f32s(c);
-                let (f_head, f_tail) = S::as_simd_f32s(f);
-                for (yv, fv) in y_head.iter_mut().zip(f_head) {
-                    *yv = simd.mul_add_f32s(cv, *fv, *yv);
-                }
-                for (yv, fv) in y_tail.iter_mut().zip(f_tail) {
-                    *yv = c.mul_add(*fv, *yv);
-                }
-            }
-        }
-    }
-}
-
-/// For each row of `y` = [y₀ … y_{width−1} ‖ p₀ … p_{rank−1} ‖ …] (row stride `y_stride`):
-/// y[0..width] += Σⱼ (pⱼ dⱼ) · factor[j, 0..width], with d `[rows, rank]`. The SVD rank-r
-/// update ((h V_s) ⊙ d) U_sᵀ, reading the pre-products where the main GEMM left them.
-pub fn scaled_rank_update(
-    y: &mut [f32],
-    y_stride: usize,
-    d: &[f32],
-    factor: &[f32],
-    rows: usize,
-    rank: usize,
-    width: usize,
-) {
-    assert!(
-        rows == 0
-            || (y.len() >= (rows - 1) * y_stride + width + rank
-                && d.len() >= rows * rank
-                && factor.len() >= rank * width)
-    );
-    Arch::new().dispatch(ScaledRankUpdate {
-        y,
-        y_stride,
-        d,
-        factor,
-        rows,
-        rank,
-        width,
-    });
-}
-
 struct DtanhCurvature<'a> {
     dy: (&'a [f32], usize),
     g: (&'a [f32], usize),
@@ -409,29 +339,6 @@ mod tests {
                     assert_eq!(got, 9.0, "row {r}, column {c} past the width is untouched");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn scaled_rank_update_adds_the_product() {
-        let (rows, rank, width, stride) = (3, 2, 21, 25);
-        let d: Vec<f32> = (0..rows * rank).map(|i| i as f32 * 0.5 - 1.0).collect();
-        let f: Vec<f32> = (0..rank * width).map(|i| (i as f32 * 0.3).sin()).collect();
-        let y0: Vec<f32> = (0..rows * stride).map(|i| (i as f32 * 0.7).cos()).collect();
-        let mut y = y0.clone();
-        scaled_rank_update(&mut y, stride, &d, &f, rows, rank, width);
-        for r in 0..rows {
-            for o in 0..width {
-                let c = |j: usize| y0[r * stride + width + j] * d[r * rank + j];
-                let expected =
-                    y0[r * stride + o] + (0..rank).map(|j| c(j) * f[j * width + o]).sum::<f32>();
-                assert!((y[r * stride + o] - expected).abs() < 1e-5);
-            }
-            assert_eq!(
-                &y[r * stride + width..(r + 1) * stride],
-                &y0[r * stride + width..(r + 1) * stride],
-                "pre-products untouched"
-            );
         }
     }
 
