@@ -23,14 +23,14 @@
 //! | MR | W + V(z)U(z)ᵀ | V̄ₖ = Σ z̃ₖ(a⊗(ūU) + ḡ⊗(δU)), Ūₖ likewise, z̄ₖ from the pre-products |
 //! | SVD | W + V_s diag(d) U_sᵀ | V̄_s, Ū_s, d̄ = (aV)⊙(ūU) + (ḡV)⊙(δU) → A_d, z |
 
-use std::ops::Range;
+use std::{borrow::Cow, ops::Range};
 
 use super::{
     gemm::{MatRef, matmul},
     mlp::{CpuMlp, ShiftInput, affine_latents},
     params::{LayerParams, MlpParams},
     scratch::Buf,
-    simd::{dtanh_curvature, mul_dtanh, tanh_rows},
+    simd::{dtanh_curvature, mul_dtanh, tanh_runs},
 };
 use crate::nn::Modulation;
 
@@ -74,19 +74,29 @@ impl Runs {
         self.bounds.windows(2).map(|w| w[0]..w[1])
     }
 
+    /// Whether every run is a single row (then per-run values are the rows themselves).
+    fn singles_only(&self) -> bool {
+        self.bounds.windows(2).all(|w| w[1] == w[0] + 1)
+    }
+
     /// Rows `[rows, width]` of `per_row` (first row of each run) → `[runs, width]`.
-    fn firsts(&self, per_row: &[f32], width: usize) -> Buf {
-        let mut out = Buf::overwritten(self.len() * width);
-        for (k, run) in self.iter().enumerate() {
-            out[k * width..(k + 1) * width]
-                .copy_from_slice(&per_row[run.start * width..(run.start + 1) * width]);
+    fn firsts<'b>(&self, per_row: &'b [f32], width: usize) -> Cow<'b, [f32]> {
+        if self.singles_only() {
+            return Cow::Borrowed(&per_row[..self.len() * width]);
         }
-        out
+        let mut out = Vec::with_capacity(self.len() * width);
+        for run in self.iter() {
+            out.extend_from_slice(&per_row[run.start * width..(run.start + 1) * width]);
+        }
+        Cow::Owned(out)
     }
 
     /// Σ over each run's rows of the first `width` columns of `[rows, stride]` → `[runs, width]`.
-    fn sums(&self, (buf, stride): (&[f32], usize), width: usize) -> Buf {
-        let mut out = Buf::zeroed(self.len() * width);
+    fn sums<'b>(&self, (buf, stride): (&'b [f32], usize), width: usize) -> Cow<'b, [f32]> {
+        if self.singles_only() && stride == width {
+            return Cow::Borrowed(&buf[..self.len() * width]);
+        }
+        let mut out = vec![0.0; self.len() * width];
         for (k, run) in self.iter().enumerate() {
             let acc = &mut out[k * width..(k + 1) * width];
             for r in run {
@@ -95,7 +105,7 @@ impl Runs {
                     .for_each(|(a, v)| *a += v);
             }
         }
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -219,7 +229,7 @@ impl CpuMlp {
         };
         affine_latents(z, rows, dz, &mut t.zt);
         let z_runs = if z.is_empty() {
-            Buf::default()
+            Cow::Borrowed(z)
         } else {
             runs.firsts(z, dz)
         };
@@ -272,17 +282,8 @@ impl CpuMlp {
             );
             let next = t.strides[l + 1];
             let mut a = Buf::overwritten(rows * next);
-            for (k, run) in runs.iter().enumerate() {
-                tanh_rows(
-                    &y[run.start * cols..],
-                    cols,
-                    &biases[k * o..(k + 1) * o],
-                    &mut a[run.start * next..],
-                    next,
-                    run.len(),
-                    o,
-                );
-            }
+            let biases = &biases[..runs.len() * o];
+            tanh_runs(&y, cols, biases, &runs.bounds, &mut a, next, o);
             t.acts.push(a);
             t.y.push(y);
             t.d.push(d);
@@ -760,6 +761,10 @@ mod tests {
             &runs.sums((&rows, 3), 2)[..],
             &[3.0, 5.0, 27.0, 30.0, 15.0, 16.0]
         );
+        // Single rows are their own sums: no copy.
+        let singles = Runs::singles(2);
+        assert!(matches!(singles.sums((&rows, 3), 3), Cow::Borrowed(r) if r == &rows[..6]));
+        assert!(matches!(singles.sums((&rows, 3), 2), Cow::Owned(r) if r == [0.0, 1.0, 3.0, 4.0]));
         let latents: Vec<f32> = (0..12).map(|i| i as f32).collect();
         assert_eq!(
             &runs.firsts(&latents, 2)[..],

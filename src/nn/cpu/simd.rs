@@ -59,11 +59,13 @@ fn tanh_simd<S: Simd>(simd: S, x_in: S::f32s) -> S::f32s {
 
 struct TanhRows<'a> {
     src: &'a [f32],
+    /// One bias row per run, `[runs, width]`.
     bias: &'a [f32],
+    /// Run k is rows `bounds[k] .. bounds[k + 1]`.
+    bounds: &'a [usize],
     src_stride: usize,
     dst: &'a mut [f32],
     dst_stride: usize,
-    rows: usize,
     width: usize,
 }
 
@@ -72,11 +74,13 @@ impl WithSimd for TanhRows<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        for r in 0..self.rows {
+        let rows = self.bounds.windows(2).enumerate();
+        for (k, r) in rows.flat_map(|(k, w)| (w[0]..w[1]).map(move |r| (k, r))) {
             let src = &self.src[r * self.src_stride..r * self.src_stride + self.width];
             let dst = &mut self.dst[r * self.dst_stride..r * self.dst_stride + self.width];
+            let bias = &self.bias[k * self.width..(k + 1) * self.width];
             let (src_head, src_tail) = S::as_simd_f32s(src);
-            let (bias_head, bias_tail) = S::as_simd_f32s(self.bias);
+            let (bias_head, bias_tail) = S::as_simd_f32s(bias);
             let (dst_head, dst_tail) = S::as_mut_simd_f32s(dst);
             for ((d, s), b) in dst_head.iter_mut().zip(src_head).zip(bias_head) {
                 *d = tanh_simd(simd, simd.add_f32s(*s, *b));
@@ -105,24 +109,41 @@ pub fn tanh_rows(
     rows: usize,
     width: usize,
 ) {
+    tanh_runs(src, src_stride, bias, &[0, rows], dst, dst_stride, width);
+}
+
+/// [`tanh_rows`] with one bias row per run of rows: run k, rows `bounds[k] .. bounds[k + 1]`,
+/// adds `bias[k·width .. (k + 1)·width]` (the training path's b + s(z) per latent).
+pub fn tanh_runs(
+    src: &[f32],
+    src_stride: usize,
+    bias: &[f32],
+    bounds: &[usize],
+    dst: &mut [f32],
+    dst_stride: usize,
+    width: usize,
+) {
+    let rows = bounds.last().copied().unwrap_or(0);
     assert!(
-        rows == 0
-            || (src.len() >= (rows - 1) * src_stride + width
-                && dst.len() >= (rows - 1) * dst_stride + width)
+        bounds.windows(2).all(|w| w[0] <= w[1])
+            && (rows == 0
+                || (src.len() >= (rows - 1) * src_stride + width
+                    && dst.len() >= (rows - 1) * dst_stride + width))
     );
     assert_eq!(
         bias.len(),
-        width,
-        "tanh_rows: bias of {} for width {width}",
-        bias.len()
+        width * bounds.len().saturating_sub(1),
+        "tanh_runs: bias of {} for width {width} and {} runs",
+        bias.len(),
+        bounds.len().saturating_sub(1)
     );
     Arch::new().dispatch(TanhRows {
         src,
         bias,
+        bounds,
         src_stride,
         dst,
         dst_stride,
-        rows,
         width,
     });
 }
@@ -337,6 +358,26 @@ mod tests {
                     );
                 } else {
                     assert_eq!(got, 9.0, "row {r}, column {c} past the width is untouched");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_run_of_rows_takes_its_own_bias() {
+        let (width, bounds) = (11, [0, 2, 3, 5]);
+        let src: Vec<f32> = (0..5 * width).map(|i| (i as f32 * 0.21).sin()).collect();
+        let bias: Vec<f32> = (0..3 * width).map(|i| i as f32 * 0.05 - 0.4).collect();
+        let mut dst = vec![0.0; 5 * width];
+        tanh_runs(&src, width, &bias, &bounds, &mut dst, width, width);
+        for (k, w) in bounds.windows(2).enumerate() {
+            for r in w[0]..w[1] {
+                for c in 0..width {
+                    let want = tanh_scalar(src[r * width + c] + bias[k * width + c]);
+                    assert!(
+                        (dst[r * width + c] - want).abs() <= 1e-7,
+                        "run {k}, row {r}"
+                    );
                 }
             }
         }
