@@ -74,25 +74,26 @@ impl WithSimd for TanhRows<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let rows = self.bounds.windows(2).enumerate();
-        for (k, r) in rows.flat_map(|(k, w)| (w[0]..w[1]).map(move |r| (k, r))) {
-            let src = &self.src[r * self.src_stride..r * self.src_stride + self.width];
-            let dst = &mut self.dst[r * self.dst_stride..r * self.dst_stride + self.width];
+        for (k, run) in self.bounds.windows(2).enumerate() {
             let bias = &self.bias[k * self.width..(k + 1) * self.width];
-            let (src_head, src_tail) = S::as_simd_f32s(src);
             let (bias_head, bias_tail) = S::as_simd_f32s(bias);
-            let (dst_head, dst_tail) = S::as_mut_simd_f32s(dst);
-            for ((d, s), b) in dst_head.iter_mut().zip(src_head).zip(bias_head) {
-                *d = tanh_simd(simd, simd.add_f32s(*s, *b));
-            }
-            // The tail (width mod lanes) as one masked vector: per element, the scalar form
-            // costs as much as a whole vector (a division and ten FMAs either way).
-            if !dst_tail.is_empty() {
-                let x = simd.add_f32s(
-                    simd.partial_load_f32s(src_tail),
-                    simd.partial_load_f32s(bias_tail),
-                );
-                simd.partial_store_f32s(dst_tail, tanh_simd(simd, x));
+            for r in run[0]..run[1] {
+                let src = &self.src[r * self.src_stride..r * self.src_stride + self.width];
+                let dst = &mut self.dst[r * self.dst_stride..r * self.dst_stride + self.width];
+                let (src_head, src_tail) = S::as_simd_f32s(src);
+                let (dst_head, dst_tail) = S::as_mut_simd_f32s(dst);
+                for ((d, s), b) in dst_head.iter_mut().zip(src_head).zip(bias_head) {
+                    *d = tanh_simd(simd, simd.add_f32s(*s, *b));
+                }
+                // The tail (width mod lanes) as one masked vector: per element, the scalar
+                // form costs as much as a whole vector (a division and ten FMAs either way).
+                if !dst_tail.is_empty() {
+                    let x = simd.add_f32s(
+                        simd.partial_load_f32s(src_tail),
+                        simd.partial_load_f32s(bias_tail),
+                    );
+                    simd.partial_store_f32s(dst_tail, tanh_simd(simd, x));
+                }
             }
         }
     }
