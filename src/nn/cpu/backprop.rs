@@ -27,7 +27,7 @@ use std::{borrow::Cow, ops::Range};
 
 use super::{
     gemm::{MatRef, matmul},
-    mlp::{CpuMlp, ShiftInput, affine_latents},
+    mlp::{CpuLayer, CpuMlp, ShiftInput, affine_latents},
     params::{LayerParams, MlpParams},
     scratch::Buf,
     simd::{dtanh_curvature, mul_dtanh, tanh_runs},
@@ -235,15 +235,22 @@ impl CpuMlp {
         };
         let mut zt_runs = Vec::new();
         affine_latents(&z_runs, runs.len(), dz, &mut zt_runs);
-        t.strides.push(n + self.layers[0].tape_extra_in());
+        // Every row its own latent (a Jacobian's rows, a body each): the shift goes in as z
+        // columns, as `CpuMlp::eval_tile` takes it, so that the recorded field equals the
+        // evaluated one bit for bit; shared latents take it once per run.
+        let shift = if runs.singles_only() {
+            ShiftInput::Columns
+        } else {
+            ShiftInput::ByRun
+        };
+        let extra_in = |layer: &CpuLayer| match shift {
+            ShiftInput::Columns => layer.extra_in(),
+            _ => layer.tape_extra_in(),
+        };
+        t.strides.push(n + extra_in(&self.layers[0]));
         for (l, layer) in self.layers.iter().enumerate() {
-            t.strides.push(
-                layer.d_out
-                    + self
-                        .layers
-                        .get(l + 1)
-                        .map_or(0, |next| next.tape_extra_in()),
-            );
+            t.strides
+                .push(layer.d_out + self.layers.get(l + 1).map_or(0, extra_in));
         }
         let mut a0 = Buf::overwritten(rows * t.strides[0]);
         for r in 0..rows {
@@ -265,7 +272,12 @@ impl CpuMlp {
                 }
             }
             let o = layer.d_out;
-            layer.run_biases(&z_runs, runs.len(), &mut biases);
+            let shifted: &[f32] = if shift == ShiftInput::ByRun {
+                &z_runs
+            } else {
+                &[]
+            };
+            layer.run_biases(shifted, runs.len(), &mut biases);
             let cols = o + layer.pre();
             let mut y = Buf::overwritten(rows * cols);
             let stride = t.strides[l];
@@ -276,7 +288,7 @@ impl CpuMlp {
                 z,
                 &t.zt,
                 &d,
-                ShiftInput::ByRun,
+                shift,
                 &mut y,
                 &mut scratch,
             );

@@ -138,11 +138,12 @@ impl CpuLayer {
 
     /// The biases of `runs` runs of rows with latents z `[runs, d_z]` into `out`
     /// `[runs, d_out]`: b + s(z) = b + zA_s where the shift is added per run
-    /// ([`CpuLayer::shift_by_run`]), else b (the shift, if any, comes from z columns).
+    /// ([`CpuLayer::shift_by_run`]), else b (the shift, if any, comes from z columns; an
+    /// empty z asks for b alone).
     pub(super) fn run_biases(&self, z: &[f32], runs: usize, out: &mut Vec<f32>) {
         let o = self.d_out;
         let out = grow(out, runs * o);
-        if !self.shift_by_run() || runs == 0 {
+        if !self.shift_by_run() || runs == 0 || z.is_empty() {
             for row in out.chunks_exact_mut(o.max(1)) {
                 row.copy_from_slice(&self.bias);
             }
