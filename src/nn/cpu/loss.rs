@@ -131,6 +131,8 @@ impl<'a> Objective<'a> {
         }
         let scale = 2.0 / (rows * n) as f32;
         let tile = TRAIN_TILE;
+        // Each tile's runs of rows sharing a task (and so a latent).
+        let runs: Vec<Runs> = batch.task.chunks(tile).map(Runs::of_tasks).collect();
         let partials: Vec<Partial> = (0..rows.div_ceil(tile))
             .into_par_iter()
             .map(|t| {
@@ -139,7 +141,7 @@ impl<'a> Objective<'a> {
                 self.tile(
                     &batch.x[r0 * n..r1 * n],
                     &z[r0 * dz..r1 * dz],
-                    &Runs::of_tasks(&batch.task[r0..r1]),
+                    &runs[t],
                     r1 - r0,
                     Cotangent::Loss {
                         dx: &batch.dx[r0 * n..r1 * n],
@@ -152,7 +154,7 @@ impl<'a> Objective<'a> {
         let mut sq = 0.0;
         let mut grads: Option<ModelParams> = None;
         let mut zbar = vec![0.0; latents.len()];
-        for (t, p) in partials.into_iter().enumerate() {
+        for (t, (p, runs)) in partials.into_iter().zip(&runs).enumerate() {
             sq += p.sq;
             if let Some(g) = p.grads {
                 match &mut grads {
@@ -162,7 +164,6 @@ impl<'a> Objective<'a> {
             }
             // Each run is one task's rows: its z̄ goes to that task's latent.
             let r0 = t * tile;
-            let runs = Runs::of_tasks(&batch.task[r0..(r0 + tile).min(rows)]);
             for (run, zr) in runs.iter().zip(p.zbar.chunks_exact(dz.max(1))) {
                 let task = batch.task[r0 + run.start];
                 zbar[task * dz..(task + 1) * dz]
