@@ -463,7 +463,8 @@ impl CpuLayer {
         factor: &[f32],
         scratch: &mut Vec<f32>,
     ) {
-        match self.method {
+        // The coefficients c `[rows, inner]` of the update y += c·factor, per method.
+        let inner = match self.method {
             Method::Svd(r) => {
                 let c = grow(scratch, rows * r);
                 for row in 0..rows {
@@ -476,15 +477,7 @@ impl CpuLayer {
                         *cv = p * dj;
                     }
                 }
-                matmul(
-                    y,
-                    rows,
-                    width,
-                    y_stride,
-                    MatRef::rows(c, rows, r),
-                    MatRef::rows(factor, r, width),
-                    true,
-                );
+                r
             }
             Method::Mr(r) => {
                 let k = self.k();
@@ -501,18 +494,19 @@ impl CpuLayer {
                         }
                     }
                 }
-                matmul(
-                    y,
-                    rows,
-                    width,
-                    y_stride,
-                    MatRef::rows(c_rows, rows, r * k),
-                    MatRef::rows(factor, r * k, width),
-                    true,
-                );
+                r * k
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        matmul(
+            y,
+            rows,
+            width,
+            y_stride,
+            MatRef::rows(&scratch[..rows * inner], rows, inner),
+            MatRef::rows(factor, inner, width),
+            true,
+        );
     }
 }
 
