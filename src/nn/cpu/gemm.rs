@@ -1,9 +1,16 @@
-//! The one place noether calls unsafe code: a bounds-checked, safe front end to the `gemm`
-//! crate's matrix product (AVX-512/AVX2/NEON microkernels chosen at run time).
+//! The one place noether's CPU kernel calls unsafe code: a bounds-checked, safe front end to
+//! its matrix products. Small products with a row-major right-hand side (every product of a
+//! training step) run in the register-blocked AVX2 kernel of [`avx2`] where the CPU has AVX2
+//! and FMA; the rest in the `gemm` crate (AVX-512/AVX2/NEON microkernels chosen at run
+//! time), which packs its operands into buffers it allocates on each call: at a training
+//! step's sizes that cost `gemm` 8 % of the step (BENCHMARKS.md).
 #![expect(
     unsafe_code,
     reason = "gemm::gemm takes raw pointers; every access is bounds-checked below"
 )]
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// A strided view of a row-major-ish f32 matrix: element (i, j) is at
 /// `data[i * row_stride + j * col_stride]`.
@@ -112,6 +119,35 @@ pub fn matmul(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if register_blocked(b, a.cols) {
+        let ops = avx2::Operands {
+            a: a.data.as_ptr(),
+            a_rs: a.row_stride,
+            a_cs: a.col_stride,
+            b: b.data.as_ptr(),
+            b_rs: b.row_stride,
+            c: c.as_mut_ptr(),
+            c_rs: c_stride,
+        };
+        // SAFETY: AVX2 and FMA are present; every element of A, B and C the product touches
+        // lies inside its slice (checked above) and `c`, borrowed mutably, aliases neither.
+        unsafe { avx2::matmul(c_rows, c_cols, a.cols, ops, accumulate) };
+        return;
+    }
+    with_gemm(c, c_rows, c_cols, c_stride, a, b, accumulate);
+}
+
+/// [`matmul`] by the `gemm` crate, for operands [`matmul`] has checked.
+fn with_gemm(
+    c: &mut [f32],
+    c_rows: usize,
+    c_cols: usize,
+    c_stride: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+) {
     // SAFETY: every index gemm touches, (i·rs + j·cs) for i < rows, j < cols, lies inside the
     // slices (checked above); `c` is borrowed mutably and so cannot alias `a` or `b`; all
     // strides are non-negative and fit in isize because they index existing slices.
@@ -138,6 +174,17 @@ pub fn matmul(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// Whether [`matmul`] multiplies by `b` over an inner dimension `k` in its own AVX2 kernel
+/// (B row-major, k small, the CPU has AVX2 and FMA) rather than in `gemm`.
+fn register_blocked(b: MatRef<'_>, k: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        b.col_stride == 1 && k <= avx2::MAX_INNER && avx2::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Row lengths of [`Padded`] matrices are multiples of this many floats: an AVX-512
@@ -244,9 +291,10 @@ pub fn matmul_padded(
         "matmul_padded: {k} inputs for a {}-row matrix",
         b.rows
     );
-    if cols == stride || rows > k {
-        // Unpadded, or C taller than B': packing B' once costs less than copying C.
-        let view = MatRef::strided(&b.data, k, cols, stride);
+    let view = MatRef::strided(&b.data, k, cols, stride);
+    if cols == stride || rows > k || register_blocked(view, k) {
+        // Unpadded, C taller than B' (packing B' once costs less than copying C), or a
+        // product that reads B where it lies.
         return matmul(c, rows, cols, c_stride, a, view, false);
     }
     let view = MatRef::rows(&b.data[..k * stride], k, stride);
@@ -339,6 +387,84 @@ mod tests {
                 }
                 assert_eq!(c[i * stride + cols], 1.0, "columns past C's width are kept");
             }
+        }
+    }
+
+    /// A deterministic matrix of `len` values in (−1, 1).
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * seed).sin()).collect()
+    }
+
+    #[test]
+    fn products_match_naive_and_gemm_over_edge_shapes() {
+        // Row counts around the 6-row block (30: B's panels copied first), column counts around the 8- and 16-lane
+        // panels, inner sizes from a rank to past a layer; A plain and transposed; C
+        // overwritten and accumulated, with guard columns past its width.
+        for m in [1, 5, 6, 7, 13, 30] {
+            for n in [1, 4, 8, 9, 16, 17, 33] {
+                for k in [1, 5, 100] {
+                    for (transposed, accumulate) in [(false, false), (true, true)] {
+                        let a = values(m * k, 0.37);
+                        let b = values(k * n, 0.11);
+                        let av = if transposed {
+                            MatRef::rows(&a, k, m).t()
+                        } else {
+                            MatRef::rows(&a, m, k)
+                        };
+                        let bv = MatRef::rows(&b, k, n);
+                        let stride = n + 3;
+                        let start = values(m * stride, 0.53);
+                        let mut c = start.clone();
+                        matmul(&mut c, m, n, stride, av, bv, accumulate);
+                        let mut reference = start.clone();
+                        with_gemm(&mut reference, m, n, stride, av, bv, accumulate);
+                        let expected = naive(av, bv);
+                        for i in 0..m {
+                            for j in 0..stride {
+                                let (got, at) = (c[i * stride + j], i * stride + j);
+                                if j >= n {
+                                    assert_eq!(got, start[at], "guard column {j} of row {i}");
+                                    continue;
+                                }
+                                let want =
+                                    expected[i * n + j] + if accumulate { start[at] } else { 0.0 };
+                                let tol = 1e-5 * (k as f32).sqrt();
+                                assert!(
+                                    (got - want).abs() < tol && (got - reference[at]).abs() < tol,
+                                    "{m}×{n}×{k} (transposed {transposed}): C[{i}, {j}] = {got}, \
+                                     naive {want}, gemm {}",
+                                    reference[at]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_in_any_block() {
+        // A body evaluated alone (a tile of one) and inside a tile of 30 (B's panels copied
+        // first) gets the same field to the bit: what the recorded-versus-evaluated checks
+        // rely on.
+        let (m, n, k) = (30, 21, 100);
+        let (a, b) = (values(m * k, 0.37), values(k * n, 0.11));
+        let bv = MatRef::rows(&b, k, n);
+        let mut all = vec![0.0; m * n];
+        matmul(&mut all, m, n, n, MatRef::rows(&a, m, k), bv, false);
+        for i in 0..m {
+            let mut one = vec![0.0; n];
+            matmul(
+                &mut one,
+                1,
+                n,
+                n,
+                MatRef::rows(&a[i * k..], 1, k),
+                bv,
+                false,
+            );
+            assert_eq!(one, all[i * n..(i + 1) * n], "row {i}");
         }
     }
 
