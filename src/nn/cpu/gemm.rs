@@ -2,8 +2,8 @@
 //! its matrix products. Small products with a row-major right-hand side (every product of a
 //! training step) run in the register-blocked AVX2 kernel of [`avx2`] where the CPU has AVX2
 //! and FMA; the rest in the `gemm` crate (AVX-512/AVX2/NEON microkernels chosen at run
-//! time), which packs its operands into buffers it allocates on each call: at a training
-//! step's sizes that cost `gemm` 8 % of the step (BENCHMARKS.md).
+//! time), which allocates packing buffers on each call (its driver, packing and allocation
+//! were 11 % of a training step's samples; BENCHMARKS.md has what replacing it gained).
 #![expect(
     unsafe_code,
     reason = "gemm::gemm takes raw pointers; every access is bounds-checked below"
@@ -397,9 +397,9 @@ mod tests {
 
     #[test]
     fn products_match_naive_and_gemm_over_edge_shapes() {
-        // Row counts around the 6-row block (30: B's panels copied first), column counts around the 8- and 16-lane
-        // panels, inner sizes from a rank to past a layer; A plain and transposed; C
-        // overwritten and accumulated, with guard columns past its width.
+        // Row counts around the 6-row block (30: B's panels copied first), column counts
+        // around the 8- and 16-lane panels, inner sizes from a rank to past a layer; A plain
+        // and transposed; C overwritten and accumulated, with guard columns past its width.
         for m in [1, 5, 6, 7, 13, 30] {
             for n in [1, 4, 8, 9, 16, 17, 33] {
                 for k in [1, 5, 100] {
