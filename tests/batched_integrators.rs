@@ -19,6 +19,9 @@ use noether::{
 };
 use rand::RngExt;
 
+/// One step of a batch of states `x` by `h`, as a named scheme under test.
+type Stepper<'a> = dyn Fn(&Vec<f32>, f64) -> Vec<f32> + 'a;
+
 fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
     let mut rng = stream_rng("tests/batched-integrators", seed, 0);
     (0..n)
@@ -214,7 +217,7 @@ fn symplectic_methods_keep_a_learned_separable_energy_bounded() {
         e
     };
     let e0 = energy(&x0);
-    let steps: [(&str, &dyn Fn(&Vec<f32>, f64) -> Vec<f32>); 2] = [
+    let steps: [(&str, &Stepper<'_>); 2] = [
         ("verlet", &|x, h| verlet_step(&flow, x, h)),
         ("yoshida4", &|x, h| yoshida4_step(&flow, x, h)),
     ];
@@ -255,7 +258,7 @@ fn every_method_integrates_the_same_field() {
     let moved = worst_gap(&reference, &x0);
     assert!(moved > 1e-3, "the field moves the states ({moved:e})");
     let mid = ImplicitMidpoint::default().with_tolerance(1e-7);
-    let cases: [(&str, &dyn Fn(&Vec<f32>, f64) -> Vec<f32>); 3] = [
+    let cases: [(&str, &Stepper<'_>); 3] = [
         ("verlet", &|x, h| verlet_step(&flow, x, h)),
         ("midpoint", &|x, h| {
             mid.step_fixed_point(&flow, x, h).unwrap().0

@@ -151,9 +151,9 @@ impl Dopri5 {
                     step: h_step,
                 });
             }
-            for s in 0..6 {
+            for (s, a_s) in A.iter().enumerate() {
                 for i in 0..n {
-                    let acc: f64 = A[s].iter().zip(&self.k).map(|(a, k)| a * k[i]).sum();
+                    let acc: f64 = a_s.iter().zip(&self.k).map(|(a, k)| a * k[i]).sum();
                     self.y[i] = x[i] + h_step * acc;
                 }
                 f.eval(&self.y, &mut self.k[s + 1]);

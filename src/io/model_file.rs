@@ -276,7 +276,7 @@ fn validate(c: &ModelConfig, path: &Path) -> Result<(), ModelFileError> {
             "hidden",
             format!(
                 "the network would hold up to {estimate} parameters; at most {MAX_PARAMETERS} ({} MiB) are allowed before anything is allocated",
-                MAX_PARAMETERS * 4 >> 20
+                (MAX_PARAMETERS * 4) >> 20
             ),
         );
     }

@@ -31,8 +31,8 @@ pub use observed::{
     ObservedPart, Track, Values, fit_latent, fit_step,
 };
 pub use task::{
-    HELD_OUT, META_TEST, META_TRAIN, PROTOCOL, Points, QUERY, SUPPORT, TRAIN_TRAJECTORIES, TaskSet,
-    VALIDATION, system_shots, system_trajectories,
+    HELD_OUT, META_TEST, META_TRAIN, PROTOCOL, Points, QUERY, SUPPORT, Samples, TRAIN_TRAJECTORIES,
+    TaskSet, VALIDATION, system_shots, system_trajectories,
 };
 pub use train::{
     HistoryPoint, MetaConfig, MetaOutcome, latent_stats, meta_train, query_error, validation_error,

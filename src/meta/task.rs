@@ -223,7 +223,7 @@ impl<'a> TaskSet<'a> {
 
     /// `count` more support trajectories of instance `i`, drawn and integrated by the
     /// dataset protocol (stream `data/extra-support`), as (x, ẋ) samples.
-    pub fn extra_support(&self, i: usize, count: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+    pub fn extra_support(&self, i: usize, count: usize) -> Samples {
         let (data, local) = self.locate(i);
         let family = data.spec.family;
         let params = data.params_of(local);
@@ -253,6 +253,9 @@ impl<'a> TaskSet<'a> {
     }
 }
 
+/// (x, ẋ) samples, in order (of one trajectory, or of several end to end).
+pub type Samples = Vec<(Vec<f64>, Vec<f64>)>;
+
 /// `count` trajectories of `system` (parameters `params` of `family`) from protocol initial
 /// states drawn from `rng`, sampled on the family's grid: (x, ẋ) per sample.
 ///
@@ -264,7 +267,7 @@ pub fn system_trajectories(
     params: &[f64],
     count: usize,
     rng: &mut impl Rng,
-) -> Result<Vec<Vec<(Vec<f64>, Vec<f64>)>>, crate::integrate::IntegrateError> {
+) -> Result<Vec<Samples>, crate::integrate::IntegrateError> {
     let spec = family.spec();
     (0..count)
         .map(|_| {

@@ -1663,10 +1663,12 @@ mod tests {
     fn a_fit_without_descent_above_the_floor_stalls_and_is_retried() {
         let settings = AdaptationSettings::default();
         let mut window = resting_window(60);
-        let mut s = AdaptState::default();
-        s.horizon = 60;
         // Still descending above the floor: keep adapting.
-        s.phase = AdaptPhase::Adapting;
+        let mut s = AdaptState {
+            horizon: 60,
+            phase: AdaptPhase::Adapting,
+            ..AdaptState::default()
+        };
         assert_eq!(
             s.apply(result(false, 0.3, 0.02, 60), &window, &settings)
                 .event,

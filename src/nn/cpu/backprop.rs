@@ -127,6 +127,10 @@ pub(super) struct Tape {
 }
 
 /// grad[m×n] += leftᵀ·right with left `[rows, m]` (stride `ls`) and right `[rows, n]` (stride `rs`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a product: the gradient, two strided operands and their shapes"
+)]
 fn add_outer(
     grad: &mut [f32],
     m: usize,
@@ -723,7 +727,7 @@ fn layer_grads(
             }
             // d(z) is one row per run: Ā_d += Σₖ z̃_kᵀ(Σ_run d̄), z̄_k += (Σ_run d̄) A_d[..d_z]ᵀ.
             let dbar_sums = runs.sums((&dbar, r_), r_);
-            if let Some(g) = g.as_deref_mut() {
+            if let Some(g) = g.as_mut() {
                 add_outer(&mut g.svd_v, i, r_, s.a.0, s.a.1, &t1, r_, rows);
                 add_outer(&mut g.svd_v, i, r_, s.gbar.0, s.gbar.1, &t2, r_, rows);
                 add_outer(&mut g.svd_u, o, r_, s.ubar.0, s.ubar.1, &s1, r_, rows);

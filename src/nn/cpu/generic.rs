@@ -243,10 +243,6 @@ impl Assembly {
     }
 
     /// Reverse mode of [`Assembly::forward`] given ∂L/∂ẋ.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the assembly's inputs and the output adjoint"
-    )]
     pub(super) fn backward(
         &self,
         ge: &[f32],

@@ -331,10 +331,10 @@ impl CpuLayer {
             Method::Svd(r) => {
                 let mut d = Vec::new();
                 self.svd_coefficients(&zt, 1, &mut d);
-                for j in 0..r {
+                for (j, dj) in d.iter().enumerate().take(r) {
                     let uj = &self.fwd_corr[j * o..(j + 1) * o];
                     for ii in 0..i {
-                        let s = fwd(ii, o + j) * d[j];
+                        let s = fwd(ii, o + j) * dj;
                         w[ii * o..(ii + 1) * o]
                             .iter_mut()
                             .zip(uj)

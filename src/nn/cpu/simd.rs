@@ -230,7 +230,7 @@ impl WithSimd for DtanhCurvature<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let (one, minus_two) = (simd.splat_f32s(1.0), simd.splat_f32s(-2.0));
         let w = self.width;
-        fn row<'b>((buf, stride): (&'b [f32], usize), r: usize, w: usize) -> &'b [f32] {
+        fn row((buf, stride): (&[f32], usize), r: usize, w: usize) -> &[f32] {
             &buf[r * stride..r * stride + w]
         }
         let (next, ns) = self.next;

@@ -89,10 +89,10 @@ pub enum PackError {
     GroupShape {
         /// Its place in the group.
         index: usize,
-        /// Its shape.
-        got: NetShape,
+        /// Its shape (boxed: it keeps every `Result` of the GPU path small).
+        got: Box<NetShape>,
         /// The first model's.
-        expected: NetShape,
+        expected: Box<NetShape>,
     },
     /// Weights too large for 32-bit offsets.
     #[error("the network's {0} weights do not fit 32-bit offsets")]
@@ -205,8 +205,8 @@ impl PackedNet {
             if net.shape != first.shape {
                 return Err(PackError::GroupShape {
                     index,
-                    got: net.shape,
-                    expected: first.shape,
+                    got: Box::new(net.shape),
+                    expected: Box::new(first.shape),
                 });
             }
             let base = u32::try_from(out.weights.len())
