@@ -317,6 +317,11 @@ pub fn matmul_padded(
 mod tests {
     use super::*;
 
+    /// A deterministic matrix of `len` values in (−1, 1).
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * seed).sin()).collect()
+    }
+
     fn naive(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
         let mut out = vec![0.0; a.rows * b.cols];
         for i in 0..a.rows {
@@ -332,8 +337,8 @@ mod tests {
 
     #[test]
     fn matches_naive_product_with_strides_and_transposes() {
-        let a: Vec<f32> = (0..7 * 5).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..5 * 9).map(|i| (i as f32 * 0.11).cos()).collect();
+        let a = values(7 * 5, 0.37);
+        let b = values(5 * 9, 0.11);
         let (av, bv) = (MatRef::rows(&a, 7, 5), MatRef::rows(&b, 5, 9));
         let mut c = vec![0.0; 7 * 12];
         matmul(&mut c, 7, 9, 12, av, bv, false);
@@ -360,8 +365,8 @@ mod tests {
     fn padded_products_match_the_plain_product() {
         // Padded and unpadded widths; C shorter (scratch and copy) and taller (direct) than B.
         for (rows, cols) in [(6, 5), (6, 16), (6, 21), (9, 21)] {
-            let a: Vec<f32> = (0..rows * 7).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..7 * cols).map(|i| (i as f32 * 0.11).cos()).collect();
+            let a = values(rows * 7, 0.37);
+            let b = values(7 * cols, 0.11);
             let padded = Padded::new(&b, 7, cols);
             assert_eq!(padded.unpadded(), b);
             assert_eq!(padded.get(3, cols - 1), b[3 * cols + cols - 1]);
@@ -388,11 +393,6 @@ mod tests {
                 assert_eq!(c[i * stride + cols], 1.0, "columns past C's width are kept");
             }
         }
-    }
-
-    /// A deterministic matrix of `len` values in (−1, 1).
-    fn values(len: usize, seed: f32) -> Vec<f32> {
-        (0..len).map(|i| (i as f32 * seed).sin()).collect()
     }
 
     #[test]
