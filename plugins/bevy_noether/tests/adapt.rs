@@ -11,7 +11,7 @@ use bevy_noether::{
     adapt::{AdaptSettings, AdaptationStats},
     prelude::*,
 };
-use common::{add_model, create_app};
+use common::{add_model, create_app, loaded};
 use noether::{
     integrate::{Integrator, simulate},
     meta::observed::position_error,
@@ -56,12 +56,7 @@ fn spawn_observed(
     count: usize,
     observed: &Observed,
 ) -> Vec<Entity> {
-    let mean = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(model)
-        .unwrap()
-        .mean_latent();
+    let mean = loaded(app, model).mean_latent();
     (0..count)
         .map(|i| {
             let (params, x0) = pendulum(i);
@@ -129,11 +124,7 @@ fn prediction_error(model: &NoetherModel, params: &[f64], x0: &[f32], latent: &[
 
 /// The mean-latent and adapted 10-s errors over `bodies`.
 fn errors(app: &App, model: &Handle<NoetherModel>, bodies: &[Entity]) -> (f64, f64) {
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(model)
-        .unwrap();
+    let m = loaded(app, model);
     let mean = m.mean_latent();
     let (mut before, mut after) = (0.0, 0.0);
     for (i, e) in bodies.iter().enumerate() {

@@ -32,7 +32,7 @@ use noether::{
 
 mod common;
 
-use common::{HZ, add_model, assets, create_app, repo, spawn_bodies, states};
+use common::{HZ, add_model, assets, create_app, latents, loaded, repo, spawn_bodies, states};
 
 #[test]
 fn the_app_steps_as_the_plain_loop_runtime_and_solves_the_midpoint_equation() {
@@ -40,16 +40,8 @@ fn the_app_steps_as_the_plain_loop_runtime_and_solves_the_midpoint_equation() {
     let model = add_model(&mut app, "pendulum-svd5");
     let entities = spawn_bodies(&mut app, &model, 40, 1);
     app.update();
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(&model)
-        .unwrap()
-        .clone();
-    let z: Vec<f32> = entities
-        .iter()
-        .flat_map(|&e| app.world().get::<LatentCode>(e).unwrap().0.clone())
-        .collect();
+    let m = loaded(&app, &model).clone();
+    let z = latents(&app, &entities);
     // The same bodies in the engine-free runtime, stepped in a plain loop.
     let x = states(&mut app, &entities);
     let bodies: Vec<BodyInit> = (0..entities.len())
@@ -155,13 +147,7 @@ fn hamiltonian_energy_holds_and_generic_entropy_never_decreases() {
 fn different_latents_give_different_motion() {
     let mut app = create_app();
     let model = add_model(&mut app, "pendulum-svd5");
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(&model)
-        .unwrap()
-        .clone();
-    let mean = m.mean_latent();
+    let mean = loaded(&app, &model).mean_latent();
     let other: Vec<f32> = mean
         .iter()
         .enumerate()
@@ -411,16 +397,8 @@ fn a_discrete_gradient_batch_matches_the_core_step() {
     let model = add_model(&mut app, "dno-svd3");
     let e = spawn_bodies(&mut app, &model, 12, 11);
     app.update();
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(&model)
-        .unwrap()
-        .clone();
-    let z: Vec<f32> = e
-        .iter()
-        .flat_map(|&x| app.world().get::<LatentCode>(x).unwrap().0.clone())
-        .collect();
+    let m = loaded(&app, &model).clone();
+    let z = latents(&app, &e);
     let mut expected = states(&mut app, &e);
     for _ in 0..5 {
         app.update();
@@ -468,12 +446,7 @@ fn a_body_spawned_in_code_takes_the_mean_latent_once_its_model_loads() {
     for _ in 0..32 {
         app.update();
     }
-    let mean = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(&model)
-        .unwrap()
-        .mean_latent();
+    let mean = loaded(&app, &model).mean_latent();
     assert_eq!(app.world().get::<LatentCode>(body).unwrap().0, mean);
     assert_ne!(
         app.world().get::<PhaseState>(body).unwrap().0,

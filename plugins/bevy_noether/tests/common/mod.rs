@@ -40,6 +40,22 @@ pub fn random(n: usize, scale: f64, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The model behind `model`, once it has loaded.
+pub fn loaded<'a>(app: &'a App, model: &Handle<NoetherModel>) -> &'a NoetherModel {
+    app.world()
+        .resource::<Assets<NoetherModel>>()
+        .get(model)
+        .expect("the model has loaded")
+}
+
+/// The latent codes of `entities`, end to end.
+pub fn latents(app: &App, entities: &[Entity]) -> Vec<f32> {
+    entities
+        .iter()
+        .flat_map(|&e| app.world().get::<LatentCode>(e).unwrap().0.clone())
+        .collect()
+}
+
 /// Spawns `count` bodies of `model` with random states (scaled) and latents near the mean.
 pub fn spawn_bodies(
     app: &mut App,
@@ -47,12 +63,7 @@ pub fn spawn_bodies(
     count: usize,
     seed: u64,
 ) -> Vec<Entity> {
-    let m = app
-        .world()
-        .resource::<Assets<NoetherModel>>()
-        .get(model)
-        .unwrap()
-        .clone();
+    let m = loaded(app, model).clone();
     let (n, dz) = (m.dim(), m.config.d_latent);
     let mean = m.mean_latent();
     let x = random(count * n, 1.0, seed);
