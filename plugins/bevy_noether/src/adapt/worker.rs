@@ -12,7 +12,7 @@ use std::{
 };
 
 use bevy::prelude::Entity;
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, unbounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, unbounded};
 use noether::{
     nn::cpu::CpuModel,
     runtime::{FrameGate, Job, JobResult, run_job},
@@ -118,6 +118,10 @@ impl Worker {
     }
 
     /// Hands a job over without waiting; gives it back if the worker is gone.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a refused job comes back whole, to be kept for the next tick"
+    )]
     pub(crate) fn send(&self, item: WorkItem) -> Result<(), WorkItem> {
         self.jobs.try_send(item).map_err(|e| match e {
             TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
@@ -126,10 +130,8 @@ impl Worker {
 
     /// A finished job, if one is ready.
     pub(crate) fn try_recv(&self) -> Option<WorkOutcome> {
-        match self.results.try_recv() {
-            Ok(r) => Some(r),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty or disconnected alike: a dead worker is found by `send`, which gets its job back.
+        self.results.try_recv().ok()
     }
 }
 

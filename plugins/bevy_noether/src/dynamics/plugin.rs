@@ -226,6 +226,10 @@ impl Gathered {
 /// it (states resident on the device, results arriving a tick or more later; the batches of
 /// models of one kernel shape and integrator share one launch; GENERIC models by the
 /// discrete gradient), on the CPU kernel otherwise.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a system: its parameters are the resources and queries it reads"
+)]
 fn step_bodies(
     sim: Res<Time<Simulation>>,
     models: Res<Assets<NoetherModel>>,

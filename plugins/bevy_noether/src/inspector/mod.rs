@@ -206,7 +206,7 @@ fn ui(
             }
             ui.separator();
             ui.label("populations");
-            for p in summarize_populations(&populations) {
+            for p in summarize_populations(populations) {
                 let first = p.first;
                 ui.horizontal(|ui| {
                     if ui

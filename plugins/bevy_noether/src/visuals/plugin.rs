@@ -145,10 +145,10 @@ fn frame_camera(
     );
     let scale = (all.width() / w).max(all.height() / h) * 1.04;
     for (mut transform, mut projection) in &mut cameras {
-        if let Projection::Orthographic(ortho) = projection.as_mut() {
-            if (ortho.scale - scale).abs() > 1e-4 * scale {
-                ortho.scale = scale;
-            }
+        if let Projection::Orthographic(ortho) = projection.as_mut()
+            && (ortho.scale - scale).abs() > 1e-4 * scale
+        {
+            ortho.scale = scale;
         }
         let centre = all.center() + Vec2::new(0.5 * settings.reserved_right * scale, 0.0);
         if transform.translation.truncate().distance(centre) > 1e-3 {
@@ -159,6 +159,10 @@ fn frame_camera(
 
 /// Bodies the views draw keep their pre-step state ([`PreviousState`], kept current by the
 /// dynamics) so they can be drawn between fixed steps.
+#[expect(
+    clippy::type_complexity,
+    reason = "a system's query: the bodies drawn that lack a previous state"
+)]
 fn track_previous(
     mut commands: Commands,
     bodies: Query<(Entity, &PhaseState), (With<NoetherBody>, Without<PreviousState>)>,
