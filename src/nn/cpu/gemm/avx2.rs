@@ -126,7 +126,6 @@ unsafe fn panel<const V: usize, const MASKED: bool>(
         unsafe {
             let block = Operands {
                 a: ops.a.add(i * ops.a_rs),
-                b: ops.b,
                 c: ops.c.add(i * ops.c_rs + j),
                 ..ops
             };
